@@ -1,0 +1,50 @@
+"""The ``mhc-export`` command: one subcommand per pipeline stage.
+
+Each subcommand lives in its own module with ``configure(parser)`` and
+``run(args) -> int``; they are imported only when chosen so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from .errors import EXIT_USAGE, MhcError
+
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "export": ("mhc_export.commands.export", "export a model or a single op to ONNX and validate it"),
+    "validate": ("mhc_export.commands.validate", "validate an ONNX model or a TensorRT engine"),
+    "build": ("mhc_export.commands.build", "build a TensorRT engine from an ONNX model"),
+    "diagnose": ("mhc_export.commands.diagnose", "mHC diagnostics: width sweep, Sinkhorn error"),
+}
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mhc-export", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module, help_text) in SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if only is None or only == name:
+            importlib.import_module(module).configure(p)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    chosen = next((a for a in argv if a in SUBCOMMANDS), None)
+    args = build_parser(only=chosen).parse_args(argv)
+    module = importlib.import_module(SUBCOMMANDS[args.command][0])
+    try:
+        return int(module.run(args))
+    except MhcError as e:
+        print(f"mhc-export {args.command}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except (ValueError, TypeError, FileNotFoundError) as e:
+        print(f"mhc-export {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of the mhc-export command line (see mhc_export.cli)."""

@@ -1,0 +1,1 @@
+"""TensorRT side of the pipeline: finding TensorRT, building engines, running them."""

@@ -1,0 +1,284 @@
+"""Eager PyTorch reference of the four mHC ops (``shared/spec/mhc_ops.md``).
+
+Plain torch math with float32 accumulation. This is the ground truth that the
+custom ops, the ONNX function bodies, the CUDA kernels and the TensorRT
+plugins are compared against (the tests in turn check it against an
+independent float64 implementation).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .spec import MAX_STREAMS, RESIDUAL_DTYPES, SINKHORN_INITS, dtype_list, num_mixes
+
+__all__ = [
+    "check_attributes",
+    "check_head_inputs",
+    "check_post_inputs",
+    "check_pre_inputs",
+    "mhc_head",
+    "mhc_post",
+    "mhc_pre",
+    "pre_mixes",
+    "sinkhorn",
+]
+
+# MaxText clips Sinkhorn denominators here instead of adding eps.
+_MAXTEXT_CLIP = 1e-12
+
+
+# ---------------------------------------------------------------------------
+# Input checks: every message names the offending input and what was expected.
+# ---------------------------------------------------------------------------
+
+
+def _check_eps(name: str, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"attribute {name} must be a float, got {type(value).__name__}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"attribute {name} must be a finite number >= 0, got {value}")
+
+
+def _check_iters(name: str, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"attribute {name} must be an int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"attribute {name} must be >= 1, got {value}")
+
+
+def check_attributes(**attrs: float | int) -> None:
+    """Validate attribute values by name (``*_eps``, ``post_mult``, ``*iters``)."""
+    for name, value in attrs.items():
+        if name.endswith("iters"):
+            _check_iters(name, value)  # type: ignore[arg-type]
+        elif name == "post_mult":
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"attribute post_mult must be a float, got {type(value).__name__}")
+            if not math.isfinite(value) or value <= 0:
+                raise ValueError(f"attribute post_mult must be a finite number > 0, got {value}")
+        else:
+            _check_eps(name, value)  # type: ignore[arg-type]
+
+
+def _check_tensor(name: str, t: object) -> torch.Tensor:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    return t
+
+
+def _check_residual(name: str, residual: torch.Tensor) -> tuple[int, int, int]:
+    _check_tensor(name, residual)
+    if residual.dim() != 3:
+        raise ValueError(
+            f"{name} must have rank 3 [T, n, d], got rank {residual.dim()} "
+            f"with shape {tuple(residual.shape)}"
+        )
+    if residual.dtype not in RESIDUAL_DTYPES:
+        raise TypeError(f"{name} dtype must be one of {dtype_list()}, got {residual.dtype}")
+    t, n, d = residual.shape
+    if not 1 <= n <= MAX_STREAMS:
+        raise ValueError(f"{name} has n={n} streams; supported are 1..{MAX_STREAMS}")
+    if d < 1:
+        raise ValueError(f"{name} has hidden size d={d}; it must be >= 1")
+    return t, n, d
+
+
+def _check_f32(name: str, t: torch.Tensor, shape: tuple[int, ...], like: torch.Tensor) -> None:
+    _check_tensor(name, t)
+    if t.dtype != torch.float32:
+        raise TypeError(f"{name} must be float32, got {t.dtype}")
+    if tuple(t.shape) != shape:
+        raise ValueError(f"{name} must have shape {list(shape)}, got {list(t.shape)}")
+    if t.device != like.device:
+        raise ValueError(f"{name} is on {t.device} but residual is on {like.device}")
+
+
+def _check_weights(
+    residual: torch.Tensor, hc_fn: torch.Tensor, hc_scale: torch.Tensor, hc_base: torch.Tensor,
+    rows: int, scales: int,
+) -> None:
+    t, n, d = residual.shape
+    _check_tensor("hc_fn", hc_fn)
+    if hc_fn.dim() != 2:
+        raise ValueError(f"hc_fn must have rank 2 [{rows}, {n * d}], got shape {list(hc_fn.shape)}")
+    if hc_fn.shape[1] != n * d:
+        raise ValueError(
+            f"hc_fn has {hc_fn.shape[1]} columns but residual has n*d = {n}*{d} = {n * d}"
+        )
+    _check_f32("hc_fn", hc_fn, (rows, n * d), residual)
+    _check_f32("hc_scale", hc_scale, (scales,), residual)
+    _check_f32("hc_base", hc_base, (rows,), residual)
+
+
+def check_pre_inputs(
+    residual: torch.Tensor, hc_fn: torch.Tensor, hc_scale: torch.Tensor, hc_base: torch.Tensor
+) -> tuple[int, int, int]:
+    t, n, d = _check_residual("residual", residual)
+    _check_weights(residual, hc_fn, hc_scale, hc_base, num_mixes(n), 3)
+    return t, n, d
+
+
+def check_head_inputs(
+    residual: torch.Tensor, hc_fn: torch.Tensor, hc_scale: torch.Tensor, hc_base: torch.Tensor
+) -> tuple[int, int, int]:
+    t, n, d = _check_residual("residual", residual)
+    _check_weights(residual, hc_fn, hc_scale, hc_base, n, 1)
+    return t, n, d
+
+
+def check_post_inputs(
+    x: torch.Tensor, residual: torch.Tensor, post_mix: torch.Tensor, comb_mix: torch.Tensor
+) -> tuple[int, int, int]:
+    t, n, d = _check_residual("residual", residual)
+    _check_tensor("x", x)
+    if tuple(x.shape) != (t, d):
+        raise ValueError(f"x must have shape [T, d] = {[t, d]}, got {list(x.shape)}")
+    if x.dtype != residual.dtype:
+        raise TypeError(f"x dtype {x.dtype} must match residual dtype {residual.dtype}")
+    _check_f32("post_mix", post_mix, (t, n), residual)
+    _check_f32("comb_mix", comb_mix, (t, n, n), residual)
+    if x.device != residual.device:
+        raise ValueError(f"x is on {x.device} but residual is on {residual.device}")
+    return t, n, d
+
+
+def _check_logits(logits: torch.Tensor) -> None:
+    _check_tensor("logits", logits)
+    if logits.dim() < 2 or logits.shape[-1] != logits.shape[-2]:
+        raise ValueError(f"logits must have shape [..., n, n], got {list(logits.shape)}")
+    if logits.dtype != torch.float32:
+        raise TypeError(f"logits must be float32, got {logits.dtype}")
+
+
+# ---------------------------------------------------------------------------
+# Ops
+# ---------------------------------------------------------------------------
+
+
+def sinkhorn(
+    logits: torch.Tensor, iters: int = 20, eps: float = 1e-6, init: str = "softmax_row"
+) -> torch.Tensor:
+    """Project [..., n, n] float32 logits towards the doubly stochastic matrices.
+
+    ``init="softmax_row"`` is the V4 form of the spec; ``"exp"`` is seed 000
+    (exp, then ``iters`` row-then-column rounds); ``"softmax_col"`` is MaxText
+    (column softmax, then ``iters`` rounds with denominators clipped at 1e-12,
+    ``eps`` unused).
+    """
+    _check_logits(logits)
+    check_attributes(iters=iters, eps=eps)
+    if init == "softmax_row":
+        c = torch.softmax(logits, dim=-1) + eps
+        c = c / (c.sum(dim=-2, keepdim=True) + eps)
+        for _ in range(iters - 1):
+            c = c / (c.sum(dim=-1, keepdim=True) + eps)
+            c = c / (c.sum(dim=-2, keepdim=True) + eps)
+        return c
+    if init == "exp":
+        c = torch.exp(logits)
+        for _ in range(iters):
+            c = c / (c.sum(dim=-1, keepdim=True) + eps)
+            c = c / (c.sum(dim=-2, keepdim=True) + eps)
+        return c
+    if init == "softmax_col":
+        c = torch.softmax(logits, dim=-2)
+        for _ in range(iters):
+            c = c / c.sum(dim=-1, keepdim=True).clamp_min(_MAXTEXT_CLIP)
+            c = c / c.sum(dim=-2, keepdim=True).clamp_min(_MAXTEXT_CLIP)
+        return c
+    raise ValueError(f"unknown Sinkhorn init {init!r}; expected one of {SINKHORN_INITS}")
+
+
+def _rms_mixes(x: torch.Tensor, hc_fn: torch.Tensor, rms_eps: float) -> torch.Tensor:
+    """(hc_fn @ x) * rsqrt(mean(x^2) + rms_eps) for x [T, K] float32."""
+    r = torch.rsqrt(x.square().mean(dim=-1, keepdim=True) + rms_eps)
+    return (x @ hc_fn.t()) * r
+
+
+def pre_mixes(
+    residual: torch.Tensor,
+    hc_fn: torch.Tensor,
+    hc_scale: torch.Tensor,
+    hc_base: torch.Tensor,
+    *,
+    rms_eps: float = 1e-6,
+    pre_eps: float = 1e-6,
+    sinkhorn_eps: float = 1e-6,
+    post_mult: float = 2.0,
+    sinkhorn_iters: int = 20,
+    sinkhorn_init: str = "softmax_row",
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The three gates of MhcPre: pre [T, n], post [T, n], comb [T, n, n] (float32)."""
+    t, n, d = check_pre_inputs(residual, hc_fn, hc_scale, hc_base)
+    check_attributes(
+        rms_eps=rms_eps, pre_eps=pre_eps, sinkhorn_eps=sinkhorn_eps,
+        post_mult=post_mult, sinkhorn_iters=sinkhorn_iters,
+    )
+    mixes = _rms_mixes(residual.reshape(t, n * d).float(), hc_fn, rms_eps)
+    pre = torch.sigmoid(mixes[:, :n] * hc_scale[0] + hc_base[:n]) + pre_eps
+    post = post_mult * torch.sigmoid(mixes[:, n : 2 * n] * hc_scale[1] + hc_base[n : 2 * n])
+    logits = (mixes[:, 2 * n :] * hc_scale[2] + hc_base[2 * n :]).reshape(t, n, n)
+    comb = sinkhorn(logits, sinkhorn_iters, sinkhorn_eps, init=sinkhorn_init)
+    return pre, post, comb
+
+
+def mhc_pre(
+    residual: torch.Tensor,
+    hc_fn: torch.Tensor,
+    hc_scale: torch.Tensor,
+    hc_base: torch.Tensor,
+    *,
+    rms_eps: float = 1e-6,
+    pre_eps: float = 1e-6,
+    sinkhorn_eps: float = 1e-6,
+    post_mult: float = 2.0,
+    sinkhorn_iters: int = 20,
+    sinkhorn_init: str = "softmax_row",
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """MhcPre: returns (layer_input [T, d] residual dtype, post_mix [T, n], comb_mix [T, n, n])."""
+    pre, post, comb = pre_mixes(
+        residual, hc_fn, hc_scale, hc_base,
+        rms_eps=rms_eps, pre_eps=pre_eps, sinkhorn_eps=sinkhorn_eps,
+        post_mult=post_mult, sinkhorn_iters=sinkhorn_iters, sinkhorn_init=sinkhorn_init,
+    )
+    layer_input = torch.einsum("tn,tnd->td", pre, residual.float()).to(residual.dtype)
+    return layer_input, post, comb
+
+
+def mhc_post(
+    x: torch.Tensor,
+    residual: torch.Tensor,
+    post_mix: torch.Tensor,
+    comb_mix: torch.Tensor,
+    *,
+    transpose_comb: bool = False,
+) -> torch.Tensor:
+    """MhcPost: out[t, j] = post[t, j] * x[t] + sum_i comb[t, i, j] * residual[t, i].
+
+    ``transpose_comb=True`` gives seed 000's update out[i] = sum_j B[i, j] X[j].
+    """
+    check_post_inputs(x, residual, post_mix, comb_mix)
+    eq = "tji,tid->tjd" if transpose_comb else "tij,tid->tjd"
+    mixed = torch.einsum(eq, comb_mix, residual.float())
+    out = post_mix.unsqueeze(-1) * x.float().unsqueeze(1) + mixed
+    return out.to(residual.dtype)
+
+
+def mhc_head(
+    residual: torch.Tensor,
+    hc_fn: torch.Tensor,
+    hc_scale: torch.Tensor,
+    hc_base: torch.Tensor,
+    *,
+    rms_eps: float = 1e-6,
+    eps: float = 1e-6,
+) -> torch.Tensor:
+    """MhcHead: y = sum_i w[i] * residual[i], w = sigmoid(mixes * s + b) + eps."""
+    t, n, d = check_head_inputs(residual, hc_fn, hc_scale, hc_base)
+    check_attributes(rms_eps=rms_eps, eps=eps)
+    mixes = _rms_mixes(residual.reshape(t, n * d).float(), hc_fn, rms_eps)
+    w = torch.sigmoid(mixes * hc_scale[0] + hc_base) + eps
+    return torch.einsum("tn,tnd->td", w, residual.float()).to(residual.dtype)

@@ -1,0 +1,133 @@
+"""The operator contract of ``shared/spec/mhc_ops.md`` as data.
+
+Every layer (eager reference, torch custom ops, ONNX nodes and functions, CUDA
+kernels, TensorRT plugins) takes its names, defaults and limits from here so
+that they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+ONNX_DOMAIN = "mhc"
+ONNX_DOMAIN_VERSION = 1
+PLUGIN_NAMESPACE = "mhc"
+PLUGIN_VERSION = "1"
+MIN_OPSET = 17
+DEFAULT_OPSET = 20
+
+RESIDUAL_DTYPES: tuple[torch.dtype, ...] = (torch.bfloat16, torch.float16, torch.float32)
+DTYPE_NAMES: dict[str, torch.dtype] = {
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "half": torch.float16,
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float": torch.float32,
+}
+
+# Streams supported end to end; the CUDA kernels accept 1..MAX_STREAMS.
+MAX_STREAMS = 8
+
+SINKHORN_INITS = ("softmax_row", "exp", "softmax_col")
+"""Sinkhorn starting points: V4 (row softmax + eps, then a column pass),
+seed 000 (exp, then full row/column rounds), seed 002 / MaxText (column
+softmax, denominators clipped at 1e-12, then full row/column rounds)."""
+
+
+@dataclass(frozen=True)
+class Attr:
+    name: str
+    kind: str  # "float" | "int" | "string"
+    default: float | int | str
+
+
+@dataclass(frozen=True)
+class OpContract:
+    op_type: str
+    torch_name: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    attributes: tuple[Attr, ...] = field(default_factory=tuple)
+
+    def defaults(self) -> dict[str, float | int | str]:
+        return {a.name: a.default for a in self.attributes}
+
+
+_PLUGIN_ATTRS = (
+    Attr("plugin_namespace", "string", PLUGIN_NAMESPACE),
+    Attr("plugin_version", "string", PLUGIN_VERSION),
+)
+
+MHC_PRE = OpContract(
+    op_type="MhcPre",
+    torch_name="mhc::pre",
+    inputs=("residual", "hc_fn", "hc_scale", "hc_base"),
+    outputs=("layer_input", "post_mix", "comb_mix"),
+    attributes=(
+        Attr("rms_eps", "float", 1e-6),
+        Attr("pre_eps", "float", 1e-6),
+        Attr("sinkhorn_eps", "float", 1e-6),
+        Attr("post_mult", "float", 2.0),
+        Attr("sinkhorn_iters", "int", 20),
+    ),
+)
+MHC_SINKHORN = OpContract(
+    op_type="MhcSinkhorn",
+    torch_name="mhc::sinkhorn",
+    inputs=("logits",),
+    outputs=("comb",),
+    attributes=(Attr("iters", "int", 20), Attr("eps", "float", 1e-6)),
+)
+MHC_POST = OpContract(
+    op_type="MhcPost",
+    torch_name="mhc::post",
+    inputs=("x", "residual", "post_mix", "comb_mix"),
+    outputs=("out",),
+)
+MHC_HEAD = OpContract(
+    op_type="MhcHead",
+    torch_name="mhc::head",
+    inputs=("residual", "hc_fn", "hc_scale", "hc_base"),
+    outputs=("y",),
+    attributes=(Attr("rms_eps", "float", 1e-6), Attr("eps", "float", 1e-6)),
+)
+
+OPS: dict[str, OpContract] = {
+    "pre": MHC_PRE,
+    "sinkhorn": MHC_SINKHORN,
+    "post": MHC_POST,
+    "head": MHC_HEAD,
+}
+PLUGIN_ATTRIBUTES = _PLUGIN_ATTRS
+
+
+def num_mixes(n: int) -> int:
+    """M = (2 + n) * n rows of hc_fn: pre (n), post (n), comb (n*n)."""
+    return (2 + n) * n
+
+
+def parse_dtype(name: str | torch.dtype) -> torch.dtype:
+    """Residual dtype from a name ("bf16", "float16", ...) or a torch dtype."""
+    if isinstance(name, torch.dtype):
+        if name not in RESIDUAL_DTYPES:
+            raise ValueError(f"unsupported residual dtype {name}; expected one of {dtype_list()}")
+        return name
+    try:
+        return DTYPE_NAMES[name.lower()]
+    except KeyError:
+        raise ValueError(
+            f"unknown dtype {name!r}; expected one of {sorted(set(DTYPE_NAMES))}"
+        ) from None
+
+
+def dtype_list() -> str:
+    return ", ".join(str(d).removeprefix("torch.") for d in RESIDUAL_DTYPES)
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")

@@ -1,0 +1,85 @@
+"""An independent float64 implementation of shared/spec/mhc_ops.md for the tests.
+
+Written from the spec's formulas with numpy-style loops over the small
+dimensions, sharing no code with mhc_export.reference, so a bug in one does not
+hide in the other.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def sinkhorn_f64(logits: torch.Tensor, iters: int = 20, eps: float = 1e-6) -> torch.Tensor:
+    z = logits.to(torch.float64)
+    z = z - z.max(dim=-1, keepdim=True).values
+    c = torch.exp(z)
+    c = c / c.sum(dim=-1, keepdim=True) + eps
+    c = c / (c.sum(dim=-2, keepdim=True) + eps)
+    for _ in range(iters - 1):
+        c = c / (c.sum(dim=-1, keepdim=True) + eps)
+        c = c / (c.sum(dim=-2, keepdim=True) + eps)
+    return c
+
+
+def _mixes_f64(residual: torch.Tensor, hc_fn: torch.Tensor, rms_eps: float) -> torch.Tensor:
+    t = residual.shape[0]
+    x = residual.to(torch.float64).reshape(t, -1)
+    r = 1.0 / torch.sqrt((x * x).mean(dim=1, keepdim=True) + rms_eps)
+    return (x @ hc_fn.to(torch.float64).T) * r
+
+
+def pre_f64(
+    residual: torch.Tensor, hc_fn: torch.Tensor, hc_scale: torch.Tensor, hc_base: torch.Tensor,
+    rms_eps: float = 1e-6, pre_eps: float = 1e-6, sinkhorn_eps: float = 1e-6,
+    post_mult: float = 2.0, sinkhorn_iters: int = 20,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Returns (layer_input, post, comb, pre), all float64."""
+    t, n, _ = residual.shape
+    m = _mixes_f64(residual, hc_fn, rms_eps)
+    s = hc_scale.to(torch.float64)
+    b = hc_base.to(torch.float64)
+    pre = torch.sigmoid(m[:, :n] * s[0] + b[:n]) + pre_eps
+    post = post_mult * torch.sigmoid(m[:, n : 2 * n] * s[1] + b[n : 2 * n])
+    comb = sinkhorn_f64((m[:, 2 * n :] * s[2] + b[2 * n :]).reshape(t, n, n),
+                        sinkhorn_iters, sinkhorn_eps)
+    x = residual.to(torch.float64)
+    layer_input = sum(pre[:, i : i + 1] * x[:, i, :] for i in range(n))
+    return layer_input, post, comb, pre
+
+
+def post_f64(
+    x: torch.Tensor, residual: torch.Tensor, post_mix: torch.Tensor, comb_mix: torch.Tensor
+) -> torch.Tensor:
+    n = residual.shape[1]
+    r = residual.to(torch.float64)
+    c = comb_mix.to(torch.float64)
+    p = post_mix.to(torch.float64)
+    xf = x.to(torch.float64)
+    outs = []
+    for j in range(n):
+        acc = p[:, j : j + 1] * xf
+        for i in range(n):
+            acc = acc + c[:, i, j : j + 1] * r[:, i, :]
+        outs.append(acc)
+    return torch.stack(outs, dim=1)
+
+
+def head_f64(
+    residual: torch.Tensor, hc_fn: torch.Tensor, hc_scale: torch.Tensor, hc_base: torch.Tensor,
+    rms_eps: float = 1e-6, eps: float = 1e-6,
+) -> torch.Tensor:
+    n = residual.shape[1]
+    m = _mixes_f64(residual, hc_fn, rms_eps)
+    w = torch.sigmoid(m * hc_scale.to(torch.float64)[0] + hc_base.to(torch.float64)) + eps
+    x = residual.to(torch.float64)
+    return sum(w[:, i : i + 1] * x[:, i, :] for i in range(n))
+
+
+def rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    """max |actual - expected| / max |expected| (NaN anywhere gives inf)."""
+    a = actual.detach().to("cpu", torch.float64)
+    e = expected.detach().to("cpu", torch.float64)
+    if not torch.isfinite(a).all():
+        return float("inf")
+    return float((a - e).abs().max() / e.abs().max().clamp_min(1e-300))
