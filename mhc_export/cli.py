@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from .errors import EXIT_USAGE, MhcError
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "export": ("mhc_export.commands.export", "export a model or a single op to ONNX and validate it"),
+    "export": ("mhc_export.commands.export",
+               "export a model or a single op to ONNX and validate it"),
     "validate": ("mhc_export.commands.validate", "validate an ONNX model or a TensorRT engine"),
     "build": ("mhc_export.commands.build", "build a TensorRT engine from an ONNX model"),
     "diagnose": ("mhc_export.commands.diagnose", "mHC diagnostics: width sweep, Sinkhorn error"),

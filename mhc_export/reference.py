@@ -100,7 +100,7 @@ def _check_weights(
     residual: torch.Tensor, hc_fn: torch.Tensor, hc_scale: torch.Tensor, hc_base: torch.Tensor,
     rows: int, scales: int,
 ) -> None:
-    t, n, d = residual.shape
+    _, n, d = residual.shape
     _check_tensor("hc_fn", hc_fn)
     if hc_fn.dim() != 2:
         raise ValueError(f"hc_fn must have rank 2 [{rows}, {n * d}], got shape {list(hc_fn.shape)}")

@@ -1,0 +1,248 @@
+"""Benchmark of the mHC CUDA kernels against the eager reference and torch.compile.
+
+One run measures, on the same GPU: the device-to-device copy bandwidth (bytes
+read + written), then for each op and size the median time per call of the
+CUDA kernels, the eager reference (mhc_export.reference) and torch.compile of
+the reference, all as CUDA graph replays over input sets rotated so that the
+working set exceeds L2. The floor is the minimum bytes (each input read once,
+each output written once) over the measured copy bandwidth.
+
+    python3 benchmarks/bench_kernels.py --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import statistics
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mhc_export import kernels, reference
+from mhc_export.spec import num_mixes
+
+ROTATE_BYTES = 256 << 20  # 5x the H100's 50 MB L2
+MAX_SETS = 64
+T_LIST = (1, 8, 64, 512, 4096, 16384)
+MAIN_SHAPES = ((7168, 4), (4096, 4))
+# mHC.cu's table (seed 004): (T, d) at n=4.
+SEED_CONFIGS = ((320, 1280), (512, 1920), (1280, 2560), (2560, 1280))
+
+
+def copy_bandwidth(nbytes: int = 2 << 30, reps: int = 20) -> float:
+    """Bytes/s of a large device-to-device copy, counting read + write."""
+    a = torch.empty(nbytes // 4, dtype=torch.float32, device="cuda").uniform_()
+    b = torch.empty_like(a)
+    for _ in range(3):
+        b.copy_(a)
+    times = []
+    for _ in range(reps):
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        b.copy_(a)
+        e.record()
+        e.synchronize()
+        times.append(s.elapsed_time(e) * 1e-3)
+    del a, b
+    torch.cuda.empty_cache()
+    return 2 * nbytes / statistics.median(times)
+
+
+def time_calls(calls: list[Callable[[], object]], min_calls: int = 24, replays: int = 15,
+               use_graph: bool = True) -> tuple[float, str]:
+    """Median seconds per call, over CUDA graph replays of a rotation through `calls`."""
+    rounds = max(1, math.ceil(min_calls / len(calls)))
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(2):
+            for c in calls:
+                c()
+    torch.cuda.current_stream().wait_stream(side)
+    torch.cuda.synchronize()
+    per_replay = rounds * len(calls)
+    method = "cuda-graph"
+    if use_graph:
+        try:
+            g = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(g):
+                for _ in range(rounds):
+                    for c in calls:
+                        c()
+            run = g.replay
+        except Exception as exc:  # capture unsupported: fall back to plain launches
+            method = f"events-loop (graph capture failed: {type(exc).__name__})"
+            torch.cuda.synchronize()
+            use_graph = False
+    if not use_graph:
+        if not method.startswith("events"):
+            method = "events-loop"
+
+        def run() -> None:
+            for _ in range(rounds):
+                for c in calls:
+                    c()
+    run()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(replays):
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        run()
+        e.record()
+        e.synchronize()
+        times.append(s.elapsed_time(e) * 1e-3 / per_replay)
+    return statistics.median(times), method
+
+
+def _nsets(set_bytes: int) -> int:
+    return max(1, min(MAX_SETS, math.ceil(ROTATE_BYTES / max(set_bytes, 1))))
+
+
+def make_sets(op: str, t: int, n: int, d: int, dtype: torch.dtype, gen: torch.Generator):
+    e = torch.tensor([], dtype=dtype).element_size()
+    k = n * d
+    rows = {"pre": num_mixes(n), "head": n}.get(op, 0)
+    set_bytes = t * k * e + rows * k * 4 + (t * d * e if op == "post" else 0)
+    sets = []
+    for _ in range(_nsets(set_bytes)):
+        residual = torch.randn(t, n, d, device="cuda", generator=gen).to(dtype)
+        if op in ("pre", "head"):
+            hc_fn = torch.randn(rows, k, device="cuda", generator=gen) / k**0.5
+            hc_scale = 0.5 + torch.rand(3 if op == "pre" else 1, device="cuda", generator=gen)
+            hc_base = torch.randn(rows, device="cuda", generator=gen) * 0.5
+            sets.append((residual, hc_fn, hc_scale, hc_base))
+        elif op == "post":
+            x = torch.randn(t, d, device="cuda", generator=gen).to(dtype)
+            post_mix = torch.rand(t, n, device="cuda", generator=gen) * 2
+            comb = torch.rand(t, n, n, device="cuda", generator=gen)
+            sets.append((x, residual, post_mix, comb))
+        else:
+            sets.append((torch.randn(t, n, n, device="cuda", generator=gen),))
+    return sets
+
+
+def floor_bytes(op: str, t: int, n: int, d: int, e: int) -> int:
+    k = n * d
+    if op == "pre":
+        return t * k * e + t * d * e + num_mixes(n) * k * 4 + t * (n + n * n) * 4
+    if op == "head":
+        return t * k * e + t * d * e + n * k * 4
+    if op == "post":
+        return t * d * e + 2 * t * k * e + t * (n + n * n) * 4
+    return 2 * t * n * n * 4
+
+
+IMPLS = {
+    "pre": (kernels.pre, reference.mhc_pre),
+    "post": (kernels.post, reference.mhc_post),
+    "head": (kernels.head, reference.mhc_head),
+    "sinkhorn": (kernels.sinkhorn, reference.sinkhorn),
+}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json", type=Path, default=Path("bench_kernels.json"))
+    ap.add_argument("--ops", default="pre,post,head,sinkhorn")
+    ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile baseline")
+    ap.add_argument("--quick", action="store_true", help="T in {1, 4096} only")
+    args = ap.parse_args()
+    if not torch.cuda.is_available() or not kernels.available():
+        print("needs a CUDA GPU and the built kernel library:", kernels.unavailable_reason())
+        return 2
+    torch.backends.cuda.matmul.allow_tf32 = False
+    dtype = torch.bfloat16
+    e = 2
+    props = torch.cuda.get_device_properties(0)
+    bw = copy_bandwidth()
+    print(f"device {props.name}, {props.multi_processor_count} SMs; copy bandwidth "
+          f"{bw / 1e12:.3f} TB/s (read+write)", flush=True)
+    t_list = (1, 4096) if args.quick else T_LIST
+    configs = [(t, d, n) for d, n in MAIN_SHAPES for t in t_list]
+    configs += [(t, d, 4) for t, d in SEED_CONFIGS]
+    ops = args.ops.split(",")
+
+    compile_status: dict[str, str] = {}
+    compiled: dict[str, Callable] = {}
+    if not args.no_compile:
+        import torch._dynamo as dynamo
+
+        dynamo.config.cache_size_limit = 64
+        for op in ops:
+            compiled[op] = torch.compile(IMPLS[op][1], dynamic=None)
+            compile_status[op] = "ok"
+
+    gen = torch.Generator(device="cuda")
+    gen.manual_seed(0)
+    results = []
+    for op in ops:
+        op_configs = configs if op != "sinkhorn" else [(t, 0, 4) for t in t_list]
+        for t, d, n in op_configs:
+            sets = make_sets(op, t, n, d, dtype, gen)
+            ours, ref = IMPLS[op]
+            row: dict[str, object] = {"op": op, "T": t, "d": d, "n": n, "dtype": "bfloat16",
+                                      "sets": len(sets)}
+            fb = floor_bytes(op, t, n, d, e)
+            row["floor_bytes"] = fb
+            row["floor_us"] = fb / bw * 1e6
+            k_s, row["timing"] = time_calls([lambda s=s, f=ours: f(*s) for s in sets])
+            row["kernel_us"] = k_s * 1e6
+            row["achieved_TBps"] = fb / k_s / 1e12
+            row["x_floor"] = k_s * 1e6 / row["floor_us"]
+            r_s, row["eager_timing"] = time_calls([lambda s=s, f=ref: f(*s) for s in sets],
+                                                  min_calls=8, replays=7)
+            row["eager_us"] = r_s * 1e6
+            row["speedup_eager"] = r_s / k_s
+            if op in compiled and compile_status[op] == "ok":
+                try:
+                    c_s, row["compile_timing"] = time_calls(
+                        [lambda s=s, f=compiled[op]: f(*s) for s in sets], min_calls=8, replays=7)
+                    row["compile_us"] = c_s * 1e6
+                    row["speedup_compile"] = c_s / k_s
+                except Exception as exc:
+                    compile_status[op] = f"failed: {type(exc).__name__}: {exc}"[:500]
+                    traceback.print_exc()
+            results.append(row)
+            print(f"{op:8s} T={t:6d} d={d:5d} n={n} kernel {row['kernel_us']:9.2f} us "
+                  f"floor {row['floor_us']:9.2f} us x{row['x_floor']:.2f} "
+                  f"eager {row['eager_us']:9.1f} us compile "
+                  f"{row.get('compile_us', math.nan):9.1f} us", flush=True)
+            del sets
+            torch.cuda.empty_cache()
+
+    out = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "device": props.name,
+        "sms": props.multi_processor_count,
+        "torch": torch.__version__,
+        "copy_bandwidth_TBps": bw / 1e12,
+        "library": str(kernels.library_path()),
+        "compile_status": compile_status,
+        "rotate_bytes": ROTATE_BYTES,
+        "results": results,
+    }
+    args.json.write_text(json.dumps(out, indent=1))
+    hdr = (f"{'op':8s} {'T':>6s} {'d':>5s} {'n':>2s} {'kernel us':>10s} {'floor us':>9s} "
+           f"{'xfloor':>6s} {'TB/s':>5s} {'eager us':>9s} {'x eager':>8s} {'compile us':>10s} "
+           f"{'x comp':>7s}")
+    print("\n" + hdr)
+    for r in results:
+        print(f"{r['op']:8s} {r['T']:6d} {r['d']:5d} {r['n']:2d} {r['kernel_us']:10.2f} "
+              f"{r['floor_us']:9.2f} {r['x_floor']:6.2f} {r['achieved_TBps']:5.2f} "
+              f"{r['eager_us']:9.1f} {r['speedup_eager']:8.1f} "
+              f"{r.get('compile_us', math.nan):10.1f} {r.get('speedup_compile', math.nan):7.1f}")
+    print(f"compile: {compile_status}; json: {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# trtexec equivalents of `mhc-export build` for the exported models in this folder.
+#
+#   engines/trtexec.sh [MODEL_DIR]          build every model found (default: engines/)
+#   DRY_RUN=1 engines/trtexec.sh            print the commands only (no trtexec needed)
+#
+# Environment: MHC_PLUGIN_LIB (plugin library; default: newest
+# build/**/libmhc_trt_plugins*.so), DECODE_MAX_TOKENS (16), PREFILL_MAX_TOKENS
+# (4096), TRTEXEC (path to trtexec), TIMING_CACHE (engines/timing.cache).
+#
+# Differences from `mhc-export build`, on purpose:
+# * One engine per profile (X.decode.plan, X.prefill.plan). trtexec's help
+#   documents one --minShapes/--optShapes/--maxShapes set per build; the
+#   Python builder puts both profiles into a single plan instead.
+# * No JSON sidecar: `mhc-export validate --engine` then needs --onnx.
+# * trtexec only exists with full TensorRT (not TensorRT-RTX, not the PyPI
+#   stubs); see shared/device/README.md for what is installable where.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(dirname "$here")"
+model_dir="${1:-$here}"
+decode_max="${DECODE_MAX_TOKENS:-16}"
+prefill_max="${PREFILL_MAX_TOKENS:-4096}"
+timing_cache="${TIMING_CACHE:-$here/timing.cache}"
+trtexec="${TRTEXEC:-$(command -v trtexec || true)}"
+
+if [[ -z "${DRY_RUN:-}" && ( -z "$trtexec" || ! -x "$trtexec" ) ]]; then
+  echo "trtexec.sh: trtexec not found (not on PATH and TRTEXEC unset). It ships with full" \
+       "TensorRT (bin/trtexec of the tar/deb install), which is not installed here;" \
+       "use 'mhc-export build' with TensorRT-RTX, or DRY_RUN=1 to print the commands." >&2
+  exit 3
+fi
+
+plugin="${MHC_PLUGIN_LIB:-}"
+if [[ -z "$plugin" && -d "$root/build" ]]; then
+  plugin="$(find "$root/build" -name 'libmhc_trt_plugins*.so' -printf '%T@ %p\n' 2>/dev/null \
+            | sort -nr | head -n1 | cut -d' ' -f2- || true)"
+fi
+plugin_flags=()
+if [[ -n "$plugin" ]]; then
+  # --dynamicPlugins loads the library for the build; --setPluginsToSerialize
+  # embeds it in the plan so the engine loads without a separate library.
+  plugin_flags=(--dynamicPlugins="$plugin" --setPluginsToSerialize="$plugin")
+else
+  echo "trtexec.sh: no plugin library (MHC_PLUGIN_LIB unset, none under build/):" \
+       "mHC nodes build from their ONNX local functions" >&2
+fi
+
+run() {
+  echo "+ $*"
+  [[ -n "${DRY_RUN:-}" ]] || "$@"
+}
+
+# build MODEL TAG MIN OPT MAX EXTRA...: one engine for one profile.
+build() {
+  local onnx="$1" tag="$2" min="$3" opt="$4" max="$5"; shift 5
+  run "${trtexec:-trtexec}" --onnx="$onnx" \
+    --minShapes="$min" --optShapes="$opt" --maxShapes="$max" \
+    "${plugin_flags[@]}" "$@" \
+    --timingCacheFile="$timing_cache" \
+    --skipInference \
+    --saveEngine="${onnx%.onnx}.$tag.plan"
+}
+
+# Precision: bf16 models get --bf16 so TensorRT may keep bf16 math; float32
+# models build in fp32/tf32 (add --fp16 by hand to trade accuracy for speed).
+precision_for() { [[ "$1" == *_bfloat16.onnx ]] && echo --bf16 || true; }
+
+shopt -s nullglob
+found=0
+# Single ops, named by `mhc-export export --op`: mhc_<op>_n<N>_d<D>_<dtype>.onnx.
+# Only T (dim 0) is dynamic; the weights (hc_fn, hc_scale, hc_base) are static.
+for onnx in "$model_dir"/mhc_{pre,sinkhorn,post,head}_n*_d*_*.onnx; do
+  found=1
+  base="$(basename "$onnx" .onnx)"
+  op="$(cut -d_ -f2 <<<"$base")"
+  n="$(sed -E 's/.*_n([0-9]+)_d.*/\1/' <<<"$base")"
+  d="$(sed -E 's/.*_d([0-9]+)_.*/\1/' <<<"$base")"
+  shapes() {  # shapes T: the per-token inputs of the op at T tokens
+    case "$op" in
+      pre|head) echo "residual:${1}x${n}x${d}" ;;
+      sinkhorn) echo "logits:${1}x${n}x${n}" ;;
+      post) echo "x:${1}x${d},residual:${1}x${n}x${d},post_mix:${1}x${n},comb_mix:${1}x${n}x${n}" ;;
+    esac
+  }
+  prec="$(precision_for "$onnx")"
+  build "$onnx" decode "$(shapes 1)" "$(shapes "$decode_max")" "$(shapes "$decode_max")" $prec
+  build "$onnx" prefill "$(shapes 1)" "$(shapes "$prefill_max")" "$(shapes "$prefill_max")" $prec
+done
+
+# Full model (mhc-export export --config C): tokens [batch, seq] int64 -> logits.
+# decode: one new token for up to DECODE_MAX sequences; prefill: one prompt of
+# up to PREFILL_MAX tokens.
+for onnx in "$model_dir"/mhc_*.onnx; do
+  [[ "$(basename "$onnx")" =~ ^mhc_(pre|sinkhorn|post|head)_n ]] && continue
+  found=1
+  prec="$(precision_for "$onnx")"
+  build "$onnx" decode tokens:1x1 "tokens:${decode_max}x1" "tokens:${decode_max}x1" $prec
+  build "$onnx" prefill tokens:1x1 "tokens:1x${prefill_max}" "tokens:1x${prefill_max}" $prec
+done
+
+if [[ "$found" == 0 ]]; then
+  echo "trtexec.sh: no mhc_*.onnx in $model_dir; export one first (mhc-export export ...)" >&2
+  exit 2
+fi

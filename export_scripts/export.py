@@ -1,0 +1,20 @@
+#!/usr/bin/env python3
+"""Export an mHC model (default: the 'small' config) to ONNX and validate it.
+
+    python export_scripts/export.py                      # small model -> engines/mhc_small.onnx
+    python export_scripts/export.py --config tiny --dtype float16
+    python export_scripts/export.py --op pre --streams 4 --hidden 7168 --dtype bfloat16
+
+Same options as ``mhc-export export``; ``--help`` lists them.
+"""
+
+import sys
+from pathlib import Path
+
+# Runnable from a plain checkout, installed or not.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mhc_export.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["export", *sys.argv[1:]]))

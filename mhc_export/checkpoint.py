@@ -1,0 +1,51 @@
+"""Model checkpoints as safetensors, with the model config in the file's metadata."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save
+
+from .atomic import atomic_write_bytes
+from .model import MhcModel, ModelConfig, build_model
+
+_CONFIG_KEY = "mhc_export.config"
+
+
+def save_checkpoint(model: MhcModel, path: str | os.PathLike[str]) -> None:
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    atomic_write_bytes(path, save(state, metadata={_CONFIG_KEY: json.dumps(model.cfg.to_dict())}))
+
+
+def read_config(path: str | os.PathLike[str]) -> ModelConfig:
+    with safe_open(os.fspath(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    if _CONFIG_KEY not in meta:
+        raise ValueError(f"{path}: not an mhc-export checkpoint (no {_CONFIG_KEY} metadata)")
+    return ModelConfig(**json.loads(meta[_CONFIG_KEY]))
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str], *, mode: str = "fused", device: str | torch.device = "cpu"
+) -> MhcModel:
+    """Rebuild the model from the checkpoint's config and load its weights (strictly)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    cfg = read_config(path)
+    state: dict[str, torch.Tensor] = {}
+    with safe_open(os.fspath(path), framework="pt") as f:
+        for key in f.keys():  # noqa: SIM118 (safe_open is not a mapping)
+            state[key] = f.get_tensor(key)
+    dtype = state["embed.weight"].dtype
+    model = build_model(cfg, dtype=dtype, mode=mode)
+    expected = model.state_dict()
+    bad = [k for k, v in state.items() if k in expected and v.shape != expected[k].shape]
+    if bad:
+        raise ValueError(f"{path}: tensors with the wrong shape for config {cfg.name}: {bad}")
+    model.load_state_dict(state, strict=True)
+    return model.to(device)

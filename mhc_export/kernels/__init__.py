@@ -1,0 +1,38 @@
+"""ctypes binding over libmhc_kernels.so (the C API of plugins/kernels/mhc_kernels.h).
+
+Each op takes CUDA torch tensors, checks them with the same functions as the
+eager reference (so the messages match everywhere), allocates outputs and
+workspace with torch and launches on ``torch.cuda.current_stream()``.
+
+Library lookup: ``$MHC_KERNELS_LIB``, then ``<repo>/build/plugins/kernels/``,
+``<repo>/build/plugins/``, then next to this package.
+"""
+
+from __future__ import annotations
+
+from ._lib import (
+    DTYPE_CODES,
+    STATUS_NAMES,
+    available,
+    check_shape,
+    library_path,
+    load,
+    unavailable_reason,
+    version,
+)
+from ._ops import head, post, pre, sinkhorn
+
+__all__ = [
+    "DTYPE_CODES",
+    "STATUS_NAMES",
+    "available",
+    "check_shape",
+    "head",
+    "library_path",
+    "load",
+    "post",
+    "pre",
+    "sinkhorn",
+    "unavailable_reason",
+    "version",
+]

@@ -1,0 +1,170 @@
+"""The four ops over the C API, taking and returning CUDA torch tensors."""
+
+from __future__ import annotations
+
+import ctypes
+
+import torch
+
+from ..reference import (
+    check_attributes,
+    check_head_inputs,
+    check_post_inputs,
+    check_pre_inputs,
+)
+from ._lib import DTYPE_CODES, HeadParams, PreParams, load, raise_for_status
+
+
+def _require_cuda(**tensors: torch.Tensor) -> None:
+    device = None
+    for name, t in tensors.items():
+        if not t.is_cuda:
+            raise ValueError(f"{name} must be a CUDA tensor, got device {t.device}")
+        if not t.is_contiguous():
+            raise ValueError(f"{name} must be contiguous (call .contiguous() first)")
+        if device is None:
+            device = t.device
+        elif t.device != device:
+            raise ValueError(f"{name} is on {t.device} but the other inputs are on {device}")
+
+
+def _ptr(t: torch.Tensor) -> ctypes.c_void_p:
+    return ctypes.c_void_p(t.data_ptr())
+
+
+def _stream(device: torch.device) -> ctypes.c_void_p:
+    return ctypes.c_void_p(torch.cuda.current_stream(device).cuda_stream)
+
+
+def _workspace(nbytes: int, device: torch.device) -> torch.Tensor:
+    return torch.empty(max(nbytes, 1), dtype=torch.uint8, device=device)
+
+
+def _output(
+    name: str, given: torch.Tensor | None, shape: tuple[int, ...], dtype: torch.dtype,
+    device: torch.device,
+) -> torch.Tensor:
+    """A caller's output tensor (checked) or a fresh one; callers pass their own to poison it."""
+    if given is None:
+        return torch.empty(shape, dtype=dtype, device=device)
+    if tuple(given.shape) != shape or given.dtype != dtype or given.device != device:
+        raise ValueError(
+            f"out {name} must be {dtype} {list(shape)} on {device}, got {given.dtype} "
+            f"{list(given.shape)} on {given.device}"
+        )
+    if not given.is_contiguous():
+        raise ValueError(f"out {name} must be contiguous")
+    return given
+
+
+def pre(
+    residual: torch.Tensor,
+    hc_fn: torch.Tensor,
+    hc_scale: torch.Tensor,
+    hc_base: torch.Tensor,
+    *,
+    rms_eps: float = 1e-6,
+    pre_eps: float = 1e-6,
+    sinkhorn_eps: float = 1e-6,
+    post_mult: float = 2.0,
+    sinkhorn_iters: int = 20,
+    out: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """MhcPre: (layer_input [T, d], post_mix [T, n], comb_mix [T, n, n]).
+
+    ``out`` optionally gives the three output tensors to write into.
+    """
+    lib = load()
+    t, n, d = check_pre_inputs(residual, hc_fn, hc_scale, hc_base)
+    check_attributes(rms_eps=rms_eps, pre_eps=pre_eps, sinkhorn_eps=sinkhorn_eps,
+                     post_mult=post_mult, sinkhorn_iters=sinkhorn_iters)
+    _require_cuda(residual=residual, hc_fn=hc_fn, hc_scale=hc_scale, hc_base=hc_base)
+    dev = residual.device
+    o = out if out is not None else (None, None, None)
+    layer_input = _output("layer_input", o[0], (t, d), residual.dtype, dev)
+    post_mix = _output("post_mix", o[1], (t, n), torch.float32, dev)
+    comb_mix = _output("comb_mix", o[2], (t, n, n), torch.float32, dev)
+    code = DTYPE_CODES[residual.dtype]
+    ws_bytes = int(lib.mhcPreWorkspaceSize(t, n, d, code))
+    ws = _workspace(ws_bytes, dev)
+    params = PreParams(rms_eps, pre_eps, sinkhorn_eps, post_mult, sinkhorn_iters)
+    with torch.cuda.device(dev):
+        status = lib.mhcPre(
+            _ptr(residual), _ptr(hc_fn), _ptr(hc_scale), _ptr(hc_base), _ptr(layer_input),
+            _ptr(post_mix), _ptr(comb_mix), t, n, d, code, ctypes.byref(params), _ptr(ws),
+            ws_bytes, _stream(dev),
+        )
+    raise_for_status(status, "mhcPre")
+    return layer_input, post_mix, comb_mix
+
+
+def sinkhorn(
+    logits: torch.Tensor, iters: int = 20, eps: float = 1e-6, *, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """MhcSinkhorn on [..., n, n] float32 logits (any leading dims, flattened to T)."""
+    lib = load()
+    if not isinstance(logits, torch.Tensor):
+        raise TypeError(f"logits must be a torch.Tensor, got {type(logits).__name__}")
+    if logits.dim() < 2 or logits.shape[-1] != logits.shape[-2]:
+        raise ValueError(f"logits must have shape [..., n, n], got {list(logits.shape)}")
+    if logits.dtype != torch.float32:
+        raise TypeError(f"logits must be float32, got {logits.dtype}")
+    check_attributes(iters=iters, eps=eps)
+    _require_cuda(logits=logits)
+    n = logits.shape[-1]
+    t = logits.numel() // (n * n) if n else 0
+    comb = _output("comb", out, tuple(logits.shape), torch.float32, logits.device)
+    with torch.cuda.device(logits.device):
+        status = lib.mhcSinkhorn(_ptr(logits), _ptr(comb), t, n, iters, eps,
+                                 _stream(logits.device))
+    raise_for_status(status, "mhcSinkhorn")
+    return comb
+
+
+def post(
+    x: torch.Tensor,
+    residual: torch.Tensor,
+    post_mix: torch.Tensor,
+    comb_mix: torch.Tensor,
+    *,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """MhcPost: out [T, n, d] = post * x + comb^T @ residual."""
+    lib = load()
+    t, n, d = check_post_inputs(x, residual, post_mix, comb_mix)
+    _require_cuda(x=x, residual=residual, post_mix=post_mix, comb_mix=comb_mix)
+    res = _output("out", out, (t, n, d), residual.dtype, residual.device)
+    with torch.cuda.device(residual.device):
+        status = lib.mhcPost(_ptr(x), _ptr(residual), _ptr(post_mix), _ptr(comb_mix), _ptr(res),
+                             t, n, d, DTYPE_CODES[residual.dtype], _stream(residual.device))
+    raise_for_status(status, "mhcPost")
+    return res
+
+
+def head(
+    residual: torch.Tensor,
+    hc_fn: torch.Tensor,
+    hc_scale: torch.Tensor,
+    hc_base: torch.Tensor,
+    *,
+    rms_eps: float = 1e-6,
+    eps: float = 1e-6,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """MhcHead: y [T, d] = sum_i w_i * residual[:, i]."""
+    lib = load()
+    t, n, d = check_head_inputs(residual, hc_fn, hc_scale, hc_base)
+    check_attributes(rms_eps=rms_eps, eps=eps)
+    _require_cuda(residual=residual, hc_fn=hc_fn, hc_scale=hc_scale, hc_base=hc_base)
+    dev = residual.device
+    y = _output("y", out, (t, d), residual.dtype, dev)
+    code = DTYPE_CODES[residual.dtype]
+    ws_bytes = int(lib.mhcHeadWorkspaceSize(t, n, d, code))
+    ws = _workspace(ws_bytes, dev)
+    params = HeadParams(rms_eps, eps)
+    with torch.cuda.device(dev):
+        status = lib.mhcHead(_ptr(residual), _ptr(hc_fn), _ptr(hc_scale), _ptr(hc_base), _ptr(y),
+                             t, n, d, code, ctypes.byref(params), _ptr(ws), ws_bytes,
+                             _stream(dev))
+    raise_for_status(status, "mhcHead")
+    return y

@@ -1,0 +1,272 @@
+"""The reference model: the DeepSeek-V4 block structure around the mHC ops.
+
+```
+h = embed(tokens); X = repeat h over n streams            # [T, n, d]
+per layer, per sublayer (attention, ffn):
+    y, post, comb = MhcPre(X); X = MhcPost(sub(norm(y)), X, post, comb)
+logits = lm_head(final_norm(MhcHead(X)))
+```
+
+``mode="fused"`` routes the mHC math through the ``mhc::*`` custom ops (one
+ONNX node each on export); ``mode="decomposed"`` uses the plain reference
+functions (standard ONNX ops on export). Both compute the same numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import ops, reference
+from .spec import MHC_HEAD, MHC_PRE, num_mixes, parse_dtype
+
+MODES = ("fused", "decomposed")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    vocab_size: int
+    hidden: int  # d
+    streams: int  # n
+    layers: int
+    heads: int
+    ffn_hidden: int
+    norm_eps: float = 1e-6
+    rms_eps: float = float(MHC_PRE.defaults()["rms_eps"])
+    pre_eps: float = float(MHC_PRE.defaults()["pre_eps"])
+    sinkhorn_eps: float = float(MHC_PRE.defaults()["sinkhorn_eps"])
+    post_mult: float = float(MHC_PRE.defaults()["post_mult"])
+    sinkhorn_iters: int = int(MHC_PRE.defaults()["sinkhorn_iters"])
+    head_eps: float = float(MHC_HEAD.defaults()["eps"])
+
+    def __post_init__(self) -> None:
+        for field_name in ("vocab_size", "hidden", "streams", "layers", "heads", "ffn_hidden"):
+            if getattr(self, field_name) < 1:
+                raise ValueError(f"config {self.name}: {field_name} must be >= 1")
+        if self.hidden % self.heads:
+            raise ValueError(
+                f"config {self.name}: hidden={self.hidden} is not divisible by heads={self.heads}"
+            )
+        reference.check_attributes(
+            rms_eps=self.rms_eps, pre_eps=self.pre_eps, sinkhorn_eps=self.sinkhorn_eps,
+            post_mult=self.post_mult, sinkhorn_iters=self.sinkhorn_iters, head_eps=self.head_eps,
+        )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+CONFIGS: dict[str, ModelConfig] = {
+    c.name: c
+    for c in (
+        ModelConfig("tiny", vocab_size=128, hidden=64, streams=4, layers=2, heads=4,
+                    ffn_hidden=128),
+        ModelConfig("small", vocab_size=1024, hidden=256, streams=4, layers=4, heads=4,
+                    ffn_hidden=704),
+        # One V4-Pro-sized layer (d=7168, n=4) for benchmarks; dense FFN of
+        # V4's expert width stands in for the MoE.
+        ModelConfig("v4-pro-layer", vocab_size=1024, hidden=7168, streams=4, layers=1,
+                    heads=56, ffn_hidden=2048),
+    )
+}
+
+
+def get_config(name: str, **overrides: object) -> ModelConfig:
+    try:
+        cfg = CONFIGS[name]
+    except KeyError:
+        raise ValueError(f"unknown config {name!r}; expected one of {sorted(CONFIGS)}") from None
+    return replace(cfg, **overrides) if overrides else cfg
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        y = xf * torch.rsqrt(xf.square().mean(-1, keepdim=True) + self.eps)
+        return (y * self.weight.float()).to(x.dtype)
+
+
+class Attention(nn.Module):
+    """Causal multi-head self-attention over [B, S, d]; softmax in float32."""
+
+    def __init__(self, hidden: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(hidden, 3 * hidden, bias=False)
+        self.out = nn.Linear(hidden, hidden, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, s, d = x.shape
+        q, k, v = self.qkv(x).view(b, s, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        scores = (q.float() @ k.float().transpose(-1, -2)) / math.sqrt(d // self.heads)
+        causal = torch.ones(s, s, dtype=torch.bool, device=x.device).tril()
+        scores = scores.masked_fill(~causal, float("-inf"))
+        attn = torch.softmax(scores, dim=-1).to(v.dtype)
+        return self.out((attn @ v).transpose(1, 2).reshape(b, s, d))
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, hidden: int, ffn_hidden: int) -> None:
+        super().__init__()
+        self.gate_up = nn.Linear(hidden, 2 * ffn_hidden, bias=False)
+        self.down = nn.Linear(ffn_hidden, hidden, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.gate_up(x).chunk(2, dim=-1)
+        return self.down(F.silu(gate) * up)
+
+
+class MhcWeights(nn.Module):
+    """hc_fn [rows, n*d], hc_scale [scales], hc_base [rows]; always float32."""
+
+    def __init__(self, rows: int, cols: int, scales: int) -> None:
+        super().__init__()
+        self.hc_fn = nn.Parameter(torch.empty(rows, cols, dtype=torch.float32))
+        self.hc_scale = nn.Parameter(torch.empty(scales, dtype=torch.float32))
+        self.hc_base = nn.Parameter(torch.empty(rows, dtype=torch.float32))
+
+
+class Sublayer(nn.Module):
+    """norm -> attention or FFN, wrapped by MhcPre / MhcPost."""
+
+    def __init__(self, cfg: ModelConfig, kind: str) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.kind = kind
+        self.norm = RMSNorm(cfg.hidden, cfg.norm_eps)
+        self.body: nn.Module = (
+            Attention(cfg.hidden, cfg.heads) if kind == "attention"
+            else SwiGLU(cfg.hidden, cfg.ffn_hidden)
+        )
+        self.mhc = MhcWeights(num_mixes(cfg.streams), cfg.streams * cfg.hidden, 3)
+
+    def forward(self, x: torch.Tensor, batch: int, mode: str, probe: list | None = None
+                ) -> torch.Tensor:
+        cfg, w = self.cfg, self.mhc
+        attrs = (cfg.rms_eps, cfg.pre_eps, cfg.sinkhorn_eps, cfg.post_mult, cfg.sinkhorn_iters)
+        if mode == "fused":
+            y, post, comb = ops.pre(x, w.hc_fn, w.hc_scale, w.hc_base, *attrs)
+        else:
+            y, post, comb = reference.mhc_pre(
+                x, w.hc_fn, w.hc_scale, w.hc_base, rms_eps=cfg.rms_eps, pre_eps=cfg.pre_eps,
+                sinkhorn_eps=cfg.sinkhorn_eps, post_mult=cfg.post_mult,
+                sinkhorn_iters=cfg.sinkhorn_iters,
+            )
+        if probe is not None:
+            probe.append((x, y, post, comb))
+        h = self.norm(y)
+        if self.kind == "attention":
+            h = self.body(h.view(batch, -1, cfg.hidden)).reshape(-1, cfg.hidden)
+        else:
+            h = self.body(h)
+        if mode == "fused":
+            return ops.post(h, x, post, comb)
+        return reference.mhc_post(h, x, post, comb)
+
+
+class MhcModel(nn.Module):
+    """Token ids [B, S] -> logits [B, S, vocab] with an n-stream mHC residual."""
+
+    def __init__(self, cfg: ModelConfig, mode: str = "fused") -> None:
+        super().__init__()
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
+        self.cfg = cfg
+        self.mode = mode
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.hidden)
+        self.sublayers = nn.ModuleList(
+            Sublayer(cfg, kind) for _ in range(cfg.layers) for kind in ("attention", "ffn")
+        )
+        self.head_mhc = MhcWeights(cfg.streams, cfg.streams * cfg.hidden, 1)
+        self.final_norm = RMSNorm(cfg.hidden, cfg.norm_eps)
+        self.lm_head = nn.Linear(cfg.hidden, cfg.vocab_size, bias=False)
+        # Validation sets this to a list to collect every MhcPre's (residual,
+        # layer_input, post_mix, comb_mix); export never does.
+        self.probe: list | None = None
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        if tokens.dim() != 2:
+            raise ValueError(f"tokens must have shape [batch, seq], got {list(tokens.shape)}")
+        cfg = self.cfg
+        batch = tokens.shape[0]
+        h = self.embed(tokens).reshape(-1, cfg.hidden)
+        x = h.unsqueeze(1).expand(-1, cfg.streams, -1).contiguous()
+        for sub in self.sublayers:
+            x = sub(x, batch, self.mode, self.probe)
+        w = self.head_mhc
+        if self.mode == "fused":
+            y = ops.head(x, w.hc_fn, w.hc_scale, w.hc_base, cfg.rms_eps, cfg.head_eps)
+        else:
+            y = reference.mhc_head(x, w.hc_fn, w.hc_scale, w.hc_base,
+                                   rms_eps=cfg.rms_eps, eps=cfg.head_eps)
+        logits = self.lm_head(self.final_norm(y))
+        return logits.view(batch, -1, cfg.vocab_size)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.embed.weight.dtype
+
+
+def init_mhc_weights(w: MhcWeights, streams: int, gen: torch.Generator) -> None:
+    """Gates that vary per token: mixes ~ N(0, 1) for unit-RMS inputs; comb biased to identity."""
+    rows, cols = w.hc_fn.shape
+    with torch.no_grad():
+        w.hc_fn.copy_(torch.randn(rows, cols, generator=gen) / math.sqrt(cols))
+        w.hc_scale.copy_(0.5 + torch.rand(w.hc_scale.shape, generator=gen))
+        base = 0.5 * torch.randn(rows, generator=gen)
+        if rows == num_mixes(streams):
+            base[2 * streams :] += torch.eye(streams).flatten()
+        w.hc_base.copy_(base)
+
+
+def build_model(
+    config: str | ModelConfig = "small",
+    *,
+    dtype: str | torch.dtype = torch.float32,
+    mode: str = "fused",
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+) -> MhcModel:
+    """A deterministically initialised model: same config and seed give the same weights."""
+    cfg = get_config(config) if isinstance(config, str) else config
+    dtype = parse_dtype(dtype)
+    gen = torch.Generator().manual_seed(seed)
+    model = MhcModel(cfg, mode=mode)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight"):
+                p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=gen))
+            elif ".mhc." in f".{name}" or name.startswith("head_mhc"):
+                continue
+            else:
+                p.copy_(torch.randn(p.shape, generator=gen) / math.sqrt(p.shape[-1]))
+        for sub in model.sublayers:
+            init_mhc_weights(sub.mhc, cfg.streams, gen)
+        init_mhc_weights(model.head_mhc, cfg.streams, gen)
+    return cast_model(model, dtype).to(device).eval()
+
+
+def cast_model(model: MhcModel, dtype: torch.dtype) -> MhcModel:
+    """Cast everything but the mHC weights, which the contract keeps in float32."""
+    for module in model.modules():
+        if isinstance(module, MhcWeights):
+            continue
+        for name, p in module.named_parameters(recurse=False):
+            p.data = p.data.to(dtype)
+            setattr(module, name, p)
+    return model
+
+
+def random_tokens(cfg: ModelConfig, batch: int, seq: int, seed: int = 0) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randint(0, cfg.vocab_size, (batch, seq), generator=gen)

@@ -1,0 +1,88 @@
+"""torch.library custom ops ``mhc::pre``, ``mhc::sinkhorn``, ``mhc::post``, ``mhc::head``.
+
+Each op is one opaque node for torch.export, which is what lets the ONNX
+exporter emit one ``mhc`` domain node per op (see :mod:`mhc_export.onnx_export`).
+The eager implementation is the reference itself, so a model run "fused"
+(through these ops) and "decomposed" (plain torch math) is bit-identical.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import reference
+
+__all__ = ["head", "post", "pre", "sinkhorn"]
+
+
+@torch.library.custom_op("mhc::pre", mutates_args=())
+def pre(
+    residual: torch.Tensor,
+    hc_fn: torch.Tensor,
+    hc_scale: torch.Tensor,
+    hc_base: torch.Tensor,
+    rms_eps: float,
+    pre_eps: float,
+    sinkhorn_eps: float,
+    post_mult: float,
+    sinkhorn_iters: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return reference.mhc_pre(
+        residual, hc_fn, hc_scale, hc_base,
+        rms_eps=rms_eps, pre_eps=pre_eps, sinkhorn_eps=sinkhorn_eps,
+        post_mult=post_mult, sinkhorn_iters=sinkhorn_iters,
+    )
+
+
+@pre.register_fake
+def _pre_fake(residual, hc_fn, hc_scale, hc_base, rms_eps, pre_eps, sinkhorn_eps, post_mult,
+              sinkhorn_iters):
+    reference.check_pre_inputs(residual, hc_fn, hc_scale, hc_base)
+    t, n, d = residual.shape
+    return (
+        residual.new_empty((t, d)),
+        residual.new_empty((t, n), dtype=torch.float32),
+        residual.new_empty((t, n, n), dtype=torch.float32),
+    )
+
+
+@torch.library.custom_op("mhc::sinkhorn", mutates_args=())
+def sinkhorn(logits: torch.Tensor, iters: int, eps: float) -> torch.Tensor:
+    return reference.sinkhorn(logits, iters, eps)
+
+
+@sinkhorn.register_fake
+def _sinkhorn_fake(logits, iters, eps):
+    return torch.empty_like(logits)
+
+
+@torch.library.custom_op("mhc::post", mutates_args=())
+def post(
+    x: torch.Tensor, residual: torch.Tensor, post_mix: torch.Tensor, comb_mix: torch.Tensor
+) -> torch.Tensor:
+    return reference.mhc_post(x, residual, post_mix, comb_mix)
+
+
+@post.register_fake
+def _post_fake(x, residual, post_mix, comb_mix):
+    reference.check_post_inputs(x, residual, post_mix, comb_mix)
+    return torch.empty_like(residual)
+
+
+@torch.library.custom_op("mhc::head", mutates_args=())
+def head(
+    residual: torch.Tensor,
+    hc_fn: torch.Tensor,
+    hc_scale: torch.Tensor,
+    hc_base: torch.Tensor,
+    rms_eps: float,
+    eps: float,
+) -> torch.Tensor:
+    return reference.mhc_head(residual, hc_fn, hc_scale, hc_base, rms_eps=rms_eps, eps=eps)
+
+
+@head.register_fake
+def _head_fake(residual, hc_fn, hc_scale, hc_base, rms_eps, eps):
+    reference.check_head_inputs(residual, hc_fn, hc_scale, hc_base)
+    t, _, d = residual.shape
+    return residual.new_empty((t, d))

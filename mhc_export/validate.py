@@ -1,0 +1,230 @@
+"""Validate exported ONNX models against the eager reference in ONNX Runtime.
+
+Every available provider runs the model; every output is compared with the
+eager model in the same dtype under the dtype's documented tolerance
+(:data:`mhc_export.report.RELATIVE_TOLERANCE`). Each backend's MhcPre outputs
+are also checked for the mHC invariants (doubly stochastic comb, spectral norm,
+gate ranges), so a broken backend shows up as a broken invariant too. A
+provider that cannot run the graph (ONNX Runtime's CPU provider has no bf16
+kernels for most standard ops) is named in the report, and that dtype is then
+validated on the mHC nodes alone, which run in float32 inside.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import onnx
+import torch
+
+from . import ort_runner
+from .invariants import add_output_invariants
+from .model import MhcModel, random_tokens
+from .onnx_functions import FUNCTIONS
+from .report import Report, tolerance_for
+from .single_op import SingleOp, export_single_op
+from .spec import MHC_PRE, ONNX_DOMAIN, OPS, dtype_name
+
+METADATA_PREFIX = "mhc_export."
+_OP_BY_TYPE = {c.op_type: key for key, c in OPS.items()}
+
+
+@dataclass
+class Probe:
+    """Per-MhcPre-node tensors collected from one backend, concatenated over nodes."""
+
+    residual: list[torch.Tensor] = field(default_factory=list)
+    layer_input: list[torch.Tensor] = field(default_factory=list)
+    post_mix: list[torch.Tensor] = field(default_factory=list)
+    comb_mix: list[torch.Tensor] = field(default_factory=list)
+
+    def add(self, residual, layer_input, post_mix, comb_mix) -> None:
+        self.residual.append(residual.detach().cpu())
+        self.layer_input.append(layer_input.detach().cpu())
+        self.post_mix.append(post_mix.detach().cpu())
+        self.comb_mix.append(comb_mix.detach().cpu())
+
+    def check(self, report: Report, backend: str, attrs: dict[str, Any]) -> None:
+        if not self.comb_mix:
+            return
+        add_output_invariants(
+            report, backend,
+            comb_mix=torch.cat(self.comb_mix), post_mix=torch.cat(self.post_mix),
+            post_mult=float(attrs["post_mult"]), layer_input=torch.cat(self.layer_input),
+            residual=torch.cat(self.residual), pre_eps=float(attrs["pre_eps"]),
+        )
+
+
+def read_metadata(proto: onnx.ModelProto) -> dict[str, Any]:
+    return {
+        p.key.removeprefix(METADATA_PREFIX): json.loads(p.value)
+        for p in proto.metadata_props if p.key.startswith(METADATA_PREFIX)
+    }
+
+
+def _eager_probe(model: MhcModel, tokens: torch.Tensor) -> tuple[torch.Tensor, Probe]:
+    """Run the eager model, recording each MhcPre's input and outputs."""
+    probe = Probe()
+    model.probe = []
+    try:
+        with torch.no_grad():
+            logits = model(tokens)
+        for tensors in model.probe:
+            probe.add(*tensors)
+    finally:
+        model.probe = None
+    return logits, probe
+
+
+def _probe_model(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, list[list[str]]]:
+    """A copy of ``proto`` whose graph also outputs every MhcPre node's input and outputs."""
+    probed = onnx.ModelProto()
+    probed.CopyFrom(proto)
+    inferred = onnx.shape_inference.infer_shapes(probed)
+    types = {v.name: v.type for v in (*inferred.graph.value_info, *inferred.graph.input,
+                                      *inferred.graph.output)}
+    have = {o.name for o in probed.graph.output}
+    groups = []
+    for node in probed.graph.node:
+        if node.domain == ONNX_DOMAIN and node.op_type == MHC_PRE.op_type:
+            names = [node.input[0], *node.output]
+            groups.append(names)
+            for name in names:
+                if name in have or name not in types:
+                    continue
+                probed.graph.output.append(onnx.helper.make_value_info(name, types[name]))
+                have.add(name)
+    return probed, groups
+
+
+def validate_model(
+    onnx_path: str | os.PathLike[str],
+    model: MhcModel,
+    *,
+    batch: int = 2,
+    seq: int = 16,
+    seed: int = 1234,
+    providers: list[str] | None = None,
+    report: Report | None = None,
+) -> Report:
+    """ONNX Runtime vs eager on fresh random tokens, plus mHC invariants per backend."""
+    onnx_path = Path(onnx_path)
+    proto = onnx.load(os.fspath(onnx_path))
+    dtype = model.dtype
+    tol = tolerance_for(dtype)
+    report = report or Report(f"validate {onnx_path.name}")
+    report.config.update({
+        "onnx": str(onnx_path), "config": model.cfg.name, "dtype": dtype_name(dtype),
+        "mode": model.mode, "tokens": f"[{batch}, {seq}] (seed {seed})",
+    })
+    tokens = random_tokens(model.cfg, batch, seq, seed=seed)
+    expected, eager_probe = _eager_probe(model, tokens)
+    attrs = {"post_mult": model.cfg.post_mult, "pre_eps": model.cfg.pre_eps}
+    eager_probe.check(report, "eager", attrs)
+    probed, groups = _probe_model(proto)
+    if not groups:
+        report.note("no MhcPre nodes in the graph (decomposed export): invariants from eager only")
+    with tempfile.TemporaryDirectory() as tmp:
+        probed_path = Path(tmp) / onnx_path.name
+        onnx.save_model(probed, probed_path, save_as_external_data=_has_external(proto),
+                        location=probed_path.name + ".data")
+        for provider in providers or ort_runner.available_providers():
+            backend = ort_runner.provider_label(provider)
+            try:
+                sess = ort_runner.session(probed_path, provider)
+                outs = ort_runner.run(sess, {"tokens": tokens})
+            except Exception as e:  # ORT raises its own exception types
+                report.note(f"{backend} cannot run this {dtype_name(dtype)} graph: "
+                            f"{_first_line(e)}")
+                _validate_mhc_nodes(report, proto, provider, dtype)
+                continue
+            report.compare(backend, "eager", "logits", outs["logits"], expected, tol)
+            probe = Probe()
+            for names in groups:
+                probe.add(*(outs[n] for n in names))
+            probe.check(report, backend, attrs)
+    return report
+
+
+def _validate_mhc_nodes(report: Report, proto: onnx.ModelProto, provider: str,
+                        dtype: torch.dtype) -> None:
+    """Where the whole graph cannot run, validate each mhc node type on its own."""
+    seen: dict[str, onnx.NodeProto] = {}
+    for node in proto.graph.node:
+        if node.domain == ONNX_DOMAIN and node.op_type in FUNCTIONS:
+            seen.setdefault(node.op_type, node)
+    if not seen:
+        return
+    n, d = _streams_hidden(proto)
+    for op_type, node in seen.items():
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute
+                 if not a.name.startswith("plugin_")}
+        spec = SingleOp.create(_OP_BY_TYPE[op_type], n, d, dtype, **attrs)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / f"{op_type}.onnx"
+            export_single_op(spec, path)
+            single = validate_single_op(path, spec, providers=[provider])
+        for c in single.comparisons:
+            c.backend = f"{c.backend} ({op_type} node)"
+        report.comparisons += single.comparisons
+        report.notes += single.notes
+    report.note(f"{dtype_name(dtype)} validated in {ort_runner.provider_label(provider)} on "
+                f"the mhc nodes alone: {sorted(seen)}")
+
+
+def _streams_hidden(proto: onnx.ModelProto) -> tuple[int, int]:
+    inits = {t.name: t for t in proto.graph.initializer}
+    for node in proto.graph.node:
+        if node.domain == ONNX_DOMAIN and node.op_type == "MhcHead":
+            n, k = inits[node.input[1]].dims
+            return int(n), int(k) // int(n)
+    raise ValueError("model has no MhcHead node to read n and d from")
+
+
+def validate_single_op(
+    onnx_path: str | os.PathLike[str],
+    spec: SingleOp,
+    *,
+    tokens: int = 37,
+    seed: int = 4321,
+    providers: list[str] | None = None,
+) -> Report:
+    """A single-op model in ONNX Runtime vs the eager op, on fresh random inputs."""
+    report = Report(f"validate {Path(onnx_path).name}")
+    report.config.update({"onnx": str(onnx_path), "op": OPS[spec.op].op_type,
+                          "streams": spec.streams, "hidden": spec.hidden,
+                          "dtype": dtype_name(spec.dtype), "tokens": tokens, **spec.attrs})
+    inputs = spec.random_inputs(tokens, seed=seed)
+    expected = spec.reference(inputs)
+    names = OPS[spec.op].outputs
+    for provider in providers or ort_runner.available_providers():
+        backend = ort_runner.provider_label(provider)
+        try:
+            outs = ort_runner.run(ort_runner.session(onnx_path, provider), inputs)
+        except Exception as e:  # ORT raises its own exception types
+            report.note(f"{backend} cannot run this graph: {_first_line(e)}")
+            continue
+        for name, exp in zip(names, expected, strict=True):
+            tol = tolerance_for(exp.dtype)
+            report.compare(backend, "eager", name, outs[name], exp, tol)
+        if spec.op == "pre":
+            probe = Probe()
+            probe.add(inputs["residual"], outs["layer_input"], outs["post_mix"], outs["comb_mix"])
+            probe.check(report, backend, spec.attrs)
+    if not report.comparisons:
+        report.note("no ONNX Runtime provider could run this model")
+    return report
+
+
+def _has_external(proto: onnx.ModelProto) -> bool:
+    return any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer)
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:300] if text else type(e).__name__

@@ -1,0 +1,211 @@
+// Helpers shared by the four mHC TensorRT plugins: the logger handed over by
+// setLoggerFinder, plugin-field parsing and validation, field serialization,
+// dtype mapping, and the IPluginV3 plumbing that is identical for every op.
+//
+// Only TensorRT's headers are used (pure-virtual interfaces and inline code),
+// so the library never needs libnvinfer at link or load time.
+#ifndef MHC_PLUGIN_COMMON_H
+#define MHC_PLUGIN_COMMON_H
+
+#include <NvInferRuntime.h>
+#include <NvInferVersion.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "mhc_kernels.h"
+
+// One number for version tests: 10.16 -> 10016, 11.1 -> 11001.
+#define MHC_TRT_VERSION (NV_TENSORRT_MAJOR * 1000 + NV_TENSORRT_MINOR)
+#if MHC_TRT_VERSION < 10000
+#error "the mHC plugins use IPluginV3 and need TensorRT 10 or newer headers"
+#endif
+
+namespace mhc
+{
+namespace plugin
+{
+
+constexpr char const* kPLUGIN_NAMESPACE = "mhc";
+constexpr char const* kPLUGIN_VERSION = "1";
+
+// ---- logging ---------------------------------------------------------------
+// TensorRT owns the ILoggerFinder and may hand a new one at any time; the
+// logger is looked up at each message because TensorRT may replace it.
+void setLoggerFinder(nvinfer1::ILoggerFinder* finder) noexcept;
+void logError(std::string const& msg) noexcept;
+void logWarning(std::string const& msg) noexcept;
+void logVerbose(std::string const& msg) noexcept;
+
+// ---- plugin fields ---------------------------------------------------------
+enum class FieldKind : int32_t
+{
+    kFLOAT, // PluginFieldType::kFLOAT32, one value
+    kINT,   // PluginFieldType::kINT32, one value
+};
+
+// What a value must satisfy; checked when a plugin is created in either phase,
+// so that a corrupt or hand-edited engine is refused as loudly as a bad node.
+enum class FieldRule : int32_t
+{
+    kNON_NEGATIVE_FINITE, // eps terms: 0 is allowed (the math stays defined)
+    kPOSITIVE_FINITE,     // post_mult
+    kAT_LEAST_ONE,        // iteration counts
+};
+
+struct FieldSpec
+{
+    char const* name;
+    FieldKind kind;
+    FieldRule rule;
+    double defaultValue;
+};
+
+union FieldValue
+{
+    float f;
+    int32_t i;
+};
+
+// Field values of one plugin instance, in the order of its FieldSpec table.
+class Fields
+{
+public:
+    Fields(std::vector<FieldSpec> const* specs);
+    Fields(Fields const& other);
+    Fields& operator=(Fields const& other);
+
+    // Starts from the defaults and applies fc. On a bad field returns false
+    // with *error naming the field; unknown fields are errors. The string
+    // fields plugin_namespace / plugin_version are accepted (a parser may pass
+    // them) but must then say "mhc" / "1".
+    bool parse(char const* pluginName, nvinfer1::PluginFieldCollection const* fc, std::string* error);
+
+    float getFloat(char const* name) const;
+    int32_t getInt(char const* name) const;
+
+    // Stable until the next call or until this object is destroyed.
+    nvinfer1::PluginFieldCollection const* serialize();
+
+private:
+    int32_t indexOf(char const* name) const;
+
+    std::vector<FieldSpec> const* mSpecs;
+    std::vector<FieldValue> mValues;
+    std::vector<nvinfer1::PluginField> mSerialized;
+    nvinfer1::PluginFieldCollection mCollection{};
+};
+
+// The creator's getFieldNames() collection for a spec table (static lifetime).
+class FieldNames
+{
+public:
+    explicit FieldNames(std::vector<FieldSpec> const& specs);
+    nvinfer1::PluginFieldCollection const* get() const noexcept
+    {
+        return &mCollection;
+    }
+
+private:
+    std::vector<nvinfer1::PluginField> mFields;
+    nvinfer1::PluginFieldCollection mCollection{};
+};
+
+// ---- dtypes ----------------------------------------------------------------
+bool isResidualType(nvinfer1::DataType t) noexcept;
+mhcDtype_t toMhcDtype(nvinfer1::DataType t) noexcept;
+char const* dataTypeName(nvinfer1::DataType t) noexcept;
+
+// Logs "<plugin>: <what> failed: <status>: <detail>" for a kernel API failure.
+int32_t reportKernelFailure(char const* plugin, char const* what, mhcStatus_t status) noexcept;
+
+// ---- IPluginV3 plumbing ----------------------------------------------------
+// Each op's class derives from this and keeps its own shapes, formats and
+// kernel call; the capability lookup, identity and field serialization are
+// the same for all four.
+class MhcPluginBase : public nvinfer1::IPluginV3,
+                      public nvinfer1::IPluginV3OneCore,
+                      public nvinfer1::IPluginV3OneBuild,
+                      public nvinfer1::IPluginV3OneRuntime
+{
+public:
+    MhcPluginBase(char const* pluginName, Fields const& fields);
+    MhcPluginBase(MhcPluginBase const&) = default;
+    ~MhcPluginBase() override = default;
+
+    // IPluginV3
+    nvinfer1::IPluginCapability* getCapabilityInterface(nvinfer1::PluginCapabilityType type) noexcept override;
+
+    // IPluginV3OneCore
+    char const* getPluginName() const noexcept override
+    {
+        return mPluginName;
+    }
+    char const* getPluginVersion() const noexcept override
+    {
+        return kPLUGIN_VERSION;
+    }
+    char const* getPluginNamespace() const noexcept override
+    {
+        return kPLUGIN_NAMESPACE;
+    }
+
+    // IPluginV3OneRuntime: every execution context gets its own copy, so
+    // per-context state (the shapes of onShapeChange) is never shared.
+    nvinfer1::IPluginV3* attachToContext(nvinfer1::IPluginResourceContext* context) noexcept override;
+    nvinfer1::PluginFieldCollection const* getFieldsToSerialize() noexcept override;
+
+protected:
+    // Checks the common input/output counts; logs and returns false if wrong.
+    bool checkCounts(int32_t nbInputs, int32_t nbOutputs, int32_t wantIn, int32_t wantOut) const noexcept;
+
+    char const* mPluginName;
+    Fields mFields;
+};
+
+// The creator plumbing shared by the four ops.
+class MhcCreatorBase : public nvinfer1::IPluginCreatorV3One
+{
+public:
+    MhcCreatorBase(char const* pluginName, std::vector<FieldSpec> const& specs);
+
+    nvinfer1::PluginFieldCollection const* getFieldNames() noexcept override
+    {
+        return mNames.get();
+    }
+    char const* getPluginName() const noexcept override
+    {
+        return mPluginName;
+    }
+    char const* getPluginVersion() const noexcept override
+    {
+        return kPLUGIN_VERSION;
+    }
+    char const* getPluginNamespace() const noexcept override
+    {
+        return kPLUGIN_NAMESPACE;
+    }
+
+    nvinfer1::IPluginV3* createPlugin(
+        char const* name, nvinfer1::PluginFieldCollection const* fc, nvinfer1::TensorRTPhase phase) noexcept override;
+
+protected:
+    // Builds the op's plugin from validated fields.
+    virtual nvinfer1::IPluginV3* make(Fields const& fields) = 0;
+
+    char const* mPluginName;
+    std::vector<FieldSpec> const& mSpecs;
+    FieldNames mNames;
+};
+
+// Creators of the four ops (defined next to each plugin).
+nvinfer1::IPluginCreatorV3One* getMhcPreCreator() noexcept;
+nvinfer1::IPluginCreatorV3One* getMhcSinkhornCreator() noexcept;
+nvinfer1::IPluginCreatorV3One* getMhcPostCreator() noexcept;
+nvinfer1::IPluginCreatorV3One* getMhcHeadCreator() noexcept;
+
+} // namespace plugin
+} // namespace mhc
+
+#endif // MHC_PLUGIN_COMMON_H

@@ -1,0 +1,197 @@
+// Internal helpers shared by the mHC kernel sources (not part of the C API).
+#ifndef MHC_COMMON_CUH
+#define MHC_COMMON_CUH
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+#include <type_traits>
+
+#include "mhc_kernels.h"
+
+namespace mhc {
+
+// Error reporting (mhc_api.cu): records a thread-local message and returns `status`.
+mhcStatus_t fail(mhcStatus_t status, const char* fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+mhcStatus_t ok();
+// Converts a pending launch error into MHC_STATUS_CUDA_ERROR naming `what`.
+mhcStatus_t checkLaunch(const char* what);
+
+// Validation shared by the entry points; each names the offending argument.
+mhcStatus_t checkShape(int64_t T, int32_t n, int32_t d, mhcDtype_t dtype);
+mhcStatus_t checkPtr(const void* p, const char* name, bool vector_aligned);
+mhcStatus_t checkEps(float v, const char* name);
+
+// Mixes kernel geometry (mhc_mix.cuh), here so that the workspace query and the
+// launch can never disagree. Two kernels:
+//  * small T (T <= kSmallT): threads own K (16-byte vectors, coalesced hc_fn
+//    and x loads), a block covers kSmallVecs vectors of K for up to
+//    smallTokens(ROWS) tokens; K is split over blockIdx.y so even T=1 fills
+//    the GPU with loads in flight.
+//  * large T: lanes own tokens (32 per block) so each hc_fn element staged in
+//    shared memory is reused 32 times; the 8 warps take disjoint K ranges of
+//    each staged chunk, and K is split over blockIdx.y until ~kTargetBlocks
+//    blocks exist.
+// Partials go to part[split][token][ROWS + 1] (last column: sum of squares).
+constexpr int kMixWarps = 8;
+constexpr int kMixThreads = kMixWarps * 32;
+constexpr int kMixTokens = 32;
+constexpr int64_t kTargetBlocks = 264;
+constexpr int64_t kSmallT = 128;
+constexpr int kSmallVecs = kMixThreads;  // one 8-element vector per thread
+
+__host__ __device__ constexpr int smallTokens(int rows) {
+    return (96 / (rows + 1)) < 1 ? 1 : ((96 / (rows + 1)) > 8 ? 8 : (96 / (rows + 1)));
+}
+__host__ __device__ constexpr int mixChunk(int rows) { return rows > 32 ? 64 : 128; }
+
+inline int64_t ceilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+inline int smallSplits(int64_t K) { return int(ceilDiv(K / 8, kSmallVecs)); }
+inline int64_t largeTiles(int64_t T) { return ceilDiv(T, kMixTokens); }
+inline int largeMaxSplits(int64_t K, int rows) {
+    // At least 2 staged chunks per split, so the staging cost is amortised.
+    int64_t s = ceilDiv(K, mixChunk(rows)) / 2;
+    return s < 1 ? 1 : (s > 1024 ? 1024 : int(s));
+}
+inline int largeSplits(int64_t T, int64_t K, int rows) {
+    int64_t s = kTargetBlocks / largeTiles(T);
+    const int smax = largeMaxSplits(K, rows);
+    if (s < 1) s = 1;
+    return int(s > smax ? smax : s);
+}
+// Bytes of partials for any call with up to T tokens (nondecreasing in T).
+inline size_t mixWorkspaceBytes(int64_t T, int64_t K, int rows) {
+    if (T <= 0) return 0;
+    const int64_t small = int64_t(smallSplits(K)) * (T < kSmallT ? T : kSmallT);
+    // Large kernel: S(t) * t <= min(Smax * t, max(kTargetBlocks * 32, t + 31)).
+    int64_t cap = kTargetBlocks * kMixTokens;
+    if (T + kMixTokens - 1 > cap) cap = T + kMixTokens - 1;
+    int64_t large = int64_t(largeMaxSplits(K, rows)) * T;
+    if (large > cap) large = cap;
+    const int64_t tok = small > large ? small : large;
+    const size_t bytes = size_t(tok) * size_t(rows + 1) * sizeof(float);
+    return (bytes + 255) & ~size_t(255);
+}
+
+// ---------------------------------------------------------------------------
+// 8-element vector access: 16 bytes for bf16/fp16, two 16-byte words for f32.
+// ---------------------------------------------------------------------------
+__device__ __forceinline__ void load8(const __nv_bfloat16* p, float (&v)[8]) {
+    uint4 u = __ldg(reinterpret_cast<const uint4*>(p));
+    const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&u);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        float2 f = __bfloat1622float2(h[i]);
+        v[2 * i] = f.x;
+        v[2 * i + 1] = f.y;
+    }
+}
+__device__ __forceinline__ void load8(const __half* p, float (&v)[8]) {
+    uint4 u = __ldg(reinterpret_cast<const uint4*>(p));
+    const __half2* h = reinterpret_cast<const __half2*>(&u);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        float2 f = __half22float2(h[i]);
+        v[2 * i] = f.x;
+        v[2 * i + 1] = f.y;
+    }
+}
+__device__ __forceinline__ void load8(const float* p, float (&v)[8]) {
+    float4 a = __ldg(reinterpret_cast<const float4*>(p));
+    float4 b = __ldg(reinterpret_cast<const float4*>(p) + 1);
+    v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w;
+    v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
+}
+
+__device__ __forceinline__ void store8(__nv_bfloat16* p, const float (&v)[8]) {
+    uint4 u;
+    __nv_bfloat162* h = reinterpret_cast<__nv_bfloat162*>(&u);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) h[i] = __floats2bfloat162_rn(v[2 * i], v[2 * i + 1]);
+    *reinterpret_cast<uint4*>(p) = u;
+}
+__device__ __forceinline__ void store8(__half* p, const float (&v)[8]) {
+    uint4 u;
+    __half2* h = reinterpret_cast<__half2*>(&u);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) h[i] = __floats2half2_rn(v[2 * i], v[2 * i + 1]);
+    *reinterpret_cast<uint4*>(p) = u;
+}
+__device__ __forceinline__ void store8(float* p, const float (&v)[8]) {
+    reinterpret_cast<float4*>(p)[0] = make_float4(v[0], v[1], v[2], v[3]);
+    reinterpret_cast<float4*>(p)[1] = make_float4(v[4], v[5], v[6], v[7]);
+}
+
+// Accurate expf (no fast-math) so the gates match the float32 reference.
+__device__ __forceinline__ float sigmoidf(float z) { return 1.0f / (1.0f + expf(-z)); }
+
+// V4 Sinkhorn (spec: MhcSinkhorn) on an N x N matrix held in registers.
+template <int N>
+__device__ __forceinline__ void sinkhornInPlace(float (&c)[N][N], int iters, float eps) {
+#pragma unroll
+    for (int i = 0; i < N; ++i) {
+        float mx = c[i][0];
+#pragma unroll
+        for (int j = 1; j < N; ++j) mx = fmaxf(mx, c[i][j]);
+        float s = 0.f;
+#pragma unroll
+        for (int j = 0; j < N; ++j) {
+            c[i][j] = expf(c[i][j] - mx);
+            s += c[i][j];
+        }
+#pragma unroll
+        const float inv = __frcp_rn(s);
+#pragma unroll
+        for (int j = 0; j < N; ++j) c[i][j] = c[i][j] * inv + eps;
+    }
+    auto colnorm = [&]() {
+#pragma unroll
+        for (int j = 0; j < N; ++j) {
+            float s = 0.f;
+#pragma unroll
+            for (int i = 0; i < N; ++i) s += c[i][j];
+            const float inv = __frcp_rn(s + eps);
+#pragma unroll
+            for (int i = 0; i < N; ++i) c[i][j] *= inv;
+        }
+    };
+    colnorm();
+    for (int it = 1; it < iters; ++it) {
+#pragma unroll
+        for (int i = 0; i < N; ++i) {
+            float s = 0.f;
+#pragma unroll
+            for (int j = 0; j < N; ++j) s += c[i][j];
+            const float inv = __frcp_rn(s + eps);
+#pragma unroll
+            for (int j = 0; j < N; ++j) c[i][j] *= inv;
+        }
+        colnorm();
+    }
+}
+
+// Calls f(std::integral_constant<int, N>) for the runtime n in 1..8.
+template <typename F>
+inline mhcStatus_t dispatchN(int n, F&& f) {
+    switch (n) {
+        case 1: return f(std::integral_constant<int, 1>{});
+        case 2: return f(std::integral_constant<int, 2>{});
+        case 3: return f(std::integral_constant<int, 3>{});
+        case 4: return f(std::integral_constant<int, 4>{});
+        case 5: return f(std::integral_constant<int, 5>{});
+        case 6: return f(std::integral_constant<int, 6>{});
+        case 7: return f(std::integral_constant<int, 7>{});
+        case 8: return f(std::integral_constant<int, 8>{});
+        default: return fail(MHC_STATUS_NOT_SUPPORTED, "n=%d is not supported (1..8)", n);
+    }
+}
+
+}  // namespace mhc
+
+#endif  // MHC_COMMON_CUH

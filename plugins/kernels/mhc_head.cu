@@ -1,0 +1,120 @@
+// MhcHead: projection with n rows (mhc_mix.cuh), then y = sum_i w_i * x_i.
+#include "mhc_mix.cuh"
+
+namespace mhc {
+namespace {
+
+constexpr int kFinishThreads = 128;
+
+template <typename T, int N>
+__global__ void __launch_bounds__(kFinishThreads)
+    headFinishKernel(const T* __restrict__ x, const float* __restrict__ part, int splits,
+                     const float* __restrict__ hc_scale, const float* __restrict__ hc_base,
+                     T* __restrict__ y, int64_t ntok, int d, mhcHeadParams p) {
+    __shared__ float mix[N + 1];
+    __shared__ float wts[N];
+    const int64_t t = blockIdx.x;
+    for (int m = threadIdx.x; m <= N; m += blockDim.x) {
+        float s = 0.f;
+        for (int k = 0; k < splits; ++k) s += part[(int64_t(k) * ntok + t) * (N + 1) + m];
+        mix[m] = s;
+    }
+    __syncthreads();
+    if (threadIdx.x < N) {
+        const float K = float(N) * float(d);
+        const float r = 1.0f / sqrtf(mix[N] / K + p.rms_eps);
+        wts[threadIdx.x] = sigmoidf(mix[threadIdx.x] * r * hc_scale[0] + hc_base[threadIdx.x]) + p.eps;
+    }
+    __syncthreads();
+    float w[N];
+#pragma unroll
+    for (int i = 0; i < N; ++i) w[i] = wts[i];
+    const int dv = d / 8;
+    const T* xt = x + t * N * int64_t(d);
+    for (int v = threadIdx.x; v < dv; v += blockDim.x) {
+        float xv[N][8];
+#pragma unroll
+        for (int i = 0; i < N; ++i) load8(xt + int64_t(i) * d + v * 8, xv[i]);
+        float o[8];
+#pragma unroll
+        for (int e = 0; e < 8; ++e) {
+            float a = 0.f;
+#pragma unroll
+            for (int i = 0; i < N; ++i) a = fmaf(w[i], xv[i][e], a);
+            o[e] = a;
+        }
+        store8(y + t * int64_t(d) + v * 8, o);
+    }
+}
+
+template <typename T, int N>
+mhcStatus_t runHead(const void* residual, const float* hc_fn, const float* hc_scale,
+                    const float* hc_base, void* y, int64_t ntok, int d, const mhcHeadParams& p,
+                    void* workspace, cudaStream_t stream) {
+    const T* x = static_cast<const T*>(residual);
+    float* part = static_cast<float*>(workspace);
+    const int splits = launchMix<T, N>(x, hc_fn, part, ntok, N * d, stream);
+    if (splits < 0) return MHC_STATUS_CUDA_ERROR;
+    headFinishKernel<T, N><<<unsigned(ntok), kFinishThreads, 0, stream>>>(
+        x, part, splits, hc_scale, hc_base, static_cast<T*>(y), ntok, d, p);
+    return checkLaunch("mhcHead finish kernel");
+}
+
+template <typename T>
+mhcStatus_t dispatchHead(const void* residual, const float* hc_fn, const float* hc_scale,
+                         const float* hc_base, void* y, int64_t ntok, int n, int d,
+                         const mhcHeadParams& p, void* workspace, cudaStream_t stream) {
+    return dispatchN(n, [&](auto nc) {
+        return runHead<T, decltype(nc)::value>(residual, hc_fn, hc_scale, hc_base, y, ntok, d, p,
+                                               workspace, stream);
+    });
+}
+
+}  // namespace
+}  // namespace mhc
+
+using namespace mhc;
+
+extern "C" MHC_API size_t mhcHeadWorkspaceSize(int64_t T, int32_t n, int32_t d,
+                                               mhcDtype_t dtype) {
+    if (checkShape(T, n, d, dtype) != MHC_STATUS_SUCCESS) return 0;
+    return mixWorkspaceBytes(T, int64_t(n) * d, n);
+}
+
+extern "C" MHC_API mhcStatus_t mhcHead(const void* residual, const float* hc_fn,
+                                       const float* hc_scale, const float* hc_base, void* y,
+                                       int64_t T, int32_t n, int32_t d, mhcDtype_t dtype,
+                                       const mhcHeadParams* params, void* workspace,
+                                       size_t workspace_size, cudaStream_t stream) {
+    try {
+        mhcStatus_t st = checkShape(T, n, d, dtype);
+        if (st != MHC_STATUS_SUCCESS) return st;
+        if (params == nullptr) return fail(MHC_STATUS_INVALID_VALUE, "mhcHead: params is NULL");
+        if ((st = checkEps(params->rms_eps, "rms_eps")) != MHC_STATUS_SUCCESS) return st;
+        if ((st = checkEps(params->eps, "eps")) != MHC_STATUS_SUCCESS) return st;
+        if (T == 0) return ok();
+        if ((st = checkPtr(residual, "residual", true)) ||
+            (st = checkPtr(hc_fn, "hc_fn", true)) || (st = checkPtr(hc_scale, "hc_scale", false)) ||
+            (st = checkPtr(hc_base, "hc_base", false)) || (st = checkPtr(y, "y", true)))
+            return st;
+        const size_t need = mixWorkspaceBytes(T, int64_t(n) * d, n);
+        if (workspace_size < need)
+            return fail(MHC_STATUS_WORKSPACE_TOO_SMALL,
+                        "mhcHead: workspace_size=%zu bytes but this call needs %zu "
+                        "(mhcHeadWorkspaceSize)", workspace_size, need);
+        if ((st = checkPtr(workspace, "workspace", true))) return st;
+        switch (dtype) {
+            case MHC_DTYPE_BFLOAT16:
+                return dispatchHead<__nv_bfloat16>(residual, hc_fn, hc_scale, hc_base, y, T, n, d,
+                                                   *params, workspace, stream);
+            case MHC_DTYPE_FLOAT16:
+                return dispatchHead<__half>(residual, hc_fn, hc_scale, hc_base, y, T, n, d,
+                                            *params, workspace, stream);
+            default:
+                return dispatchHead<float>(residual, hc_fn, hc_scale, hc_base, y, T, n, d,
+                                           *params, workspace, stream);
+        }
+    } catch (...) {
+        return fail(MHC_STATUS_CUDA_ERROR, "mhcHead: unexpected internal exception");
+    }
+}

@@ -1,0 +1,158 @@
+// MhcPre: projection (mhc_mix.cuh), then per token the finish (rms scale,
+// gates, Sinkhorn) and layer_input = sum_i pre_i * x_i.
+#include "mhc_mix.cuh"
+
+namespace mhc {
+namespace {
+
+constexpr int kFinishThreads = 128;
+
+template <typename T, int N>
+__global__ void __launch_bounds__(kFinishThreads)
+    preFinishKernel(const T* __restrict__ x, const float* __restrict__ part, int splits,
+                    const float* __restrict__ hc_scale, const float* __restrict__ hc_base,
+                    T* __restrict__ layer_input, float* __restrict__ post_mix,
+                    float* __restrict__ comb_mix, int64_t ntok, int d, mhcPreParams p) {
+    constexpr int M = (2 + N) * N;
+    __shared__ float mix[M + 1];
+    __shared__ float pre_w[N];
+    const int64_t t = blockIdx.x;
+    for (int m = threadIdx.x; m <= M; m += blockDim.x) {
+        float s = 0.f;
+        for (int k = 0; k < splits; ++k) s += part[(int64_t(k) * ntok + t) * (M + 1) + m];
+        mix[m] = s;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        const float K = float(N) * float(d);
+        const float r = 1.0f / sqrtf(mix[M] / K + p.rms_eps);
+        const float s0 = hc_scale[0], s1 = hc_scale[1], s2 = hc_scale[2];
+#pragma unroll
+        for (int i = 0; i < N; ++i) {
+            pre_w[i] = sigmoidf(mix[i] * r * s0 + hc_base[i]) + p.pre_eps;
+            post_mix[t * N + i] = p.post_mult * sigmoidf(mix[N + i] * r * s1 + hc_base[N + i]);
+        }
+        float c[N][N];
+#pragma unroll
+        for (int i = 0; i < N; ++i)
+#pragma unroll
+            for (int j = 0; j < N; ++j)
+                c[i][j] = mix[2 * N + i * N + j] * r * s2 + hc_base[2 * N + i * N + j];
+        sinkhornInPlace<N>(c, p.sinkhorn_iters, p.sinkhorn_eps);
+#pragma unroll
+        for (int i = 0; i < N; ++i)
+#pragma unroll
+            for (int j = 0; j < N; ++j) comb_mix[(t * N + i) * N + j] = c[i][j];
+    }
+    __syncthreads();
+    float w[N];
+#pragma unroll
+    for (int i = 0; i < N; ++i) w[i] = pre_w[i];
+    const int dv = d / 8;
+    const T* xt = x + t * N * int64_t(d);
+    for (int v = threadIdx.x; v < dv; v += blockDim.x) {
+        float xv[N][8];
+#pragma unroll
+        for (int i = 0; i < N; ++i) load8(xt + int64_t(i) * d + v * 8, xv[i]);
+        float o[8];
+#pragma unroll
+        for (int e = 0; e < 8; ++e) {
+            float a = 0.f;
+#pragma unroll
+            for (int i = 0; i < N; ++i) a = fmaf(w[i], xv[i][e], a);
+            o[e] = a;
+        }
+        store8(layer_input + t * int64_t(d) + v * 8, o);
+    }
+}
+
+template <typename T, int N>
+mhcStatus_t runPre(const void* residual, const float* hc_fn, const float* hc_scale,
+                   const float* hc_base, void* layer_input, float* post_mix, float* comb_mix,
+                   int64_t ntok, int d, const mhcPreParams& p, void* workspace,
+                   cudaStream_t stream) {
+    constexpr int M = (2 + N) * N;
+    const int K = N * d;
+    float* part = static_cast<float*>(workspace);
+    const T* x = static_cast<const T*>(residual);
+    const int splits = launchMix<T, M>(x, hc_fn, part, ntok, K, stream);
+    if (splits < 0) return MHC_STATUS_CUDA_ERROR;
+    preFinishKernel<T, N><<<unsigned(ntok), kFinishThreads, 0, stream>>>(
+        x, part, splits, hc_scale, hc_base, static_cast<T*>(layer_input), post_mix, comb_mix,
+        ntok, d, p);
+    return checkLaunch("mhcPre finish kernel");
+}
+
+template <typename T>
+mhcStatus_t dispatchPre(const void* residual, const float* hc_fn, const float* hc_scale,
+                        const float* hc_base, void* layer_input, float* post_mix,
+                        float* comb_mix, int64_t ntok, int n, int d, const mhcPreParams& p,
+                        void* workspace, cudaStream_t stream) {
+    return dispatchN(n, [&](auto nc) {
+        return runPre<T, decltype(nc)::value>(residual, hc_fn, hc_scale, hc_base, layer_input,
+                                              post_mix, comb_mix, ntok, d, p, workspace, stream);
+    });
+}
+
+}  // namespace
+}  // namespace mhc
+
+using namespace mhc;
+
+extern "C" MHC_API size_t mhcPreWorkspaceSize(int64_t T, int32_t n, int32_t d, mhcDtype_t dtype) {
+    if (checkShape(T, n, d, dtype) != MHC_STATUS_SUCCESS) return 0;
+    return mixWorkspaceBytes(T, int64_t(n) * d, (2 + n) * n);
+}
+
+extern "C" MHC_API mhcStatus_t mhcPre(const void* residual, const float* hc_fn,
+                                      const float* hc_scale, const float* hc_base,
+                                      void* layer_input, float* post_mix, float* comb_mix,
+                                      int64_t T, int32_t n, int32_t d, mhcDtype_t dtype,
+                                      const mhcPreParams* params, void* workspace,
+                                      size_t workspace_size, cudaStream_t stream) {
+    try {
+        mhcStatus_t st = checkShape(T, n, d, dtype);
+        if (st != MHC_STATUS_SUCCESS) return st;
+        if (params == nullptr) return fail(MHC_STATUS_INVALID_VALUE, "mhcPre: params is NULL");
+        if ((st = checkEps(params->rms_eps, "rms_eps")) != MHC_STATUS_SUCCESS) return st;
+        if ((st = checkEps(params->pre_eps, "pre_eps")) != MHC_STATUS_SUCCESS) return st;
+        if ((st = checkEps(params->sinkhorn_eps, "sinkhorn_eps")) != MHC_STATUS_SUCCESS) return st;
+        if (!(params->post_mult > 0.f) || !isfinite(params->post_mult))
+            return fail(MHC_STATUS_INVALID_VALUE,
+                        "attribute post_mult must be a finite number > 0, got %g",
+                        double(params->post_mult));
+        if (params->sinkhorn_iters < 1)
+            return fail(MHC_STATUS_INVALID_VALUE, "attribute sinkhorn_iters must be >= 1, got %d",
+                        int(params->sinkhorn_iters));
+        if (T == 0) return ok();
+        if ((st = checkPtr(residual, "residual", true)) ||
+            (st = checkPtr(hc_fn, "hc_fn", true)) || (st = checkPtr(hc_scale, "hc_scale", false)) ||
+            (st = checkPtr(hc_base, "hc_base", false)) ||
+            (st = checkPtr(layer_input, "layer_input", true)) ||
+            (st = checkPtr(post_mix, "post_mix", false)) ||
+            (st = checkPtr(comb_mix, "comb_mix", false)))
+            return st;
+        const size_t need = mixWorkspaceBytes(T, int64_t(n) * d, (2 + n) * n);
+        if (workspace_size < need)
+            return fail(MHC_STATUS_WORKSPACE_TOO_SMALL,
+                        "mhcPre: workspace_size=%zu bytes but this call needs %zu "
+                        "(mhcPreWorkspaceSize)", workspace_size, need);
+        if ((st = checkPtr(workspace, "workspace", true))) return st;
+        switch (dtype) {
+            case MHC_DTYPE_BFLOAT16:
+                return dispatchPre<__nv_bfloat16>(residual, hc_fn, hc_scale, hc_base, layer_input,
+                                                  post_mix, comb_mix, T, n, d, *params, workspace,
+                                                  stream);
+            case MHC_DTYPE_FLOAT16:
+                return dispatchPre<__half>(residual, hc_fn, hc_scale, hc_base, layer_input,
+                                           post_mix, comb_mix, T, n, d, *params, workspace,
+                                           stream);
+            default:
+                return dispatchPre<float>(residual, hc_fn, hc_scale, hc_base, layer_input,
+                                          post_mix, comb_mix, T, n, d, *params, workspace,
+                                          stream);
+        }
+    } catch (...) {
+        return fail(MHC_STATUS_CUDA_ERROR, "mhcPre: unexpected internal exception");
+    }
+}

@@ -1,0 +1,184 @@
+// MhcPost: out[t,j,c] = post_mix[t,j] * x[t,c] + sum_i comb_mix[t,i,j] * residual[t,i,c]
+// (contract: shared/spec/mhc_ops.md). Kernel call, plugin and creator.
+#include "mhcPluginCommon.h"
+
+#include <exception>
+#include <string>
+
+namespace mhc
+{
+namespace plugin
+{
+namespace
+{
+char const* const kNAME = "MhcPost";
+
+// MhcPost has no attributes; any field passed to it is an error.
+std::vector<FieldSpec> const kFIELDS = {};
+
+// Inputs: x [T,d], residual [T,n,d], post_mix [T,n], comb_mix [T,n,n]. Output: out [T,n,d].
+constexpr int32_t kNB_IN = 4;
+constexpr int32_t kNB_OUT = 1;
+
+class MhcPostPlugin final : public MhcPluginBase
+{
+public:
+    explicit MhcPostPlugin(Fields const& fields)
+        : MhcPluginBase(kNAME, fields)
+    {
+    }
+
+    nvinfer1::IPluginV3* clone() noexcept override
+    {
+        try
+        {
+            return new MhcPostPlugin(*this);
+        }
+        catch (std::exception const& e)
+        {
+            logError(std::string(kNAME) + ": clone: " + e.what());
+            return nullptr;
+        }
+    }
+
+    int32_t getNbOutputs() const noexcept override
+    {
+        return kNB_OUT;
+    }
+
+    int32_t getOutputDataTypes(nvinfer1::DataType* outputTypes, int32_t nbOutputs,
+        nvinfer1::DataType const* inputTypes, int32_t nbInputs) const noexcept override
+    {
+        if (!checkCounts(nbInputs, nbOutputs, kNB_IN, kNB_OUT))
+        {
+            return -1;
+        }
+        if (!isResidualType(inputTypes[0]) || inputTypes[1] != inputTypes[0])
+        {
+            logError(std::string(kNAME) + ": x and residual must share one of float32, float16, bfloat16, got "
+                + dataTypeName(inputTypes[0]) + " and " + dataTypeName(inputTypes[1]));
+            return -1;
+        }
+        outputTypes[0] = inputTypes[0];
+        return 0;
+    }
+
+    int32_t getOutputShapes(nvinfer1::DimsExprs const* inputs, int32_t nbInputs,
+        nvinfer1::DimsExprs const* /*shapeInputs*/, int32_t /*nbShapeInputs*/, nvinfer1::DimsExprs* outputs,
+        int32_t nbOutputs, nvinfer1::IExprBuilder& /*exprBuilder*/) noexcept override
+    {
+        if (!checkCounts(nbInputs, nbOutputs, kNB_IN, kNB_OUT))
+        {
+            return -1;
+        }
+        if (inputs[0].nbDims != 2 || inputs[1].nbDims != 3 || inputs[2].nbDims != 2 || inputs[3].nbDims != 3)
+        {
+            logError(std::string(kNAME) + ": expected x [T,d], residual [T,n,d], post_mix [T,n], comb_mix [T,n,n]");
+            return -1;
+        }
+        nvinfer1::IDimensionExpr const* xd = inputs[0].d[1];
+        nvinfer1::IDimensionExpr const* rd = inputs[1].d[2];
+        if (xd->isConstant() && rd->isConstant() && xd->getConstantValue() != rd->getConstantValue())
+        {
+            logError(std::string(kNAME) + ": x has d=" + std::to_string(xd->getConstantValue()) + " but residual d="
+                + std::to_string(rd->getConstantValue()));
+            return -1;
+        }
+        outputs[0] = inputs[1];
+        return 0;
+    }
+
+    bool supportsFormatCombination(int32_t pos, nvinfer1::DynamicPluginTensorDesc const* inOut, int32_t nbInputs,
+        int32_t nbOutputs) noexcept override
+    {
+        if (nbInputs != kNB_IN || nbOutputs != kNB_OUT || pos < 0 || pos >= kNB_IN + kNB_OUT)
+        {
+            return false;
+        }
+        nvinfer1::PluginTensorDesc const& t = inOut[pos].desc;
+        if (t.format != nvinfer1::TensorFormat::kLINEAR)
+        {
+            return false;
+        }
+        switch (pos)
+        {
+        case 0: return isResidualType(t.type);
+        case 1:
+        case 4: return t.type == inOut[0].desc.type; // residual and out follow x
+        default: return t.type == nvinfer1::DataType::kFLOAT;
+        }
+    }
+
+    int32_t configurePlugin(nvinfer1::DynamicPluginTensorDesc const* in, int32_t nbInputs,
+        nvinfer1::DynamicPluginTensorDesc const* /*out*/, int32_t nbOutputs) noexcept override
+    {
+        if (!checkCounts(nbInputs, nbOutputs, kNB_IN, kNB_OUT))
+        {
+            return -1;
+        }
+        return checkStatic(in[1].desc);
+    }
+
+    int32_t onShapeChange(nvinfer1::PluginTensorDesc const* in, int32_t nbInputs,
+        nvinfer1::PluginTensorDesc const* /*out*/, int32_t nbOutputs) noexcept override
+    {
+        if (!checkCounts(nbInputs, nbOutputs, kNB_IN, kNB_OUT))
+        {
+            return -1;
+        }
+        return checkStatic(in[1]);
+    }
+
+    int32_t enqueue(nvinfer1::PluginTensorDesc const* inputDesc, nvinfer1::PluginTensorDesc const* /*outputDesc*/,
+        void const* const* inputs, void* const* outputs, void* /*workspace*/, cudaStream_t stream) noexcept override
+    {
+        nvinfer1::Dims const& dims = inputDesc[1].dims;
+        int64_t const t = dims.d[0];
+        if (t == 0)
+        {
+            return 0;
+        }
+        mhcStatus_t const st = mhcPost(inputs[0], inputs[1], static_cast<float const*>(inputs[2]),
+            static_cast<float const*>(inputs[3]), outputs[0], t, static_cast<int32_t>(dims.d[1]),
+            static_cast<int32_t>(dims.d[2]), toMhcDtype(inputDesc[1].type), stream);
+        return st == MHC_STATUS_SUCCESS ? 0 : reportKernelFailure(kNAME, "mhcPost", st);
+    }
+
+private:
+    int32_t checkStatic(nvinfer1::PluginTensorDesc const& res) const noexcept
+    {
+        if (res.dims.nbDims != 3 || res.dims.d[1] <= 0 || res.dims.d[2] <= 0)
+        {
+            logError(std::string(kNAME) + ": residual must be [T, n, d] with n and d fixed by the model");
+            return -1;
+        }
+        mhcStatus_t const st = mhcCheckShape(1, static_cast<int32_t>(res.dims.d[1]),
+            static_cast<int32_t>(res.dims.d[2]), toMhcDtype(res.type));
+        return st == MHC_STATUS_SUCCESS ? 0 : reportKernelFailure(kNAME, "mhcCheckShape", st);
+    }
+};
+
+class MhcPostCreator final : public MhcCreatorBase
+{
+public:
+    MhcPostCreator()
+        : MhcCreatorBase(kNAME, kFIELDS)
+    {
+    }
+
+protected:
+    nvinfer1::IPluginV3* make(Fields const& fields) override
+    {
+        return new MhcPostPlugin(fields);
+    }
+};
+} // namespace
+
+nvinfer1::IPluginCreatorV3One* getMhcPostCreator() noexcept
+{
+    static MhcPostCreator creator;
+    return &creator;
+}
+
+} // namespace plugin
+} // namespace mhc

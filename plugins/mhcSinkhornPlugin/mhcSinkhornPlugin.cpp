@@ -1,0 +1,179 @@
+// MhcSinkhorn: logits [T,n,n] float32 -> comb [T,n,n] float32
+// (contract: shared/spec/mhc_ops.md). Kernel call, plugin and creator.
+#include "mhcPluginCommon.h"
+
+#include <exception>
+#include <string>
+
+namespace mhc
+{
+namespace plugin
+{
+namespace
+{
+char const* const kNAME = "MhcSinkhorn";
+
+std::vector<FieldSpec> const kFIELDS = {
+    {"iters", FieldKind::kINT, FieldRule::kAT_LEAST_ONE, 20},
+    {"eps", FieldKind::kFLOAT, FieldRule::kNON_NEGATIVE_FINITE, 1e-6},
+};
+
+constexpr int32_t kNB_IN = 1;
+constexpr int32_t kNB_OUT = 1;
+
+class MhcSinkhornPlugin final : public MhcPluginBase
+{
+public:
+    explicit MhcSinkhornPlugin(Fields const& fields)
+        : MhcPluginBase(kNAME, fields)
+        , mIters(fields.getInt("iters"))
+        , mEps(fields.getFloat("eps"))
+    {
+    }
+
+    nvinfer1::IPluginV3* clone() noexcept override
+    {
+        try
+        {
+            return new MhcSinkhornPlugin(*this);
+        }
+        catch (std::exception const& e)
+        {
+            logError(std::string(kNAME) + ": clone: " + e.what());
+            return nullptr;
+        }
+    }
+
+    int32_t getNbOutputs() const noexcept override
+    {
+        return kNB_OUT;
+    }
+
+    int32_t getOutputDataTypes(nvinfer1::DataType* outputTypes, int32_t nbOutputs,
+        nvinfer1::DataType const* inputTypes, int32_t nbInputs) const noexcept override
+    {
+        if (!checkCounts(nbInputs, nbOutputs, kNB_IN, kNB_OUT))
+        {
+            return -1;
+        }
+        if (inputTypes[0] != nvinfer1::DataType::kFLOAT)
+        {
+            logError(std::string(kNAME) + ": logits must be float32, got " + dataTypeName(inputTypes[0]));
+            return -1;
+        }
+        outputTypes[0] = nvinfer1::DataType::kFLOAT;
+        return 0;
+    }
+
+    int32_t getOutputShapes(nvinfer1::DimsExprs const* inputs, int32_t nbInputs,
+        nvinfer1::DimsExprs const* /*shapeInputs*/, int32_t /*nbShapeInputs*/, nvinfer1::DimsExprs* outputs,
+        int32_t nbOutputs, nvinfer1::IExprBuilder& /*exprBuilder*/) noexcept override
+    {
+        if (!checkCounts(nbInputs, nbOutputs, kNB_IN, kNB_OUT))
+        {
+            return -1;
+        }
+        nvinfer1::DimsExprs const& in = inputs[0];
+        if (in.nbDims != 3)
+        {
+            logError(std::string(kNAME) + ": logits must be [T, n, n], got rank " + std::to_string(in.nbDims));
+            return -1;
+        }
+        if (in.d[1]->isConstant() && in.d[2]->isConstant()
+            && in.d[1]->getConstantValue() != in.d[2]->getConstantValue())
+        {
+            logError(std::string(kNAME) + ": logits must be square per token, got [T, "
+                + std::to_string(in.d[1]->getConstantValue()) + ", " + std::to_string(in.d[2]->getConstantValue())
+                + "]");
+            return -1;
+        }
+        outputs[0] = in;
+        return 0;
+    }
+
+    bool supportsFormatCombination(int32_t pos, nvinfer1::DynamicPluginTensorDesc const* inOut, int32_t nbInputs,
+        int32_t nbOutputs) noexcept override
+    {
+        if (nbInputs != kNB_IN || nbOutputs != kNB_OUT || pos < 0 || pos >= kNB_IN + kNB_OUT)
+        {
+            return false;
+        }
+        nvinfer1::PluginTensorDesc const& t = inOut[pos].desc;
+        return t.format == nvinfer1::TensorFormat::kLINEAR && t.type == nvinfer1::DataType::kFLOAT;
+    }
+
+    int32_t configurePlugin(nvinfer1::DynamicPluginTensorDesc const* in, int32_t nbInputs,
+        nvinfer1::DynamicPluginTensorDesc const* /*out*/, int32_t nbOutputs) noexcept override
+    {
+        if (!checkCounts(nbInputs, nbOutputs, kNB_IN, kNB_OUT))
+        {
+            return -1;
+        }
+        return checkStatic(in[0].desc);
+    }
+
+    int32_t onShapeChange(nvinfer1::PluginTensorDesc const* in, int32_t nbInputs,
+        nvinfer1::PluginTensorDesc const* /*out*/, int32_t nbOutputs) noexcept override
+    {
+        if (!checkCounts(nbInputs, nbOutputs, kNB_IN, kNB_OUT))
+        {
+            return -1;
+        }
+        return checkStatic(in[0]);
+    }
+
+    int32_t enqueue(nvinfer1::PluginTensorDesc const* inputDesc, nvinfer1::PluginTensorDesc const* /*outputDesc*/,
+        void const* const* inputs, void* const* outputs, void* /*workspace*/, cudaStream_t stream) noexcept override
+    {
+        int64_t const t = inputDesc[0].dims.d[0];
+        int32_t const n = static_cast<int32_t>(inputDesc[0].dims.d[1]);
+        if (t == 0)
+        {
+            return 0;
+        }
+        mhcStatus_t const st = mhcSinkhorn(
+            static_cast<float const*>(inputs[0]), static_cast<float*>(outputs[0]), t, n, mIters, mEps, stream);
+        return st == MHC_STATUS_SUCCESS ? 0 : reportKernelFailure(kNAME, "mhcSinkhorn", st);
+    }
+
+private:
+    int32_t checkStatic(nvinfer1::PluginTensorDesc const& in) const noexcept
+    {
+        nvinfer1::Dims const& d = in.dims;
+        if (d.nbDims != 3 || d.d[1] <= 0 || d.d[1] != d.d[2] || d.d[1] > MHC_MAX_STREAMS)
+        {
+            logError(std::string(kNAME) + ": logits must be [T, n, n] with a fixed n in 1.."
+                + std::to_string(MHC_MAX_STREAMS));
+            return -1;
+        }
+        return 0;
+    }
+
+    int32_t mIters;
+    float mEps;
+};
+
+class MhcSinkhornCreator final : public MhcCreatorBase
+{
+public:
+    MhcSinkhornCreator()
+        : MhcCreatorBase(kNAME, kFIELDS)
+    {
+    }
+
+protected:
+    nvinfer1::IPluginV3* make(Fields const& fields) override
+    {
+        return new MhcSinkhornPlugin(fields);
+    }
+};
+} // namespace
+
+nvinfer1::IPluginCreatorV3One* getMhcSinkhornCreator() noexcept
+{
+    static MhcSinkhornCreator creator;
+    return &creator;
+}
+
+} // namespace plugin
+} // namespace mhc

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# One device call: build the kernels for sm_90, run the GPU tests, run the
+# benchmark. Logs and JSON land in $OUT (or ./out/gpu_kernels without it).
+#   scripts/gpu_kernels.sh [extra bench args...]
+set -uo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+out=${OUT:-$root/out/gpu_kernels}
+mkdir -p "$out"
+cd "$root"
+export PYTHONUNBUFFERED=1 PYTHONPATH=$root${PYTHONPATH:+:$PYTHONPATH}
+{
+  date -u; nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv
+  python3 -c 'import torch; print("torch", torch.__version__, torch.cuda.get_device_name())'
+} 2>&1 | tee "$out/env.txt"
+
+MHC_CUDA_ARCHS=${MHC_CUDA_ARCHS:-90} scripts/build_plugins.sh "$root/build/plugins" \
+  -DMHC_BUILD_TRT_PLUGINS=OFF -DMHC_PTXAS_VERBOSE=ON 2>&1 > "$out/build.txt" \
+  || { tail -50 "$out/build.txt"; echo "BUILD FAILED"; exit 1; }
+echo "build ok"
+
+rc=0
+timeout ${TEST_TIMEOUT:-300} python3 -m pytest -q -p no:cacheprovider tests/test_kernels.py \
+  tests/test_kernels_lib.py --junitxml="$out/tests.xml" 2>&1 | tee "$out/tests.txt" | tail -25
+[ "${PIPESTATUS[0]}" = 0 ] || rc=1
+
+timeout ${BENCH_TIMEOUT:-360} python3 benchmarks/bench_kernels.py --json "$out/bench_kernels.json" \
+  "$@" 2>&1 | tee "$out/bench.txt" | tail -80
+[ "${PIPESTATUS[0]}" = 0 ] || rc=1
+exit $rc

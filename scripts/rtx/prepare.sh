@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Run HERE (not on the GPU machine): everything the TensorRT-RTX check needs,
+# in git-ignored folders that the device tool can carry (64 MiB per call):
+#   .trt_rtx/              the two wheels and the packed tar.xz (kept here, never carried)
+#   .rtx_part1/, .rtx_part2/  the tar.xz split in two parts < 35 MB (one per call)
+#   .rtx_run/bin/          libmhc_trt_plugins.so + mhc_plugin_harness built here (x86-64, sm_80/90/100)
+#   .rtx_run/onnx/         the exported ONNX models (the device's torch is older; exporting here is cheaper)
+# Then make two back-to-back device calls (see docs/TENSORRT.md):
+#   1. carry .rtx_part1            command: bash scripts/rtx/device_step1.sh
+#   2. carry .rtx_part2 .rtx_run   command: bash scripts/rtx/device_step2.sh
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$root"
+ver=1.7.1.116
+py=${PYTHON:-python3}
+[ -f .venv/bin/activate ] && source .venv/bin/activate && py=python
+
+# Keep the carried folders out of git without touching .gitignore (the lead's).
+mkdir -p .git/info
+for d in /.rtx_part1/ /.rtx_part2/ /.rtx_run/ /.trt_rtx/; do
+  grep -qxF "$d" .git/info/exclude 2>/dev/null || echo "$d" >> .git/info/exclude
+done
+
+# 1. TensorRT-RTX wheels -> one tar.xz -> two parts.
+mkdir -p .trt_rtx/wheels
+if ! ls .trt_rtx/wheels/tensorrt_rtx_cu13_libs-*.whl >/dev/null 2>&1 \
+   || ! ls .trt_rtx/wheels/tensorrt_rtx_cu13_bindings-*.whl >/dev/null 2>&1; then
+  "$py" -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    --platform manylinux_2_28_x86_64 -d .trt_rtx/wheels \
+    "tensorrt-rtx-cu13-libs==$ver" "tensorrt-rtx-cu13-bindings==$ver"
+fi
+if [ ! -f .trt_rtx/rtx.tar.xz ]; then
+  rm -rf .trt_rtx/pkg && mkdir -p .trt_rtx/pkg
+  for w in .trt_rtx/wheels/*.whl; do (cd .trt_rtx/pkg && unzip -q -o "../../$w"); done
+  ls -d .trt_rtx/pkg/tensorrt_rtx_libs .trt_rtx/pkg/tensorrt_rtx_bindings
+  tar -C .trt_rtx/pkg -cJf .trt_rtx/rtx.tar.xz tensorrt_rtx_libs tensorrt_rtx_bindings
+fi
+rm -rf .rtx_part1 .rtx_part2 && mkdir -p .rtx_part1 .rtx_part2
+size=$(stat -c %s .trt_rtx/rtx.tar.xz)
+half=$(( (size + 1) / 2 ))
+head -c "$half" .trt_rtx/rtx.tar.xz > .rtx_part1/rtx.tar.xz.part1
+tail -c +"$((half + 1))" .trt_rtx/rtx.tar.xz > .rtx_part2/rtx.tar.xz.part2
+sha256sum .trt_rtx/rtx.tar.xz | cut -d' ' -f1 > .rtx_part2/rtx.tar.xz.sha256
+
+# 2. Plugin library and harness, built here against the TensorRT 11.1 headers.
+build=${MHC_RTX_PLUGIN_BUILD:-$root/build/plugins-trt11}
+if [ ! -f "$build/libmhc_trt_plugins.so" ] || [ ! -f "$build/mhc_plugin_harness" ]; then
+  PATH=$PATH:/usr/local/cuda/bin TENSORRT_ROOT="$root/../shared/third_party/tensorrt-11.1" \
+    scripts/build_plugins.sh "$build"
+fi
+rm -rf .rtx_run && mkdir -p .rtx_run/bin .rtx_run/onnx
+cp "$build/libmhc_trt_plugins.so" "$build/mhc_plugin_harness" .rtx_run/bin/
+
+# 3. ONNX: one single-op model per op, and the tiny full model.
+n=${MHC_RTX_STREAMS:-4}; d=${MHC_RTX_HIDDEN:-256}
+for op in pre sinkhorn post head; do
+  "$py" export_scripts/export.py --op "$op" --streams "$n" --hidden "$d" --dtype bfloat16 \
+    --out ".rtx_run/onnx/${op}_bf16.onnx" > ".rtx_run/onnx/${op}_bf16.export.log" 2>&1 \
+    || { tail -20 ".rtx_run/onnx/${op}_bf16.export.log"; exit 1; }
+done
+"$py" export_scripts/export.py --op pre --streams "$n" --hidden "$d" --dtype float32 \
+  --out .rtx_run/onnx/pre_fp32.onnx > .rtx_run/onnx/pre_fp32.export.log 2>&1
+"$py" export_scripts/export.py --config tiny --out .rtx_run/onnx/tiny.onnx --no-validate \
+  > .rtx_run/onnx/tiny.export.log 2>&1 || { tail -20 .rtx_run/onnx/tiny.export.log; exit 1; }
+rm -f .rtx_run/onnx/*.report.json
+
+du -sh .rtx_part1 .rtx_part2 .rtx_run
+ls -la .rtx_part1 .rtx_part2 .rtx_run/bin .rtx_run/onnx

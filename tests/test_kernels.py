@@ -1,0 +1,260 @@
+"""GPU tests of the CUDA kernels (mhc_export.kernels) against the float64 reference.
+
+Skip with the reason where there is no CUDA GPU or no built libmhc_kernels.so.
+Every output is poisoned with NaN before each launch and every element is
+checked afterwards; inputs are fresh random draws per case.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from f64_reference import head_f64, post_f64, pre_f64, rel_err, sinkhorn_f64
+
+from mhc_export import kernels
+from mhc_export.spec import num_mixes
+
+pytestmark = pytest.mark.gpu
+
+if not torch.cuda.is_available():
+    pytest.skip("no CUDA GPU: the kernel tests run on the GPU machine", allow_module_level=True)
+if not kernels.available():
+    pytest.skip(f"kernel library not built: {kernels.unavailable_reason()}",
+                allow_module_level=True)
+
+DEV = torch.device("cuda")
+# Output tolerances (max abs error / max |ref|) per residual dtype: the output
+# rounding of the dtype dominates; the float32 gates stay far tighter.
+TOL_OUT = {torch.bfloat16: 1e-2, torch.float16: 2e-3, torch.float32: 2e-5}
+TOL_GATE = 2e-5
+ALL_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+
+
+def _gen(seed: int) -> torch.Generator:
+    g = torch.Generator(device=DEV)
+    g.manual_seed(seed)
+    return g
+
+
+def make_weights(n: int, d: int, rows: int, scales: int, g: torch.Generator):
+    k = n * d
+    hc_fn = torch.randn(rows, k, device=DEV, generator=g) / k**0.5
+    hc_scale = 0.5 + torch.rand(scales, device=DEV, generator=g) * 1.5
+    hc_base = torch.randn(rows, device=DEV, generator=g) * 0.5
+    return hc_fn, hc_scale, hc_base
+
+
+def make_residual(t: int, n: int, d: int, dtype: torch.dtype, g: torch.Generator, scale=1.0):
+    return (torch.randn(t, n, d, device=DEV, generator=g) * scale).to(dtype)
+
+
+def nan_like(shape, dtype) -> torch.Tensor:
+    return torch.full(shape, float("nan"), dtype=dtype, device=DEV)
+
+
+def run_pre(residual, hc_fn, hc_scale, hc_base, **attrs):
+    t, n, d = residual.shape
+    out = (nan_like((t, d), residual.dtype), nan_like((t, n), torch.float32),
+           nan_like((t, n, n), torch.float32))
+    got = kernels.pre(residual, hc_fn, hc_scale, hc_base, out=out, **attrs)
+    torch.cuda.synchronize()
+    for name, o in zip(("layer_input", "post_mix", "comb_mix"), got, strict=True):
+        assert torch.isfinite(o).all(), f"{name} has unwritten (NaN) or non-finite elements"
+    return got
+
+
+def check_pre(t, n, d, dtype, seed, **attrs):
+    g = _gen(seed)
+    hc_fn, hc_scale, hc_base = make_weights(n, d, num_mixes(n), 3, g)
+    residual = make_residual(t, n, d, dtype, g)
+    li, post, comb = run_pre(residual, hc_fn, hc_scale, hc_base, **attrs)
+    ref_li, ref_post, ref_comb, _ = pre_f64(residual, hc_fn, hc_scale, hc_base, **attrs)
+    e_li, e_post, e_comb = rel_err(li, ref_li), rel_err(post, ref_post), rel_err(comb, ref_comb)
+    assert e_li < TOL_OUT[dtype], f"layer_input rel err {e_li:.3g} (T={t} n={n} d={d} {dtype})"
+    assert e_post < TOL_GATE, f"post_mix rel err {e_post:.3g}"
+    assert e_comb < TOL_GATE, f"comb_mix rel err {e_comb:.3g}"
+    return residual, (hc_fn, hc_scale, hc_base), (li, post, comb)
+
+
+# --- MhcPre -----------------------------------------------------------------
+
+@pytest.mark.parametrize("t", [1, 2, 3, 17, 64, 1000, 4099])
+def test_pre_v4_all_t(t):
+    check_pre(t, 4, 7168, torch.bfloat16, seed=100 + t)
+
+
+@pytest.mark.parametrize("n", [2, 4, 8])
+@pytest.mark.parametrize("d", [1000, 1280, 2056, 4096, 7168])
+@pytest.mark.parametrize("t", [3, 64])
+def test_pre_sweep_n_d(t, n, d):
+    check_pre(t, n, d, torch.bfloat16, seed=1000 * n + d + t)
+
+
+@pytest.mark.parametrize("dtype", ALL_DTYPES)
+@pytest.mark.parametrize("t", [1, 17, 1000])
+def test_pre_dtypes(t, dtype):
+    check_pre(t, 4, 2056, dtype, seed=7 + t)
+    check_pre(t, 4, 7168, dtype, seed=9 + t)
+
+
+@pytest.mark.parametrize("n", [1, 3, 5, 6, 7])
+def test_pre_other_n(n):
+    for dtype in ALL_DTYPES:
+        check_pre(5, n, 1000, dtype, seed=40 + n)
+
+
+def test_pre_attributes():
+    check_pre(33, 4, 1280, torch.bfloat16, seed=5, rms_eps=1e-3, pre_eps=0.01,
+              sinkhorn_eps=1e-4, post_mult=1.5, sinkhorn_iters=1)
+    check_pre(33, 4, 1280, torch.float32, seed=6, sinkhorn_iters=50)
+
+
+def test_pre_deterministic():
+    for t in (1, 64, 4099):
+        residual, w, first = check_pre(t, 4, 7168, torch.bfloat16, seed=77 + t)
+        for _ in range(3):
+            again = run_pre(residual, *w)
+            for a, b in zip(first, again, strict=True):
+                assert torch.equal(a, b), f"T={t}: results differ between runs"
+
+
+def test_pre_extreme_inputs():
+    g = _gen(11)
+    n, d = 4, 2056
+    hc_fn, hc_scale, hc_base = make_weights(n, d, num_mixes(n), 3, g)
+    for scale in (1e-4, 1e4):
+        residual = make_residual(50, n, d, torch.bfloat16, g, scale=scale)
+        li, post, comb = run_pre(residual, hc_fn, hc_scale, hc_base)
+        ref_li, ref_post, ref_comb, _ = pre_f64(residual, hc_fn, hc_scale, hc_base)
+        assert rel_err(li, ref_li) < 1e-2
+        assert rel_err(comb, ref_comb) < 1e-4
+    # Saturated gates and Sinkhorn logits spanning hundreds: still finite and exact.
+    residual = make_residual(50, n, d, torch.float32, g)
+    big_scale = torch.tensor([300.0, 300.0, 300.0], device=DEV)
+    li, post, comb = run_pre(residual, hc_fn, big_scale, hc_base)
+    ref_li, ref_post, ref_comb, _ = pre_f64(residual, hc_fn, big_scale, hc_base)
+    assert rel_err(li, ref_li) < 1e-4
+    assert rel_err(post, ref_post) < 1e-4
+    assert rel_err(comb, ref_comb) < 1e-4
+    # One dominant element per token: a near-zero rms elsewhere must not blow up.
+    residual = torch.zeros(8, n, d, device=DEV, dtype=torch.bfloat16)
+    residual[:, 0, 0] = 3.0e4
+    residual[:, 1, 5] = -1.0e-3
+    run_pre(residual, hc_fn, hc_scale, hc_base)
+
+
+def test_pre_t0_is_noop():
+    g = _gen(1)
+    hc_fn, hc_scale, hc_base = make_weights(4, 64, num_mixes(4), 3, g)
+    li, post, comb = kernels.pre(make_residual(0, 4, 64, torch.bfloat16, g),
+                                 hc_fn, hc_scale, hc_base)
+    assert li.shape == (0, 64) and post.shape == (0, 4) and comb.shape == (0, 4, 4)
+
+
+# --- MhcSinkhorn -----------------------------------------------------------
+
+@pytest.mark.parametrize("n", range(1, 9))
+def test_sinkhorn(n):
+    g = _gen(200 + n)
+    for t, iters, eps in ((1, 20, 1e-6), (17, 1, 1e-6), (4099, 20, 1e-6), (300, 7, 1e-3)):
+        logits = torch.randn(t, n, n, device=DEV, generator=g) * 3
+        out = nan_like((t, n, n), torch.float32)
+        got = kernels.sinkhorn(logits, iters, eps, out=out)
+        torch.cuda.synchronize()
+        assert torch.isfinite(got).all()
+        err = rel_err(got, sinkhorn_f64(logits, iters, eps))
+        assert err < TOL_GATE, f"n={n} T={t} iters={iters}: rel err {err:.3g}"
+
+
+def test_sinkhorn_extreme_logits():
+    g = _gen(3)
+    logits = torch.randn(64, 4, 4, device=DEV, generator=g) * 1e4
+    got = kernels.sinkhorn(logits, out=nan_like((64, 4, 4), torch.float32))
+    torch.cuda.synchronize()
+    assert torch.isfinite(got).all()
+    assert rel_err(got, sinkhorn_f64(logits)) < 1e-4
+
+
+# --- MhcPost ----------------------------------------------------------------
+
+def check_post(t, n, d, dtype, seed):
+    g = _gen(seed)
+    x = make_residual(t, 1, d, dtype, g).reshape(t, d)
+    residual = make_residual(t, n, d, dtype, g)
+    post_mix = torch.rand(t, n, device=DEV, generator=g) * 2
+    comb_mix = torch.rand(t, n, n, device=DEV, generator=g)
+    out = kernels.post(x, residual, post_mix, comb_mix, out=nan_like((t, n, d), dtype))
+    torch.cuda.synchronize()
+    assert torch.isfinite(out).all(), "out has unwritten (NaN) elements"
+    err = rel_err(out, post_f64(x, residual, post_mix, comb_mix))
+    assert err < TOL_OUT[dtype], f"post rel err {err:.3g} (T={t} n={n} d={d} {dtype})"
+    again = kernels.post(x, residual, post_mix, comb_mix)
+    assert torch.equal(out, again)
+
+
+@pytest.mark.parametrize("t", [1, 2, 3, 17, 64, 1000, 4099])
+def test_post_v4_all_t(t):
+    check_post(t, 4, 7168, torch.bfloat16, seed=300 + t)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 6, 7, 8])
+@pytest.mark.parametrize("dtype", ALL_DTYPES)
+def test_post_n_dtypes(n, dtype):
+    for t, d in ((3, 1000), (64, 2056), (17, 4096)):
+        check_post(t, n, d, dtype, seed=n * 10 + t)
+
+
+# --- MhcHead ----------------------------------------------------------------
+
+def check_head(t, n, d, dtype, seed):
+    g = _gen(seed)
+    hc_fn, hc_scale, hc_base = make_weights(n, d, n, 1, g)
+    residual = make_residual(t, n, d, dtype, g)
+    y = kernels.head(residual, hc_fn, hc_scale, hc_base, out=nan_like((t, d), dtype))
+    torch.cuda.synchronize()
+    assert torch.isfinite(y).all(), "y has unwritten (NaN) elements"
+    err = rel_err(y, head_f64(residual, hc_fn, hc_scale, hc_base))
+    assert err < TOL_OUT[dtype], f"head rel err {err:.3g} (T={t} n={n} d={d} {dtype})"
+    assert torch.equal(y, kernels.head(residual, hc_fn, hc_scale, hc_base))
+
+
+@pytest.mark.parametrize("t", [1, 2, 3, 17, 64, 1000, 4099])
+def test_head_v4_all_t(t):
+    check_head(t, 4, 7168, torch.bfloat16, seed=500 + t)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 6, 7, 8])
+@pytest.mark.parametrize("dtype", ALL_DTYPES)
+def test_head_n_dtypes(n, dtype):
+    for t, d in ((3, 1000), (64, 2056)):
+        check_head(t, n, d, dtype, seed=n * 100 + t)
+
+
+# --- Errors -----------------------------------------------------------------
+
+def test_bad_d_is_rejected_naming_d():
+    g = _gen(2)
+    n, d = 4, 1004
+    hc_fn, hc_scale, hc_base = make_weights(n, d, num_mixes(n), 3, g)
+    residual = make_residual(3, n, d, torch.bfloat16, g)
+    with pytest.raises(ValueError, match=r"MHC_STATUS_NOT_SUPPORTED.*d=1004"):
+        kernels.pre(residual, hc_fn, hc_scale, hc_base)
+    with pytest.raises(ValueError, match=r"d=1004"):
+        kernels.post(residual[:, 0].contiguous(), residual, torch.rand(3, n, device=DEV),
+                     torch.rand(3, n, n, device=DEV))
+
+
+def test_bad_inputs_raise_clear_errors():
+    g = _gen(4)
+    n, d = 4, 64
+    hc_fn, hc_scale, hc_base = make_weights(n, d, num_mixes(n), 3, g)
+    residual = make_residual(3, n, d, torch.bfloat16, g)
+    with pytest.raises(ValueError, match="CUDA tensor"):
+        kernels.pre(residual.cpu(), hc_fn.cpu(), hc_scale.cpu(), hc_base.cpu())
+    with pytest.raises(ValueError, match="contiguous"):
+        kernels.pre(residual.transpose(0, 1).contiguous().transpose(0, 1), hc_fn, hc_scale,
+                    hc_base)
+    with pytest.raises(ValueError, match="hc_fn has"):
+        kernels.pre(residual, hc_fn[:, :-8], hc_scale, hc_base)
+    with pytest.raises(ValueError, match="sinkhorn_iters"):
+        kernels.pre(residual, hc_fn, hc_scale, hc_base, sinkhorn_iters=0)

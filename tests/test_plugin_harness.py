@@ -1,0 +1,291 @@
+"""The TensorRT plugins driven through the IPluginV3 lifecycle by mhc_plugin_harness.
+
+No TensorRT runtime exists on this project's machines (see docs/TENSORRT.md), so
+the C++ harness plays TensorRT's part: creator fields, build-phase createPlugin,
+output types and shapes through its own expression builder, format negotiation,
+configurePlugin, workspace size, field serialization, runtime-phase
+createPlugin, attachToContext, onShapeChange and enqueue on GPU buffers.
+
+The host-side checks (field validation, the lifecycle up to onShapeChange) run
+wherever the harness is built; the enqueue checks need a CUDA GPU and compare
+every output with the independent float64 reference on fresh random inputs.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from f64_reference import head_f64, post_f64, pre_f64, rel_err, sinkhorn_f64
+
+from mhc_export import spec
+
+ROOT = Path(__file__).resolve().parents[1]
+HARNESS = "mhc_plugin_harness"
+LIBRARY = "libmhc_trt_plugins.so"
+
+
+def _build_dirs() -> list[Path]:
+    dirs = []
+    if env := os.environ.get("MHC_PLUGIN_BUILD_DIR"):
+        dirs.append(Path(env))
+    dirs += [ROOT / "build" / d for d in ("plugins", "plugins-trt11", "plugins-trt10")]
+    return dirs
+
+
+def _find_build() -> Path | None:
+    for d in _build_dirs():
+        if (d / HARNESS).is_file() and (d / LIBRARY).is_file():
+            return d
+    return None
+
+
+BUILD = _find_build()
+needs_harness = pytest.mark.skipif(
+    BUILD is None,
+    reason=f"{HARNESS} not built (run scripts/build_plugins.sh or scripts/build_plugins_ci.sh; "
+    f"looked in {', '.join(str(d) for d in _build_dirs())})",
+)
+
+
+def _gpu_reason() -> str | None:
+    if BUILD is None:
+        return f"{HARNESS} not built"
+    if not torch.cuda.is_available():
+        return "needs a CUDA GPU (torch.cuda.is_available() is False)"
+    return None
+
+
+def _harness(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    assert BUILD is not None
+    cmd = [str(BUILD / HARNESS), str(BUILD / LIBRARY), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
+def _assert_ok(proc: subprocess.CompletedProcess) -> None:
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"harness exit {proc.returncode}:\n{out[-6000:]}"
+    assert "FAIL" not in proc.stdout, out[-6000:]
+    assert "PASS" in proc.stdout, out[-6000:]
+
+
+# ---- host-side checks: run wherever the harness is built ----------------------------
+
+
+@needs_harness
+def test_creators_and_fields_match_spec():
+    proc = _harness("list")
+    _assert_ok(proc)
+    creators = [ln.split()[1:] for ln in proc.stdout.splitlines() if ln.startswith("creator ")]
+    fields: dict[str, list[tuple[str, str]]] = {}
+    for ln in proc.stdout.splitlines():
+        if ln.startswith("field "):
+            _, plugin, name, kind = ln.split()
+            fields.setdefault(plugin, []).append((name, kind))
+    want = sorted(op.op_type for op in spec.OPS.values())
+    assert sorted(c[0] for c in creators) == want
+    for name, version, namespace in creators:
+        assert (version, namespace) == (spec.PLUGIN_VERSION, spec.PLUGIN_NAMESPACE), name
+    for op in spec.OPS.values():
+        assert fields.get(op.op_type, []) == [(a.name, a.kind) for a in op.attributes], op.op_type
+
+
+@needs_harness
+def test_bad_fields_rejected_naming_the_field():
+    proc = _harness("fields")
+    _assert_ok(proc)
+    # Every spec attribute appears in at least one rejection check, in both phases.
+    for op in spec.OPS.values():
+        for a in op.attributes:
+            lines = [
+                ln
+                for ln in proc.stdout.splitlines()
+                if ln.startswith(f"PASS {op.op_type}: ") and f"naming '{a.name}'" in ln
+            ]
+            assert any("runtime phase" in ln for ln in lines), (op.op_type, a.name)
+            assert any("runtime phase" not in ln for ln in lines), (op.op_type, a.name)
+        assert f"PASS {op.op_type}: unknown field rejected naming 'bogus_field'" in proc.stdout
+
+
+@needs_harness
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16", "float32"])
+@pytest.mark.parametrize("op", list(spec.OPS))
+def test_host_lifecycle(op, dtype):
+    """Build phase, serialization, runtime phase, attachToContext, onShapeChange."""
+    proc = _harness(
+        "run",
+        "--op",
+        op,
+        "--dtype",
+        dtype,
+        "--n",
+        "4",
+        "--d",
+        "64",
+        "--T",
+        "1,7,33",
+        "--dir",
+        "/nonexistent",
+        "--no-gpu",
+        "--string-fields",
+    )
+    _assert_ok(proc)
+    assert "attachToContext returns a new plugin" in proc.stdout
+
+
+# ---- enqueue on the GPU against the float64 reference --------------------------------
+
+_TORCH = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+# Relative error bounds (max |err| / max |ref|) for outputs in the residual dtype;
+# float32 outputs (mixes, Sinkhorn) are computed in float32 from exact inputs.
+_TOL = {"bfloat16": 1e-2, "float16": 2e-3, "float32": 2e-5}
+_TOL_F32_OUT = 5e-5
+
+# Non-default attribute values, so that a plugin that ignored its fields fails.
+_ATTRS = {
+    "pre": {
+        "rms_eps": 1e-5,
+        "pre_eps": 3e-6,
+        "sinkhorn_eps": 2e-6,
+        "post_mult": 1.75,
+        "sinkhorn_iters": 13,
+    },
+    "sinkhorn": {"iters": 9, "eps": 2e-6},
+    "post": {},
+    "head": {"rms_eps": 1e-5, "eps": 3e-6},
+}
+
+
+def _write(t: torch.Tensor, path: Path) -> None:
+    t = t.contiguous()
+    if t.dtype == torch.bfloat16:
+        t.view(torch.int16).numpy().tofile(path)
+    else:
+        t.numpy().tofile(path)
+
+
+def _read(path: Path, dtype: torch.dtype, shape: tuple[int, ...]) -> torch.Tensor:
+    np_dtype = {torch.bfloat16: np.int16, torch.float16: np.float16, torch.float32: np.float32}[
+        dtype
+    ]
+    a = torch.from_numpy(np.fromfile(path, dtype=np_dtype).copy())
+    if dtype == torch.bfloat16:
+        a = a.view(torch.bfloat16)
+    assert a.numel() == math.prod(shape), (path, a.numel(), shape)
+    return a.reshape(shape)
+
+
+def _make_case(op: str, t: int, n: int, d: int, dtype: torch.dtype, g: torch.Generator):
+    """Fresh random inputs (weights too) and the float64 reference outputs."""
+    a = _ATTRS[op]
+    k = n * d
+
+    def randn(*shape, scale=1.0):
+        return torch.randn(*shape, generator=g, dtype=torch.float64) * scale
+
+    if op == "pre":
+        m = spec.num_mixes(n)
+        inputs = {
+            "residual": randn(t, n, d).to(dtype),
+            "hc_fn": randn(m, k, scale=1 / math.sqrt(k)).float(),
+            "hc_scale": (torch.rand(3, generator=g, dtype=torch.float64) + 0.5).float(),
+            "hc_base": randn(m, scale=0.5).float(),
+        }
+        li, post, comb, _ = pre_f64(*inputs.values(), **a)
+        return inputs, {
+            "layer_input": (li, dtype),
+            "post_mix": (post, torch.float32),
+            "comb_mix": (comb, torch.float32),
+        }
+    if op == "sinkhorn":
+        inputs = {"logits": randn(t, n, n, scale=2.0).float()}
+        return inputs, {
+            "comb": (sinkhorn_f64(inputs["logits"], a["iters"], a["eps"]), torch.float32)
+        }
+    if op == "post":
+        inputs = {
+            "x": randn(t, d).to(dtype),
+            "residual": randn(t, n, d).to(dtype),
+            "post_mix": (2 * torch.sigmoid(randn(t, n))).float(),
+            "comb_mix": sinkhorn_f64(randn(t, n, n)).float(),
+        }
+        return inputs, {"out": (post_f64(*inputs.values()), dtype)}
+    inputs = {
+        "residual": randn(t, n, d).to(dtype),
+        "hc_fn": randn(n, k, scale=1 / math.sqrt(k)).float(),
+        "hc_scale": (torch.rand(1, generator=g, dtype=torch.float64) + 0.5).float(),
+        "hc_base": randn(n, scale=0.5).float(),
+    }
+    return inputs, {"y": (head_f64(*inputs.values(), **a), dtype)}
+
+
+def _run_and_compare(op: str, dtype_name: str, n: int, d: int, ts: list[int], tmp: Path, seed: int):
+    dtype = _TORCH[dtype_name]
+    g = torch.Generator().manual_seed(seed)
+    expected = {}
+    for t in ts:
+        inputs, refs = _make_case(op, t, n, d, dtype, g)
+        for name, tensor in inputs.items():
+            _write(tensor, tmp / f"T{t}.{name}.bin")
+        expected[t] = refs
+    attr_args = [x for kv in _ATTRS[op].items() for x in ("--attr", f"{kv[0]}={kv[1]!r}")]
+    proc = _harness(
+        "run",
+        "--op",
+        op,
+        "--dtype",
+        dtype_name,
+        "--n",
+        str(n),
+        "--d",
+        str(d),
+        "--T",
+        ",".join(map(str, ts)),
+        "--dir",
+        str(tmp),
+        *attr_args,
+    )
+    _assert_ok(proc)
+    errors = []
+    for t, refs in expected.items():
+        for name, (ref, out_dtype) in refs.items():
+            got = _read(tmp / f"T{t}.{name}.out.bin", out_dtype, tuple(ref.shape))
+            assert torch.isfinite(got.double()).all(), (
+                f"{op} {dtype_name} T={t} {name}: non-finite output"
+            )
+            err = rel_err(got.double(), ref)
+            tol = _TOL[dtype_name] if out_dtype == dtype else _TOL_F32_OUT
+            errors.append((t, name, err, tol))
+    print(
+        "\n".join(
+            f"{op} {dtype_name} n={n} d={d} T={t} {name}: rel_err {e:.3e} (tol {tol:.0e})"
+            for t, name, e, tol in errors
+        )
+    )
+    bad = [x for x in errors if not x[2] <= x[3]]
+    assert not bad, f"outside tolerance: {bad}"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16", "float32"])
+@pytest.mark.parametrize("op", list(spec.OPS))
+def test_enqueue_matches_f64_reference(op, dtype, tmp_path):
+    if reason := _gpu_reason():
+        pytest.skip(reason)
+    # T=1, small odd T, and T that is no multiple of any power-of-two tile.
+    seed = 1000 + 10 * list(spec.OPS).index(op) + list(_TORCH).index(dtype)
+    _run_and_compare(op, dtype, n=4, d=320, ts=[1, 3, 67, 515], tmp=tmp_path, seed=seed)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("op", list(spec.OPS))
+def test_enqueue_v4_pro_width_bf16(op, tmp_path):
+    """DeepSeek-V4-Pro's width (n=4, d=7168), where split-K workspaces matter."""
+    if reason := _gpu_reason():
+        pytest.skip(reason)
+    _run_and_compare(op, "bfloat16", n=4, d=7168, ts=[1, 37, 129], tmp=tmp_path, seed=77)
