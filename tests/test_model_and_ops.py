@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_reference import random_pre_inputs
 
 from mhc_export import ops, reference
 from mhc_export.checkpoint import load_checkpoint, read_config, save_checkpoint
 from mhc_export.model import CONFIGS, build_model, get_config, random_tokens
-from test_reference import random_pre_inputs
 
 
 def _op_samples():

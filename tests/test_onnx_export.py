@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import onnx
 import pytest
 import torch
 from f64_reference import head_f64, post_f64, pre_f64, rel_err, sinkhorn_f64
 
-import onnx
 from mhc_export import ort_runner
 from mhc_export.model import build_model, random_tokens
 from mhc_export.model_export import export_model
@@ -39,7 +39,7 @@ def single_op_models(tmp_path_factory):
 
 @pytest.mark.parametrize("op", list(OPS))
 def test_single_op_graph_structure(single_op_models, op):
-    spec, path = single_op_models[op, "bfloat16"]
+    _, path = single_op_models[op, "bfloat16"]
     model = onnx.load(path)
     contract = OPS[op]
     onnx.checker.check_model(model, full_check=True)

@@ -24,15 +24,15 @@ chmod +x .rtx_run/bin/mhc_plugin_harness
 date -u; nvidia-smi -L; python3 --version; ls /tmp/trt_rtx/tensorrt_rtx_libs | head
 
 echo "==== 1. plugin harness tests"
-timeout 300 python3 -m pytest -v -rs tests/test_plugin_harness.py 2>&1 | tee "$out/harness_pytest.txt"
+timeout 200 python3 -m pytest -v -rs tests/test_plugin_harness.py 2>&1 | tee "$out/harness_pytest.txt"
 echo "harness pytest exit: ${PIPESTATUS[0]}"
 
 echo "==== 2. TensorRT-RTX check"
-timeout 240 bash scripts/rtx_check.sh --out "$out" 2>&1 | tail -40
+timeout 220 bash scripts/rtx_check.sh --out "$out" --timeout 100 2>&1 | tail -40
 echo "rtx_check exit: ${PIPESTATUS[0]}"
 
 echo "==== 3. pytest -m trt tests (TensorRT-RTX)"
-timeout 200 python3 -m pytest -v -rs -m trt tests 2>&1 | tee "$out/trt_pytest.txt" | tail -40
+timeout 150 python3 -m pytest -v -rs -m trt tests 2>&1 | tee "$out/trt_pytest.txt" | tail -40
 echo "trt pytest exit: ${PIPESTATUS[0]}"
 grep -E "passed|failed|error" "$out/harness_pytest.txt" | tail -1
 grep -E "passed|failed|error" "$out/trt_pytest.txt" | tail -1
