@@ -9,5 +9,7 @@ bash scripts/setup.sh
 bash scripts/build_plugins_ci.sh
 # The CI build puts the kernel library under build/plugins-trt11.
 export MHC_KERNELS_LIB=${MHC_KERNELS_LIB:-$root/build/plugins-trt11/kernels/libmhc_kernels.so}
+# The builds just ran: a missing artifact is a failure here, not a skip.
+export MHC_REQUIRE_PLUGIN_BUILDS=1
 .venv/bin/ruff check mhc_export export_scripts tests benchmarks scripts
 .venv/bin/python -m pytest -q "$@"

@@ -16,6 +16,7 @@ from typing import Any
 
 from ..errors import EXIT_OK, EXIT_VALIDATION_FAILED
 from ..spec import DEFAULT_OPSET, OPS, dtype_name, parse_dtype
+from .build import add_build_options, build_from_args, summarize
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ENGINES_DIR = REPO_ROOT / "engines"
@@ -55,10 +56,10 @@ def configure(p: argparse.ArgumentParser) -> None:
     v.add_argument("--tokens", type=int, default=37,
                    help="validation token count T for --op (default: 37)")
     v.add_argument("--report", type=Path, help="report JSON (default: <out>.report.json)")
-    b = p.add_argument_group("engine")
-    b.add_argument("--build-engine", action="store_true",
-                   help="also build a TensorRT engine <out>.plan (needs TensorRT)")
-    b.add_argument("--plugins", type=Path, help="TensorRT plugin library for --build-engine")
+    p.add_argument("--build-engine", action="store_true",
+                   help="also build a TensorRT engine <out>.plan (needs TensorRT; the "
+                        "engine build options below apply)")
+    add_build_options(p)
 
 
 def parse_attrs(items: list[str], op: str) -> dict[str, Any]:
@@ -107,11 +108,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"[mhc-export] report written to {report_path}")
         status = EXIT_OK if report.passed else EXIT_VALIDATION_FAILED
     if args.build_engine:
-        from ..engine.builder import build_engine
-
         plan = out.with_suffix(".plan")
         t0 = _progress(f"building TensorRT engine {plan}")
-        build_engine(out, plan, plugin_library=args.plugins)
+        print(summarize(build_from_args(out, args, plan)))
         _done(t0)
     return status
 

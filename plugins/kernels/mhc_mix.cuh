@@ -94,29 +94,59 @@ __global__ void __launch_bounds__(kMixThreads)
     for (int m = 0; m < ROWS; ++m) acc[m] = 0.f;
     float ss = 0.f;
 
-    for (int c = c0; c < c1; ++c) {
+    // Chunk c+1 is fetched into registers while chunk c is computed, so the
+    // global loads overlap the FMAs instead of stalling behind each barrier.
+    constexpr int XV = (kMixTokens * (KC / 8) + kMixThreads - 1) / kMixThreads;
+    constexpr int HV = (ROWS * (KC / 4) + kMixThreads - 1) / kMixThreads;
+    float xr[XV][8];
+    float4 hr[HV];
+    auto fetch = [&](int c) {
         const int k0 = c * KC;
         const int klen = min(KC, K - k0);  // a multiple of 8
-        __syncthreads();  // previous chunk fully consumed
-        for (int i = threadIdx.x; i < kMixTokens * (KC / 8); i += kMixThreads) {
+#pragma unroll
+        for (int q = 0; q < XV; ++q) {
+            const int i = threadIdx.x + q * kMixThreads;
             const int row = i / (KC / 8), cv = (i % (KC / 8)) * 8;
-            float v[8];
-            if (t0 + row < ntok && cv < klen) {
-                load8(x + (t0 + row) * K + k0 + cv, v);
+            if (i < kMixTokens * (KC / 8) && t0 + row < ntok && cv < klen) {
+                load8(x + (t0 + row) * K + k0 + cv, xr[q]);
             } else {
 #pragma unroll
-                for (int e = 0; e < 8; ++e) v[e] = 0.f;
+                for (int e = 0; e < 8; ++e) xr[q][e] = 0.f;
             }
-            *reinterpret_cast<float4*>(&xs[row][cv]) = make_float4(v[0], v[1], v[2], v[3]);
-            *reinterpret_cast<float4*>(&xs[row][cv + 4]) = make_float4(v[4], v[5], v[6], v[7]);
         }
-        for (int i = threadIdx.x; i < ROWS * (KC / 4); i += kMixThreads) {
+#pragma unroll
+        for (int q = 0; q < HV; ++q) {
+            const int i = threadIdx.x + q * kMixThreads;
             const int m = i / (KC / 4), cv = (i % (KC / 4)) * 4;
-            float4 h = make_float4(0.f, 0.f, 0.f, 0.f);
-            if (cv < klen) h = __ldg(reinterpret_cast<const float4*>(fn + int64_t(m) * K + k0 + cv));
-            *reinterpret_cast<float4*>(&hs[m][cv]) = h;
+            hr[q] = make_float4(0.f, 0.f, 0.f, 0.f);
+            if (i < ROWS * (KC / 4) && cv < klen)
+                hr[q] = __ldg(reinterpret_cast<const float4*>(fn + int64_t(m) * K + k0 + cv));
+        }
+    };
+    if (c0 < c1) fetch(c0);
+    for (int c = c0; c < c1; ++c) {
+        __syncthreads();  // previous chunk fully consumed
+#pragma unroll
+        for (int q = 0; q < XV; ++q) {
+            const int i = threadIdx.x + q * kMixThreads;
+            if (i < kMixTokens * (KC / 8)) {
+                const int row = i / (KC / 8), cv = (i % (KC / 8)) * 8;
+                *reinterpret_cast<float4*>(&xs[row][cv]) =
+                    make_float4(xr[q][0], xr[q][1], xr[q][2], xr[q][3]);
+                *reinterpret_cast<float4*>(&xs[row][cv + 4]) =
+                    make_float4(xr[q][4], xr[q][5], xr[q][6], xr[q][7]);
+            }
+        }
+#pragma unroll
+        for (int q = 0; q < HV; ++q) {
+            const int i = threadIdx.x + q * kMixThreads;
+            if (i < ROWS * (KC / 4)) {
+                const int m = i / (KC / 4), cv = (i % (KC / 4)) * 4;
+                *reinterpret_cast<float4*>(&hs[m][cv]) = hr[q];
+            }
         }
         __syncthreads();
+        if (c + 1 < c1) fetch(c + 1);
 #pragma unroll
         for (int kk = 0; kk < KW; kk += 4) {
             const int k = warp * KW + kk;
