@@ -147,7 +147,6 @@ __device__ __forceinline__ void sinkhornInPlace(float (&c)[N][N], int iters, flo
             c[i][j] = expf(c[i][j] - mx);
             s += c[i][j];
         }
-#pragma unroll
         const float inv = __fdividef(1.0f, s);
 #pragma unroll
         for (int j = 0; j < N; ++j) c[i][j] = c[i][j] * inv + eps;
