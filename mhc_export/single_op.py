@@ -10,11 +10,18 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+import onnx
 import torch
 
 from . import ops, reference
 from .onnx_export import ExportResult, export
-from .spec import DEFAULT_OPSET, OPS, num_mixes, parse_dtype
+from .spec import DEFAULT_OPSET, ONNX_DOMAIN, OPS, num_mixes, parse_dtype
+
+_ELEM_DTYPES = {
+    onnx.TensorProto.FLOAT: torch.float32,
+    onnx.TensorProto.FLOAT16: torch.float16,
+    onnx.TensorProto.BFLOAT16: torch.bfloat16,
+}
 
 
 class _PreOp(torch.nn.Module):
@@ -140,3 +147,36 @@ def export_single_op(
             spec.module(), tuple(inputs.values()), path, input_names=contract.inputs,
             output_names=contract.outputs, dynamic_shapes=dynamic, opset=opset, verbose=verbose,
         )
+
+
+def single_op_from_onnx(model: onnx.ModelProto) -> SingleOp | None:
+    """The op instance of a one-node mhc model (op, n, d, dtype, attributes), else None.
+
+    Only T may be dynamic: n and d are read from the first input's shape and
+    the dtype from the residual-dtype input (``x`` for MhcPost).
+    """
+    nodes = [n for n in model.graph.node if n.domain == ONNX_DOMAIN]
+    if len(model.graph.node) != 1 or len(nodes) != 1:
+        return None
+    node = nodes[0]
+    key = next((k for k, c in OPS.items() if c.op_type == node.op_type), None)
+    if key is None or [i.name for i in model.graph.input] != list(OPS[key].inputs):
+        return None
+    types = {i.name: i.type.tensor_type for i in model.graph.input}
+    shaped = "logits" if key == "sinkhorn" else "residual"
+    dims = [d.dim_value if d.HasField("dim_value") else None
+            for d in types[shaped].shape.dim]
+    if len(dims) != 3 or None in dims[1:]:
+        layout = "T, n, n" if key == "sinkhorn" else "T, n, d"
+        raise ValueError(f"{shaped} must be [{layout}] with only T dynamic, got {dims}")
+    defaults = OPS[key].defaults()
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute
+             if a.name in defaults}
+    if key == "sinkhorn":
+        return SingleOp.create(key, streams=dims[1], hidden=1, dtype=torch.float32, **attrs)
+    elem = types["x" if key == "post" else "residual"].elem_type
+    if elem not in _ELEM_DTYPES:
+        raise ValueError(f"{node.op_type} residual type {onnx.TensorProto.DataType.Name(elem)} "
+                         "is not float32, float16 or bfloat16")
+    return SingleOp.create(key, streams=dims[1], hidden=dims[2], dtype=_ELEM_DTYPES[elem],
+                           **attrs)

@@ -28,7 +28,7 @@ from .model import MhcModel, random_tokens
 from .onnx_functions import FUNCTIONS
 from .report import Report, tolerance_for
 from .single_op import SingleOp, export_single_op
-from .spec import MHC_PRE, ONNX_DOMAIN, OPS, dtype_name
+from .spec import MHC_PRE, ONNX_DOMAIN, OPS, dtype_name, parse_dtype
 
 METADATA_PREFIX = "mhc_export."
 _OP_BY_TYPE = {c.op_type: key for key, c in OPS.items()}
@@ -65,6 +65,27 @@ def read_metadata(proto: onnx.ModelProto) -> dict[str, Any]:
         p.key.removeprefix(METADATA_PREFIX): json.loads(p.value)
         for p in proto.metadata_props if p.key.startswith(METADATA_PREFIX)
     }
+
+
+def model_from_metadata(proto: onnx.ModelProto, checkpoint: str | os.PathLike[str] | None = None
+                        ) -> MhcModel | None:
+    """Rebuild the eager model a full-model export came from (None for other graphs).
+
+    The exporter records config, dtype, mode, seed and checkpoint in the
+    model's metadata; ``checkpoint`` overrides the recorded weights.
+    """
+    from .checkpoint import load_checkpoint
+    from .model import ModelConfig, build_model, cast_model
+
+    meta = read_metadata(proto)
+    if "config" not in meta:
+        return None
+    mode = meta.get("mode", "fused")
+    ckpt = checkpoint or meta.get("checkpoint")
+    if ckpt:
+        return cast_model(load_checkpoint(ckpt, mode=mode), parse_dtype(meta["dtype"]))
+    return build_model(ModelConfig(**meta["config"]), dtype=meta["dtype"], mode=mode,
+                       seed=meta.get("seed", 0))
 
 
 def _eager_probe(model: MhcModel, tokens: torch.Tensor) -> tuple[torch.Tensor, Probe]:

@@ -1,4 +1,4 @@
-"""The command line: the main job end to end on the tiny config, and clear errors with exit codes."""
+"""The command line: the main job end to end (tiny config), clear errors and exit codes."""
 
 from __future__ import annotations
 

@@ -13,7 +13,6 @@ from pathlib import Path
 import onnx
 
 from ..errors import EXIT_OK, EXIT_VALIDATION_FAILED, MhcError
-from ..spec import ONNX_DOMAIN, OPS
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -53,44 +52,17 @@ def run(args: argparse.Namespace) -> int:
 def validate_onnx_file(path: Path, *, checkpoint: Path | None = None, batch: int = 2,
                        seq: int = 16, tokens: int = 37, seed: int = 1234):
     """Validate any ONNX file this tool exported, rebuilding its eager reference."""
-    from ..checkpoint import load_checkpoint
-    from ..model import ModelConfig, build_model
-    from ..validate import read_metadata, validate_model, validate_single_op
+    from ..single_op import single_op_from_onnx
+    from ..validate import model_from_metadata, validate_model, validate_single_op
 
     if not path.is_file():
         raise FileNotFoundError(f"ONNX model {path} does not exist")
     proto = onnx.load(str(path), load_external_data=False)
-    meta = read_metadata(proto)
-    if "config" in meta:
-        ckpt = checkpoint or (Path(meta["checkpoint"]) if meta.get("checkpoint") else None)
-        if ckpt:
-            model = load_checkpoint(ckpt, mode=meta.get("mode", "fused"))
-        else:
-            model = build_model(ModelConfig(**meta["config"]), dtype=meta["dtype"],
-                                mode=meta.get("mode", "fused"), seed=meta.get("seed", 0))
+    model = model_from_metadata(proto, checkpoint)
+    if model is not None:
         return validate_model(path, model, batch=batch, seq=seq, seed=seed)
-    nodes = [n for n in proto.graph.node if n.domain == ONNX_DOMAIN]
-    by_type = {c.op_type: key for key, c in OPS.items()}
-    if len(proto.graph.node) != 1 or len(nodes) != 1 or nodes[0].op_type not in by_type:
+    spec = single_op_from_onnx(proto)
+    if spec is None:
         raise MhcError(f"{path} was not exported by mhc-export (no model metadata and not a "
                        "single mhc node)")
-    spec = single_op_from_node(proto, by_type[nodes[0].op_type])
     return validate_single_op(path, spec, tokens=tokens, seed=seed)
-
-
-def single_op_from_node(proto: onnx.ModelProto, op: str):
-    from ..single_op import SingleOp
-
-    node = proto.graph.node[0]
-    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute
-             if not a.name.startswith("plugin_")}
-    inputs = {i.name: i.type.tensor_type for i in proto.graph.input}
-    if op == "sinkhorn":
-        n = inputs["logits"].shape.dim[-1].dim_value
-        return SingleOp.create(op, n, 1, "float32", **attrs)
-    dims = [d.dim_value for d in inputs["residual"].shape.dim]
-    elem = onnx.helper.tensor_dtype_to_np_dtype(inputs["residual"].elem_type)
-    dtype = {"float32": "float32", "float16": "float16"}.get(str(elem), "bfloat16")
-    return SingleOp.create(op, dims[1], dims[2], dtype, **attrs)
-
-

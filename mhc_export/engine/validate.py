@@ -4,8 +4,8 @@ The ONNX model is the one recorded in the engine's sidecar (or given). Inputs
 are generated from the ONNX's own graph inputs; for a single-op model the
 eager reference is rebuilt from the mHC node (op, sizes, dtype, attributes)
 so the report has the same engine/ONNX Runtime/eager comparisons as the ONNX
-validation. The full model's eager forward needs the PyTorch weights, which an
-engine does not carry: the caller passes it as ``eager``.
+validation. A full model's eager forward is rebuilt from the export metadata
+(config, dtype, seed, checkpoint) the ONNX carries, or passed as ``eager``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ import torch
 
 from .. import ort_runner
 from ..report import Report, tolerance_for
-from ..spec import ONNX_DOMAIN, OPS
+from ..single_op import single_op_from_onnx
+from ..spec import OPS
 from .builder import OnnxInput, _role, onnx_inputs
 from .runtime import EngineLoadError, TrtEngine, read_sidecar
 from .trt_module import load_tensorrt
@@ -54,37 +55,19 @@ def _vocab_size(model: onnx.ModelProto, input_name: str) -> int | None:
     return None
 
 
-def _single_op(model: onnx.ModelProto) -> tuple[str, onnx.NodeProto] | None:
-    """(op key, node) when the graph is one mHC op whose inputs are the graph inputs."""
-    nodes = [n for n in model.graph.node if n.domain == ONNX_DOMAIN]
-    if len(nodes) != 1:
+def _eager_from_metadata(model: onnx.ModelProto) -> Eager | None:
+    """The full model's eager forward, rebuilt from the export metadata when present."""
+    from ..validate import model_from_metadata
+
+    reference = model_from_metadata(model)
+    if reference is None:
         return None
-    node = nodes[0]
-    for key, contract in OPS.items():
-        if contract.op_type == node.op_type:
-            graph_inputs = [i.name for i in model.graph.input]
-            if list(contract.inputs) == graph_inputs:
-                return key, node
-    return None
 
+    def run(inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            return {"logits": reference(inputs["tokens"])}
 
-def _single_op_spec(model: onnx.ModelProto, key: str, node: onnx.NodeProto,
-                    inputs: list[OnnxInput]) -> Any:
-    from ..single_op import SingleOp
-
-    by_name = {i.name: i for i in inputs}
-    first = by_name[OPS[key].inputs[0]]  # residual [T, n, d], or logits [T, n, n]
-    if not all(isinstance(d, int) for d in first.dims[1:]):
-        raise ValueError(f"{OPS[key].inputs[0]} has dynamic stream/hidden dims {first.dims}; "
-                         "only T may be dynamic")
-    n, d = int(first.dims[1]), int(first.dims[2])
-    defaults = OPS[key].defaults()
-    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute
-             if a.name in defaults}
-    dtype = _ONNX_TO_TORCH[by_name["x" if key == "post" else first.name].dtype]
-    if key == "sinkhorn":
-        dtype = torch.float32
-    return SingleOp.create(key, streams=n, hidden=d, dtype=dtype, **attrs)
+    return run
 
 
 def make_inputs(model: onnx.ModelProto, tokens: int, seed: int, batch: int | None = None,
@@ -173,7 +156,7 @@ def validate_engine(
     engine = TrtEngine(engine_path, plugins=plugins, tensorrt=trt.flavour)
 
     model = onnx.load(str(onnx_path), load_external_data=False)
-    single = _single_op(model)
+    spec = single_op_from_onnx(model)
     report = Report(
         title=f"engine validation: {engine_path.name}",
         config={
@@ -181,17 +164,18 @@ def validate_engine(
             "batch": batch, "seq": seq, "seed": seed,
             "tensorrt": f"{trt.flavour} {trt.version}",
             "plugins": str(engine.plugin_library) if engine.plugin_library else "none",
-            "model": f"single op {single[0]}" if single else "full model",
+            "model": f"single op {spec.op}" if spec else "full model",
         },
     )
-    if single:
-        spec = _single_op_spec(model, single[0], single[1], onnx_inputs(model))
+    if spec:
         inputs = spec.random_inputs(tokens, seed)
         eager_out: Mapping[str, torch.Tensor] | None = dict(
-            zip(OPS[single[0]].outputs, spec.reference(inputs), strict=True)
+            zip(OPS[spec.op].outputs, spec.reference(inputs), strict=True)
         )
     else:
         inputs = make_inputs(model, tokens, seed, batch, seq)
+        if eager is None:
+            eager = _eager_from_metadata(model)
         eager_out = eager(inputs) if eager is not None else None
         if eager_out is None:
             report.note("eager reference not run: the full model's eager forward needs its "

@@ -1,4 +1,5 @@
 // MhcHead: projection with n rows (mhc_mix.cuh), then y = sum_i w_i * x_i.
+#include "mhc_fused.cuh"
 #include "mhc_mix.cuh"
 
 namespace mhc {
@@ -52,6 +53,12 @@ mhcStatus_t runHead(const void* residual, const float* hc_fn, const float* hc_sc
                     const float* hc_base, void* y, int64_t ntok, int d, const mhcHeadParams& p,
                     void* workspace, cudaStream_t stream) {
     const T* x = static_cast<const T*>(residual);
+    if constexpr (std::is_same<T, __nv_bfloat16>::value) {
+        FusedArgs fa{x, hc_fn, hc_scale, hc_base, static_cast<T*>(y), nullptr, nullptr,
+                     ntok, d, 0, 0, p.rms_eps, p.eps, 0.f, 0.f, 0};
+        const int f = launchFused<N, true>(fa, stream);
+        if (f != 0) return f > 0 ? MHC_STATUS_SUCCESS : MHC_STATUS_CUDA_ERROR;
+    }
     float* part = static_cast<float*>(workspace);
     const int splits = launchMix<T, N>(x, hc_fn, part, ntok, N * d, stream);
     if (splits < 0) return MHC_STATUS_CUDA_ERROR;

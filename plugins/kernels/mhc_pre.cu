@@ -1,5 +1,6 @@
 // MhcPre: projection (mhc_mix.cuh), then per token the finish (rms scale,
 // gates, Sinkhorn) and layer_input = sum_i pre_i * x_i.
+#include "mhc_fused.cuh"
 #include "mhc_mix.cuh"
 
 namespace mhc {
@@ -75,6 +76,13 @@ mhcStatus_t runPre(const void* residual, const float* hc_fn, const float* hc_sca
     const int K = N * d;
     float* part = static_cast<float*>(workspace);
     const T* x = static_cast<const T*>(residual);
+    if constexpr (std::is_same<T, __nv_bfloat16>::value) {
+        FusedArgs fa{x, hc_fn, hc_scale, hc_base, static_cast<T*>(layer_input), post_mix, comb_mix,
+                     ntok, d, 0, 0, p.rms_eps, p.pre_eps, p.sinkhorn_eps, p.post_mult,
+                     p.sinkhorn_iters};
+        const int f = launchFused<N, false>(fa, stream);
+        if (f != 0) return f > 0 ? MHC_STATUS_SUCCESS : MHC_STATUS_CUDA_ERROR;
+    }
     const int splits = launchMix<T, M>(x, hc_fn, part, ntok, K, stream);
     if (splits < 0) return MHC_STATUS_CUDA_ERROR;
     preFinishKernel<T, N><<<unsigned(ntok), kFinishThreads, 0, stream>>>(
