@@ -155,6 +155,9 @@ def main() -> int:
     ap.add_argument("--ops", default="pre,post,head,sinkhorn")
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile baseline")
     ap.add_argument("--quick", action="store_true", help="T in {1, 4096} only")
+    ap.add_argument("--no-eager", action="store_true",
+                    help="skip the eager baseline (kernel-only sweeps while iterating)")
+    ap.add_argument("--t-list", default="", help="comma-separated T values (default: all)")
     args = ap.parse_args()
     if not torch.cuda.is_available() or not kernels.available():
         print("needs a CUDA GPU and the built kernel library:", kernels.unavailable_reason())
@@ -167,6 +170,8 @@ def main() -> int:
     print(f"device {props.name}, {props.multi_processor_count} SMs; copy bandwidth "
           f"{bw / 1e12:.3f} TB/s (read+write)", flush=True)
     t_list = (1, 4096) if args.quick else T_LIST
+    if args.t_list:
+        t_list = tuple(int(v) for v in args.t_list.split(","))
     configs = [(t, d, n) for d, n in MAIN_SHAPES for t in t_list]
     configs += [(t, d, 4) for t, d in SEED_CONFIGS]
     ops = args.ops.split(",")
@@ -198,8 +203,11 @@ def main() -> int:
             row["kernel_us"] = k_s * 1e6
             row["achieved_TBps"] = fb / k_s / 1e12
             row["x_floor"] = k_s * 1e6 / row["floor_us"]
-            r_s, row["eager_timing"] = time_calls([lambda s=s, f=ref: f(*s) for s in sets],
-                                                  min_calls=8, replays=7)
+            if args.no_eager:
+                r_s, row["eager_timing"] = math.nan, "skipped"
+            else:
+                r_s, row["eager_timing"] = time_calls([lambda s=s, f=ref: f(*s) for s in sets],
+                                                      min_calls=8, replays=7)
             row["eager_us"] = r_s * 1e6
             row["speedup_eager"] = r_s / k_s
             if op in compiled and compile_status[op] == "ok":

@@ -103,6 +103,14 @@ def test_pre_other_n(n):
         check_pre(5, n, 1000, dtype, seed=40 + n)
 
 
+@pytest.mark.parametrize("n", [1, 3, 4, 8])
+@pytest.mark.parametrize("d", [1000, 2056, 7168])
+def test_pre_fused_tiles(n, d):
+    # T >= 128 bf16 takes the one-pass cluster kernel on sm_90+: partial token
+    # tiles, column slices that do not divide d, every n.
+    check_pre(131, n, d, torch.bfloat16, seed=500 + 10 * n + d)
+
+
 def test_pre_attributes():
     check_pre(33, 4, 1280, torch.bfloat16, seed=5, rms_eps=1e-3, pre_eps=0.01,
               sinkhorn_eps=1e-4, post_mult=1.5, sinkhorn_iters=1)

@@ -57,6 +57,20 @@ __device__ __forceinline__ void mma16816(float (&c)[4], uint32_t a0, uint32_t a1
         : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
+// cp.async.wait_group needs an immediate.
+__device__ __forceinline__ void waitGroupsLeft(int r) {
+    switch (r) {
+        case 0: asm volatile("cp.async.wait_group 0;\n" ::: "memory"); break;
+        case 1: asm volatile("cp.async.wait_group 1;\n" ::: "memory"); break;
+        case 2: asm volatile("cp.async.wait_group 2;\n" ::: "memory"); break;
+        case 3: asm volatile("cp.async.wait_group 3;\n" ::: "memory"); break;
+        case 4: asm volatile("cp.async.wait_group 4;\n" ::: "memory"); break;
+        case 5: asm volatile("cp.async.wait_group 5;\n" ::: "memory"); break;
+        case 6: asm volatile("cp.async.wait_group 6;\n" ::: "memory"); break;
+        default: asm volatile("cp.async.wait_group 7;\n" ::: "memory"); break;
+    }
+}
+
 template <int N, bool HEAD>
 struct FusedGeom {
     static constexpr int ROWS = HEAD ? N : (2 + N) * N;
@@ -65,18 +79,19 @@ struct FusedGeom {
 };
 
 // Shared-memory bytes besides the x tile: local partials, cluster sums, gates.
-template <int N, bool HEAD, int MT>
+template <int N, bool HEAD, int TT>
 __host__ __device__ constexpr int fusedExtraBytes() {
-    return (2 * 16 * MT * FusedGeom<N, HEAD>::V + 16 * MT * N) * 4;
+    return (2 * TT * FusedGeom<N, HEAD>::V + TT * N) * 4;
 }
 
-template <int N, bool HEAD, int MT>
+// TT tokens per cluster: 8 (one m16 tile, rows 8..15 zero), 16 or 32.
+template <int N, bool HEAD, int TT>
 __global__ void __launch_bounds__(kFusedThreads)
     fusedKernel(const FusedArgs a) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     namespace cg = cooperative_groups;
     using G = FusedGeom<N, HEAD>;
-    constexpr int ROWS = G::ROWS, V = G::V, NT = G::NT, TT = 16 * MT;
+    constexpr int ROWS = G::ROWS, V = G::V, NT = G::NT, MT = (TT + 15) / 16;
     extern __shared__ __align__(16) unsigned char smem[];
     cg::cluster_group cluster = cg::this_cluster();
     const int cs = int(cluster.num_blocks());
@@ -94,23 +109,24 @@ __global__ void __launch_bounds__(kFusedThreads)
     const int cbeg = rank * ds;
     const int clen = max(0, min(ds, d - cbeg));
     const int cv = clen / 8;   // vectors per stream
-    const int nv = N * cv;     // vectors per token
 
-    // 1. Residual slice -> shared memory (16-byte cp.async; padding tokens zeroed).
-    for (int j = tid; j < TT * nv; j += kFusedThreads) {
-        const int tt = j / nv, rem = j - tt * nv;
-        const int i = rem / cv, c = (rem - i * cv) * 8;
-        __nv_bfloat16* dst = xs + tt * a.tstride + i * ds + c;
-        if (t0 + tt < a.ntok) {
-            const __nv_bfloat16* src = a.x + (t0 + tt) * K + int64_t(i) * d + cbeg + c;
-            const unsigned saddr = unsigned(__cvta_generic_to_shared(dst));
-            asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(saddr), "l"(src));
-        } else {
-            *reinterpret_cast<uint4*>(dst) = make_uint4(0, 0, 0, 0);
+    // 1. Residual slice -> shared memory (16-byte cp.async; padding tokens
+    // zeroed), one commit group per stream so the projection of stream i
+    // overlaps the loads of streams i+1.. .
+    for (int i = 0; i < N; ++i) {
+        for (int j = tid; j < TT * cv; j += kFusedThreads) {
+            const int tt = j / cv, c = (j - tt * cv) * 8;
+            __nv_bfloat16* dst = xs + tt * a.tstride + i * ds + c;
+            if (t0 + tt < a.ntok) {
+                const __nv_bfloat16* src = a.x + (t0 + tt) * K + int64_t(i) * d + cbeg + c;
+                const unsigned saddr = unsigned(__cvta_generic_to_shared(dst));
+                asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(saddr), "l"(src));
+            } else {
+                *reinterpret_cast<uint4*>(dst) = make_uint4(0, 0, 0, 0);
+            }
         }
+        asm volatile("cp.async.commit_group;\n" ::: "memory");
     }
-    asm volatile("cp.async.commit_group;\ncp.async.wait_group 0;\n" ::: "memory");
-    __syncthreads();
 
     // 2. Partial projection on tensor cores. Thread (g, tig) takes the 8-element
     // vector 4q+tig of K; its two MMA k-steps use elements {0..3} and {4..7}
@@ -125,14 +141,16 @@ __global__ void __launch_bounds__(kFusedThreads)
 #pragma unroll
             for (int e = 0; e < 4; ++e) acc[mt][nt][e] = 0.f;
     }
-    for (int q = warp; q * 4 < nv; q += kFusedWarps) {
+    const int gq = (cv + 3) / 4;  // groups of 4 vectors per stream
+#pragma unroll 1
+    for (int i = 0; i < N; ++i) {
+    waitGroupsLeft(N - 1 - i);
+    __syncthreads();
+    const int qfirst = ((warp - i * gq) % kFusedWarps + kFusedWarps) % kFusedWarps;
+    for (int q = qfirst; q < gq; q += kFusedWarps) {
         const int v = q * 4 + tig;
-        const bool valid = v < nv;
-        int i = 0, c = 0;
-        if (valid) {
-            i = v / cv;
-            c = (v - i * cv) * 8;
-        }
+        const bool valid = v < cv;
+        const int c = valid ? v * 8 : 0;
         // hc_fn rows (fp32, L2-resident), all loads issued before use.
         float4 f[NT][2];
 #pragma unroll
@@ -152,7 +170,7 @@ __global__ void __launch_bounds__(kFusedThreads)
         for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
             for (int h = 0; h < 2; ++h) {
-                if (valid) {
+                if (valid && mt * 16 + h * 8 < TT) {
                     xa[mt][h] = *reinterpret_cast<const uint4*>(
                         xs + (mt * 16 + g + h * 8) * a.tstride + i * ds + c);
                 } else {
@@ -195,6 +213,7 @@ __global__ void __launch_bounds__(kFusedThreads)
                 }
         }
     }
+    }
     // Sum of squares over the 4 lanes of a group (fixed butterfly order).
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt)
@@ -215,7 +234,7 @@ __global__ void __launch_bounds__(kFusedThreads)
                     for (int e = 0; e < 4; ++e) {
                         const int tok = mt * 16 + g + (e >> 1) * 8;
                         const int m = nt * 8 + tig * 2 + (e & 1);
-                        if (m < ROWS) {
+                        if (m < ROWS && tok < TT) {
                             float* p = red + tok * V + m;
                             *p = (w == 0 ? 0.f : *p) + acc[mt][nt][e];
                         }
@@ -225,6 +244,7 @@ __global__ void __launch_bounds__(kFusedThreads)
                 for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
                     for (int h = 0; h < 2; ++h) {
+                        if (mt * 16 + h * 8 >= TT) continue;
                         float* p = red + (mt * 16 + g + h * 8) * V + ROWS;
                         *p = (w == 0 ? 0.f : *p) + ss[mt][h];
                     }
@@ -252,7 +272,7 @@ __global__ void __launch_bounds__(kFusedThreads)
         for (int i = 0; i < N; ++i)
             wts[tid * N + i] = sigmoidf(mix[i] * r * s0 + a.hc_base[i]) + a.pre_eps;
         if constexpr (!HEAD) {
-            if (rank == 0) {
+            if (tid % cs == rank) {  // post/comb of this token: spread over the ranks
                 const float s1 = a.hc_scale[1], s2 = a.hc_scale[2];
 #pragma unroll
                 for (int i = 0; i < N; ++i)
@@ -300,11 +320,11 @@ __global__ void __launch_bounds__(kFusedThreads)
 #endif
 }
 
-// Configuration: tokens per cluster 16*MT, cluster size CS. MHC_FUSED=0
-// disables the fused path; MHC_FUSED=<MT>,<CS> forces a configuration (tests
-// and benchmarks of alternatives).
+// Configuration: TT tokens per cluster, cluster size CS. MHC_FUSED=0 disables
+// the fused path; MHC_FUSED=<TT>x<CS> forces a configuration and
+// MHC_FUSED_MIN_T=<T> the smallest T that takes it (benchmarks of alternatives).
 struct FusedCfg {
-    int mt, cs;
+    int mt, cs;  // mt: tokens per cluster (8, 16, 32)
 };
 inline FusedCfg fusedEnvCfg() {
     static FusedCfg cfg = [] {
@@ -313,7 +333,7 @@ inline FusedCfg fusedEnvCfg() {
         if (e && *e) {
             if (e[0] == '0' && e[1] == 0) return FusedCfg{-1, -1};
             int mt = 0, cs = 0;
-            if (sscanf(e, "%d,%d", &mt, &cs) == 2 && (mt == 1 || mt == 2) &&
+            if (sscanf(e, "%dx%d", &mt, &cs) == 2 && (mt == 8 || mt == 16 || mt == 32) &&
                 (cs == 1 || cs == 2 || cs == 4 || cs == 8 || cs == 16))
                 c = FusedCfg{mt, cs};
         }
@@ -330,8 +350,7 @@ inline bool deviceIsSm90Plus() {
     return major >= 9;
 }
 
-template <int N, bool HEAD, int MT>
-inline int fusedTstride(int ds) {
+inline int fusedTstride(int N, int ds) {
     int ts = N * ds;  // elements; make the token stride an odd multiple of 64 bytes
     ts += ((32 - ts % 64) + 64) % 64;
     return ts;
@@ -339,14 +358,14 @@ inline int fusedTstride(int ds) {
 
 // Launches the fused kernel when it applies; returns 1 when launched, 0 when the
 // caller must use the two-pass path, -1 after recording a launch failure.
-template <int N, bool HEAD, int MT>
+template <int N, bool HEAD, int TT>
 inline int launchFusedCfg(FusedArgs args, int cs, cudaStream_t stream) {
     const int d = args.d;
     const int ds = int(ceilDiv(ceilDiv(d, 8), cs)) * 8;
-    const int ts = fusedTstride<N, HEAD, MT>(ds);
-    const size_t smem = size_t(16 * MT) * ts * 2 + fusedExtraBytes<N, HEAD, MT>();
+    const int ts = fusedTstride(N, ds);
+    const size_t smem = size_t(TT) * ts * 2 + fusedExtraBytes<N, HEAD, TT>();
     if (smem > 200 * 1024) return 0;
-    auto kern = fusedKernel<N, HEAD, MT>;
+    auto kern = fusedKernel<N, HEAD, TT>;
     static size_t smem_set = 0;
     static bool nonportable_set = false;
     if (smem > smem_set) {
@@ -367,7 +386,7 @@ inline int launchFusedCfg(FusedArgs args, int cs, cudaStream_t stream) {
     }
     args.ds = ds;
     args.tstride = ts;
-    const int64_t tiles = ceilDiv(args.ntok, 16 * MT);
+    const int64_t tiles = ceilDiv(args.ntok, TT);
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = dim3(unsigned(tiles * cs));
     cfg.blockDim = dim3(kFusedThreads);
@@ -387,20 +406,35 @@ inline int launchFusedCfg(FusedArgs args, int cs, cudaStream_t stream) {
     return checkLaunch("mhc fused kernel") == MHC_STATUS_SUCCESS ? 1 : -1;
 }
 
+inline int64_t fusedMinT(bool head) {
+    static const int64_t env = [] {
+        const char* e = getenv("MHC_FUSED_MIN_T");
+        return (e && *e) ? int64_t(atoll(e)) : int64_t(-1);
+    }();
+    if (env >= 0) return env;
+    // Measured (docs/kernels_notes.md, v4): the fused path wins for MhcPre from
+    // T ~ 128; for MhcHead (4 rows) it does not beat the two-pass kernels, so
+    // the head uses it only when MHC_FUSED_MIN_T asks for it.
+    return head ? INT64_MAX : 128;
+}
+
 template <int N, bool HEAD>
 inline int launchFused(const FusedArgs& args, cudaStream_t stream) {
     FusedCfg c = fusedEnvCfg();
-    if (c.mt < 0) return 0;
+    if (c.mt < 0 || args.ntok < fusedMinT(HEAD)) return 0;
     static const bool sm90 = deviceIsSm90Plus();
     if (!sm90) return 0;
     if (c.mt == 0) {
-        // Default: 16 tokens per cluster; CS=16 once d is large enough that each
-        // CTA still owns >= 256 columns, else 8.
-        c.mt = 1;
-        c.cs = args.d >= 4096 ? 16 : 8;
+        // 16 tokens per cluster; ~512 columns per CTA or fewer (d=7168: 16 CTAs
+        // of 448 columns, d=4096: 8 CTAs of 512), measured best of 8/16/32 x 8/16.
+        c.mt = 16;
+        c.cs = ceilDiv(ceilDiv(args.d, 8), 8) * 8 > 640 ? 16 : 8;
     }
-    return c.mt == 2 ? launchFusedCfg<N, HEAD, 2>(args, c.cs, stream)
-                     : launchFusedCfg<N, HEAD, 1>(args, c.cs, stream);
+    switch (c.mt) {
+        case 8: return launchFusedCfg<N, HEAD, 8>(args, c.cs, stream);
+        case 32: return launchFusedCfg<N, HEAD, 32>(args, c.cs, stream);
+        default: return launchFusedCfg<N, HEAD, 16>(args, c.cs, stream);
+    }
 }
 
 }  // namespace mhc

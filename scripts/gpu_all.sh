@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The whole test suite on the GPU machine, GPU tests included: builds the
+# kernels and the plugin library (both TensorRT header versions) for sm_90,
+# then runs pytest with the builds required. Logs and JUnit XML go to $OUT.
+#
+#   here:        scripts/gpu_all.sh prepare     # copies the TensorRT headers into .trt_headers/
+#   GPU machine: scripts/gpu_all.sh             # (device tool: carry [".trt_headers"])
+set -uo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+if [ "${1:-}" = prepare ]; then
+  mkdir -p .trt_headers
+  grep -qx '/.trt_headers/' .git/info/exclude 2>/dev/null || echo '/.trt_headers/' >> .git/info/exclude
+  for v in 10.16 11.1; do
+    rm -rf ".trt_headers/tensorrt-$v"
+    cp -r "$root/../shared/third_party/tensorrt-$v" ".trt_headers/tensorrt-$v"
+  done
+  du -sh .trt_headers
+  exit 0
+fi
+out=${OUT:-$root/out/gpu_all}
+mkdir -p "$out"
+export PYTHONUNBUFFERED=1 PYTHONPATH=$root${PYTHONPATH:+:$PYTHONPATH}
+{ date -u; nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+  python3 -c 'import torch, onnx, onnxruntime as o; print("torch", torch.__version__, "onnx", onnx.__version__, "onnxruntime", o.__version__)'
+} 2>&1 | tee "$out/env.txt"
+MHC_TRT_HEADERS=$root/.trt_headers MHC_CUDA_ARCHS=${MHC_CUDA_ARCHS:-90} \
+  bash scripts/build_plugins_ci.sh > "$out/build.txt" 2>&1 \
+  || { tail -40 "$out/build.txt"; echo "BUILD FAILED"; exit 1; }
+tail -1 "$out/build.txt"
+export MHC_KERNELS_LIB=$root/build/plugins-trt11/kernels/libmhc_kernels.so
+export MHC_REQUIRE_PLUGIN_BUILDS=1 MHC_TRT_HEADERS=$root/.trt_headers
+timeout ${TEST_TIMEOUT:-480} python3 -m pytest -q -p no:cacheprovider -rs \
+  --junitxml="$out/tests.xml" "$@" 2>&1 | tee "$out/tests.txt" | tail -45
+exit "${PIPESTATUS[0]}"
