@@ -159,6 +159,78 @@ def test_pre_t0_is_noop():
     assert li.shape == (0, 64) and post.shape == (0, 4) and comb.shape == (0, 4, 4)
 
 
+@pytest.mark.parametrize("n", [1, 2, 4, 5, 7, 8])
+@pytest.mark.parametrize("t", [1, 2, 4, 5, 8, 31, 63, 64, 65])
+def test_pre_decode_t(t, n):
+    # T <= 64 takes the decode path (split-K mixes kernel + PDL finish kernel);
+    # every tokens-per-CTA variant, partial tiles, T=65 just past it, and a d
+    # whose vectors do not fill the last CTA.
+    for d in (1000, 7168):
+        check_pre(t, n, d, torch.bfloat16, seed=3000 + 100 * n + t + d)
+
+
+def test_pre_garbage_workspace(monkeypatch):
+    # The TensorRT plugin hands over an uninitialised workspace: poison it
+    # with 0xFF bytes (NaN floats, 0xFFFFFFFF counters) before every call.
+    from mhc_export.kernels import _ops
+
+    real = _ops._workspace
+
+    def poisoned(nbytes, device):
+        ws = real(nbytes, device)
+        ws.fill_(0xFF)
+        return ws
+
+    monkeypatch.setattr(_ops, "_workspace", poisoned)
+    for t in (1, 3, 64, 200):
+        for dtype in ALL_DTYPES:
+            residual, w, first = check_pre(t, 4, 7168, dtype, seed=900 + t)
+            again = run_pre(residual, *w)
+            for a, b in zip(first, again, strict=True):
+                assert torch.equal(a, b), f"T={t} {dtype}: results differ with a poisoned workspace"
+
+
+@pytest.mark.parametrize("t", [1, 8, 64])
+def test_pre_cuda_graph_replays(t):
+    # Several calls captured in one CUDA graph, replayed several times with new
+    # inputs copied in: every replay matches the reference and the eager call.
+    n, d = 4, 7168
+    g = _gen(4000 + t)
+    calls = 3
+    static_in = [make_residual(t, n, d, torch.bfloat16, g) for _ in range(calls)]
+    weights = [make_weights(n, d, num_mixes(n), 3, g) for _ in range(calls)]
+    outs = [(nan_like((t, d), torch.bfloat16), nan_like((t, n), torch.float32),
+             nan_like((t, n, n), torch.float32)) for _ in range(calls)]
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for i in range(calls):
+            kernels.pre(static_in[i], *weights[i], out=outs[i])
+    torch.cuda.current_stream().wait_stream(side)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for i in range(calls):
+            kernels.pre(static_in[i], *weights[i], out=outs[i])
+    for rep in range(3):
+        fresh = [make_residual(t, n, d, torch.bfloat16, g) for _ in range(calls)]
+        for i in range(calls):
+            static_in[i].copy_(fresh[i])
+            for o in outs[i]:
+                o.fill_(float("nan"))
+        graph.replay()
+        torch.cuda.synchronize()
+        for i in range(calls):
+            li, post, comb = outs[i]
+            ref_li, ref_post, ref_comb, _ = pre_f64(fresh[i], *weights[i])
+            assert rel_err(li, ref_li) < TOL_OUT[torch.bfloat16], f"replay {rep} call {i}"
+            assert rel_err(post, ref_post) < TOL_GATE, f"replay {rep} call {i}"
+            assert rel_err(comb, ref_comb) < TOL_GATE, f"replay {rep} call {i}"
+            eager = run_pre(fresh[i], *weights[i])
+            for a, b in zip(outs[i], eager, strict=True):
+                assert torch.equal(a, b), f"replay {rep} call {i}: graph and eager differ"
+
+
 # --- MhcSinkhorn -----------------------------------------------------------
 
 @pytest.mark.parametrize("n", range(1, 9))

@@ -1,5 +1,6 @@
 // MhcPre: projection (mhc_mix.cuh), then per token the finish (rms scale,
 // gates, Sinkhorn) and layer_input = sum_i pre_i * x_i.
+#include "mhc_decode.cuh"
 #include "mhc_fused.cuh"
 #include "mhc_mix.cuh"
 
@@ -76,6 +77,9 @@ mhcStatus_t runPre(const void* residual, const float* hc_fn, const float* hc_sca
     const int K = N * d;
     float* part = static_cast<float*>(workspace);
     const T* x = static_cast<const T*>(residual);
+    if (ntok <= decodeMaxT() && decodeSplits(K) <= 65535)
+        return runPreDecode<T, N>(x, hc_fn, hc_scale, hc_base, static_cast<T*>(layer_input),
+                                  post_mix, comb_mix, ntok, d, p, part, stream);
     if constexpr (std::is_same<T, __nv_bfloat16>::value) {
         FusedArgs fa{x, hc_fn, hc_scale, hc_base, static_cast<T*>(layer_input), post_mix, comb_mix,
                      ntok, d, 0, 0, p.rms_eps, p.pre_eps, p.sinkhorn_eps, p.post_mult,
@@ -102,6 +106,14 @@ mhcStatus_t dispatchPre(const void* residual, const float* hc_fn, const float* h
     });
 }
 
+// Workspace for any call with up to T tokens: the decode partials (T <= 64)
+// or the two-pass partials, whichever is larger (both nondecreasing in T).
+inline size_t preWorkspaceBytes(int64_t T, int n, int d) {
+    const size_t a = mixWorkspaceBytes(T, int64_t(n) * d, (2 + n) * n);
+    const size_t b = decodeWorkspaceBytes(T, int64_t(n) * d, (2 + n) * n);
+    return a > b ? a : b;
+}
+
 }  // namespace
 }  // namespace mhc
 
@@ -109,7 +121,7 @@ using namespace mhc;
 
 extern "C" MHC_API size_t mhcPreWorkspaceSize(int64_t T, int32_t n, int32_t d, mhcDtype_t dtype) {
     if (checkShape(T, n, d, dtype) != MHC_STATUS_SUCCESS) return 0;
-    return mixWorkspaceBytes(T, int64_t(n) * d, (2 + n) * n);
+    return preWorkspaceBytes(T, n, d);
 }
 
 extern "C" MHC_API mhcStatus_t mhcPre(const void* residual, const float* hc_fn,
@@ -140,7 +152,7 @@ extern "C" MHC_API mhcStatus_t mhcPre(const void* residual, const float* hc_fn,
             (st = checkPtr(post_mix, "post_mix", false)) ||
             (st = checkPtr(comb_mix, "comb_mix", false)))
             return st;
-        const size_t need = mixWorkspaceBytes(T, int64_t(n) * d, (2 + n) * n);
+        const size_t need = preWorkspaceBytes(T, n, d);
         if (workspace_size < need)
             return fail(MHC_STATUS_WORKSPACE_TOO_SMALL,
                         "mhcPre: workspace_size=%zu bytes but this call needs %zu "

@@ -1,0 +1,297 @@
+// MhcPre decode path (small T, every dtype): two kernels chained with
+// programmatic dependent launch (PDL), no counter, no atomics.
+//  * decodeMixKernel: grid (ceil(T / TT), S), one warp per CTA, thread = one
+//    16-byte vector of K, so K is split over S = K/256 CTAs (d=7168: 112,
+//    d=4096: 64) and hc_fn streams in over most SMs. Warp shuffle tree, then
+//    part[split][token][ROWS + 1] (every element rewritten every call, so an
+//    uninitialised workspace is fine).
+//  * decodeFinishKernel: grid (T, CB + 1), 256 threads. CTAs y < CB own 2048
+//    columns of d: they load their residual vectors (inputs, complete before
+//    the mix kernel started) BEFORE griddepcontrol.wait, so that load overlaps
+//    the mix kernel; then reduce the pre rows + sum of squares over the S
+//    splits in a fixed order (lane-strided sequential sums, xor shuffle tree:
+//    the same code and order in every CTA, bit-identical), and write
+//    layer_input. CTA y == CB reduces all rows and writes post_mix and
+//    comb_mix (Sinkhorn by one thread, as in v3).
+#ifndef MHC_DECODE_CUH
+#define MHC_DECODE_CUH
+
+#include <stdlib.h>
+
+#include "mhc_common.cuh"
+
+namespace mhc {
+
+constexpr int kDecodeFinishThreads = 256;
+
+inline bool deviceIsSm90PlusDecode() {
+    int dev = 0, major = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess) return false;
+    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess)
+        return false;
+    return major >= 9;
+}
+
+__device__ __forceinline__ void pdlLaunchDependents() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdlWait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+template <typename T, int ROWS, int TT>
+__global__ void __launch_bounds__(32)
+    decodeMixKernel(const T* __restrict__ x, const float* __restrict__ fn,
+                    float* __restrict__ part, int64_t ntok, int K) {
+    constexpr int V = ROWS + 1;
+    // The finish kernel may launch now: it only prefetches inputs before its
+    // griddepcontrol.wait, which waits for this whole grid and its writes.
+    pdlLaunchDependents();
+    const int lane = threadIdx.x;
+    const int64_t t0 = int64_t(blockIdx.x) * TT;
+    const int v = blockIdx.y * 32 + lane;
+    float acc[TT][V];
+#pragma unroll
+    for (int j = 0; j < TT; ++j)
+#pragma unroll
+        for (int m = 0; m < V; ++m) acc[j][m] = 0.f;
+    if (v < K / 8) {
+        float xv[TT][8];
+#pragma unroll
+        for (int j = 0; j < TT; ++j) {
+            const int64_t tok = t0 + j < ntok ? t0 + j : ntok - 1;  // clamp: in bounds, dropped
+            load8(x + tok * K + int64_t(v) * 8, xv[j]);
+#pragma unroll
+            for (int e = 0; e < 8; ++e) acc[j][ROWS] = fmaf(xv[j][e], xv[j][e], acc[j][ROWS]);
+        }
+        const float* f = fn + int64_t(v) * 8;
+#pragma unroll
+        for (int m = 0; m < ROWS; ++m) {
+            float h[8];
+            load8(f + int64_t(m) * K, h);
+#pragma unroll
+            for (int j = 0; j < TT; ++j)
+#pragma unroll
+                for (int e = 0; e < 8; ++e) acc[j][m] = fmaf(xv[j][e], h[e], acc[j][m]);
+        }
+    }
+#pragma unroll
+    for (int j = 0; j < TT; ++j) {
+        float mine = 0.f;
+#pragma unroll
+        for (int m = 0; m < V; ++m) {
+            float a = acc[j][m];
+#pragma unroll
+            for (int o = 16; o > 0; o >>= 1) a += __shfl_xor_sync(0xffffffffu, a, o);
+            if (lane == m % 32) mine = a;
+            if (m % 32 == 31 || m == V - 1) {
+                const int base = m - m % 32;
+                if (t0 + j < ntok && base + lane < V && lane <= m % 32)
+                    part[(int64_t(blockIdx.y) * ntok + t0 + j) * V + base + lane] = mine;
+            }
+        }
+    }
+}
+
+// Sums over the S splits of up to 4 values (ms[u] < 0: unused) of token t, in
+// a fixed order (lane-strided ascending sums, then an xor shuffle tree), called
+// by a whole warp; every lane gets the results. The 4 values' loads and the
+// unrolled split loop keep several L2 loads in flight per lane.
+__device__ __forceinline__ void reduceSplits4(const float* __restrict__ part, int splits,
+                                              int64_t ntok, int64_t t, int V, const int (&ms)[4],
+                                              float (&s)[4], int lane) {
+#pragma unroll
+    for (int u = 0; u < 4; ++u) s[u] = 0.f;
+#pragma unroll 4
+    for (int k = lane; k < splits; k += 32) {
+        const float* row = part + (int64_t(k) * ntok + t) * V;
+#pragma unroll
+        for (int u = 0; u < 4; ++u)
+            if (ms[u] >= 0) s[u] += row[ms[u]];
+    }
+#pragma unroll
+    for (int u = 0; u < 4; ++u)
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) s[u] += __shfl_xor_sync(0xffffffffu, s[u], o);
+}
+
+template <typename T, int N>
+__global__ void __launch_bounds__(kDecodeFinishThreads)
+    decodeFinishKernel(const T* __restrict__ x, const float* __restrict__ part, int splits,
+                       const float* __restrict__ hc_scale, const float* __restrict__ hc_base,
+                       T* __restrict__ layer_input, float* __restrict__ post_mix,
+                       float* __restrict__ comb_mix, int64_t ntok, int d, mhcPreParams p) {
+    constexpr int M = (2 + N) * N;
+    constexpr int V = M + 1;
+    constexpr int NW = kDecodeFinishThreads / 32;
+    __shared__ float mix[V];
+    const int64_t t = blockIdx.x;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const bool gates = blockIdx.y == gridDim.y - 1;
+    if (!gates) {
+        const int v = blockIdx.y * kDecodeFinishThreads + threadIdx.x;
+        const bool active = v < d / 8;
+        const T* xt = x + t * N * int64_t(d);
+        float xv[N][8];
+        if (active) {
+#pragma unroll
+            for (int i = 0; i < N; ++i) load8(xt + int64_t(i) * d + v * 8, xv[i]);
+        }
+        pdlWait();
+        // Values 0..N-1 (pre rows) and M (sum of squares): warp w takes q = w, w+NW, ...
+        for (int q0 = warp; q0 <= N; q0 += 4 * NW) {
+            int ms[4];
+#pragma unroll
+            for (int u = 0; u < 4; ++u) {
+                const int q = q0 + u * NW;
+                ms[u] = q < N ? q : (q == N ? M : -1);
+            }
+            float sv[4];
+            reduceSplits4(part, splits, ntok, t, V, ms, sv, lane);
+            if (lane == 0) {
+#pragma unroll
+                for (int u = 0; u < 4; ++u)
+                    if (ms[u] >= 0) mix[ms[u]] = sv[u];
+            }
+        }
+        __syncthreads();
+        if (!active) return;
+        const float r = 1.0f / sqrtf(mix[M] / (float(N) * float(d)) + p.rms_eps);
+        const float s0 = hc_scale[0];
+        float o[8];
+#pragma unroll
+        for (int e = 0; e < 8; ++e) o[e] = 0.f;
+#pragma unroll
+        for (int i = 0; i < N; ++i) {
+            const float w = sigmoidf(mix[i] * r * s0 + hc_base[i]) + p.pre_eps;
+#pragma unroll
+            for (int e = 0; e < 8; ++e) o[e] = fmaf(w, xv[i][e], o[e]);
+        }
+        store8(layer_input + t * int64_t(d) + v * 8, o);
+        return;
+    }
+    pdlWait();
+    for (int m0 = warp; m0 < V; m0 += 4 * NW) {
+        int ms[4];
+#pragma unroll
+        for (int u = 0; u < 4; ++u) ms[u] = m0 + u * NW < V ? m0 + u * NW : -1;
+        float sv[4];
+        reduceSplits4(part, splits, ntok, t, V, ms, sv, lane);
+        if (lane == 0) {
+#pragma unroll
+            for (int u = 0; u < 4; ++u)
+                if (ms[u] >= 0) mix[ms[u]] = sv[u];
+        }
+    }
+    __syncthreads();
+    if (threadIdx.x < N) {
+        const int i = threadIdx.x;
+        const float r = 1.0f / sqrtf(mix[M] / (float(N) * float(d)) + p.rms_eps);
+        post_mix[t * N + i] = p.post_mult * sigmoidf(mix[N + i] * r * hc_scale[1] + hc_base[N + i]);
+    }
+    if (threadIdx.x == 32) {
+        const float r = 1.0f / sqrtf(mix[M] / (float(N) * float(d)) + p.rms_eps);
+        const float s2 = hc_scale[2];
+        float c[N][N];
+#pragma unroll
+        for (int i = 0; i < N; ++i)
+#pragma unroll
+            for (int j = 0; j < N; ++j)
+                c[i][j] = mix[2 * N + i * N + j] * r * s2 + hc_base[2 * N + i * N + j];
+        sinkhornInPlace<N>(c, p.sinkhorn_iters, p.sinkhorn_eps);
+#pragma unroll
+        for (int i = 0; i < N; ++i)
+#pragma unroll
+            for (int j = 0; j < N; ++j) comb_mix[(t * N + i) * N + j] = c[i][j];
+    }
+}
+
+// Largest T that takes the decode path (env MHC_DECODE_MAX_T, 0 disables it;
+// capped at kDecodeMaxT, which the workspace query covers).
+constexpr int64_t kDecodeMaxT = 64;
+inline int64_t decodeMaxT() {
+    static const int64_t v = [] {
+        const char* e = getenv("MHC_DECODE_MAX_T");
+        if (e && *e) {
+            const long long x = atoll(e);
+            return int64_t(x < 0 ? 0 : (x > kDecodeMaxT ? kDecodeMaxT : x));
+        }
+        return kDecodeMaxT;
+    }();
+    return v;
+}
+inline int decodeSplits(int64_t K) { return int(ceilDiv(K / 8, 32)); }
+inline size_t decodeWorkspaceBytes(int64_t T, int64_t K, int rows) {
+    const int64_t t = T < kDecodeMaxT ? T : kDecodeMaxT;
+    if (t <= 0) return 0;
+    const size_t bytes = size_t(decodeSplits(K)) * size_t(t) * size_t(rows + 1) * sizeof(float);
+    return (bytes + 255) & ~size_t(255);
+}
+
+template <typename T, int N, int TT>
+inline mhcStatus_t launchDecodeMix(const T* x, const float* fn, float* part, int64_t ntok,
+                                   int K, int splits, cudaStream_t stream) {
+    constexpr int M = (2 + N) * N;
+    dim3 grid(unsigned(ceilDiv(ntok, TT)), unsigned(splits));
+    decodeMixKernel<T, M, TT><<<grid, 32, 0, stream>>>(x, fn, part, ntok, K);
+    return checkLaunch("mhcPre decode mixes kernel");
+}
+
+// Returns MHC_STATUS_SUCCESS after launching both kernels.
+template <typename T, int N>
+inline mhcStatus_t runPreDecode(const T* x, const float* hc_fn, const float* hc_scale,
+                                const float* hc_base, T* layer_input, float* post_mix,
+                                float* comb_mix, int64_t ntok, int d, const mhcPreParams& p,
+                                float* part, cudaStream_t stream) {
+    constexpr int M = (2 + N) * N;
+    const int K = N * d;
+    const int splits = decodeSplits(K);
+    mhcStatus_t st;
+    // Tokens per CTA: each hc_fn vector is reused TT times from registers;
+    // TT * (M + 1) accumulators must stay in registers.
+    constexpr bool tt2 = (M + 1) * 2 <= 128, tt4 = (M + 1) * 4 <= 128;
+    if constexpr (tt4) {
+        if (ntok > 2) st = launchDecodeMix<T, N, 4>(x, hc_fn, part, ntok, K, splits, stream);
+        else if (ntok == 2) st = launchDecodeMix<T, N, 2>(x, hc_fn, part, ntok, K, splits, stream);
+        else st = launchDecodeMix<T, N, 1>(x, hc_fn, part, ntok, K, splits, stream);
+    } else if constexpr (tt2) {
+        if (ntok > 1) st = launchDecodeMix<T, N, 2>(x, hc_fn, part, ntok, K, splits, stream);
+        else st = launchDecodeMix<T, N, 1>(x, hc_fn, part, ntok, K, splits, stream);
+    } else {
+        st = launchDecodeMix<T, N, 1>(x, hc_fn, part, ntok, K, splits, stream);
+    }
+    if (st != MHC_STATUS_SUCCESS) return st;
+    const int cb = int(ceilDiv(d / 8, kDecodeFinishThreads));
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(unsigned(ntok), unsigned(cb + 1));
+    cfg.blockDim = dim3(kDecodeFinishThreads);
+    cfg.dynamicSmemBytes = 0;
+    cfg.stream = stream;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    static const bool sm90 = deviceIsSm90PlusDecode();
+    if (!sm90 || getenv("MHC_DECODE_NO_PDL")) cfg.numAttrs = 0;
+    if (cudaLaunchKernelEx(&cfg, decodeFinishKernel<T, N>, x, static_cast<const float*>(part),
+                           splits, hc_scale, hc_base, layer_input, post_mix, comb_mix, ntok, d,
+                           p) != cudaSuccess) {
+        // PDL refused (e.g. by a capture mode): plain launch, same results.
+        cudaGetLastError();
+        cfg.numAttrs = 0;
+        if (cudaLaunchKernelEx(&cfg, decodeFinishKernel<T, N>, x,
+                               static_cast<const float*>(part), splits, hc_scale, hc_base,
+                               layer_input, post_mix, comb_mix, ntok, d, p) != cudaSuccess)
+            return checkLaunch("mhcPre decode finish kernel");
+    }
+    return checkLaunch("mhcPre decode finish kernel");
+}
+
+}  // namespace mhc
+
+#endif  // MHC_DECODE_CUH
