@@ -11,6 +11,7 @@
 #include <NvInferVersion.h>
 
 #include <cstdint>
+#include <exception>
 #include <string>
 #include <vector>
 
@@ -197,6 +198,71 @@ protected:
     char const* mPluginName;
     std::vector<FieldSpec> const& mSpecs;
     FieldNames mNames;
+};
+
+// A residual-like tensor [T, n, d]: n and d must be build-time constants that
+// the kernels support (mhcCheckShape). Logs and returns -1 otherwise.
+int32_t checkResidualShape(char const* plugin, nvinfer1::PluginTensorDesc const& res) noexcept;
+
+// What the four plugins share beyond MhcPluginBase: clone, the output count,
+// and the configure/shape-change checks, which differ between ops only in
+// which input carries the static dims and how it is checked (checkStatic).
+template <typename Derived, int32_t NbIn, int32_t NbOut, int32_t StaticInput>
+class MhcPlugin : public MhcPluginBase
+{
+public:
+    using MhcPluginBase::MhcPluginBase;
+
+    nvinfer1::IPluginV3* clone() noexcept override
+    {
+        try
+        {
+            return new Derived(static_cast<Derived const&>(*this));
+        }
+        catch (std::exception const& e)
+        {
+            logError(std::string(mPluginName) + ": clone: " + e.what());
+            return nullptr;
+        }
+    }
+
+    int32_t getNbOutputs() const noexcept override
+    {
+        return NbOut;
+    }
+
+    int32_t configurePlugin(nvinfer1::DynamicPluginTensorDesc const* in, int32_t nbInputs,
+        nvinfer1::DynamicPluginTensorDesc const* /*out*/, int32_t nbOutputs) noexcept override
+    {
+        return checkCounts(nbInputs, nbOutputs, NbIn, NbOut) ? checkStatic(in[StaticInput].desc) : -1;
+    }
+
+    int32_t onShapeChange(nvinfer1::PluginTensorDesc const* in, int32_t nbInputs,
+        nvinfer1::PluginTensorDesc const* /*out*/, int32_t nbOutputs) noexcept override
+    {
+        return checkCounts(nbInputs, nbOutputs, NbIn, NbOut) ? checkStatic(in[StaticInput]) : -1;
+    }
+
+protected:
+    // Validates the input whose dims are fixed per engine; logs and returns -1 if bad.
+    virtual int32_t checkStatic(nvinfer1::PluginTensorDesc const& desc) const noexcept = 0;
+};
+
+// The creator of one op: the shared plumbing plus "new Plugin(fields)".
+template <typename Plugin>
+class MhcCreator final : public MhcCreatorBase
+{
+public:
+    MhcCreator(char const* pluginName, std::vector<FieldSpec> const& specs)
+        : MhcCreatorBase(pluginName, specs)
+    {
+    }
+
+protected:
+    nvinfer1::IPluginV3* make(Fields const& fields) override
+    {
+        return new Plugin(fields);
+    }
 };
 
 // Creators of the four ops (defined next to each plugin).

@@ -177,6 +177,89 @@ __device__ __forceinline__ void sinkhornInPlace(float (&c)[N][N], int iters, flo
     }
 }
 
+// comb = Sinkhorn(mixes[2N:] * r * s2 + hc_base[2N:]) for one token, stored
+// row-major to out[N * N].
+template <int N>
+__device__ __forceinline__ void combFromMixes(const float* mix, float r, float s2,
+                                              const float* __restrict__ hc_base, int iters,
+                                              float eps, float* __restrict__ out) {
+    float c[N][N];
+#pragma unroll
+    for (int i = 0; i < N; ++i)
+#pragma unroll
+        for (int j = 0; j < N; ++j)
+            c[i][j] = mix[2 * N + i * N + j] * r * s2 + hc_base[2 * N + i * N + j];
+    sinkhornInPlace<N>(c, iters, eps);
+#pragma unroll
+    for (int i = 0; i < N; ++i)
+#pragma unroll
+        for (int j = 0; j < N; ++j) out[i * N + j] = c[i][j];
+}
+
+// One thread's share of the projection: TT tokens from t0 times the 8-element
+// column slice v of K. acc[j][m] = x_j . hc_fn[m] over the slice for m < ROWS,
+// acc[j][ROWS] = sum of x_j^2 over it. Tokens past ntok read the last token
+// (in bounds); the caller drops their results.
+template <typename T, int ROWS, int TT>
+__device__ __forceinline__ void projectSlice(const T* __restrict__ x, const float* __restrict__ fn,
+                                             int64_t ntok, int K, int64_t t0, int v,
+                                             float (&acc)[TT][ROWS + 1]) {
+#pragma unroll
+    for (int j = 0; j < TT; ++j)
+#pragma unroll
+        for (int m = 0; m <= ROWS; ++m) acc[j][m] = 0.f;
+    if (v >= K / 8) return;
+    float xv[TT][8];
+#pragma unroll
+    for (int j = 0; j < TT; ++j) {
+        const int64_t tok = t0 + j < ntok ? t0 + j : ntok - 1;
+        load8(x + tok * K + int64_t(v) * 8, xv[j]);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) acc[j][ROWS] = fmaf(xv[j][e], xv[j][e], acc[j][ROWS]);
+    }
+    const float* f = fn + int64_t(v) * 8;
+#pragma unroll
+    for (int m = 0; m < ROWS; ++m) {
+        float h[8];
+        load8(f + int64_t(m) * K, h);
+#pragma unroll
+        for (int j = 0; j < TT; ++j)
+#pragma unroll
+            for (int e = 0; e < 8; ++e) acc[j][m] = fmaf(xv[j][e], h[e], acc[j][m]);
+    }
+}
+
+// mix[m] = sum over the splits, in split order, of token t's partial m (m < V).
+__device__ __forceinline__ void sumSplits(const float* __restrict__ part, int splits,
+                                          int64_t ntok, int64_t t, int V, float* mix) {
+    for (int m = threadIdx.x; m < V; m += blockDim.x) {
+        float s = 0.f;
+        for (int k = 0; k < splits; ++k) s += part[(int64_t(k) * ntok + t) * V + m];
+        mix[m] = s;
+    }
+}
+
+// out[c] = sum_i w[i] * xt[i * d + c] for one token, the block's threads
+// striding over the d / 8 16-byte vectors.
+template <typename T, int N>
+__device__ __forceinline__ void weightedStreamSum(const T* __restrict__ xt, const float (&w)[N],
+                                                  T* __restrict__ out, int d) {
+    for (int v = threadIdx.x; v < d / 8; v += blockDim.x) {
+        float xv[N][8];
+#pragma unroll
+        for (int i = 0; i < N; ++i) load8(xt + int64_t(i) * d + v * 8, xv[i]);
+        float o[8];
+#pragma unroll
+        for (int e = 0; e < 8; ++e) {
+            float a = 0.f;
+#pragma unroll
+            for (int i = 0; i < N; ++i) a = fmaf(w[i], xv[i][e], a);
+            o[e] = a;
+        }
+        store8(out + v * 8, o);
+    }
+}
+
 // Calls f(std::integral_constant<int, N>) for the runtime n in 1..8.
 template <typename F>
 inline mhcStatus_t dispatchN(int n, F&& f) {

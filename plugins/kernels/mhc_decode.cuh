@@ -55,30 +55,7 @@ __global__ void __launch_bounds__(32)
     const int64_t t0 = int64_t(blockIdx.x) * TT;
     const int v = blockIdx.y * 32 + lane;
     float acc[TT][V];
-#pragma unroll
-    for (int j = 0; j < TT; ++j)
-#pragma unroll
-        for (int m = 0; m < V; ++m) acc[j][m] = 0.f;
-    if (v < K / 8) {
-        float xv[TT][8];
-#pragma unroll
-        for (int j = 0; j < TT; ++j) {
-            const int64_t tok = t0 + j < ntok ? t0 + j : ntok - 1;  // clamp: in bounds, dropped
-            load8(x + tok * K + int64_t(v) * 8, xv[j]);
-#pragma unroll
-            for (int e = 0; e < 8; ++e) acc[j][ROWS] = fmaf(xv[j][e], xv[j][e], acc[j][ROWS]);
-        }
-        const float* f = fn + int64_t(v) * 8;
-#pragma unroll
-        for (int m = 0; m < ROWS; ++m) {
-            float h[8];
-            load8(f + int64_t(m) * K, h);
-#pragma unroll
-            for (int j = 0; j < TT; ++j)
-#pragma unroll
-                for (int e = 0; e < 8; ++e) acc[j][m] = fmaf(xv[j][e], h[e], acc[j][m]);
-        }
-    }
+    projectSlice<T, ROWS, TT>(x, fn, ntok, K, t0, v, acc);
 #pragma unroll
     for (int j = 0; j < TT; ++j) {
         float mine = 0.f;
@@ -196,17 +173,8 @@ __global__ void __launch_bounds__(kDecodeFinishThreads)
     if (threadIdx.x == 32) {
         const float r = 1.0f / sqrtf(mix[M] / (float(N) * float(d)) + p.rms_eps);
         const float s2 = hc_scale[2];
-        float c[N][N];
-#pragma unroll
-        for (int i = 0; i < N; ++i)
-#pragma unroll
-            for (int j = 0; j < N; ++j)
-                c[i][j] = mix[2 * N + i * N + j] * r * s2 + hc_base[2 * N + i * N + j];
-        sinkhornInPlace<N>(c, p.sinkhorn_iters, p.sinkhorn_eps);
-#pragma unroll
-        for (int i = 0; i < N; ++i)
-#pragma unroll
-            for (int j = 0; j < N; ++j) comb_mix[(t * N + i) * N + j] = c[i][j];
+        combFromMixes<N>(mix, r, s2, hc_base, p.sinkhorn_iters, p.sinkhorn_eps,
+                         comb_mix + t * N * N);
     }
 }
 

@@ -15,11 +15,7 @@ __global__ void __launch_bounds__(kFinishThreads)
     __shared__ float mix[N + 1];
     __shared__ float wts[N];
     const int64_t t = blockIdx.x;
-    for (int m = threadIdx.x; m <= N; m += blockDim.x) {
-        float s = 0.f;
-        for (int k = 0; k < splits; ++k) s += part[(int64_t(k) * ntok + t) * (N + 1) + m];
-        mix[m] = s;
-    }
+    sumSplits(part, splits, ntok, t, N + 1, mix);
     __syncthreads();
     if (threadIdx.x < N) {
         const float K = float(N) * float(d);
@@ -30,22 +26,7 @@ __global__ void __launch_bounds__(kFinishThreads)
     float w[N];
 #pragma unroll
     for (int i = 0; i < N; ++i) w[i] = wts[i];
-    const int dv = d / 8;
-    const T* xt = x + t * N * int64_t(d);
-    for (int v = threadIdx.x; v < dv; v += blockDim.x) {
-        float xv[N][8];
-#pragma unroll
-        for (int i = 0; i < N; ++i) load8(xt + int64_t(i) * d + v * 8, xv[i]);
-        float o[8];
-#pragma unroll
-        for (int e = 0; e < 8; ++e) {
-            float a = 0.f;
-#pragma unroll
-            for (int i = 0; i < N; ++i) a = fmaf(w[i], xv[i][e], a);
-            o[e] = a;
-        }
-        store8(y + t * int64_t(d) + v * 8, o);
-    }
+    weightedStreamSum<T, N>(x + t * N * int64_t(d), w, y + t * int64_t(d), d);
 }
 
 template <typename T, int N>

@@ -25,30 +25,7 @@ __global__ void __launch_bounds__(kMixThreads)
     const int64_t t0 = int64_t(blockIdx.x) * TT;
     const int v = blockIdx.y * kSmallVecs + threadIdx.x;
     float acc[TT][V];
-#pragma unroll
-    for (int j = 0; j < TT; ++j)
-#pragma unroll
-        for (int m = 0; m < V; ++m) acc[j][m] = 0.f;
-    if (v < K / 8) {
-        float xv[TT][8];
-#pragma unroll
-        for (int j = 0; j < TT; ++j) {
-            const int64_t tok = t0 + j < ntok ? t0 + j : ntok - 1;  // clamp: in bounds, dropped
-            load8(x + tok * K + int64_t(v) * 8, xv[j]);
-#pragma unroll
-            for (int e = 0; e < 8; ++e) acc[j][ROWS] = fmaf(xv[j][e], xv[j][e], acc[j][ROWS]);
-        }
-        const float* f = fn + int64_t(v) * 8;
-#pragma unroll
-        for (int m = 0; m < ROWS; ++m) {
-            float h[8];
-            load8(f + int64_t(m) * K, h);
-#pragma unroll
-            for (int j = 0; j < TT; ++j)
-#pragma unroll
-                for (int e = 0; e < 8; ++e) acc[j][m] = fmaf(xv[j][e], h[e], acc[j][m]);
-        }
-    }
+    projectSlice<T, ROWS, TT>(x, fn, ntok, K, t0, v, acc);
 #pragma unroll
     for (int j = 0; j < TT; ++j)
 #pragma unroll

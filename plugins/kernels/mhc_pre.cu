@@ -19,11 +19,7 @@ __global__ void __launch_bounds__(kFinishThreads)
     __shared__ float mix[M + 1];
     __shared__ float pre_w[N];
     const int64_t t = blockIdx.x;
-    for (int m = threadIdx.x; m <= M; m += blockDim.x) {
-        float s = 0.f;
-        for (int k = 0; k < splits; ++k) s += part[(int64_t(k) * ntok + t) * (M + 1) + m];
-        mix[m] = s;
-    }
+    sumSplits(part, splits, ntok, t, M + 1, mix);
     __syncthreads();
     if (threadIdx.x == 0) {
         const float K = float(N) * float(d);
@@ -34,38 +30,14 @@ __global__ void __launch_bounds__(kFinishThreads)
             pre_w[i] = sigmoidf(mix[i] * r * s0 + hc_base[i]) + p.pre_eps;
             post_mix[t * N + i] = p.post_mult * sigmoidf(mix[N + i] * r * s1 + hc_base[N + i]);
         }
-        float c[N][N];
-#pragma unroll
-        for (int i = 0; i < N; ++i)
-#pragma unroll
-            for (int j = 0; j < N; ++j)
-                c[i][j] = mix[2 * N + i * N + j] * r * s2 + hc_base[2 * N + i * N + j];
-        sinkhornInPlace<N>(c, p.sinkhorn_iters, p.sinkhorn_eps);
-#pragma unroll
-        for (int i = 0; i < N; ++i)
-#pragma unroll
-            for (int j = 0; j < N; ++j) comb_mix[(t * N + i) * N + j] = c[i][j];
+        combFromMixes<N>(mix, r, s2, hc_base, p.sinkhorn_iters, p.sinkhorn_eps,
+                         comb_mix + t * N * N);
     }
     __syncthreads();
     float w[N];
 #pragma unroll
     for (int i = 0; i < N; ++i) w[i] = pre_w[i];
-    const int dv = d / 8;
-    const T* xt = x + t * N * int64_t(d);
-    for (int v = threadIdx.x; v < dv; v += blockDim.x) {
-        float xv[N][8];
-#pragma unroll
-        for (int i = 0; i < N; ++i) load8(xt + int64_t(i) * d + v * 8, xv[i]);
-        float o[8];
-#pragma unroll
-        for (int e = 0; e < 8; ++e) {
-            float a = 0.f;
-#pragma unroll
-            for (int i = 0; i < N; ++i) a = fmaf(w[i], xv[i][e], a);
-            o[e] = a;
-        }
-        store8(layer_input + t * int64_t(d) + v * 8, o);
-    }
+    weightedStreamSum<T, N>(x + t * N * int64_t(d), w, layer_input + t * int64_t(d), d);
 }
 
 template <typename T, int N>

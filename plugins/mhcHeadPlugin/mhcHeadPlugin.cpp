@@ -22,32 +22,14 @@ std::vector<FieldSpec> const kFIELDS = {
 constexpr int32_t kNB_IN = 4;
 constexpr int32_t kNB_OUT = 1;
 
-class MhcHeadPlugin final : public MhcPluginBase
+class MhcHeadPlugin final : public MhcPlugin<MhcHeadPlugin, kNB_IN, kNB_OUT, 0>
 {
 public:
     explicit MhcHeadPlugin(Fields const& fields)
-        : MhcPluginBase(kNAME, fields)
+        : MhcPlugin(kNAME, fields)
     {
         mParams.rms_eps = fields.getFloat("rms_eps");
         mParams.eps = fields.getFloat("eps");
-    }
-
-    nvinfer1::IPluginV3* clone() noexcept override
-    {
-        try
-        {
-            return new MhcHeadPlugin(*this);
-        }
-        catch (std::exception const& e)
-        {
-            logError(std::string(kNAME) + ": clone: " + e.what());
-            return nullptr;
-        }
-    }
-
-    int32_t getNbOutputs() const noexcept override
-    {
-        return kNB_OUT;
     }
 
     int32_t getOutputDataTypes(nvinfer1::DataType* outputTypes, int32_t nbOutputs,
@@ -122,16 +104,6 @@ public:
         }
     }
 
-    int32_t configurePlugin(nvinfer1::DynamicPluginTensorDesc const* in, int32_t nbInputs,
-        nvinfer1::DynamicPluginTensorDesc const* /*out*/, int32_t nbOutputs) noexcept override
-    {
-        if (!checkCounts(nbInputs, nbOutputs, kNB_IN, kNB_OUT))
-        {
-            return -1;
-        }
-        return checkStatic(in[0].desc);
-    }
-
     size_t getWorkspaceSize(nvinfer1::DynamicPluginTensorDesc const* inputs, int32_t nbInputs,
         nvinfer1::DynamicPluginTensorDesc const* /*outputs*/, int32_t /*nbOutputs*/) const noexcept override
     {
@@ -142,16 +114,6 @@ public:
         nvinfer1::Dims const& mx = inputs[0].max;
         return mhcHeadWorkspaceSize(mx.d[0], static_cast<int32_t>(mx.d[1]), static_cast<int32_t>(mx.d[2]),
             toMhcDtype(inputs[0].desc.type));
-    }
-
-    int32_t onShapeChange(nvinfer1::PluginTensorDesc const* in, int32_t nbInputs,
-        nvinfer1::PluginTensorDesc const* /*out*/, int32_t nbOutputs) noexcept override
-    {
-        if (!checkCounts(nbInputs, nbOutputs, kNB_IN, kNB_OUT))
-        {
-            return -1;
-        }
-        return checkStatic(in[0]);
     }
 
     int32_t enqueue(nvinfer1::PluginTensorDesc const* inputDesc, nvinfer1::PluginTensorDesc const* /*outputDesc*/,
@@ -173,40 +135,18 @@ public:
     }
 
 private:
-    int32_t checkStatic(nvinfer1::PluginTensorDesc const& res) const noexcept
+    int32_t checkStatic(nvinfer1::PluginTensorDesc const& res) const noexcept override
     {
-        if (res.dims.nbDims != 3 || res.dims.d[1] <= 0 || res.dims.d[2] <= 0)
-        {
-            logError(std::string(kNAME) + ": residual must be [T, n, d] with n and d fixed by the weights");
-            return -1;
-        }
-        mhcStatus_t const st = mhcCheckShape(1, static_cast<int32_t>(res.dims.d[1]),
-            static_cast<int32_t>(res.dims.d[2]), toMhcDtype(res.type));
-        return st == MHC_STATUS_SUCCESS ? 0 : reportKernelFailure(kNAME, "mhcCheckShape", st);
+        return checkResidualShape(kNAME, res);
     }
 
     mhcHeadParams mParams{};
-};
-
-class MhcHeadCreator final : public MhcCreatorBase
-{
-public:
-    MhcHeadCreator()
-        : MhcCreatorBase(kNAME, kFIELDS)
-    {
-    }
-
-protected:
-    nvinfer1::IPluginV3* make(Fields const& fields) override
-    {
-        return new MhcHeadPlugin(fields);
-    }
 };
 } // namespace
 
 nvinfer1::IPluginCreatorV3One* getMhcHeadCreator() noexcept
 {
-    static MhcHeadCreator creator;
+    static MhcCreator<MhcHeadPlugin> creator(kNAME, kFIELDS);
     return &creator;
 }
 

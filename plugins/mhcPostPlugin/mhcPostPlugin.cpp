@@ -20,30 +20,12 @@ std::vector<FieldSpec> const kFIELDS = {};
 constexpr int32_t kNB_IN = 4;
 constexpr int32_t kNB_OUT = 1;
 
-class MhcPostPlugin final : public MhcPluginBase
+class MhcPostPlugin final : public MhcPlugin<MhcPostPlugin, kNB_IN, kNB_OUT, 1>
 {
 public:
     explicit MhcPostPlugin(Fields const& fields)
-        : MhcPluginBase(kNAME, fields)
+        : MhcPlugin(kNAME, fields)
     {
-    }
-
-    nvinfer1::IPluginV3* clone() noexcept override
-    {
-        try
-        {
-            return new MhcPostPlugin(*this);
-        }
-        catch (std::exception const& e)
-        {
-            logError(std::string(kNAME) + ": clone: " + e.what());
-            return nullptr;
-        }
-    }
-
-    int32_t getNbOutputs() const noexcept override
-    {
-        return kNB_OUT;
     }
 
     int32_t getOutputDataTypes(nvinfer1::DataType* outputTypes, int32_t nbOutputs,
@@ -109,26 +91,6 @@ public:
         }
     }
 
-    int32_t configurePlugin(nvinfer1::DynamicPluginTensorDesc const* in, int32_t nbInputs,
-        nvinfer1::DynamicPluginTensorDesc const* /*out*/, int32_t nbOutputs) noexcept override
-    {
-        if (!checkCounts(nbInputs, nbOutputs, kNB_IN, kNB_OUT))
-        {
-            return -1;
-        }
-        return checkStatic(in[1].desc);
-    }
-
-    int32_t onShapeChange(nvinfer1::PluginTensorDesc const* in, int32_t nbInputs,
-        nvinfer1::PluginTensorDesc const* /*out*/, int32_t nbOutputs) noexcept override
-    {
-        if (!checkCounts(nbInputs, nbOutputs, kNB_IN, kNB_OUT))
-        {
-            return -1;
-        }
-        return checkStatic(in[1]);
-    }
-
     int32_t enqueue(nvinfer1::PluginTensorDesc const* inputDesc, nvinfer1::PluginTensorDesc const* /*outputDesc*/,
         void const* const* inputs, void* const* outputs, void* /*workspace*/, cudaStream_t stream) noexcept override
     {
@@ -145,38 +107,16 @@ public:
     }
 
 private:
-    int32_t checkStatic(nvinfer1::PluginTensorDesc const& res) const noexcept
+    int32_t checkStatic(nvinfer1::PluginTensorDesc const& res) const noexcept override
     {
-        if (res.dims.nbDims != 3 || res.dims.d[1] <= 0 || res.dims.d[2] <= 0)
-        {
-            logError(std::string(kNAME) + ": residual must be [T, n, d] with n and d fixed by the model");
-            return -1;
-        }
-        mhcStatus_t const st = mhcCheckShape(1, static_cast<int32_t>(res.dims.d[1]),
-            static_cast<int32_t>(res.dims.d[2]), toMhcDtype(res.type));
-        return st == MHC_STATUS_SUCCESS ? 0 : reportKernelFailure(kNAME, "mhcCheckShape", st);
-    }
-};
-
-class MhcPostCreator final : public MhcCreatorBase
-{
-public:
-    MhcPostCreator()
-        : MhcCreatorBase(kNAME, kFIELDS)
-    {
-    }
-
-protected:
-    nvinfer1::IPluginV3* make(Fields const& fields) override
-    {
-        return new MhcPostPlugin(fields);
+        return checkResidualShape(kNAME, res);
     }
 };
 } // namespace
 
 nvinfer1::IPluginCreatorV3One* getMhcPostCreator() noexcept
 {
-    static MhcPostCreator creator;
+    static MhcCreator<MhcPostPlugin> creator(kNAME, kFIELDS);
     return &creator;
 }
 

@@ -25,35 +25,17 @@ std::vector<FieldSpec> const kFIELDS = {
 constexpr int32_t kNB_IN = 4;
 constexpr int32_t kNB_OUT = 3;
 
-class MhcPrePlugin final : public MhcPluginBase
+class MhcPrePlugin final : public MhcPlugin<MhcPrePlugin, kNB_IN, kNB_OUT, 0>
 {
 public:
     explicit MhcPrePlugin(Fields const& fields)
-        : MhcPluginBase(kNAME, fields)
+        : MhcPlugin(kNAME, fields)
     {
         mParams.rms_eps = fields.getFloat("rms_eps");
         mParams.pre_eps = fields.getFloat("pre_eps");
         mParams.sinkhorn_eps = fields.getFloat("sinkhorn_eps");
         mParams.post_mult = fields.getFloat("post_mult");
         mParams.sinkhorn_iters = fields.getInt("sinkhorn_iters");
-    }
-
-    nvinfer1::IPluginV3* clone() noexcept override
-    {
-        try
-        {
-            return new MhcPrePlugin(*this);
-        }
-        catch (std::exception const& e)
-        {
-            logError(std::string(kNAME) + ": clone: " + e.what());
-            return nullptr;
-        }
-    }
-
-    int32_t getNbOutputs() const noexcept override
-    {
-        return kNB_OUT;
     }
 
     int32_t getOutputDataTypes(nvinfer1::DataType* outputTypes, int32_t nbOutputs,
@@ -139,17 +121,6 @@ public:
         }
     }
 
-    int32_t configurePlugin(nvinfer1::DynamicPluginTensorDesc const* in, int32_t nbInputs,
-        nvinfer1::DynamicPluginTensorDesc const* out, int32_t nbOutputs) noexcept override
-    {
-        if (!checkCounts(nbInputs, nbOutputs, kNB_IN, kNB_OUT))
-        {
-            return -1;
-        }
-        (void) out;
-        return checkStatic(in[0].desc);
-    }
-
     size_t getWorkspaceSize(nvinfer1::DynamicPluginTensorDesc const* inputs, int32_t nbInputs,
         nvinfer1::DynamicPluginTensorDesc const* /*outputs*/, int32_t /*nbOutputs*/) const noexcept override
     {
@@ -161,16 +132,6 @@ public:
         nvinfer1::Dims const& mx = inputs[0].max;
         return mhcPreWorkspaceSize(mx.d[0], static_cast<int32_t>(mx.d[1]), static_cast<int32_t>(mx.d[2]),
             toMhcDtype(inputs[0].desc.type));
-    }
-
-    int32_t onShapeChange(nvinfer1::PluginTensorDesc const* in, int32_t nbInputs,
-        nvinfer1::PluginTensorDesc const* /*out*/, int32_t nbOutputs) noexcept override
-    {
-        if (!checkCounts(nbInputs, nbOutputs, kNB_IN, kNB_OUT))
-        {
-            return -1;
-        }
-        return checkStatic(in[0]);
     }
 
     int32_t enqueue(nvinfer1::PluginTensorDesc const* inputDesc, nvinfer1::PluginTensorDesc const* /*outputDesc*/,
@@ -194,40 +155,18 @@ public:
     }
 
 private:
-    int32_t checkStatic(nvinfer1::PluginTensorDesc const& res) const noexcept
+    int32_t checkStatic(nvinfer1::PluginTensorDesc const& res) const noexcept override
     {
-        if (res.dims.nbDims != 3 || res.dims.d[1] <= 0 || res.dims.d[2] <= 0)
-        {
-            logError(std::string(kNAME) + ": residual must be [T, n, d] with n and d fixed by the weights");
-            return -1;
-        }
-        mhcStatus_t const st = mhcCheckShape(1, static_cast<int32_t>(res.dims.d[1]),
-            static_cast<int32_t>(res.dims.d[2]), toMhcDtype(res.type));
-        return st == MHC_STATUS_SUCCESS ? 0 : reportKernelFailure(kNAME, "mhcCheckShape", st);
+        return checkResidualShape(kNAME, res);
     }
 
     mhcPreParams mParams{};
-};
-
-class MhcPreCreator final : public MhcCreatorBase
-{
-public:
-    MhcPreCreator()
-        : MhcCreatorBase(kNAME, kFIELDS)
-    {
-    }
-
-protected:
-    nvinfer1::IPluginV3* make(Fields const& fields) override
-    {
-        return new MhcPrePlugin(fields);
-    }
 };
 } // namespace
 
 nvinfer1::IPluginCreatorV3One* getMhcPreCreator() noexcept
 {
-    static MhcPreCreator creator;
+    static MhcCreator<MhcPrePlugin> creator(kNAME, kFIELDS);
     return &creator;
 }
 

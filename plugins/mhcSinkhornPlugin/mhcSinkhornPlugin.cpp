@@ -21,32 +21,14 @@ std::vector<FieldSpec> const kFIELDS = {
 constexpr int32_t kNB_IN = 1;
 constexpr int32_t kNB_OUT = 1;
 
-class MhcSinkhornPlugin final : public MhcPluginBase
+class MhcSinkhornPlugin final : public MhcPlugin<MhcSinkhornPlugin, kNB_IN, kNB_OUT, 0>
 {
 public:
     explicit MhcSinkhornPlugin(Fields const& fields)
-        : MhcPluginBase(kNAME, fields)
+        : MhcPlugin(kNAME, fields)
         , mIters(fields.getInt("iters"))
         , mEps(fields.getFloat("eps"))
     {
-    }
-
-    nvinfer1::IPluginV3* clone() noexcept override
-    {
-        try
-        {
-            return new MhcSinkhornPlugin(*this);
-        }
-        catch (std::exception const& e)
-        {
-            logError(std::string(kNAME) + ": clone: " + e.what());
-            return nullptr;
-        }
-    }
-
-    int32_t getNbOutputs() const noexcept override
-    {
-        return kNB_OUT;
     }
 
     int32_t getOutputDataTypes(nvinfer1::DataType* outputTypes, int32_t nbOutputs,
@@ -102,26 +84,6 @@ public:
         return t.format == nvinfer1::TensorFormat::kLINEAR && t.type == nvinfer1::DataType::kFLOAT;
     }
 
-    int32_t configurePlugin(nvinfer1::DynamicPluginTensorDesc const* in, int32_t nbInputs,
-        nvinfer1::DynamicPluginTensorDesc const* /*out*/, int32_t nbOutputs) noexcept override
-    {
-        if (!checkCounts(nbInputs, nbOutputs, kNB_IN, kNB_OUT))
-        {
-            return -1;
-        }
-        return checkStatic(in[0].desc);
-    }
-
-    int32_t onShapeChange(nvinfer1::PluginTensorDesc const* in, int32_t nbInputs,
-        nvinfer1::PluginTensorDesc const* /*out*/, int32_t nbOutputs) noexcept override
-    {
-        if (!checkCounts(nbInputs, nbOutputs, kNB_IN, kNB_OUT))
-        {
-            return -1;
-        }
-        return checkStatic(in[0]);
-    }
-
     int32_t enqueue(nvinfer1::PluginTensorDesc const* inputDesc, nvinfer1::PluginTensorDesc const* /*outputDesc*/,
         void const* const* inputs, void* const* outputs, void* /*workspace*/, cudaStream_t stream) noexcept override
     {
@@ -137,7 +99,7 @@ public:
     }
 
 private:
-    int32_t checkStatic(nvinfer1::PluginTensorDesc const& in) const noexcept
+    int32_t checkStatic(nvinfer1::PluginTensorDesc const& in) const noexcept override
     {
         nvinfer1::Dims const& d = in.dims;
         if (d.nbDims != 3 || d.d[1] <= 0 || d.d[1] != d.d[2] || d.d[1] > MHC_MAX_STREAMS)
@@ -152,26 +114,11 @@ private:
     int32_t mIters;
     float mEps;
 };
-
-class MhcSinkhornCreator final : public MhcCreatorBase
-{
-public:
-    MhcSinkhornCreator()
-        : MhcCreatorBase(kNAME, kFIELDS)
-    {
-    }
-
-protected:
-    nvinfer1::IPluginV3* make(Fields const& fields) override
-    {
-        return new MhcSinkhornPlugin(fields);
-    }
-};
 } // namespace
 
 nvinfer1::IPluginCreatorV3One* getMhcSinkhornCreator() noexcept
 {
-    static MhcSinkhornCreator creator;
+    static MhcCreator<MhcSinkhornPlugin> creator(kNAME, kFIELDS);
     return &creator;
 }
 
