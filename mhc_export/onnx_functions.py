@@ -8,6 +8,11 @@ registered plugin of the same name and falls back to the body otherwise.
 Attributes are referenced from the body (``ref_attr_name``), so one function
 serves every node whatever its attribute values. All math runs in float32; the
 residual dtype only appears at the Cast in and the CastLike out.
+
+The functions are authored as compositions (MhcPre calls MhcSinkhorn) but
+shipped flat (:mod:`mhc_export.onnx_inline`): TensorRT's parser resolves an
+attribute reference one level deep only, so no shipped body calls another
+``mhc`` function.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from onnxscript import FLOAT
 from onnxscript import opset18 as op
 from onnxscript.values import Op, Opset
 
+from .onnx_inline import calls_any, flatten, key
 from .spec import ONNX_DOMAIN, ONNX_DOMAIN_VERSION, OPS, PLUGIN_ATTRIBUTES, OpContract
 
 mhc = Opset(ONNX_DOMAIN, ONNX_DOMAIN_VERSION)
@@ -113,8 +119,6 @@ FUNCTIONS = {
     "MhcPost": MhcPost,
     "MhcHead": MhcHead,
 }
-# A function's body may call other mhc functions; ship those too.
-_CALLS = {"MhcPre": ("MhcSinkhorn",)}
 
 
 def _schema(contract: OpContract) -> OpSchema:
@@ -139,13 +143,18 @@ NODE_OPS: dict[str, Op] = {c.op_type: Op(mhc, c.op_type, _schema(c)) for c in OP
 
 
 def function_protos(op_types: set[str], opset: int) -> list[onnx.FunctionProto]:
-    """FunctionProtos for ``op_types`` and what they call, importing the model's opset."""
-    needed = set(op_types)
-    for t in op_types:
-        needed.update(_CALLS.get(t, ()))
+    """Flat FunctionProtos for ``op_types``, importing the model's opset.
+
+    Every body is made of standard ops only: calls between our functions are
+    inlined, so each attribute reference is one level deep and no function
+    depends on another (any consumer, in any order, can import them).
+    """
+    library = {key(p): p for p in (f.to_function_proto() for f in FUNCTIONS.values())}
     protos = []
-    for name in sorted(needed):
-        proto = FUNCTIONS[name].to_function_proto()
+    for name in sorted(op_types):
+        proto = flatten(library[ONNX_DOMAIN, name], library)
+        if calls_any(proto, set(library)):
+            raise AssertionError(f"function {name} still calls an mhc function after flattening")
         for imp in proto.opset_import:
             if imp.domain == "":
                 imp.version = opset
