@@ -204,7 +204,12 @@ def _streams_hidden(proto: onnx.ModelProto) -> tuple[int, int]:
         if node.domain == ONNX_DOMAIN and node.op_type == "MhcHead":
             n, k = inits[node.input[1]].dims
             return int(n), int(k) // int(n)
-    raise ValueError("model has no MhcHead node to read n and d from")
+    for node in proto.graph.node:  # a layer slice has no head: MhcPre's hc_fn is [n(n+2), n*d]
+        if node.domain == ONNX_DOMAIN and node.op_type == "MhcPre" and node.input[1] in inits:
+            rows, k = inits[node.input[1]].dims
+            n = round((int(rows) + 1) ** 0.5) - 1
+            return n, int(k) // n
+    raise ValueError("model has no MhcHead or MhcPre node to read n and d from")
 
 
 def validate_single_op(

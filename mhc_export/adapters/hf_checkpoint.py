@@ -230,4 +230,5 @@ def load_layers(info: CheckpointInfo, layers: range, dtype: torch.dtype
     config = slice_config(info, layers)
     model = _quiet_load(DeepseekV4ForCausalLM.from_pretrained, info.path, config=config,
                         key_mapping=mapping, dtype=dtype, experts_implementation="eager")
-    return config, model.model.layers.eval()
+    # The model's own config: from_pretrained sets its attention implementation (eager).
+    return model.config, model.model.layers.eval()

@@ -36,6 +36,13 @@ def configure(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=0, help="weight init seed (default: 0)")
     g.add_argument("--checkpoint", type=Path, help="load weights (and config) from safetensors")
     g.add_argument("--save-checkpoint", type=Path, help="also save the weights as safetensors")
+    h = p.add_argument_group("HF transformers DeepSeek-V4 (mhc_export/adapters, docs/HF.md)")
+    h.add_argument("--hf", type=Path, metavar="PATH",
+                   help="export a DeepSeek-V4 checkpoint directory written by save_pretrained "
+                        "(input_ids -> logits)")
+    h.add_argument("--layers", metavar="A:B",
+                   help="with --hf: export decoder layers A..B-1 alone (residual streams in "
+                        "and out)")
     s = p.add_argument_group("single op (writes a one-node model instead of the full model)")
     s.add_argument("--op", choices=sorted(OPS), help="export only this op")
     s.add_argument("--streams", type=int, default=4, help="n for --op (default: 4)")
@@ -96,7 +103,13 @@ def run(args: argparse.Namespace) -> int:
         if getattr(args, name) < 1:
             raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
     external = {"auto": None, "always": True, "never": False}[args.external_data]
-    if args.op:
+    if args.layers and not args.hf:
+        raise ValueError("--layers applies to --hf exports only")
+    if args.hf:
+        from ..adapters.hf_cli import export_hf_command
+
+        out, report = export_hf_command(args, dtype, external)
+    elif args.op:
         out, report = _export_op(args, dtype, external)
     else:
         out, report = _export_model(args, dtype, external)

@@ -58,6 +58,13 @@ def validate_onnx_file(path: Path, *, checkpoint: Path | None = None, batch: int
     if not path.is_file():
         raise FileNotFoundError(f"ONNX model {path} does not exist")
     proto = onnx.load(str(path), load_external_data=False)
+    from ..validate import read_metadata
+
+    if read_metadata(proto).get("source") == "hf_deepseek_v4":
+        from ..adapters.hf_validate import graph_from_metadata, validate_hf
+
+        return validate_hf(path, graph_from_metadata(proto, checkpoint), batch=batch, seq=seq,
+                           seed=seed)
     model = model_from_metadata(proto, checkpoint)
     if model is not None:
         return validate_model(path, model, batch=batch, seq=seq, seed=seed)

@@ -1,0 +1,61 @@
+"""The ``--hf`` path of ``mhc-export export``: checks first, then load, export, validate.
+
+Every check that can fail (the directory, its config and files, ``--layers``,
+flags that do not apply, the memory the export needs) runs before any work,
+so bad input exits 2 with one line and writes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from ..errors import MhcError
+from ..spec import dtype_name
+
+# Options of the reference-model export that an HF export does not take.
+_NOT_WITH_HF = ("op", "checkpoint", "save_checkpoint")
+
+
+def _say(msg: str) -> None:
+    print(f"[mhc-export] {msg}", flush=True)
+
+
+def export_hf_command(args: argparse.Namespace, dtype: torch.dtype, external: bool | None):
+    """(ONNX path, report or None) for ``mhc-export export --hf PATH``."""
+    from .hf_checkpoint import check_memory, inspect_checkpoint, parse_layers
+    from .hf_export import build_graph, default_out, export_graph, metadata
+
+    for name in _NOT_WITH_HF:
+        if getattr(args, name, None):
+            raise MhcError(f"--{name.replace('_', '-')} does not apply to --hf exports")
+    if getattr(args, "mode", "fused") != "fused":
+        raise MhcError("--mode decomposed does not apply to --hf exports (mhc nodes only)")
+    info = inspect_checkpoint(args.hf)
+    layers = parse_layers(args.layers, info.config.num_hidden_layers) if args.layers else None
+    need = check_memory(info, dtype, layers)
+    out: Path = args.out or default_out(info, layers, dtype)
+    what = f"layers {layers.start}:{layers.stop}" if layers else "full model"
+    _say(f"HF DeepSeek-V4 {info.path} ({what}, {dtype_name(dtype)}, hc_mult "
+         f"{info.config.hc_mult}, ~{need / 2**30:.1f} GiB while exporting)")
+    t0 = time.perf_counter()
+    _say("loading checkpoint")
+    graph = build_graph(info, dtype, layers)
+    _say(f"  loaded in {time.perf_counter() - t0:.1f}s")
+    done = export_graph(graph, out, meta=metadata(info, dtype, layers), opset=args.opset,
+                        external_data=external, progress=_say)
+    nodes = ", ".join(f"{k} x{v}" for k, v in sorted(done.result.mhc_nodes.items())) or "none"
+    _say(f"  mhc nodes: {nodes}"
+         + (f"; weights in {done.result.external_data}" if done.result.external_data else ""))
+    if args.no_validate:
+        return out, None
+    from .hf_validate import validate_hf
+
+    t0 = time.perf_counter()
+    _say(f"validating in ONNX Runtime against HF eager (batch {args.batch}, seq {args.seq})")
+    report = validate_hf(out, graph, batch=args.batch, seq=args.seq)
+    _say(f"  validated in {time.perf_counter() - t0:.1f}s")
+    return out, report
