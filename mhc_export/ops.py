@@ -12,7 +12,7 @@ import torch
 
 from . import reference
 
-__all__ = ["head", "post", "pre", "sinkhorn"]
+__all__ = ["head", "kernel_backend", "post", "pre", "sinkhorn"]
 
 
 @torch.library.custom_op("mhc::pre", mutates_args=())
@@ -86,3 +86,64 @@ def _head_fake(residual, hc_fn, hc_scale, hc_base, rms_eps, eps):
     reference.check_head_inputs(residual, hc_fn, hc_scale, hc_base)
     t, _, d = residual.shape
     return residual.new_empty((t, d))
+
+
+# ---------------------------------------------------------------------------
+# CUDA: our kernels (libmhc_kernels.so) for CUDA tensors, through the dispatcher
+# ---------------------------------------------------------------------------
+# Registered as the ops' CUDA kernels, so eager mode, CUDA graphs and
+# torch.compile (which keeps custom ops opaque) all run them. Where the kernel
+# library cannot be loaded the CUDA kernel is the reference math on the GPU,
+# and kernel_backend() says so.
+
+
+def kernel_backend() -> str:
+    """What the ops run on for CUDA tensors: "mhc-kernels" or "reference"."""
+    from .kernels import _lib
+
+    return "mhc-kernels" if _lib.available() else "reference"
+
+
+def _kernels():
+    from . import kernels
+
+    return kernels if kernels.available() else None
+
+
+@pre.register_kernel("cuda")
+def _pre_cuda(residual, hc_fn, hc_scale, hc_base, rms_eps, pre_eps, sinkhorn_eps, post_mult,
+              sinkhorn_iters):
+    k = _kernels()
+    if k is None:
+        return reference.mhc_pre(residual, hc_fn, hc_scale, hc_base, rms_eps=rms_eps,
+                                 pre_eps=pre_eps, sinkhorn_eps=sinkhorn_eps,
+                                 post_mult=post_mult, sinkhorn_iters=sinkhorn_iters)
+    return k.pre(residual.contiguous(), hc_fn.contiguous(), hc_scale.contiguous(),
+                 hc_base.contiguous(), rms_eps=rms_eps, pre_eps=pre_eps,
+                 sinkhorn_eps=sinkhorn_eps, post_mult=post_mult, sinkhorn_iters=sinkhorn_iters)
+
+
+@sinkhorn.register_kernel("cuda")
+def _sinkhorn_cuda(logits, iters, eps):
+    k = _kernels()
+    if k is None:
+        return reference.sinkhorn(logits, iters, eps)
+    return k.sinkhorn(logits.contiguous(), iters, eps)
+
+
+@post.register_kernel("cuda")
+def _post_cuda(x, residual, post_mix, comb_mix):
+    k = _kernels()
+    if k is None:
+        return reference.mhc_post(x, residual, post_mix, comb_mix)
+    return k.post(x.contiguous(), residual.contiguous(), post_mix.contiguous(),
+                  comb_mix.contiguous())
+
+
+@head.register_kernel("cuda")
+def _head_cuda(residual, hc_fn, hc_scale, hc_base, rms_eps, eps):
+    k = _kernels()
+    if k is None:
+        return reference.mhc_head(residual, hc_fn, hc_scale, hc_base, rms_eps=rms_eps, eps=eps)
+    return k.head(residual.contiguous(), hc_fn.contiguous(), hc_scale.contiguous(),
+                  hc_base.contiguous(), rms_eps=rms_eps, eps=eps)
