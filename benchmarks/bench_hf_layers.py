@@ -25,11 +25,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
+import torch
 
-from mhc_export.adapters.hf_deepseek_v4 import adapted  # noqa: E402
-from mhc_export.adapters.hf_testing import make_config, random_model  # noqa: E402
-from mhc_export.ops import kernel_backend  # noqa: E402
+from mhc_export.adapters.hf_deepseek_v4 import adapted
+from mhc_export.adapters.hf_testing import make_config, random_model
+from mhc_export.ops import kernel_backend
 
 WIDTHS = {
     4096: dict(hidden_size=4096, num_attention_heads=64, head_dim=512, q_lora_rank=1024,
@@ -122,13 +122,13 @@ def main() -> int:
             ids = torch.randint(0, 4096, (b, s), device="cuda")
             reps = args.reps if s == 1 else max(3, args.reps // 3)
             with torch.no_grad():
-                eager = timed(lambda: model(ids, use_cache=False), reps)
+                eager = timed(lambda m=model, i=ids: m(i, use_cache=False), reps)
                 with adapted(model):
-                    ours = timed(lambda: model(ids, use_cache=False), reps)
+                    ours = timed(lambda m=model, i=ids: m(i, use_cache=False), reps)
                 comp = None
                 if f"{d}:{name}" in args.compile.split(","):
                     try:
-                        comp = timed(lambda: compiled(ids, use_cache=False), reps)
+                        comp = timed(lambda c=compiled, i=ids: c(i, use_cache=False), reps)
                     except Exception as e:  # record, do not hide
                         comp = f"failed: {type(e).__name__}: {str(e)[:120]}"
                 mhc_hf = mhc_only(model, b * s, False, reps)
@@ -142,7 +142,7 @@ def main() -> int:
                   f"({eager / ours:4.2f}x) | compile {c} ms | mHC {mhc_hf:7.3f} -> "
                   f"{mhc_ours:7.3f} ms (share {mhc_hf / eager:5.1%} -> {mhc_ours / ours:5.1%})",
                   flush=True)
-        del model, compiled
+        model = compiled = None
         torch.cuda.empty_cache()
     if skipped:
         print(f"skipped (past --budget-s {args.budget_s:g}): {', '.join(skipped)}")

@@ -16,9 +16,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
+import torch
 
-from mhc_export.adapters.hf_testing import FLASH_SLICE, make_config, save_random_checkpoint  # noqa: E402
+from mhc_export.adapters.hf_testing import FLASH_SLICE, make_config, save_random_checkpoint
 
 work = Path(sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp(prefix="hf_flash_"))
 ckpt = work / "ckpt"

@@ -14,10 +14,10 @@ import torch
 pytest.importorskip("transformers.models.deepseek_v4",
                     reason="transformers >= 5.23 (the [hf] extra) is not installed")
 
-from mhc_export import kernels  # noqa: E402
-from mhc_export.adapters.hf_deepseek_v4 import adapted  # noqa: E402
-from mhc_export.adapters.hf_testing import make_config, random_model  # noqa: E402
-from mhc_export.ops import kernel_backend  # noqa: E402
+from mhc_export import kernels
+from mhc_export.adapters.hf_deepseek_v4 import adapted
+from mhc_export.adapters.hf_testing import make_config, random_model
+from mhc_export.ops import kernel_backend
 
 pytestmark = pytest.mark.gpu
 
