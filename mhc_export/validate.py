@@ -57,6 +57,8 @@ class Probe:
             comb_mix=torch.cat(self.comb_mix), post_mix=torch.cat(self.post_mix),
             post_mult=float(attrs["post_mult"]), layer_input=torch.cat(self.layer_input),
             residual=torch.cat(self.residual), pre_eps=float(attrs["pre_eps"]),
+            sinkhorn_iters=int(attrs.get("sinkhorn_iters", 20)),
+            sinkhorn_eps=float(attrs.get("sinkhorn_eps", 1e-6)),
         )
 
 

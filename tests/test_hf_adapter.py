@@ -20,11 +20,11 @@ import torch
 pytest.importorskip("transformers.models.deepseek_v4",
                     reason="transformers >= 5.23 (pip install -e '.[hf]') is not installed")
 
-from mhc_export import ort_runner  # noqa: E402
-from mhc_export.adapters import hf_checkpoint  # noqa: E402
-from mhc_export.adapters.hf_deepseek_v4 import MARK, adapt, adapted  # noqa: E402
-from mhc_export.adapters.hf_testing import make_config, random_model, save_random_checkpoint  # noqa: E402
-from mhc_export.cli import main  # noqa: E402
+from mhc_export import ort_runner
+from mhc_export.adapters import hf_checkpoint
+from mhc_export.adapters.hf_deepseek_v4 import MARK, adapt, adapted
+from mhc_export.adapters.hf_testing import make_config, random_model, save_random_checkpoint
+from mhc_export.cli import main
 
 SLIDING, CSA, HCA = ("sliding_attention", "compressed_sparse_attention",
                      "heavily_compressed_attention")

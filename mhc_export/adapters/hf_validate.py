@@ -30,7 +30,7 @@ from ..validate import (
     _validate_mhc_nodes,
     read_metadata,
 )
-from .hf_deepseek_v4 import POST_MULT, MhcAttrs, model_config
+from .hf_deepseek_v4 import MhcAttrs, model_config
 from .hf_export import FULL_OUTPUTS, SLICE_OUTPUTS, SOURCE, CausalLMGraph, example_inputs
 
 
@@ -111,8 +111,7 @@ def validate_hf(
         "reference": "HF transformers eager (DeepseekV4, HF's own forwards)",
     })
     expected, eager_probe = _eager_probe(graph, inputs)
-    attrs: dict[str, Any] = {"post_mult": POST_MULT,
-                             "pre_eps": MhcAttrs.from_config(model_config(_hf(graph))).hc_eps}
+    attrs: dict[str, Any] = MhcAttrs.from_config(model_config(_hf(graph))).pre()
     eager_probe.check(report, "HF eager", attrs)
     probed, groups = _probe_model(proto)
     if not groups:
