@@ -36,9 +36,12 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 @pytest.fixture(scope="module")
 def model():
+    # Every expert and every compressed entry selected: no top-k whose picks a bf16
+    # rounding can flip, so the comparisons measure rounding alone.
     cfg = make_config(hidden_size=256, moe_intermediate_size=128, num_attention_heads=8,
-                      head_dim=64, q_lora_rank=64, o_lora_rank=32, index_head_dim=32)
-    return random_model(cfg, seed=3, dtype=torch.bfloat16).cuda()
+                      head_dim=64, q_lora_rank=64, o_lora_rank=32, index_head_dim=32,
+                      num_experts_per_tok=4, index_topk=16)
+    return random_model(cfg, seed=3, dtype=torch.float32).cuda()
 
 
 @pytest.fixture(scope="module")
@@ -53,12 +56,19 @@ def test_ops_dispatch_to_kernels():
 
 @torch.no_grad()
 def test_adapted_on_kernels_matches_hf_eager(model, ids):
-    ref = model(ids, use_cache=False).logits
-    with adapted(model):
-        got = model(ids, use_cache=False).logits
-    err = _rel(got, ref)
-    print(f"bf16 adapted-on-kernels vs HF eager: rel err {err:.3e}")
-    assert 0 < err <= BF16_TOL
+    """bf16 on our kernels vs HF's bf16 eager, both against the float32 model."""
+    import copy
+
+    ref32 = model(ids, use_cache=False).logits
+    m16 = copy.deepcopy(model).to(torch.bfloat16)
+    hf16 = m16(ids, use_cache=False).logits
+    with adapted(m16):
+        ours16 = m16(ids, use_cache=False).logits
+    diff, hf_err, our_err = _rel(ours16, hf16), _rel(hf16, ref32), _rel(ours16, ref32)
+    print(f"bf16 on kernels: vs HF bf16 {diff:.3e}; vs float32: HF {hf_err:.3e}, ours "
+          f"{our_err:.3e}")
+    assert 0 < diff <= 2e-2
+    assert our_err <= hf_err * 1.1
 
 
 @torch.no_grad()
