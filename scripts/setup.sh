@@ -11,5 +11,5 @@ python=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q "${MHC_TORCH:-torch==2.13.0}"
-.venv/bin/python -m pip install -q -e ".[dev]"
-echo "setup: $(.venv/bin/python -c 'import torch, onnx, onnxruntime as o; print("torch", torch.__version__, "| onnx", onnx.__version__, "| onnxruntime", o.__version__)')"
+.venv/bin/python -m pip install -q -e ".[dev,hf]"
+echo "setup: $(.venv/bin/python -c 'import torch, onnx, onnxruntime as o; import transformers as t; print("torch", torch.__version__, "| onnx", onnx.__version__, "| onnxruntime", o.__version__, "| transformers", t.__version__)')"
