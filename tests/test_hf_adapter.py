@@ -331,3 +331,26 @@ def test_too_large_for_memory_fails_early_suggesting_layers(tmp_path, monkeypatc
     full = hf_checkpoint.check_memory(info, torch.float32, None)
     one = hf_checkpoint.check_memory(info, torch.float32, range(1, 2))
     assert 0 < one < full
+
+
+def test_sqrt_softplus_form_is_bit_identical_in_bf16():
+    from transformers.activations import SqrtSoftplusActivation
+
+    from mhc_export.adapters.hf_export_forms import sqrt_softplus_forward
+
+    act = SqrtSoftplusActivation()
+    x = (torch.randn(4096, generator=torch.Generator().manual_seed(4)) * 6).to(torch.bfloat16)
+    assert torch.equal(sqrt_softplus_forward(act, x), act(x))
+
+
+def test_bf16_export_validates_what_onnx_runtime_can_run(tmp_path, capsys):
+    ckpt = tmp_path / "ckpt"
+    save_random_checkpoint(ckpt, make_config(**CONFIGS["n2"]), seed=5)
+    out = tmp_path / "bf16.onnx"
+    assert main(["export", "--hf", str(ckpt), "--dtype", "bfloat16", "--out", str(out),
+                 "--seq", "9"]) == 0
+    text = capsys.readouterr().out
+    assert "RESULT: PASS" in text
+    assert "cannot run this bfloat16 graph" in text  # said, not hidden
+    assert "(MhcPre node)" in text and "(MhcPost node)" in text
+    onnx.checker.check_model(str(out), full_check=True)

@@ -201,11 +201,22 @@ def dense_experts_forward(self, hidden_states: torch.Tensor, top_k_index: torch.
     return final
 
 
+def sqrt_softplus_forward(self, x: torch.Tensor) -> torch.Tensor:
+    """sqrt(softplus(x)) with the softplus in float32: ONNX Softplus has no bf16 type.
+
+    Bit-identical to HF's bf16 computation: torch evaluates an elementwise bf16 op in
+    float32 and rounds the result once, which is what the cast back does here.
+    """
+    return torch.nn.functional.softplus(x.float()).to(x.dtype).sqrt()
+
+
 def forms() -> dict[type, tuple[str, object]]:
     """HF class -> (name, export-form forward)."""
+    from transformers.activations import SqrtSoftplusActivation
     from transformers.models.deepseek_v4 import modeling_deepseek_v4 as m
 
     return {
+        SqrtSoftplusActivation: ("sqrt_softplus", sqrt_softplus_forward),
         m.DeepseekV4Attention: ("attention", attention_forward),
         m.DeepseekV4HCACompressor: ("hca_compressor", hca_compressor_forward),
         m.DeepseekV4CSACompressor: ("csa_compressor", csa_compressor_forward),
