@@ -255,7 +255,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--plugins", help="libmhc_trt_plugins.so")
+    ap.add_argument("--plugins", help="libmhc_trt_plugins_trt11.so")
     ap.add_argument("--onnx-dir", type=Path, help="folder of exported .onnx models")
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "rtx_check_out")))
     ap.add_argument("--timeout", type=float, default=300)

@@ -19,7 +19,7 @@ if [ "$(sha256sum /tmp/rtx.tar.xz | cut -d' ' -f1)" != "$(cat .rtx_part2/rtx.tar
 fi
 rm -rf /tmp/trt_rtx && mkdir -p /tmp/trt_rtx && tar -C /tmp/trt_rtx -xJf /tmp/rtx.tar.xz
 export MHC_TRT_RTX_DIR=/tmp/trt_rtx MHC_TENSORRT=tensorrt-rtx
-export MHC_PLUGIN_BUILD_DIR=$PWD/.rtx_run/bin MHC_PLUGIN_LIB=$PWD/.rtx_run/bin/libmhc_trt_plugins.so
+export MHC_PLUGIN_BUILD_DIR=$PWD/.rtx_run/bin MHC_PLUGIN_LIB=$PWD/.rtx_run/bin/libmhc_trt_plugins_trt11.so
 chmod +x .rtx_run/bin/mhc_plugin_harness
 date -u; nvidia-smi -L; python3 --version; ls /tmp/trt_rtx/tensorrt_rtx_libs | head
 

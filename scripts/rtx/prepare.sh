@@ -3,7 +3,7 @@
 # in git-ignored folders that the device tool can carry (64 MiB per call):
 #   .trt_rtx/              the two wheels and the packed tar.xz (kept here, never carried)
 #   .rtx_part1/, .rtx_part2/  the tar.xz split in two parts < 35 MB (one per call)
-#   .rtx_run/bin/          libmhc_trt_plugins.so + mhc_plugin_harness built here (x86-64, sm_80/90/100)
+#   .rtx_run/bin/          libmhc_trt_plugins_trt11.so + mhc_plugin_harness built here (x86-64, sm_80/90/100)
 #   .rtx_run/onnx/         the exported ONNX models (the device's torch is older; exporting here is cheaper)
 # Then make two back-to-back device calls (see docs/TENSORRT.md):
 #   1. carry .rtx_part1            command: bash scripts/rtx/device_step1.sh
@@ -44,12 +44,12 @@ sha256sum .trt_rtx/rtx.tar.xz | cut -d' ' -f1 > .rtx_part2/rtx.tar.xz.sha256
 
 # 2. Plugin library and harness, built here against the TensorRT 11.1 headers.
 build=${MHC_RTX_PLUGIN_BUILD:-$root/build/plugins-trt11}
-if [ ! -f "$build/libmhc_trt_plugins.so" ] || [ ! -f "$build/mhc_plugin_harness" ]; then
+if [ ! -f "$build/libmhc_trt_plugins_trt11.so" ] || [ ! -f "$build/mhc_plugin_harness" ]; then
   PATH=$PATH:/usr/local/cuda/bin TENSORRT_ROOT="$root/../shared/third_party/tensorrt-11.1" \
     scripts/build_plugins.sh "$build"
 fi
 rm -rf .rtx_run && mkdir -p .rtx_run/bin .rtx_run/onnx
-cp "$build/libmhc_trt_plugins.so" "$build/mhc_plugin_harness" .rtx_run/bin/
+cp "$build/libmhc_trt_plugins_trt11.so" "$build/mhc_plugin_harness" .rtx_run/bin/
 
 # 3. ONNX: one single-op model per op, and the tiny full model.
 n=${MHC_RTX_STREAMS:-4}; d=${MHC_RTX_HIDDEN:-256}
