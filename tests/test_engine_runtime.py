@@ -257,7 +257,8 @@ def tiny_plan(tmp_path, monkeypatch):
     from mhc_export.engine.builder import build_engine
 
     trt = _trt_or_skip()
-    monkeypatch.setenv("MHC_BUILD_ROOT", str(tmp_path / "build"))  # no plugin library: standard ops only
+    # No plugin library: standard ops only.
+    monkeypatch.setenv("MHC_BUILD_ROOT", str(tmp_path / "build"))
     monkeypatch.delenv(R.PLUGIN_ENV, raising=False)
     onnx_path = tiny_onnx(tmp_path / "tiny.onnx")
     plan = tmp_path / "tiny.plan"

@@ -352,7 +352,8 @@ n, d = 4, 7168
 def weights():
     k = n * d
     return (torch.randn(24, k, device=dev, generator=g) / k**0.5,
-            0.5 + torch.rand(3, device=dev, generator=g), torch.randn(24, device=dev, generator=g) * 0.5)
+            0.5 + torch.rand(3, device=dev, generator=g),
+            torch.randn(24, device=dev, generator=g) * 0.5)
 def check(out, res, w, what):
     ref = pre_f64(res, *w)
     assert rel_err(out[0], ref[0]) < 1e-2 and rel_err(out[1], ref[1]) < 2e-5 \
@@ -364,7 +365,8 @@ for t in (512, 8):
     res = torch.randn(t, n, d, device=dev, generator=g).to(torch.bfloat16)
     w = weights()
     out = (torch.full((t, d), float("nan"), device=dev, dtype=torch.bfloat16),
-           torch.full((t, n), float("nan"), device=dev), torch.full((t, n, n), float("nan"), device=dev))
+           torch.full((t, n), float("nan"), device=dev),
+           torch.full((t, n, n), float("nan"), device=dev))
     cases.append((t, res, w, out))
 graph = torch.cuda.CUDAGraph()
 with torch.cuda.graph(graph):

@@ -275,7 +275,8 @@ def _run_and_compare(op: str, dtype_name: str, n: int, d: int, ts: list[int], tm
     # As strict as TensorRT: typed fields, kOPT shape, the build-time clone, a CUDA
     # graph capture and two contexts on two threads all ran, with the same bits.
     for needle in ("onShapeChange at kOPT", "enqueue through the build-time clone",
-                   "enqueue captured in a CUDA graph", "two execution contexts enqueue on two threads",
+                   "enqueue captured in a CUDA graph",
+                   "two execution contexts enqueue on two threads",
                    "from the thread B (context 2) has the same bits"):
         assert f"PASS {spec.OPS[op].op_type}" in proc.stdout and needle in proc.stdout, needle
     errors = []
