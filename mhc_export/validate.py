@@ -57,6 +57,8 @@ class Probe:
             comb_mix=torch.cat(self.comb_mix), post_mix=torch.cat(self.post_mix),
             post_mult=float(attrs["post_mult"]), layer_input=torch.cat(self.layer_input),
             residual=torch.cat(self.residual), pre_eps=float(attrs["pre_eps"]),
+            sinkhorn_iters=int(attrs["sinkhorn_iters"]),
+            sinkhorn_eps=float(attrs["sinkhorn_eps"]),
         )
 
 
@@ -145,7 +147,9 @@ def validate_model(
     })
     tokens = random_tokens(model.cfg, batch, seq, seed=seed)
     expected, eager_probe = _eager_probe(model, tokens)
-    attrs = {"post_mult": model.cfg.post_mult, "pre_eps": model.cfg.pre_eps}
+    cfg = model.cfg
+    attrs = {"post_mult": cfg.post_mult, "pre_eps": cfg.pre_eps,
+             "sinkhorn_iters": cfg.sinkhorn_iters, "sinkhorn_eps": cfg.sinkhorn_eps}
     eager_probe.check(report, "eager", attrs)
     probed, groups = _probe_model(proto)
     if not groups:

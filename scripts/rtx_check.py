@@ -130,6 +130,33 @@ def child_registry(lib: str) -> None:
             )
 
 
+def _scalar_constants(trt, network) -> dict:
+    """The one-element constants of a parsed network, by dtype: the Sinkhorn loop's trip
+    count and the eps values of a function body end up here (a lost attribute shows as
+    int 0 / float 0.0 where the model says otherwise)."""
+    import numpy as np
+
+    found: dict[str, set] = {"int": set(), "float": set()}
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        if layer.type != trt.LayerType.CONSTANT:
+            continue
+        try:
+            layer.__class__ = trt.IConstantLayer
+            w = layer.weights
+            arr = w.numpy() if hasattr(w, "numpy") else np.asarray(w)
+        except Exception:  # noqa: BLE001 - a layer we cannot read is left out
+            continue
+        if arr.size != 1:
+            continue
+        v = arr.reshape(-1)[0]
+        if np.issubdtype(arr.dtype, np.integer):
+            found["int"].add(int(v))
+        elif np.issubdtype(arr.dtype, np.floating):
+            found["float"].add(float(np.float32(v)))
+    return {k: sorted(v) for k, v in found.items()}
+
+
 def child_build(onnx_path: str, lib: str | None) -> None:
     t = _trt()
     trt = t.module
@@ -152,6 +179,7 @@ def child_build(onnx_path: str, lib: str | None) -> None:
     )
     if not ok:
         return
+    _emit(step="constants", **_scalar_constants(trt, network))
     config = builder.create_builder_config()
     profile = builder.create_optimization_profile()
     for i in range(network.num_inputs):
@@ -233,6 +261,11 @@ def _summarise(case: dict) -> str:
         )
         if p["errors"]:
             parts.append("errors: " + " | ".join(p["errors"])[:300])
+    if "constants" in by:
+        c = by["constants"]
+        ints = [v for v in c["int"] if abs(v) < 1000]
+        floats = [f"{v:.3g}" for v in c["float"] if v == 0 or 1e-9 < abs(v) < 1]
+        parts.append(f"scalar int constants {ints}, small float constants {floats}")
     if "build" in by:
         b = by["build"]
         parts.append(

@@ -23,9 +23,11 @@ export MHC_PLUGIN_BUILD_DIR=$PWD/.rtx_run/bin MHC_PLUGIN_LIB=$PWD/.rtx_run/bin/l
 chmod +x .rtx_run/bin/mhc_plugin_harness
 date -u; nvidia-smi -L; python3 --version; ls /tmp/trt_rtx/tensorrt_rtx_libs | head
 
-echo "==== 1. plugin harness tests"
-timeout 200 python3 -m pytest -v -rs tests/test_plugin_harness.py 2>&1 | tee "$out/harness_pytest.txt"
-echo "harness pytest exit: ${PIPESTATUS[0]}"
+echo "==== 1. plugin harness and kernel tests (libraries built here for sm_90)"
+export MHC_KERNELS_LIB=$PWD/.rtx_run/bin/libmhc_kernels.so
+timeout 300 python3 -m pytest -q -rs tests/test_plugin_harness.py tests/test_kernels.py \
+  --junitxml="$out/gpu_tests.xml" 2>&1 | tee "$out/harness_pytest.txt" | tail -30
+echo "harness+kernels pytest exit: ${PIPESTATUS[0]}"
 
 echo "==== 2. TensorRT-RTX check"
 timeout 220 bash scripts/rtx_check.sh --out "$out" --timeout 100 2>&1 | tail -40

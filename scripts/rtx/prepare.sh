@@ -49,17 +49,24 @@ if [ ! -f "$build/libmhc_trt_plugins_trt11.so" ] || [ ! -f "$build/mhc_plugin_ha
     scripts/build_plugins.sh "$build"
 fi
 rm -rf .rtx_run && mkdir -p .rtx_run/bin .rtx_run/onnx
-cp "$build/libmhc_trt_plugins_trt11.so" "$build/mhc_plugin_harness" .rtx_run/bin/
+cp "$build/libmhc_trt_plugins_trt11.so" "$build/mhc_plugin_harness" "$build/kernels/libmhc_kernels.so" \
+  .rtx_run/bin/
 
 # 3. ONNX: one single-op model per op, and the tiny full model.
 n=${MHC_RTX_STREAMS:-4}; d=${MHC_RTX_HIDDEN:-256}
 for op in pre sinkhorn post head; do
-  "$py" export_scripts/export.py --op "$op" --streams "$n" --hidden "$d" --dtype bfloat16 \
+  "$py" export_scripts/export.py --op "$op" --streams "$n" --hidden "$d" --dtype bfloat16 --no-validate \
     --out ".rtx_run/onnx/${op}_bf16.onnx" > ".rtx_run/onnx/${op}_bf16.export.log" 2>&1 \
     || { tail -20 ".rtx_run/onnx/${op}_bf16.export.log"; exit 1; }
 done
-"$py" export_scripts/export.py --op pre --streams "$n" --hidden "$d" --dtype float32 \
+"$py" export_scripts/export.py --op pre --streams "$n" --hidden "$d" --dtype float32 --no-validate \
   --out .rtx_run/onnx/pre_fp32.onnx > .rtx_run/onnx/pre_fp32.export.log 2>&1
+# Attributes far from the defaults: the parsed network must hold them as constants
+# (Loop trip count iters-1 = 6, sinkhorn eps 0.01), not 0 / 0.0 (issue 12.1).
+"$py" export_scripts/export.py --op pre --streams "$n" --hidden "$d" --dtype float32 --no-validate \
+  --attr sinkhorn_iters=7 --attr sinkhorn_eps=0.01 --attr pre_eps=0.05 --attr rms_eps=0.1 \
+  --out .rtx_run/onnx/pre_attrs_fp32.onnx > .rtx_run/onnx/pre_attrs_fp32.export.log 2>&1 \
+  || { tail -20 .rtx_run/onnx/pre_attrs_fp32.export.log; exit 1; }
 "$py" export_scripts/export.py --config tiny --out .rtx_run/onnx/tiny.onnx --no-validate \
   > .rtx_run/onnx/tiny.export.log 2>&1 || { tail -20 .rtx_run/onnx/tiny.export.log; exit 1; }
 rm -f .rtx_run/onnx/*.report.json
