@@ -145,7 +145,7 @@ def _scalar_constants(trt, network) -> dict:
             layer.__class__ = trt.IConstantLayer
             w = layer.weights
             arr = w.numpy() if hasattr(w, "numpy") else np.asarray(w)
-        except Exception:  # noqa: BLE001 - a layer we cannot read is left out
+        except Exception:
             continue
         if arr.size != 1:
             continue
