@@ -24,7 +24,7 @@ chmod +x .rtx_run/bin/mhc_plugin_harness
 date -u; nvidia-smi -L; python3 --version; ls /tmp/trt_rtx/tensorrt_rtx_libs | head
 
 echo "==== 1. plugin harness and kernel tests (libraries built here for sm_90)"
-export MHC_KERNELS_LIB=$PWD/.rtx_run/bin/libmhc_kernels.so
+export MHC_KERNELS_LIB=/tmp/rtx_parts/libmhc_kernels.so
 timeout 300 python3 -m pytest -q -rs tests/test_plugin_harness.py tests/test_kernels.py \
   --junitxml="$out/gpu_tests.xml" 2>&1 | tee "$out/harness_pytest.txt" | tail -30
 echo "harness+kernels pytest exit: ${PIPESTATUS[0]}"

@@ -49,8 +49,10 @@ if [ ! -f "$build/libmhc_trt_plugins_trt11.so" ] || [ ! -f "$build/mhc_plugin_ha
     scripts/build_plugins.sh "$build"
 fi
 rm -rf .rtx_run && mkdir -p .rtx_run/bin .rtx_run/onnx
-cp "$build/libmhc_trt_plugins_trt11.so" "$build/mhc_plugin_harness" "$build/kernels/libmhc_kernels.so" \
-  .rtx_run/bin/
+cp "$build/libmhc_trt_plugins_trt11.so" "$build/mhc_plugin_harness" .rtx_run/bin/
+# The kernel library rides with part 1 (64 MiB a call): device_step1.sh parks it in /tmp.
+cp "$build/kernels/libmhc_kernels.so" .rtx_part1/
+strip --strip-unneeded .rtx_run/bin/* .rtx_part1/libmhc_kernels.so 2>/dev/null || true
 
 # 3. ONNX: one single-op model per op, and the tiny full model.
 n=${MHC_RTX_STREAMS:-4}; d=${MHC_RTX_HIDDEN:-256}
