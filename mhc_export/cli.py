@@ -11,7 +11,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from .errors import EXIT_USAGE, MhcError
+from .errors import EXIT_INTERRUPTED, EXIT_USAGE, MhcError
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "export": ("mhc_export.commands.export",
@@ -45,6 +45,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, TypeError, FileNotFoundError) as e:
         print(f"mhc-export {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        # Outputs are written atomically, so nothing half-written is left behind.
+        print(f"mhc-export {args.command}: interrupted; nothing was left half-written",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -10,11 +10,13 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import onnx
 import torch
 
 from . import ops, reference
 from .onnx_export import ExportResult, export
+from .preflight import check_streams
 from .spec import DEFAULT_OPSET, ONNX_DOMAIN, OPS, num_mixes, parse_dtype
 
 _ELEM_DTYPES = {
@@ -80,8 +82,11 @@ class SingleOp:
                dtype: str | torch.dtype = torch.float32, **attrs: Any) -> SingleOp:
         if op not in OPS:
             raise ValueError(f"unknown op {op!r}; expected one of {sorted(OPS)}")
-        if streams < 1 or hidden < 1:
-            raise ValueError(f"streams and hidden must be >= 1, got {streams}, {hidden}")
+        check_streams(streams)
+        if op == "sinkhorn":
+            hidden = 1  # [T, n, n] logits: no d
+        if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
+            raise ValueError(f"--hidden must be >= 1, got {hidden}")
         contract = OPS[op]
         unknown = set(attrs) - set(contract.defaults())
         if unknown:
@@ -91,6 +96,13 @@ class SingleOp:
             )
         full = {**contract.defaults(), **attrs}
         reference.check_attributes(**full)
+        # ONNX stores float attributes as float32: keep the value the graph will hold,
+        # written as the shortest decimal that is that float32 (1e-06, not 9.99e-07).
+        full = {k: float(str(np.float32(v))) if isinstance(v, float) else v
+                for k, v in full.items()}
+        if op == "sinkhorn" and parse_dtype(dtype) != torch.float32:
+            raise ValueError("MhcSinkhorn is float32 by contract (logits and comb); "
+                             f"dtype {dtype} does not apply")
         return cls(op, streams, hidden, parse_dtype(dtype), full)
 
     def random_inputs(self, tokens: int, seed: int = 0) -> dict[str, torch.Tensor]:

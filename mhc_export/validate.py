@@ -62,6 +62,15 @@ class Probe:
         )
 
 
+def validation_memory(cfg, dtype, batch: int, seq: int) -> int:
+    """Bytes that validating ``cfg`` at [batch, seq] needs (eager and ONNX Runtime)."""
+    from .preflight import validation_bytes
+
+    return validation_bytes(batch=batch, seq=seq, hidden=cfg.hidden, streams=cfg.streams,
+                            heads=cfg.heads, layers=cfg.layers, vocab=cfg.vocab_size,
+                            elem=torch.empty((), dtype=dtype).element_size())
+
+
 def read_metadata(proto: onnx.ModelProto) -> dict[str, Any]:
     return {
         p.key.removeprefix(METADATA_PREFIX): json.loads(p.value)
@@ -221,8 +230,9 @@ def validate_single_op(
 ) -> Report:
     """A single-op model in ONNX Runtime vs the eager op, on fresh random inputs."""
     report = Report(f"validate {Path(onnx_path).name}")
-    report.config.update({"onnx": str(onnx_path), "op": OPS[spec.op].op_type,
-                          "streams": spec.streams, "hidden": spec.hidden,
+    sizes = {"streams": spec.streams} if spec.op == "sinkhorn" else {
+        "streams": spec.streams, "hidden": spec.hidden}
+    report.config.update({"onnx": str(onnx_path), "op": OPS[spec.op].op_type, **sizes,
                           "dtype": dtype_name(spec.dtype), "tokens": tokens, **spec.attrs})
     inputs = spec.random_inputs(tokens, seed=seed)
     expected = spec.reference(inputs)

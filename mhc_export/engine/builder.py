@@ -30,6 +30,8 @@ import onnx
 from .. import __version__
 from ..atomic import atomic_write_bytes, atomic_write_text
 from ..errors import MhcError
+from ..onnx_check import check_mhc_nodes
+from ..preflight import load_onnx
 from ..spec import ONNX_DOMAIN
 from .runtime import find_plugin_library, load_plugin_library, make_logger, sha256_file
 from .trt_module import TensorRT, load_tensorrt
@@ -426,6 +428,7 @@ def build_engine(
     if precision.strongly_typed and (precision.fp16 or precision.bf16):
         raise ValueError("--fp16/--bf16 do not apply to a strongly typed network: its "
                          "precision is the ONNX's own types; choose one or the other")
+    check_mhc_nodes(load_onnx(onnx_path), str(onnx_path))
     inputs = read_onnx_inputs(onnx_path)
     if profiles is None:
         profiles = compute_profiles(inputs, decode_max_tokens=decode_max_tokens,

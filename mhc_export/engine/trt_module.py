@@ -89,6 +89,10 @@ def load_tensorrt(prefer: str | None = None) -> TensorRT:
         except (ImportError, OSError) as e:
             errors.append(f"{flavour}: {e}")
     raise TensorRTNotAvailable(
-        "no TensorRT Python API found (" + "; ".join(errors) + "). Install TensorRT "
-        "(pip install tensorrt) or TensorRT-RTX (pip install 'mhc-export[rtx]')."
+        "no TensorRT Python API found (" + "; ".join(errors) + "). Full TensorRT comes from "
+        "NVIDIA's own packages (the tar/deb install and its Python wheel; the PyPI 'tensorrt' "
+        "packages download from NVIDIA's index at install time and fail where it cannot be "
+        "reached). Without it: TensorRT-RTX (pip install 'mhc-export[rtx]') parses and builds, "
+        "and runs engines on RTX-class GPUs only; the ONNX model itself runs in ONNX Runtime "
+        "(mhc-export validate --onnx)."
     )
