@@ -192,3 +192,39 @@ def single_op_from_onnx(model: onnx.ModelProto) -> SingleOp | None:
                          "is not float32, float16 or bfloat16")
     return SingleOp.create(key, streams=dims[1], hidden=dims[2], dtype=_ELEM_DTYPES[elem],
                            **attrs)
+
+
+_ONNX_ELEM = {torch.float32: onnx.TensorProto.FLOAT, torch.float16: onnx.TensorProto.FLOAT16,
+              torch.bfloat16: onnx.TensorProto.BFLOAT16}
+
+
+def build_single_op_model(spec: SingleOp, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
+    """The one-node model ``export_single_op`` writes, assembled directly (milliseconds
+    instead of a torch.export trace): same node, attributes, names, types and flat
+    local function. For sweeps over many attribute values (scripts/fuzz.py)."""
+    from .onnx_functions import function_protos
+    from .spec import ONNX_DOMAIN_VERSION, PLUGIN_ATTRIBUTES
+
+    contract = OPS[spec.op]
+    inputs = spec.random_inputs(tokens=2)
+    outputs = spec.reference(inputs)
+
+    def info(name: str, t: torch.Tensor, per_token: bool) -> onnx.ValueInfoProto:
+        dims = ["T", *t.shape[1:]] if per_token else list(t.shape)
+        return onnx.helper.make_tensor_value_info(name, _ONNX_ELEM[t.dtype], dims)
+
+    weights = ("hc_fn", "hc_scale", "hc_base")
+    node = onnx.helper.make_node(
+        contract.op_type, list(contract.inputs), list(contract.outputs), domain=ONNX_DOMAIN,
+        name=contract.op_type,
+        **spec.attrs, **{a.name: a.default for a in PLUGIN_ATTRIBUTES})
+    graph = onnx.helper.make_graph(
+        [node], f"mhc_{spec.op}",
+        [info(k, v, k not in weights) for k, v in inputs.items()],
+        [info(k, v, True) for k, v in zip(contract.outputs, outputs, strict=True)])
+    model = onnx.helper.make_model(graph, opset_imports=[
+        onnx.helper.make_opsetid("", opset),
+        onnx.helper.make_opsetid(ONNX_DOMAIN, ONNX_DOMAIN_VERSION)])
+    model.ir_version = 10
+    model.functions.extend(function_protos({contract.op_type}, opset))
+    return model
