@@ -221,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gpu", action="store_true", help="also the CUDA kernels and the plugin")
     ap.add_argument("--harness-every", type=int, default=4, metavar="K",
                     help="with --gpu: drive the plugin harness on every K-th config (default 4)")
+    ap.add_argument("--only", help="comma-separated backends to run (default: all that apply), "
+                                   "e.g. --only kernels,plugin on the GPU machine")
     ap.add_argument("--json", type=Path, help="write counts and worst errors as JSON")
     args = ap.parse_args(argv)
     if args.count < 1 or args.harness_every < 1:
@@ -240,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
                 break
     rng = np.random.default_rng(args.seed)
     stats: dict[str, dict] = defaultdict(lambda: {"checked": 0, "mismatches": 0, "worst": 0.0,
-                                                  "worst_config": None})
+                                                  "worst_config": None, "worst_error": {}})
     degenerate = 0
     failures = []
     t0 = time.perf_counter()
@@ -264,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
                 backends["kernels"] = lambda c=c, x=x: run_kernels(c, x)
                 if harness and i % args.harness_every == 0:
                     backends["plugin"] = lambda c=c, x=x: run_plugin(c, x, harness, Path(tmpdir))
+            if args.only:
+                backends = {k: v for k, v in backends.items() if k in args.only.split(",")}
             for name, fn in backends.items():
                 s = stats[name]
                 s["checked"] += 1
@@ -273,6 +277,10 @@ def main(argv: list[str] | None = None) -> int:
                 except Exception as e:
                     errs = {"error": (math.inf, 0.0)}
                     failures.append((name, _describe(c), f"{type(e).__name__}: {e}"[:300]))
+                for k, (e, _) in errs.items():
+                    kind = (str(c["dtype"]).removeprefix("torch.")
+                            if k in ("layer_input", "out", "y") else "float32 gates")
+                    s["worst_error"][kind] = max(s["worst_error"].get(kind, 0.0), e)
                 worst = max(e / tol if tol else math.inf for e, tol in errs.values())
                 if worst > s["worst"]:
                     s["worst"], s["worst_config"] = worst, _describe(c) | {
@@ -284,9 +292,10 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.perf_counter() - t0
     print(f"fuzz: {args.count} configurations, seed {args.seed}, {elapsed:.0f} s, "
           f"{degenerate} degenerate (float64 reference non-finite)")
-    print(f"{'backend':<9} {'checked':>8} {'mismatches':>11} {'worst err/tol':>14}")
+    print(f"{'backend':<9} {'checked':>8} {'mismatches':>11} {'worst err/tol':>14}  worst rel err")
     for name, s in stats.items():
-        print(f"{name:<9} {s['checked']:>8} {s['mismatches']:>11} {s['worst']:>14.3g}")
+        by = ", ".join(f"{k} {v:.2e}" for k, v in sorted(s["worst_error"].items()))
+        print(f"{name:<9} {s['checked']:>8} {s['mismatches']:>11} {s['worst']:>14.3g}  {by}")
     for f in failures[:10]:
         print("MISMATCH", f[0], json.dumps(f[1], default=str), f[2])
     if args.json:
