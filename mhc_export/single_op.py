@@ -17,7 +17,8 @@ import torch
 from . import ops, reference
 from .onnx_export import ExportResult, export
 from .preflight import check_streams
-from .spec import DEFAULT_OPSET, ONNX_DOMAIN, OPS, num_mixes, parse_dtype
+from .spec import ALL_OPS as OPS
+from .spec import DEFAULT_OPSET, ONNX_DOMAIN, num_mixes, parse_dtype
 
 _ELEM_DTYPES = {
     onnx.TensorProto.FLOAT: torch.float32,
@@ -64,7 +65,30 @@ class _HeadOp(torch.nn.Module):
                         self.attrs["eps"])
 
 
-_MODULES = {"pre": _PreOp, "sinkhorn": _SinkhornOp, "post": _PostOp, "head": _HeadOp}
+class _PostPreOp(torch.nn.Module):
+    def __init__(self, attrs: dict[str, Any]) -> None:
+        super().__init__()
+        self.attrs = attrs
+
+    def forward(self, x, residual, post_mix, comb_mix, hc_fn, hc_scale, hc_base):
+        a = self.attrs
+        return ops.post_pre(x, residual, post_mix, comb_mix, hc_fn, hc_scale, hc_base,
+                            a["rms_eps"], a["pre_eps"], a["sinkhorn_eps"], a["post_mult"],
+                            a["sinkhorn_iters"])
+
+
+class _PostHeadOp(torch.nn.Module):
+    def __init__(self, attrs: dict[str, Any]) -> None:
+        super().__init__()
+        self.attrs = attrs
+
+    def forward(self, x, residual, post_mix, comb_mix, hc_fn, hc_scale, hc_base):
+        return ops.post_head(x, residual, post_mix, comb_mix, hc_fn, hc_scale, hc_base,
+                             self.attrs["rms_eps"], self.attrs["eps"])
+
+
+_MODULES = {"pre": _PreOp, "sinkhorn": _SinkhornOp, "post": _PostOp, "head": _HeadOp,
+            "post_pre": _PostPreOp, "post_head": _PostHeadOp}
 
 
 @dataclass(frozen=True)
@@ -117,21 +141,26 @@ class SingleOp:
         if self.op == "sinkhorn":
             return {"logits": randn(tokens, n, n, scale=2.0)}
         residual = randn(tokens, n, d).to(self.dtype)
-        if self.op == "post":
+        post_inputs = {}
+        if self.op in ("post", "post_pre", "post_head"):
             comb = reference.sinkhorn(randn(tokens, n, n, scale=2.0))
-            return {
+            post_inputs = {
                 "x": randn(tokens, d).to(self.dtype),
                 "residual": residual,
                 "post_mix": 2.0 * torch.rand(tokens, n, generator=g),
                 "comb_mix": comb,
             }
-        rows, scales = (num_mixes(n), 3) if self.op == "pre" else (n, 1)
-        return {
+            if self.op == "post":
+                return post_inputs
+        rows, scales = (num_mixes(n), 3) if self.op in ("pre", "post_pre") else (n, 1)
+        values = {
             "residual": residual,
+            **post_inputs,
             "hc_fn": randn(rows, k, scale=k ** -0.5),
             "hc_scale": 0.5 + torch.rand(scales, generator=g),
             "hc_base": randn(rows, scale=0.5),
         }
+        return {name: values[name] for name in OPS[self.op].inputs}
 
     def module(self) -> torch.nn.Module:
         return _MODULES[self.op](self.attrs)
@@ -186,7 +215,7 @@ def single_op_from_onnx(model: onnx.ModelProto) -> SingleOp | None:
              if a.name in defaults}
     if key == "sinkhorn":
         return SingleOp.create(key, streams=dims[1], hidden=1, dtype=torch.float32, **attrs)
-    elem = types["x" if key == "post" else "residual"].elem_type
+    elem = types["residual"].elem_type
     if elem not in _ELEM_DTYPES:
         raise ValueError(f"{node.op_type} residual type {onnx.TensorProto.DataType.Name(elem)} "
                          "is not float32, float16 or bfloat16")

@@ -18,7 +18,8 @@ import torch
 
 from ..errors import EXIT_OK, EXIT_VALIDATION_FAILED
 from ..preflight import STREAMS_HELP, check_memory, check_output_path, check_streams
-from ..spec import DEFAULT_OPSET, OPS, dtype_name, parse_dtype
+from ..spec import ALL_OPS as OPS
+from ..spec import DEFAULT_OPSET, dtype_name, parse_dtype
 from .build import add_build_options, build_from_args, summarize
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -53,6 +54,9 @@ def configure(p: argparse.ArgumentParser) -> None:
                         "engines/mhc_<op>_n<N>_d<D>_<dtype>.onnx)")
     o.add_argument("--opset", type=int, default=DEFAULT_OPSET,
                    help=f"standard ONNX opset (>= 17, default: {DEFAULT_OPSET})")
+    o.add_argument("--no-fuse", action="store_true",
+                   help="keep each layer boundary as MhcPost + MhcPre (MhcHead) instead of one "
+                        "MhcPostPre (MhcPostHead) node")
     o.add_argument("--external-data", choices=("auto", "always", "never"), default="auto",
                    help="weights in a side file <out>.data (auto: only when > 1 GiB)")
     v = p.add_argument_group("validation")
@@ -87,7 +91,7 @@ def check_args(args: argparse.Namespace) -> None:
     """Refuse conflicting or ignored flags and bad sizes, before any work starts."""
     if args.op:
         _refuse(_given(args, "config", "checkpoint", "save_checkpoint", "mode", "seed", "batch",
-                       "seq"), "applies to full-model exports, not to --op")
+                       "seq", "no_fuse"), "applies to full-model exports, not to --op")
         if args.external_data == "always":
             raise ValueError("--external-data always: single-op models have no weights to move")
         if args.op == "sinkhorn":
@@ -99,6 +103,8 @@ def check_args(args: argparse.Namespace) -> None:
     else:
         _refuse(_given(args, "streams", "hidden", "tokens", "attr"),
                 "applies to --op exports only (a full model takes n and d from its config)")
+        if args.mode == "decomposed":
+            _refuse(_given(args, "no_fuse"), "a decomposed export has no mhc nodes to fuse")
         if args.checkpoint:
             _refuse(_given(args, "config", "seed"),
                     "conflicts with --checkpoint, which carries its own config and weights")
@@ -226,12 +232,13 @@ def _export_model(args: argparse.Namespace, dtype, external):
         "mhc_export.dtype": json.dumps(dtype_name(dtype)),
         "mhc_export.mode": json.dumps(mode),
         "mhc_export.seed": json.dumps(seed),
+        "mhc_export.fused": json.dumps(not args.no_fuse),
         "mhc_export.checkpoint": json.dumps(
             str(args.checkpoint.resolve()) if args.checkpoint else None),
     }
     t0 = _progress(f"exporting to {out} (opset {args.opset})")
     result = export_model(model, out, opset=args.opset, external_data=external,
-                          metadata=metadata)
+                          metadata=metadata, fuse=not args.no_fuse)
     _done(t0)
     nodes = ", ".join(f"{k} x{v}" for k, v in sorted(result.mhc_nodes.items())) or "none"
     print(f"[mhc-export]   mhc nodes: {nodes}"
