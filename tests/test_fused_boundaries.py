@@ -146,6 +146,8 @@ def test_fused_and_plain_models_agree(tiny_pair):
     f, p = onnx.load(fused), onnx.load(plain)
     kinds = sorted(n.op_type for n in f.graph.node if n.domain == "mhc")
     assert kinds == ["MhcPostHead"] + ["MhcPostPre"] * 3 + ["MhcPre"]
+    assert sorted({n.op_type for n in p.graph.node if n.domain == "mhc"}) == [
+        "MhcHead", "MhcPost", "MhcPre"]
     assert {fn.name for fn in f.functions} == {"MhcPre", "MhcPostPre", "MhcPostHead"}
     onnx.checker.check_model(f, full_check=True)
     tokens = random_tokens(model.cfg, 2, 7, seed=9)
