@@ -106,17 +106,18 @@ shopt -s nullglob
 found=0
 # Single ops, named by `mhc-export export --op`: mhc_<op>_n<N>_d<D>_<dtype>.onnx.
 # Only T (dim 0) is dynamic; the weights (hc_fn, hc_scale, hc_base) are static.
-for onnx in "$model_dir"/mhc_{pre,sinkhorn,post,head}_n*_d*_*.onnx; do
+for onnx in "$model_dir"/mhc_{pre,sinkhorn,post,head,post_pre,post_head}_n*_d*_*.onnx; do
   found=1
   base="$(basename "$onnx" .onnx)"
-  op="$(cut -d_ -f2 <<<"$base")"
+  op="$(sed -E 's/^mhc_(.*)_n[0-9]+_d.*/\1/' <<<"$base")"
   n="$(sed -E 's/.*_n([0-9]+)_d.*/\1/' <<<"$base")"
   d="$(sed -E 's/.*_d([0-9]+)_.*/\1/' <<<"$base")"
   shapes() {  # shapes T: the per-token inputs of the op at T tokens
     case "$op" in
       pre|head) echo "residual:${1}x${n}x${d}" ;;
       sinkhorn) echo "logits:${1}x${n}x${n}" ;;
-      post) echo "x:${1}x${d},residual:${1}x${n}x${d},post_mix:${1}x${n},comb_mix:${1}x${n}x${n}" ;;
+      post|post_pre|post_head)
+        echo "x:${1}x${d},residual:${1}x${n}x${d},post_mix:${1}x${n},comb_mix:${1}x${n}x${n}" ;;
     esac
   }
   prec="$(precision_for "$onnx")"
@@ -128,7 +129,7 @@ done
 # decode: one new token for up to DECODE_MAX sequences; prefill: one prompt of
 # up to PREFILL_MAX tokens.
 for onnx in "$model_dir"/mhc_*.onnx; do
-  [[ "$(basename "$onnx")" =~ ^mhc_(pre|sinkhorn|post|head)_n ]] && continue
+  [[ "$(basename "$onnx")" =~ ^mhc_(pre|sinkhorn|post|head|post_pre|post_head)_n ]] && continue
   found=1
   prec="$(precision_for "$onnx")"
   build "$onnx" decode tokens:1x1 "tokens:${decode_max}x1" "tokens:${decode_max}x1" $prec

@@ -67,3 +67,10 @@ def test_help_text_names_the_rules():
     head = SCRIPT.read_text().split("set -euo pipefail")[0]
     for needle in ("--versionCompatible", "TensorRT 11 has no --bf16/--fp16", "10.7"):
         assert needle in head
+
+
+def test_fused_boundary_fixtures_are_single_ops(tmp_path):
+    (tmp_path / "mhc_post_pre_n4_d64_float32.onnx").write_bytes(b"")
+    proc = _dry_run(tmp_path, TRT_MAJOR="11")
+    cmds = _commands(proc.stdout)
+    assert len(cmds) == 2 and all("x:1x64,residual:1x4x64" in c for c in cmds), cmds
