@@ -36,7 +36,9 @@ fi
 
 plugin="${MHC_PLUGIN_LIB:-}"
 if [[ -z "$plugin" && -d "$root/build" ]]; then
-  plugin="$(find "$root/build" -name 'libmhc_trt_plugins*.so' | head -n1 || true)"
+  major="$(python3 -c 'import tensorrt; print(tensorrt.__version__.split(".")[0])' 2>/dev/null || echo 11)"
+  lib="$root/build/plugins-trt$major/libmhc_trt_plugins_trt$major.so"
+  [[ -f "$lib" ]] && plugin="$lib"
 fi
 plugin_flags=()
 [[ -n "$plugin" ]] && plugin_flags=(--plugins "$plugin")

@@ -4,9 +4,28 @@
 #   engines/trtexec.sh [MODEL_DIR]          build every model found (default: engines/)
 #   DRY_RUN=1 engines/trtexec.sh            print the commands only (no trtexec needed)
 #
-# Environment: MHC_PLUGIN_LIB (plugin library; default: newest
-# build/**/libmhc_trt_plugins*.so), DECODE_MAX_TOKENS (16), PREFILL_MAX_TOKENS
-# (4096), TRTEXEC (path to trtexec), TIMING_CACHE (engines/timing.cache).
+# Environment:
+#   TRT_MAJOR          TensorRT major of trtexec (10 or 11); default: read from trtexec's
+#                      banner ("TensorRT v101600" -> 10), or 11 in a dry run without trtexec
+#   MHC_PLUGIN_LIB     plugin library; default build/plugins-trt<major>/libmhc_trt_plugins_trt<major>.so
+#                      (the library must match trtexec's major: TensorRT 10 and 11 hand
+#                      plugins loggers of different layouts)
+#   SERIALIZE_PLUGINS=1  embed the library in the plan: adds --versionCompatible and
+#                      --setPluginsToSerialize (trtexec serializes plugin libraries only into
+#                      version-compatible engines). Load such a plan with
+#                      `trtexec --loadEngine=X.plan --versionCompatible` and WITHOUT
+#                      --dynamicPlugins (the library is in the plan; loading it twice fails).
+#                      Default: plain plans, loaded with --dynamicPlugins=<library>.
+#   DECODE_MAX_TOKENS (16), PREFILL_MAX_TOKENS (4096), TRTEXEC (path to trtexec),
+#   TIMING_CACHE (engines/timing.cache).
+#
+# Precision: TensorRT 10 networks are weakly typed, so bf16 models get --bf16
+# (float32 models build in fp32/tf32). TensorRT 11 has no --bf16/--fp16: every
+# network is strongly typed and runs in the ONNX's own types, so no precision
+# flag is passed.
+#
+# Plugin layers need TensorRT >= 10.7: older ONNX parsers always import an mhc
+# node as its local function, plugin library or not.
 #
 # Differences from `mhc-export build`, on purpose:
 # * One engine per profile (X.decode.plan, X.prefill.plan). trtexec's help
@@ -32,18 +51,35 @@ if [[ -z "${DRY_RUN:-}" && ( -z "$trtexec" || ! -x "$trtexec" ) ]]; then
   exit 3
 fi
 
+major="${TRT_MAJOR:-}"
+if [[ -z "$major" && -n "$trtexec" && -x "$trtexec" ]]; then
+  banner="$("$trtexec" --help 2>&1 | grep -o 'TensorRT v[0-9]*' | head -n1 || true)"
+  [[ -n "$banner" ]] && major=$(( ${banner#TensorRT v} / 10000 ))
+fi
+major="${major:-11}"
+if [[ "$major" != 10 && "$major" != 11 ]]; then
+  echo "trtexec.sh: TRT_MAJOR must be 10 or 11 (got '$major')" >&2
+  exit 2
+fi
+
 plugin="${MHC_PLUGIN_LIB:-}"
-if [[ -z "$plugin" && -d "$root/build" ]]; then
-  plugin="$(find "$root/build" -name 'libmhc_trt_plugins*.so' -printf '%T@ %p\n' 2>/dev/null \
-            | sort -nr | head -n1 | cut -d' ' -f2- || true)"
+default_plugin="$root/build/plugins-trt$major/libmhc_trt_plugins_trt$major.so"
+if [[ -z "$plugin" && -f "$default_plugin" ]]; then
+  plugin="$default_plugin"
+fi
+if [[ -n "$plugin" && "$(basename "$plugin")" =~ _trt([0-9]+)\.so$ && "${BASH_REMATCH[1]}" != "$major" ]]; then
+  echo "trtexec.sh: $plugin was built for TensorRT ${BASH_REMATCH[1]} but trtexec is TensorRT" \
+       "$major; use libmhc_trt_plugins_trt$major.so" >&2
+  exit 2
 fi
 plugin_flags=()
 if [[ -n "$plugin" ]]; then
-  # --dynamicPlugins loads the library for the build; --setPluginsToSerialize
-  # embeds it in the plan so the engine loads without a separate library.
-  plugin_flags=(--dynamicPlugins="$plugin" --setPluginsToSerialize="$plugin")
+  plugin_flags=(--dynamicPlugins="$plugin")
+  if [[ -n "${SERIALIZE_PLUGINS:-}" ]]; then
+    plugin_flags+=(--versionCompatible --setPluginsToSerialize="$plugin")
+  fi
 else
-  echo "trtexec.sh: no plugin library (MHC_PLUGIN_LIB unset, none under build/):" \
+  echo "trtexec.sh: no plugin library (MHC_PLUGIN_LIB unset, no $default_plugin):" \
        "mHC nodes build from their ONNX local functions" >&2
 fi
 
@@ -63,25 +99,25 @@ build() {
     --saveEngine="${onnx%.onnx}.$tag.plan"
 }
 
-# Precision: bf16 models get --bf16 so TensorRT may keep bf16 math; float32
-# models build in fp32/tf32 (add --fp16 by hand to trade accuracy for speed).
-precision_for() { [[ "$1" == *_bfloat16.onnx ]] && echo --bf16 || true; }
+# Precision (see the header): --bf16 for bf16 models on TensorRT 10 only.
+precision_for() { [[ "$major" == 10 && "$1" == *_bfloat16.onnx ]] && echo --bf16 || true; }
 
 shopt -s nullglob
 found=0
 # Single ops, named by `mhc-export export --op`: mhc_<op>_n<N>_d<D>_<dtype>.onnx.
 # Only T (dim 0) is dynamic; the weights (hc_fn, hc_scale, hc_base) are static.
-for onnx in "$model_dir"/mhc_{pre,sinkhorn,post,head}_n*_d*_*.onnx; do
+for onnx in "$model_dir"/mhc_{pre,sinkhorn,post,head,post_pre,post_head}_n*_d*_*.onnx; do
   found=1
   base="$(basename "$onnx" .onnx)"
-  op="$(cut -d_ -f2 <<<"$base")"
+  op="$(sed -E 's/^mhc_(.*)_n[0-9]+_d.*/\1/' <<<"$base")"
   n="$(sed -E 's/.*_n([0-9]+)_d.*/\1/' <<<"$base")"
   d="$(sed -E 's/.*_d([0-9]+)_.*/\1/' <<<"$base")"
   shapes() {  # shapes T: the per-token inputs of the op at T tokens
     case "$op" in
       pre|head) echo "residual:${1}x${n}x${d}" ;;
       sinkhorn) echo "logits:${1}x${n}x${n}" ;;
-      post) echo "x:${1}x${d},residual:${1}x${n}x${d},post_mix:${1}x${n},comb_mix:${1}x${n}x${n}" ;;
+      post|post_pre|post_head)
+        echo "x:${1}x${d},residual:${1}x${n}x${d},post_mix:${1}x${n},comb_mix:${1}x${n}x${n}" ;;
     esac
   }
   prec="$(precision_for "$onnx")"
@@ -93,7 +129,7 @@ done
 # decode: one new token for up to DECODE_MAX sequences; prefill: one prompt of
 # up to PREFILL_MAX tokens.
 for onnx in "$model_dir"/mhc_*.onnx; do
-  [[ "$(basename "$onnx")" =~ ^mhc_(pre|sinkhorn|post|head)_n ]] && continue
+  [[ "$(basename "$onnx")" =~ ^mhc_(pre|sinkhorn|post|head|post_pre|post_head)_n ]] && continue
   found=1
   prec="$(precision_for "$onnx")"
   build "$onnx" decode tokens:1x1 "tokens:${decode_max}x1" "tokens:${decode_max}x1" $prec

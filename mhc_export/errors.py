@@ -7,6 +7,7 @@ EXIT_VALIDATION_FAILED = 1
 EXIT_USAGE = 2
 EXIT_NO_TENSORRT = 3
 EXIT_NO_KERNELS = 4
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report a Ctrl-C
 
 
 class MhcError(Exception):

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import ops, reference
+from .preflight import check_streams
 from .spec import MHC_HEAD, MHC_PRE, num_mixes, parse_dtype
 
 MODES = ("fused", "decomposed")
@@ -48,6 +49,7 @@ class ModelConfig:
         for field_name in ("vocab_size", "hidden", "streams", "layers", "heads", "ffn_hidden"):
             if getattr(self, field_name) < 1:
                 raise ValueError(f"config {self.name}: {field_name} must be >= 1")
+        check_streams(self.streams, f"config {self.name}: streams")
         if self.hidden % self.heads:
             raise ValueError(
                 f"config {self.name}: hidden={self.hidden} is not divisible by heads={self.heads}"

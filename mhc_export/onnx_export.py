@@ -24,6 +24,7 @@ import onnx
 import torch
 
 from . import ops  # noqa: F401  (registers torch.ops.mhc.*)
+from .fuse import fuse_boundaries
 from .onnx_functions import NODE_OPS, function_protos
 from .spec import (
     DEFAULT_OPSET,
@@ -62,7 +63,22 @@ def _head(residual, hc_fn, hc_scale, hc_base, rms_eps, eps):
                                **_PLUGIN)
 
 
+def _post_pre(x, residual, post_mix, comb_mix, hc_fn, hc_scale, hc_base, rms_eps, pre_eps,
+              sinkhorn_eps, post_mult, sinkhorn_iters):
+    return NODE_OPS["MhcPostPre"](
+        x, residual, post_mix, comb_mix, hc_fn, hc_scale, hc_base, rms_eps=rms_eps,
+        pre_eps=pre_eps, sinkhorn_eps=sinkhorn_eps, post_mult=post_mult,
+        sinkhorn_iters=sinkhorn_iters, **_PLUGIN)
+
+
+def _post_head(x, residual, post_mix, comb_mix, hc_fn, hc_scale, hc_base, rms_eps, eps):
+    return NODE_OPS["MhcPostHead"](x, residual, post_mix, comb_mix, hc_fn, hc_scale, hc_base,
+                                   rms_eps=rms_eps, eps=eps, **_PLUGIN)
+
+
 TRANSLATIONS: dict[Callable, Callable] = {
+    torch.ops.mhc.post_pre.default: _post_pre,
+    torch.ops.mhc.post_head.default: _post_head,
     torch.ops.mhc.pre.default: _pre,
     torch.ops.mhc.sinkhorn.default: _sinkhorn,
     torch.ops.mhc.post.default: _post,
@@ -96,11 +112,14 @@ def export(
     external_data: bool | None = None,
     metadata: dict[str, str] | None = None,
     verbose: bool = False,
+    fuse: bool = True,
 ) -> ExportResult:
     """Export ``module(*args)`` to ``path`` with mhc nodes + local functions.
 
     ``external_data=None`` moves weights to ``<path>.data`` only when they are
-    larger than EXTERNAL_DATA_THRESHOLD.
+    larger than EXTERNAL_DATA_THRESHOLD. ``fuse`` rewrites each MhcPost ->
+    MhcPre (MhcHead) boundary into one MhcPostPre (MhcPostHead) node
+    (:mod:`mhc_export.fuse`).
     """
     check_opset(opset)
     path = Path(path)
@@ -113,6 +132,8 @@ def export(
         )
     proto = program.model_proto
     model_opset = next(o.version for o in proto.opset_import if o.domain == "")
+    if fuse:
+        fuse_boundaries(proto.graph)
     counts = _mhc_node_counts(proto)
     if counts:
         proto.functions.extend(function_protos(set(counts), model_opset))

@@ -25,12 +25,12 @@ from onnxscript import opset18 as op
 from onnxscript.values import Op, Opset
 
 from .onnx_inline import calls_any, flatten, key
-from .spec import ONNX_DOMAIN, ONNX_DOMAIN_VERSION, OPS, PLUGIN_ATTRIBUTES, OpContract
+from .spec import ALL_OPS, ONNX_DOMAIN, ONNX_DOMAIN_VERSION, PLUGIN_ATTRIBUTES, OpContract
 
 mhc = Opset(ONNX_DOMAIN, ONNX_DOMAIN_VERSION)
 
 # Tensors that carry the residual dtype; everything else is float32.
-_RESIDUAL_TENSORS = {"residual", "x", "layer_input", "out", "y"}
+_RESIDUAL_TENSORS = {"residual", "x", "layer_input", "out", "y", "residual_out"}
 _RESIDUAL_TYPES = ["tensor(float)", "tensor(float16)", "tensor(bfloat16)"]
 _ATTR_TYPES = {
     "float": OpSchema.AttrType.FLOAT,
@@ -113,11 +113,38 @@ def MhcHead(
     return op.CastLike(y, residual)
 
 
+@onnxscript.script(mhc, default_opset=op)
+def MhcPostPre(
+    x, residual, post_mix: FLOAT, comb_mix: FLOAT, hc_fn: FLOAT, hc_scale: FLOAT, hc_base: FLOAT,
+    rms_eps: float = 1e-6, pre_eps: float = 1e-6, sinkhorn_eps: float = 1e-6,
+    post_mult: float = 2.0, sinkhorn_iters: int = 20,
+    plugin_namespace: str = "mhc", plugin_version: str = "1",
+):
+    # The pre half reads residual_out in the residual dtype, as the unfused pair does.
+    residual_out = MhcPost(x, residual, post_mix, comb_mix)
+    layer_input, next_post_mix, next_comb_mix = MhcPre(
+        residual_out, hc_fn, hc_scale, hc_base, rms_eps=rms_eps, pre_eps=pre_eps,
+        sinkhorn_eps=sinkhorn_eps, post_mult=post_mult, sinkhorn_iters=sinkhorn_iters)
+    return residual_out, layer_input, next_post_mix, next_comb_mix
+
+
+@onnxscript.script(mhc, default_opset=op)
+def MhcPostHead(
+    x, residual, post_mix: FLOAT, comb_mix: FLOAT, hc_fn: FLOAT, hc_scale: FLOAT, hc_base: FLOAT,
+    rms_eps: float = 1e-6, eps: float = 1e-6,
+    plugin_namespace: str = "mhc", plugin_version: str = "1",
+):
+    return MhcHead(MhcPost(x, residual, post_mix, comb_mix), hc_fn, hc_scale, hc_base,
+                   rms_eps=rms_eps, eps=eps)
+
+
 FUNCTIONS = {
     "MhcPre": MhcPre,
     "MhcSinkhorn": MhcSinkhorn,
     "MhcPost": MhcPost,
     "MhcHead": MhcHead,
+    "MhcPostPre": MhcPostPre,
+    "MhcPostHead": MhcPostHead,
 }
 
 
@@ -138,7 +165,7 @@ def _schema(contract: OpContract) -> OpSchema:
     )
 
 
-NODE_OPS: dict[str, Op] = {c.op_type: Op(mhc, c.op_type, _schema(c)) for c in OPS.values()}
+NODE_OPS: dict[str, Op] = {c.op_type: Op(mhc, c.op_type, _schema(c)) for c in ALL_OPS.values()}
 """onnxscript ops that emit one bare ``mhc`` node (no body) during export."""
 
 

@@ -12,7 +12,7 @@ import torch
 
 from . import reference
 
-__all__ = ["head", "kernel_backend", "post", "pre", "sinkhorn"]
+__all__ = ["head", "kernel_backend", "post", "post_head", "post_pre", "pre", "sinkhorn"]
 
 
 @torch.library.custom_op("mhc::pre", mutates_args=())
@@ -88,6 +88,64 @@ def _head_fake(residual, hc_fn, hc_scale, hc_base, rms_eps, eps):
     return residual.new_empty((t, d))
 
 
+# ---- fused layer boundaries --------------------------------------------------------------
+
+
+@torch.library.custom_op("mhc::post_pre", mutates_args=())
+def post_pre(
+    x: torch.Tensor,
+    residual: torch.Tensor,
+    post_mix: torch.Tensor,
+    comb_mix: torch.Tensor,
+    hc_fn: torch.Tensor,
+    hc_scale: torch.Tensor,
+    hc_base: torch.Tensor,
+    rms_eps: float,
+    pre_eps: float,
+    sinkhorn_eps: float,
+    post_mult: float,
+    sinkhorn_iters: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    return reference.mhc_post_pre(
+        x, residual, post_mix, comb_mix, hc_fn, hc_scale, hc_base, rms_eps=rms_eps,
+        pre_eps=pre_eps, sinkhorn_eps=sinkhorn_eps, post_mult=post_mult,
+        sinkhorn_iters=sinkhorn_iters)
+
+
+@post_pre.register_fake
+def _post_pre_fake(x, residual, post_mix, comb_mix, hc_fn, hc_scale, hc_base, *attrs):
+    reference.check_post_inputs(x, residual, post_mix, comb_mix)
+    reference.check_pre_inputs(residual, hc_fn, hc_scale, hc_base)
+    t, n, d = residual.shape
+    return (torch.empty_like(residual), residual.new_empty((t, d)),
+            residual.new_empty((t, n), dtype=torch.float32),
+            residual.new_empty((t, n, n), dtype=torch.float32))
+
+
+@torch.library.custom_op("mhc::post_head", mutates_args=())
+def post_head(
+    x: torch.Tensor,
+    residual: torch.Tensor,
+    post_mix: torch.Tensor,
+    comb_mix: torch.Tensor,
+    hc_fn: torch.Tensor,
+    hc_scale: torch.Tensor,
+    hc_base: torch.Tensor,
+    rms_eps: float,
+    eps: float,
+) -> torch.Tensor:
+    return reference.mhc_post_head(x, residual, post_mix, comb_mix, hc_fn, hc_scale, hc_base,
+                                   rms_eps=rms_eps, eps=eps)
+
+
+@post_head.register_fake
+def _post_head_fake(x, residual, post_mix, comb_mix, hc_fn, hc_scale, hc_base, rms_eps, eps):
+    reference.check_post_inputs(x, residual, post_mix, comb_mix)
+    reference.check_head_inputs(residual, hc_fn, hc_scale, hc_base)
+    t, _, d = residual.shape
+    return residual.new_empty((t, d))
+
+
 # ---------------------------------------------------------------------------
 # CUDA: our kernels (libmhc_kernels.so) for CUDA tensors, through the dispatcher
 # ---------------------------------------------------------------------------
@@ -147,3 +205,21 @@ def _head_cuda(residual, hc_fn, hc_scale, hc_base, rms_eps, eps):
         return reference.mhc_head(residual, hc_fn, hc_scale, hc_base, rms_eps=rms_eps, eps=eps)
     return k.head(residual.contiguous(), hc_fn.contiguous(), hc_scale.contiguous(),
                   hc_base.contiguous(), rms_eps=rms_eps, eps=eps)
+
+
+# The fused boundary kernels are not in the Python binding yet: on CUDA the fused ops run
+# as the composition the spec defines them by (post, then pre/head on its rounded result).
+
+
+@post_pre.register_kernel("cuda")
+def _post_pre_cuda(x, residual, post_mix, comb_mix, hc_fn, hc_scale, hc_base, rms_eps, pre_eps,
+                   sinkhorn_eps, post_mult, sinkhorn_iters):
+    out = _post_cuda(x, residual, post_mix, comb_mix)
+    return (out, *_pre_cuda(out, hc_fn, hc_scale, hc_base, rms_eps, pre_eps, sinkhorn_eps,
+                            post_mult, sinkhorn_iters))
+
+
+@post_head.register_kernel("cuda")
+def _post_head_cuda(x, residual, post_mix, comb_mix, hc_fn, hc_scale, hc_base, rms_eps, eps):
+    out = _post_cuda(x, residual, post_mix, comb_mix)
+    return _head_cuda(out, hc_fn, hc_scale, hc_base, rms_eps, eps)

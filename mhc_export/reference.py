@@ -282,3 +282,39 @@ def mhc_head(
     mixes = _rms_mixes(residual.reshape(t, n * d).float(), hc_fn, rms_eps)
     w = torch.sigmoid(mixes * hc_scale[0] + hc_base) + eps
     return torch.einsum("tn,tnd->td", w, residual.float()).to(residual.dtype)
+
+
+def mhc_post_pre(
+    x: torch.Tensor,
+    residual: torch.Tensor,
+    post_mix: torch.Tensor,
+    comb_mix: torch.Tensor,
+    hc_fn: torch.Tensor,
+    hc_scale: torch.Tensor,
+    hc_base: torch.Tensor,
+    **pre_attrs: float | int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """MhcPostPre, a layer boundary: the post of one sublayer, then the pre of the next.
+
+    Returns (residual_out, layer_input, next_post_mix, next_comb_mix). The pre half
+    reads residual_out rounded to the residual dtype, the bits the unfused pair sees.
+    """
+    residual_out = mhc_post(x, residual, post_mix, comb_mix)
+    return (residual_out, *mhc_pre(residual_out, hc_fn, hc_scale, hc_base, **pre_attrs))
+
+
+def mhc_post_head(
+    x: torch.Tensor,
+    residual: torch.Tensor,
+    post_mix: torch.Tensor,
+    comb_mix: torch.Tensor,
+    hc_fn: torch.Tensor,
+    hc_scale: torch.Tensor,
+    hc_base: torch.Tensor,
+    *,
+    rms_eps: float = 1e-6,
+    eps: float = 1e-6,
+) -> torch.Tensor:
+    """MhcPostHead, the last boundary: MhcHead(MhcPost(...)) on the rounded residual."""
+    return mhc_head(mhc_post(x, residual, post_mix, comb_mix), hc_fn, hc_scale, hc_base,
+                    rms_eps=rms_eps, eps=eps)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import textwrap
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,31 +129,33 @@ class Report:
         atomic_write_text(path, json.dumps(_json_safe(self.to_dict()), indent=2) + "\n")
 
     def format(self) -> str:
+        """The report as text, at most 100 columns wide (details wrap under their row)."""
         lines = [f"== {self.title} =="]
         for k, v in self.config.items():
             lines.append(f"  {k}: {v}")
         if self.comparisons:
-            lines.append("")
+            lines += ["", "outputs: rel err = max|out - ref| / max|ref|, passes when <= limit"]
             lines.append(_table(
-                ["backend", "vs", "output", "dtype", "max abs err", "max rel err", "tol", "result"],
-                [[c.backend, c.reference, c.output, c.dtype, f"{c.max_abs_error:.3e}",
-                  f"{c.max_rel_error:.3e}", f"{c.tolerance:.0e}",
-                  ("PASS" if c.passed else "FAIL") + (f" ({c.detail})" if c.detail else "")]
-                 for c in self.comparisons],
+                ["backend", "vs", "output", "dtype", "rel err", "limit", "result", "max|err|"],
+                [[c.backend, c.reference, c.output, c.dtype, f"{c.max_rel_error:.3e}",
+                  f"{c.tolerance:.0e}", "PASS" if c.passed else "FAIL",
+                  f"{c.max_abs_error:.3e}"] for c in self.comparisons],
+                [c.detail for c in self.comparisons],
             ))
         if self.invariants:
-            lines.append("")
+            lines += ["", "invariants: the worst value found, against the limit at that place; "
+                          "passes when value <= limit"]
             lines.append(_table(
                 ["backend", "invariant", "value", "limit", "result"],
                 [[i.backend, i.name, f"{i.value:.4g}",
-                  "-" if i.limit is None else f"{i.limit:.3g}",
-                  ("PASS" if i.passed else "FAIL") + (f" ({i.detail})" if i.detail else "")]
-                 for i in self.invariants],
+                  "-" if i.limit is None else f"{i.limit:.4g}",
+                  "PASS" if i.passed else "FAIL"] for i in self.invariants],
+                [i.detail for i in self.invariants],
             ))
         for n in self.notes:
-            lines.append(f"note: {n}")
+            lines += textwrap.wrap(f"note: {n}", 100, subsequent_indent="  ")
         lines.append(f"RESULT: {'PASS' if self.passed else 'FAIL'}")
-        return "\n".join(lines)
+        return "\n".join(line.rstrip() for line in lines)
 
 
 def _as_f64(x: torch.Tensor | np.ndarray) -> torch.Tensor:
@@ -169,12 +172,15 @@ def _dtype_name(x: torch.Tensor | np.ndarray) -> str:
     return str(x.dtype).removeprefix("torch.")
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
+def _table(header: list[str], rows: list[list[str]], details: list[str] | None = None) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     out = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
-    out += [fmt.format(*r) for r in rows]
-    return "\n".join(out)
+    for k, r in enumerate(rows):
+        out.append(fmt.format(*r))
+        if details and details[k]:
+            out += textwrap.wrap(details[k], 100, initial_indent="    ", subsequent_indent="    ")
+    return "\n".join(line.rstrip() for line in out)
 
 
 def _json_safe(obj: Any) -> Any:

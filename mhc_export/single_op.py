@@ -10,12 +10,15 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import onnx
 import torch
 
 from . import ops, reference
 from .onnx_export import ExportResult, export
-from .spec import DEFAULT_OPSET, ONNX_DOMAIN, OPS, num_mixes, parse_dtype
+from .preflight import check_streams
+from .spec import ALL_OPS as OPS
+from .spec import DEFAULT_OPSET, ONNX_DOMAIN, num_mixes, parse_dtype
 
 _ELEM_DTYPES = {
     onnx.TensorProto.FLOAT: torch.float32,
@@ -62,7 +65,30 @@ class _HeadOp(torch.nn.Module):
                         self.attrs["eps"])
 
 
-_MODULES = {"pre": _PreOp, "sinkhorn": _SinkhornOp, "post": _PostOp, "head": _HeadOp}
+class _PostPreOp(torch.nn.Module):
+    def __init__(self, attrs: dict[str, Any]) -> None:
+        super().__init__()
+        self.attrs = attrs
+
+    def forward(self, x, residual, post_mix, comb_mix, hc_fn, hc_scale, hc_base):
+        a = self.attrs
+        return ops.post_pre(x, residual, post_mix, comb_mix, hc_fn, hc_scale, hc_base,
+                            a["rms_eps"], a["pre_eps"], a["sinkhorn_eps"], a["post_mult"],
+                            a["sinkhorn_iters"])
+
+
+class _PostHeadOp(torch.nn.Module):
+    def __init__(self, attrs: dict[str, Any]) -> None:
+        super().__init__()
+        self.attrs = attrs
+
+    def forward(self, x, residual, post_mix, comb_mix, hc_fn, hc_scale, hc_base):
+        return ops.post_head(x, residual, post_mix, comb_mix, hc_fn, hc_scale, hc_base,
+                             self.attrs["rms_eps"], self.attrs["eps"])
+
+
+_MODULES = {"pre": _PreOp, "sinkhorn": _SinkhornOp, "post": _PostOp, "head": _HeadOp,
+            "post_pre": _PostPreOp, "post_head": _PostHeadOp}
 
 
 @dataclass(frozen=True)
@@ -80,8 +106,11 @@ class SingleOp:
                dtype: str | torch.dtype = torch.float32, **attrs: Any) -> SingleOp:
         if op not in OPS:
             raise ValueError(f"unknown op {op!r}; expected one of {sorted(OPS)}")
-        if streams < 1 or hidden < 1:
-            raise ValueError(f"streams and hidden must be >= 1, got {streams}, {hidden}")
+        check_streams(streams)
+        if op == "sinkhorn":
+            hidden = 1  # [T, n, n] logits: no d
+        if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
+            raise ValueError(f"--hidden must be >= 1, got {hidden}")
         contract = OPS[op]
         unknown = set(attrs) - set(contract.defaults())
         if unknown:
@@ -91,6 +120,13 @@ class SingleOp:
             )
         full = {**contract.defaults(), **attrs}
         reference.check_attributes(**full)
+        # ONNX stores float attributes as float32: keep the value the graph will hold,
+        # written as the shortest decimal that is that float32 (1e-06, not 9.99e-07).
+        full = {k: float(str(np.float32(v))) if isinstance(v, float) else v
+                for k, v in full.items()}
+        if op == "sinkhorn" and parse_dtype(dtype) != torch.float32:
+            raise ValueError("MhcSinkhorn is float32 by contract (logits and comb); "
+                             f"dtype {dtype} does not apply")
         return cls(op, streams, hidden, parse_dtype(dtype), full)
 
     def random_inputs(self, tokens: int, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -105,21 +141,26 @@ class SingleOp:
         if self.op == "sinkhorn":
             return {"logits": randn(tokens, n, n, scale=2.0)}
         residual = randn(tokens, n, d).to(self.dtype)
-        if self.op == "post":
+        post_inputs = {}
+        if self.op in ("post", "post_pre", "post_head"):
             comb = reference.sinkhorn(randn(tokens, n, n, scale=2.0))
-            return {
+            post_inputs = {
                 "x": randn(tokens, d).to(self.dtype),
                 "residual": residual,
                 "post_mix": 2.0 * torch.rand(tokens, n, generator=g),
                 "comb_mix": comb,
             }
-        rows, scales = (num_mixes(n), 3) if self.op == "pre" else (n, 1)
-        return {
+            if self.op == "post":
+                return post_inputs
+        rows, scales = (num_mixes(n), 3) if self.op in ("pre", "post_pre") else (n, 1)
+        values = {
             "residual": residual,
+            **post_inputs,
             "hc_fn": randn(rows, k, scale=k ** -0.5),
             "hc_scale": 0.5 + torch.rand(scales, generator=g),
             "hc_base": randn(rows, scale=0.5),
         }
+        return {name: values[name] for name in OPS[self.op].inputs}
 
     def module(self) -> torch.nn.Module:
         return _MODULES[self.op](self.attrs)
@@ -174,9 +215,45 @@ def single_op_from_onnx(model: onnx.ModelProto) -> SingleOp | None:
              if a.name in defaults}
     if key == "sinkhorn":
         return SingleOp.create(key, streams=dims[1], hidden=1, dtype=torch.float32, **attrs)
-    elem = types["x" if key == "post" else "residual"].elem_type
+    elem = types["residual"].elem_type
     if elem not in _ELEM_DTYPES:
         raise ValueError(f"{node.op_type} residual type {onnx.TensorProto.DataType.Name(elem)} "
                          "is not float32, float16 or bfloat16")
     return SingleOp.create(key, streams=dims[1], hidden=dims[2], dtype=_ELEM_DTYPES[elem],
                            **attrs)
+
+
+_ONNX_ELEM = {torch.float32: onnx.TensorProto.FLOAT, torch.float16: onnx.TensorProto.FLOAT16,
+              torch.bfloat16: onnx.TensorProto.BFLOAT16}
+
+
+def build_single_op_model(spec: SingleOp, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
+    """The one-node model ``export_single_op`` writes, assembled directly (milliseconds
+    instead of a torch.export trace): same node, attributes, names, types and flat
+    local function. For sweeps over many attribute values (scripts/fuzz.py)."""
+    from .onnx_functions import function_protos
+    from .spec import ONNX_DOMAIN_VERSION, PLUGIN_ATTRIBUTES
+
+    contract = OPS[spec.op]
+    inputs = spec.random_inputs(tokens=2)
+    outputs = spec.reference(inputs)
+
+    def info(name: str, t: torch.Tensor, per_token: bool) -> onnx.ValueInfoProto:
+        dims = ["T", *t.shape[1:]] if per_token else list(t.shape)
+        return onnx.helper.make_tensor_value_info(name, _ONNX_ELEM[t.dtype], dims)
+
+    weights = ("hc_fn", "hc_scale", "hc_base")
+    node = onnx.helper.make_node(
+        contract.op_type, list(contract.inputs), list(contract.outputs), domain=ONNX_DOMAIN,
+        name=contract.op_type,
+        **spec.attrs, **{a.name: a.default for a in PLUGIN_ATTRIBUTES})
+    graph = onnx.helper.make_graph(
+        [node], f"mhc_{spec.op}",
+        [info(k, v, k not in weights) for k, v in inputs.items()],
+        [info(k, v, True) for k, v in zip(contract.outputs, outputs, strict=True)])
+    model = onnx.helper.make_model(graph, opset_imports=[
+        onnx.helper.make_opsetid("", opset),
+        onnx.helper.make_opsetid(ONNX_DOMAIN, ONNX_DOMAIN_VERSION)])
+    model.ir_version = 10
+    model.functions.extend(function_protos({contract.op_type}, opset))
+    return model

@@ -97,12 +97,35 @@ MHC_HEAD = OpContract(
     attributes=(Attr("rms_eps", "float", 1e-6), Attr("eps", "float", 1e-6)),
 )
 
+MHC_POST_PRE = OpContract(
+    op_type="MhcPostPre",
+    torch_name="mhc::post_pre",
+    inputs=("x", "residual", "post_mix", "comb_mix", "hc_fn", "hc_scale", "hc_base"),
+    outputs=("residual_out", "layer_input", "next_post_mix", "next_comb_mix"),
+    attributes=MHC_PRE.attributes,
+)
+MHC_POST_HEAD = OpContract(
+    op_type="MhcPostHead",
+    torch_name="mhc::post_head",
+    inputs=("x", "residual", "post_mix", "comb_mix", "hc_fn", "hc_scale", "hc_base"),
+    outputs=("y",),
+    attributes=MHC_HEAD.attributes,
+)
+
 OPS: dict[str, OpContract] = {
     "pre": MHC_PRE,
     "sinkhorn": MHC_SINKHORN,
     "post": MHC_POST,
     "head": MHC_HEAD,
 }
+# The fused layer boundaries: ONNX nodes with flat local functions. They have no
+# CUDA kernel or TensorRT plugin yet, so they stay apart from OPS (whose every op
+# has both): TensorRT builds them from their functions.
+FUSED_OPS: dict[str, OpContract] = {
+    "post_pre": MHC_POST_PRE,
+    "post_head": MHC_POST_HEAD,
+}
+ALL_OPS: dict[str, OpContract] = {**OPS, **FUSED_OPS}
 PLUGIN_ATTRIBUTES = _PLUGIN_ATTRS
 
 

@@ -28,7 +28,8 @@ from .model import MhcModel, random_tokens
 from .onnx_functions import FUNCTIONS
 from .report import Report, tolerance_for
 from .single_op import SingleOp, export_single_op
-from .spec import MHC_PRE, ONNX_DOMAIN, OPS, dtype_name, parse_dtype
+from .spec import ALL_OPS as OPS
+from .spec import MHC_POST_PRE, MHC_PRE, ONNX_DOMAIN, dtype_name, parse_dtype
 
 METADATA_PREFIX = "mhc_export."
 _OP_BY_TYPE = {c.op_type: key for key, c in OPS.items()}
@@ -57,9 +58,18 @@ class Probe:
             comb_mix=torch.cat(self.comb_mix), post_mix=torch.cat(self.post_mix),
             post_mult=float(attrs["post_mult"]), layer_input=torch.cat(self.layer_input),
             residual=torch.cat(self.residual), pre_eps=float(attrs["pre_eps"]),
-            sinkhorn_iters=int(attrs.get("sinkhorn_iters", 20)),
-            sinkhorn_eps=float(attrs.get("sinkhorn_eps", 1e-6)),
+            sinkhorn_iters=int(attrs["sinkhorn_iters"]),
+            sinkhorn_eps=float(attrs["sinkhorn_eps"]),
         )
+
+
+def validation_memory(cfg, dtype, batch: int, seq: int) -> int:
+    """Bytes that validating ``cfg`` at [batch, seq] needs (eager and ONNX Runtime)."""
+    from .preflight import validation_bytes
+
+    return validation_bytes(batch=batch, seq=seq, hidden=cfg.hidden, streams=cfg.streams,
+                            heads=cfg.heads, layers=cfg.layers, vocab=cfg.vocab_size,
+                            elem=torch.empty((), dtype=dtype).element_size())
 
 
 def read_metadata(proto: onnx.ModelProto) -> dict[str, Any]:
@@ -105,7 +115,8 @@ def _eager_probe(model: MhcModel, tokens: torch.Tensor) -> tuple[torch.Tensor, P
 
 
 def _probe_model(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, list[list[str]]]:
-    """A copy of ``proto`` whose graph also outputs every MhcPre node's input and outputs."""
+    """A copy of ``proto`` whose graph also outputs, for every MhcPre (MhcPostPre) node, the
+    residual its pre half read and its layer_input, post_mix and comb_mix."""
     probed = onnx.ModelProto()
     probed.CopyFrom(proto)
     inferred = onnx.shape_inference.infer_shapes(probed)
@@ -114,14 +125,21 @@ def _probe_model(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, list[list[str
     have = {o.name for o in probed.graph.output}
     groups = []
     for node in probed.graph.node:
-        if node.domain == ONNX_DOMAIN and node.op_type == MHC_PRE.op_type:
+        if node.domain != ONNX_DOMAIN:
+            continue
+        # (the residual the pre half read, layer_input, post_mix, comb_mix)
+        if node.op_type == MHC_PRE.op_type:
             names = [node.input[0], *node.output]
-            groups.append(names)
-            for name in names:
-                if name in have or name not in types:
-                    continue
-                probed.graph.output.append(onnx.helper.make_value_info(name, types[name]))
-                have.add(name)
+        elif node.op_type == MHC_POST_PRE.op_type:
+            names = list(node.output)
+        else:
+            continue
+        groups.append(names)
+        for name in names:
+            if name in have or name not in types:
+                continue
+            probed.graph.output.append(onnx.helper.make_value_info(name, types[name]))
+            have.add(name)
     return probed, groups
 
 
@@ -147,7 +165,9 @@ def validate_model(
     })
     tokens = random_tokens(model.cfg, batch, seq, seed=seed)
     expected, eager_probe = _eager_probe(model, tokens)
-    attrs = {"post_mult": model.cfg.post_mult, "pre_eps": model.cfg.pre_eps}
+    cfg = model.cfg
+    attrs = {"post_mult": cfg.post_mult, "pre_eps": cfg.pre_eps,
+             "sinkhorn_iters": cfg.sinkhorn_iters, "sinkhorn_eps": cfg.sinkhorn_eps}
     eager_probe.check(report, "eager", attrs)
     probed, groups = _probe_model(proto)
     if not groups:
@@ -202,16 +222,18 @@ def _validate_mhc_nodes(report: Report, proto: onnx.ModelProto, provider: str,
 
 def _streams_hidden(proto: onnx.ModelProto) -> tuple[int, int]:
     inits = {t.name: t for t in proto.graph.initializer}
+    # The head's hc_fn is [n, n*d]: MhcHead's second input, MhcPostHead's fifth.
+    fn_input = {"MhcHead": 1, "MhcPostHead": 4}
     for node in proto.graph.node:
-        if node.domain == ONNX_DOMAIN and node.op_type == "MhcHead":
-            n, k = inits[node.input[1]].dims
+        if node.domain == ONNX_DOMAIN and node.op_type in fn_input:
+            n, k = inits[node.input[fn_input[node.op_type]]].dims
             return int(n), int(k) // int(n)
     for node in proto.graph.node:  # a layer slice has no head: MhcPre's hc_fn is [n(n+2), n*d]
         if node.domain == ONNX_DOMAIN and node.op_type == "MhcPre" and node.input[1] in inits:
             rows, k = inits[node.input[1]].dims
             n = round((int(rows) + 1) ** 0.5) - 1
             return n, int(k) // n
-    raise ValueError("model has no MhcHead or MhcPre node to read n and d from")
+    raise ValueError("model has no MhcHead, MhcPostHead or MhcPre node to read n and d from")
 
 
 def validate_single_op(
@@ -224,8 +246,9 @@ def validate_single_op(
 ) -> Report:
     """A single-op model in ONNX Runtime vs the eager op, on fresh random inputs."""
     report = Report(f"validate {Path(onnx_path).name}")
-    report.config.update({"onnx": str(onnx_path), "op": OPS[spec.op].op_type,
-                          "streams": spec.streams, "hidden": spec.hidden,
+    sizes = {"streams": spec.streams} if spec.op == "sinkhorn" else {
+        "streams": spec.streams, "hidden": spec.hidden}
+    report.config.update({"onnx": str(onnx_path), "op": OPS[spec.op].op_type, **sizes,
                           "dtype": dtype_name(spec.dtype), "tokens": tokens, **spec.attrs})
     inputs = spec.random_inputs(tokens, seed=seed)
     expected = spec.reference(inputs)
@@ -240,9 +263,14 @@ def validate_single_op(
         for name, exp in zip(names, expected, strict=True):
             tol = tolerance_for(exp.dtype)
             report.compare(backend, "eager", name, outs[name], exp, tol)
-        if spec.op == "pre":
+        if spec.op in ("pre", "post_pre"):
             probe = Probe()
-            probe.add(inputs["residual"], outs["layer_input"], outs["post_mix"], outs["comb_mix"])
+            if spec.op == "pre":
+                probe.add(inputs["residual"], outs["layer_input"], outs["post_mix"],
+                          outs["comb_mix"])
+            else:  # the fused boundary's pre half reads the residual it wrote
+                probe.add(outs["residual_out"], outs["layer_input"], outs["next_post_mix"],
+                          outs["next_comb_mix"])
             probe.check(report, backend, spec.attrs)
     if not report.comparisons:
         report.note("no ONNX Runtime provider could run this model")

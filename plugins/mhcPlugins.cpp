@@ -1,6 +1,6 @@
 // Entry points that IPluginRegistry::loadLibrary, trtexec --dynamicPlugins and
 // polygraphy --plugins look up with dlsym. They are the only exported symbols
-// of libmhc_trt_plugins.so (everything else is hidden), which keeps the plugin
+// of libmhc_trt_plugins_trt<major>.so (everything else is hidden), which keeps the plugin
 // library from clashing with other plugin libraries loaded into one process.
 #include "mhcPluginCommon.h"
 

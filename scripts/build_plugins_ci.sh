@@ -13,6 +13,14 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 out=${1:-$root/build}
 headers=${MHC_TRT_HEADERS:-$root/../shared/third_party}
+for v in 10.16 11.1; do
+  if [ ! -f "$headers/tensorrt-$v/include/NvInferVersion.h" ]; then
+    echo "build_plugins_ci: TensorRT $v headers missing: $headers/tensorrt-$v/include (the tests need" \
+         "../shared/third_party beside the checkout, or MHC_TRT_HEADERS naming a folder with" \
+         "tensorrt-10.16/ and tensorrt-11.1/)" >&2
+    exit 2
+  fi
+done
 gen=()
 command -v ninja >/dev/null && gen=(-G Ninja)
 t0=$(date +%s)

@@ -13,7 +13,7 @@ export PYTHONUNBUFFERED=1 PYTHONPATH=$root${PYTHONPATH:+:$PYTHONPATH}
   python3 -c 'import torch; print("torch", torch.__version__, torch.cuda.get_device_name())'
 } 2>&1 | tee "$out/env.txt"
 
-MHC_CUDA_ARCHS=${MHC_CUDA_ARCHS:-90} scripts/build_plugins.sh "$root/build/plugins" \
+MHC_CUDA_ARCHS=${MHC_CUDA_ARCHS:-90} scripts/build_plugins.sh "$root/build/plugins-trt11" \
   -DMHC_BUILD_TRT_PLUGINS=OFF -DMHC_PTXAS_VERBOSE=ON 2>&1 > "$out/build.txt" \
   || { tail -50 "$out/build.txt"; echo "BUILD FAILED"; exit 1; }
 echo "build ok"

@@ -130,6 +130,33 @@ def child_registry(lib: str) -> None:
             )
 
 
+def _scalar_constants(trt, network) -> dict:
+    """The one-element constants of a parsed network, by dtype: the Sinkhorn loop's trip
+    count and the eps values of a function body end up here (a lost attribute shows as
+    int 0 / float 0.0 where the model says otherwise)."""
+    import numpy as np
+
+    found: dict[str, set] = {"int": set(), "float": set()}
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        if layer.type != trt.LayerType.CONSTANT:
+            continue
+        try:
+            layer.__class__ = trt.IConstantLayer
+            w = layer.weights
+            arr = w.numpy() if hasattr(w, "numpy") else np.asarray(w)
+        except Exception:
+            continue
+        if arr.size != 1:
+            continue
+        v = arr.reshape(-1)[0]
+        if np.issubdtype(arr.dtype, np.integer):
+            found["int"].add(int(v))
+        elif np.issubdtype(arr.dtype, np.floating):
+            found["float"].add(float(np.float32(v)))
+    return {k: sorted(v) for k, v in found.items()}
+
+
 def child_build(onnx_path: str, lib: str | None) -> None:
     t = _trt()
     trt = t.module
@@ -152,6 +179,7 @@ def child_build(onnx_path: str, lib: str | None) -> None:
     )
     if not ok:
         return
+    _emit(step="constants", **_scalar_constants(trt, network))
     config = builder.create_builder_config()
     profile = builder.create_optimization_profile()
     for i in range(network.num_inputs):
@@ -233,6 +261,11 @@ def _summarise(case: dict) -> str:
         )
         if p["errors"]:
             parts.append("errors: " + " | ".join(p["errors"])[:300])
+    if "constants" in by:
+        c = by["constants"]
+        ints = [v for v in c["int"] if abs(v) < 1000]
+        floats = [f"{v:.3g}" for v in c["float"] if v == 0 or 1e-9 < abs(v) < 1]
+        parts.append(f"scalar int constants {ints}, small float constants {floats}")
     if "build" in by:
         b = by["build"]
         parts.append(
@@ -255,7 +288,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--plugins", help="libmhc_trt_plugins.so")
+    ap.add_argument("--plugins", help="libmhc_trt_plugins_trt11.so")
     ap.add_argument("--onnx-dir", type=Path, help="folder of exported .onnx models")
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "rtx_check_out")))
     ap.add_argument("--timeout", type=float, default=300)

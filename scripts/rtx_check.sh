@@ -9,4 +9,4 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 py=python3
 command -v "$py" >/dev/null || py=python
 exec env PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" "$py" "$root/scripts/rtx_check.py" \
-  --plugins "${MHC_PLUGIN_LIB:-$root/.rtx_run/bin/libmhc_trt_plugins.so}" --onnx-dir "$root/.rtx_run/onnx" "$@"
+  --plugins "${MHC_PLUGIN_LIB:-$root/.rtx_run/bin/libmhc_trt_plugins_trt11.so}" --onnx-dir "$root/.rtx_run/onnx" "$@"

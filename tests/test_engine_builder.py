@@ -177,9 +177,22 @@ class _Flag(enum.IntEnum):
 class _Fake:
     """Just enough of the TensorRT Python API for build_engine, recording what it is told."""
 
-    def __init__(self, *, has_fp16: bool = True, parse_ok: bool = True, build_ok: bool = True):
+    def __init__(self, *, has_fp16: bool = True, parse_ok: bool = True, build_ok: bool = True,
+                 plugin_layers: int = 1, version: str = "10.16.0"):
         self.calls: list[tuple] = []
+        self.version = version
         fake = self
+        layer_type = enum.IntEnum("LayerType", {"MATRIX_MULTIPLY": 0, "PLUGIN_V3": 1})
+
+        class Network:
+            """What the parser made: a MatMul, plus the plugin layers it imported."""
+            types = [layer_type.MATRIX_MULTIPLY] + [layer_type.PLUGIN_V3] * plugin_layers
+            num_layers = len(types)
+
+            def get_layer(self, i):
+                return types_ns(type=self.types[i])
+
+        types_ns = types.SimpleNamespace
         flags = _Flag if has_fp16 else enum.IntEnum("BuilderFlag", {"TF32": 0})
 
         class ILogger:
@@ -265,7 +278,7 @@ class _Fake:
 
             def create_network(self, flags):
                 fake.calls.append(("create_network", flags))
-                return object()
+                return Network()
 
             def create_builder_config(self):
                 return Config()
@@ -288,11 +301,11 @@ class _Fake:
             ILogger=ILogger, IProgressMonitor=IProgressMonitor, Builder=Builder,
             OnnxParser=OnnxParser, BuilderFlag=flags,
             NetworkDefinitionCreationFlag=enum.IntEnum("NDCF", {"STRONGLY_TYPED": 1}),
-            get_plugin_registry=lambda: Registry(),
+            get_plugin_registry=lambda: Registry(), LayerType=layer_type,
         )
 
     def tensorrt(self) -> TensorRT:
-        return TensorRT(self.module, "tensorrt", "10.16.0")
+        return TensorRT(self.module, "tensorrt", self.version)
 
 
 @pytest.fixture
@@ -303,7 +316,7 @@ def fake_trt(monkeypatch):
         monkeypatch.setattr(B, "gpu_info", lambda: {"name": "FakeGPU", "compute_capability": "8.9"})
         monkeypatch.setattr(R, "_LOADED_LIBRARIES", {})
         monkeypatch.delenv("MHC_PLUGIN_LIB", raising=False)
-        monkeypatch.setattr(R, "REPO_ROOT", Path("/nonexistent-repo-root"))
+        monkeypatch.setenv("MHC_BUILD_ROOT", "/nonexistent-repo-root/build")
         return fake
     return install
 
@@ -311,7 +324,7 @@ def fake_trt(monkeypatch):
 def test_build_writes_plan_and_sidecar_with_provenance(tmp_path, fake_trt):
     fake = fake_trt()
     onnx_path = tiny_onnx(tmp_path / "m.onnx")
-    lib = tmp_path / "libmhc_trt_plugins.so"
+    lib = tmp_path / "libmhc_trt_plugins_trt10.so"
     lib.write_bytes(b"not really a library")
     cache = tmp_path / "timing.cache"
     cache.write_bytes(b"old")
@@ -359,10 +372,11 @@ def test_missing_precision_flag_is_noted_not_fatal(tmp_path, fake_trt):
 
 
 def test_mhc_nodes_without_plugins_are_noted(tmp_path, fake_trt):
-    fake_trt()
+    fake_trt(plugin_layers=0)
     res = B.build_engine(tiny_onnx(tmp_path / "m.onnx", extra_mhc_node=True),
                          tmp_path / "m.plan", progress=False)
-    assert res.sidecar["plugins"] == {"library": None, "sha256": None, "serialized": False}
+    assert res.sidecar["plugins"] == {"library": None, "sha256": None, "serialized": False,
+                                      "layers": 0}
     assert any("local functions" in n for n in res.notes)
 
 
@@ -477,3 +491,44 @@ def test_real_parser_error_is_reported_with_node(tmp_path):
                        plugins=None, compute_capabilities=rtx_targets(trt))
     assert "bad_node" in str(ei.value) and "Frobnicate" in str(ei.value)
     assert not (tmp_path / "bad.plan").exists()
+
+
+@pytest.mark.parametrize(("version", "why"), [("10.16.0", ""), ("10.6.1", "older than 10.7")])
+def test_plugin_library_without_plugin_layers_fails_the_build(tmp_path, fake_trt, version, why):
+    fake_trt(plugin_layers=0, version=version)
+    onnx_path = tiny_onnx(tmp_path / "m.onnx", extra_mhc_node=True)
+    lib = tmp_path / "libmhc_trt_plugins_trt10.so"
+    lib.write_bytes(b"x")
+    with pytest.raises(B.EngineBuildError, match="imported no mhc node") as ei:
+        B.build_engine(onnx_path, tmp_path / "m.plan", plugins=lib, progress=False)
+    assert why in str(ei.value)
+    assert "--plugins none" in str(ei.value)
+    assert not (tmp_path / "m.plan").exists()
+
+
+def test_plugin_layers_are_counted_in_the_sidecar(tmp_path, fake_trt):
+    fake_trt(plugin_layers=2)
+    onnx_path = tiny_onnx(tmp_path / "m.onnx", extra_mhc_node=True)
+    lib = tmp_path / "libmhc_trt_plugins_trt10.so"
+    lib.write_bytes(b"x")
+    res = B.build_engine(onnx_path, tmp_path / "m.plan", plugins=lib, progress=False)
+    assert res.sidecar["plugins"]["layers"] == 2
+
+
+def test_plugin_library_for_another_major_is_refused_by_the_build(tmp_path, fake_trt):
+    fake_trt()
+    lib = tmp_path / "libmhc_trt_plugins_trt11.so"
+    lib.write_bytes(b"x")
+    with pytest.raises(ValueError, match="built for TensorRT 11 but TensorRT 10 is running"):
+        B.build_engine(tiny_onnx(tmp_path / "m.onnx"), tmp_path / "m.plan", plugins=lib,
+                       progress=False)
+
+
+def test_tensorrt_versions_that_import_plugins_over_functions():
+    def trt(flavour, version):
+        return TensorRT(types.SimpleNamespace(), flavour, version)
+
+    assert not trt("tensorrt", "10.6.0").imports_plugins_over_functions()
+    assert trt("tensorrt", "10.7.0").imports_plugins_over_functions()
+    assert trt("tensorrt", "11.1.0").imports_plugins_over_functions()
+    assert (trt("tensorrt", "10.16.0").major, trt("tensorrt-rtx", "1.7.1").major) == (10, None)

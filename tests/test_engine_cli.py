@@ -189,7 +189,7 @@ def test_build_command_with_real_tensorrt(tmp_path, monkeypatch, capsys):
         trt = load_tensorrt()
     except TensorRTNotAvailable as e:
         pytest.skip(f"needs TensorRT or TensorRT-RTX: {e}")
-    monkeypatch.setattr(R, "REPO_ROOT", tmp_path)
+    monkeypatch.setenv("MHC_BUILD_ROOT", str(tmp_path / "build"))
     monkeypatch.delenv(R.PLUGIN_ENV, raising=False)
     plan = tmp_path / "m.plan"
     argv = ["build", "--onnx", str(tiny_onnx(tmp_path / "m.onnx")), "--out", str(plan),

@@ -160,16 +160,20 @@ def test_explicit_missing_plugin_library_is_an_error(tmp_path):
 
 
 def test_plugin_library_from_env_then_build_dir(tmp_path, monkeypatch):
-    monkeypatch.setattr(R, "REPO_ROOT", tmp_path)
+    monkeypatch.setenv("MHC_BUILD_ROOT", str(tmp_path / "build"))
     monkeypatch.delenv(R.PLUGIN_ENV, raising=False)
     assert R.find_plugin_library() is None
-    old = tmp_path / "build" / "a" / "libmhc_trt_plugins.so"
-    new = tmp_path / "build" / "b" / "libmhc_trt_plugins.so"
+    old = tmp_path / "build" / "plugins-trt10" / "libmhc_trt_plugins_trt10.so"
+    new = tmp_path / "build" / "plugins-trt11" / "libmhc_trt_plugins_trt11.so"
     for i, p in enumerate((old, new)):
         p.parent.mkdir(parents=True)
         p.write_bytes(b"x")
         os.utime(p, (1000 + i, 1000 + i))
     assert R.find_plugin_library() == new.resolve()
+    # The running TensorRT's major picks its own library, whatever is newer.
+    assert R.find_plugin_library(None, 10) == old.resolve()
+    assert R.find_plugin_library(None, 11) == new.resolve()
+    assert R.find_plugin_library(None, 12) is None
     env_lib = tmp_path / "elsewhere.so"
     env_lib.write_bytes(b"y")
     monkeypatch.setenv(R.PLUGIN_ENV, str(env_lib))
@@ -177,6 +181,16 @@ def test_plugin_library_from_env_then_build_dir(tmp_path, monkeypatch):
     monkeypatch.setenv(R.PLUGIN_ENV, str(tmp_path / "gone.so"))
     with pytest.raises(FileNotFoundError, match="from MHC_PLUGIN_LIB"):
         R.find_plugin_library()
+
+
+def test_plugin_library_of_another_tensorrt_major_is_refused(tmp_path, monkeypatch):
+    monkeypatch.delenv(R.PLUGIN_ENV, raising=False)
+    lib = tmp_path / "libmhc_trt_plugins_trt11.so"
+    lib.write_bytes(b"x")
+    assert R.find_plugin_library(lib, 11) == lib.resolve()
+    with pytest.raises(ValueError, match=r"built for TensorRT 11 but TensorRT 10 is running; "
+                                         r"use libmhc_trt_plugins_trt10\.so"):
+        R.find_plugin_library(lib, 10)
 
 
 def test_corrupt_sidecar_is_reported(tmp_path):
@@ -243,7 +257,8 @@ def tiny_plan(tmp_path, monkeypatch):
     from mhc_export.engine.builder import build_engine
 
     trt = _trt_or_skip()
-    monkeypatch.setattr(R, "REPO_ROOT", tmp_path)  # no plugin library: standard ops only
+    # No plugin library: standard ops only.
+    monkeypatch.setenv("MHC_BUILD_ROOT", str(tmp_path / "build"))
     monkeypatch.delenv(R.PLUGIN_ENV, raising=False)
     onnx_path = tiny_onnx(tmp_path / "tiny.onnx")
     plan = tmp_path / "tiny.plan"

@@ -133,3 +133,18 @@ def test_tiny_model_under_tensorrt_rules_and_reference_evaluator(tiny_odd_attrs)
     default = build_model("tiny", seed=4)
     with torch.no_grad():
         assert rel_err(default(tokens), expected) > 1e-3
+
+
+def test_validation_uses_the_nodes_attributes(fixtures, tiny_odd_attrs):
+    """The Sinkhorn invariant must be judged with the iters/eps the node ran with (with the
+    defaults, eps=1e-2 output fails a bound meant for eps=1e-6)."""
+    from mhc_export.validate import validate_model, validate_single_op
+
+    spec, path = fixtures["pre"]
+    report = validate_single_op(path, spec, tokens=33)
+    assert report.passed, report.format()
+    sink = [i for i in report.invariants if i.name.endswith("sinkhorn error")]
+    assert sink and all("iters=7, eps=0.01" in i.detail for i in sink)
+    model, tiny_path = tiny_odd_attrs
+    report = validate_model(tiny_path, model, batch=1, seq=6)
+    assert report.passed, report.format()

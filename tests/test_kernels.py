@@ -338,3 +338,78 @@ def test_bad_inputs_raise_clear_errors():
         kernels.pre(residual, hc_fn[:, :-8], hc_scale, hc_base)
     with pytest.raises(ValueError, match="sinkhorn_iters"):
         kernels.pre(residual, hc_fn, hc_scale, hc_base, sinkhorn_iters=0)
+
+
+# --- process-wide state: capture and threads (issue: kernel caches per device) ---
+_COLD_PROCESS = r"""
+import sys, threading, torch
+sys.path.insert(0, "tests")
+from f64_reference import pre_f64, rel_err
+from mhc_export import kernels
+dev = torch.device("cuda")
+g = torch.Generator(device=dev).manual_seed(5)
+n, d = 4, 7168
+def weights():
+    k = n * d
+    return (torch.randn(24, k, device=dev, generator=g) / k**0.5,
+            0.5 + torch.rand(3, device=dev, generator=g),
+            torch.randn(24, device=dev, generator=g) * 0.5)
+def check(out, res, w, what):
+    ref = pre_f64(res, *w)
+    assert rel_err(out[0], ref[0]) < 1e-2 and rel_err(out[1], ref[1]) < 2e-5 \
+        and rel_err(out[2], ref[2]) < 2e-5, what
+# 1. The very first launches of the fused (T=512) and decode (T=8) paths happen inside
+#    a CUDA graph capture: attributes are set and the cluster checked without a failed launch.
+cases = []
+for t in (512, 8):
+    res = torch.randn(t, n, d, device=dev, generator=g).to(torch.bfloat16)
+    w = weights()
+    out = (torch.full((t, d), float("nan"), device=dev, dtype=torch.bfloat16),
+           torch.full((t, n), float("nan"), device=dev),
+           torch.full((t, n, n), float("nan"), device=dev))
+    cases.append((t, res, w, out))
+graph = torch.cuda.CUDAGraph()
+with torch.cuda.graph(graph):
+    for t, res, w, out in cases:
+        kernels.pre(res, *w, out=out)
+graph.replay()
+torch.cuda.synchronize()
+for t, res, w, out in cases:
+    check(out, res, w, f"captured first launch T={t}")
+# 2. Two threads, each with its own stream, launch both paths concurrently: the
+#    same bits as one thread.
+jobs = [(t, torch.randn(t, n, d, device=dev, generator=g).to(torch.bfloat16), weights())
+        for t in (2048, 4, 1024, 16)]
+serial = [kernels.pre(r, *w) for _, r, w in jobs]
+torch.cuda.synchronize()
+results, errors = {}, []
+def worker(idx):
+    try:
+        s = torch.cuda.Stream()
+        with torch.cuda.stream(s):
+            for _ in range(20):
+                for j in idx:
+                    results[j] = kernels.pre(jobs[j][1], *jobs[j][2])
+        s.synchronize()
+    except Exception as e:
+        errors.append(repr(e))
+threads = [threading.Thread(target=worker, args=(ix,)) for ix in ([0, 1], [2, 3])]
+for th in threads: th.start()
+for th in threads: th.join()
+assert not errors, errors
+for j, ref in enumerate(serial):
+    for a, b in zip(results[j], ref):
+        assert torch.equal(a, b), f"thread result {j} differs"
+print("COLD-PROCESS-OK")
+"""
+
+
+def test_first_launch_in_capture_and_two_threads():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", _COLD_PROCESS], cwd=root, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0 and "COLD-PROCESS-OK" in proc.stdout, proc.stderr[-3000:]

@@ -23,33 +23,34 @@ import pytest
 import torch
 from f64_reference import head_f64, post_f64, pre_f64, rel_err, sinkhorn_f64
 
+from mhc_export import build_layout as layout
 from mhc_export import spec
 
 ROOT = Path(__file__).resolve().parents[1]
-HARNESS = "mhc_plugin_harness"
-LIBRARY = "libmhc_trt_plugins.so"
+HARNESS = layout.HARNESS
 
 
-def _build_dirs() -> list[Path]:
+def _build_dirs() -> list[tuple[Path, str]]:
+    """(folder, library name): $MHC_PLUGIN_BUILD_DIR first, then the build layout's."""
     dirs = []
     if env := os.environ.get("MHC_PLUGIN_BUILD_DIR"):
-        dirs.append(Path(env))
-    dirs += [ROOT / "build" / d for d in ("plugins", "plugins-trt11", "plugins-trt10")]
+        dirs += [(Path(env), layout.plugin_library_name(m)) for m in layout.TRT_MAJORS]
+    dirs += [(layout.plugin_build_dir(m), layout.plugin_library_name(m)) for m in layout.TRT_MAJORS]
     return dirs
 
 
-def _find_build() -> Path | None:
-    for d in _build_dirs():
-        if (d / HARNESS).is_file() and (d / LIBRARY).is_file():
-            return d
-    return None
+def _find_build() -> tuple[Path, Path] | tuple[None, None]:
+    for d, name in _build_dirs():
+        if (d / HARNESS).is_file() and (d / name).is_file():
+            return d, d / name
+    return None, None
 
 
-BUILD = _find_build()
+BUILD, LIBRARY = _find_build()
 needs_harness = pytest.mark.skipif(
     BUILD is None,
     reason=f"{HARNESS} not built (run scripts/build_plugins.sh or scripts/build_plugins_ci.sh; "
-    f"looked in {', '.join(str(d) for d in _build_dirs())})",
+    f"looked in {', '.join(str(d) for d, _ in _build_dirs())})",
 )
 
 
@@ -63,7 +64,7 @@ def _gpu_reason() -> str | None:
 
 def _harness(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     assert BUILD is not None
-    cmd = [str(BUILD / HARNESS), str(BUILD / LIBRARY), *args]
+    cmd = [str(BUILD / HARNESS), str(LIBRARY), *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
@@ -133,9 +134,21 @@ def test_host_lifecycle(op, dtype):
         "/nonexistent",
         "--no-gpu",
         "--string-fields",
+        *_attr_args(op),
     )
     _assert_ok(proc)
     assert "attachToContext returns a new plugin" in proc.stdout
+    assert "onShapeChange at kOPT T=17 on the build clone" in proc.stdout
+    assert "configurePlugin on the clone" in proc.stdout
+    assert "getFieldsToSerialize carries every field with the given values" in proc.stdout
+
+
+@needs_harness
+def test_untyped_attribute_is_a_usage_error():
+    proc = _harness("run", "--op", "pre", "--T", "1", "--dir", "/x", "--no-gpu",
+                    "--attr", "bogus=1")
+    assert proc.returncode == 2
+    assert "--attr bogus needs a type" in proc.stdout
 
 
 # ---- enqueue on the GPU against the float64 reference --------------------------------
@@ -146,19 +159,27 @@ _TORCH = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch
 _TOL = {"bfloat16": 1e-2, "float16": 2e-3, "float32": 2e-5}
 _TOL_F32_OUT = 5e-5
 
-# Non-default attribute values, so that a plugin that ignored its fields fails.
+# Attribute values far from the defaults and from each other, so that a plugin
+# that ignored or swapped a field moves its outputs well past the tolerances.
 _ATTRS = {
     "pre": {
-        "rms_eps": 1e-5,
-        "pre_eps": 3e-6,
-        "sinkhorn_eps": 2e-6,
-        "post_mult": 1.75,
-        "sinkhorn_iters": 13,
+        "rms_eps": 0.1,
+        "pre_eps": 0.05,
+        "sinkhorn_eps": 1e-2,
+        "post_mult": 1.3,
+        "sinkhorn_iters": 7,
     },
-    "sinkhorn": {"iters": 9, "eps": 2e-6},
+    "sinkhorn": {"iters": 5, "eps": 1e-2},
     "post": {},
-    "head": {"rms_eps": 1e-5, "eps": 3e-6},
+    "head": {"rms_eps": 0.1, "eps": 0.05},
 }
+
+
+def _attr_args(op: str) -> list[str]:
+    """--attr name:TYPE=V, typed as TensorRT's ONNX parser types a field: from the
+    ONNX attribute (spec kind), not from the creator's getFieldNames."""
+    kinds = {a.name: a.kind for a in spec.OPS[op].attributes}
+    return [x for k, v in _ATTRS[op].items() for x in ("--attr", f"{k}:{kinds[k]}={v!r}")]
 
 
 def _write(t: torch.Tensor, path: Path) -> None:
@@ -233,7 +254,7 @@ def _run_and_compare(op: str, dtype_name: str, n: int, d: int, ts: list[int], tm
         for name, tensor in inputs.items():
             _write(tensor, tmp / f"T{t}.{name}.bin")
         expected[t] = refs
-    attr_args = [x for kv in _ATTRS[op].items() for x in ("--attr", f"{kv[0]}={kv[1]!r}")]
+    attr_args = _attr_args(op)
     proc = _harness(
         "run",
         "--op",
@@ -251,6 +272,13 @@ def _run_and_compare(op: str, dtype_name: str, n: int, d: int, ts: list[int], tm
         *attr_args,
     )
     _assert_ok(proc)
+    # As strict as TensorRT: typed fields, kOPT shape, the build-time clone, a CUDA
+    # graph capture and two contexts on two threads all ran, with the same bits.
+    for needle in ("onShapeChange at kOPT", "enqueue through the build-time clone",
+                   "enqueue captured in a CUDA graph",
+                   "two execution contexts enqueue on two threads",
+                   "from the thread B (context 2) has the same bits"):
+        assert f"PASS {spec.OPS[op].op_type}" in proc.stdout and needle in proc.stdout, needle
     errors = []
     for t, refs in expected.items():
         for name, (ref, out_dtype) in refs.items():

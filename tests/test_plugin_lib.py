@@ -17,9 +17,12 @@ from pathlib import Path
 
 import pytest
 
+from mhc_export import build_layout as layout
+
 ROOT = Path(__file__).resolve().parents[1]
-OUT = Path(os.environ.get("MHC_CI_BUILD_ROOT", ROOT / "build"))
-BUILDS = {"11.1": OUT / "plugins-trt11", "10.16": OUT / "plugins-trt10"}
+OUT = layout.build_root()
+BUILDS = {"11.1": layout.plugin_build_dir(11), "10.16": layout.plugin_build_dir(10)}
+LIBS = {"11.1": layout.plugin_library(11), "10.16": layout.plugin_library(10)}
 EXAMPLES = {"11.1": OUT / "example-cpp-trt11", "10.16": OUT / "example-cpp-trt10"}
 REQUIRED = os.environ.get("MHC_REQUIRE_PLUGIN_BUILDS") == "1"
 HEADERS = Path(os.environ.get("MHC_TRT_HEADERS", ROOT.parent / "shared" / "third_party"))
@@ -43,7 +46,7 @@ def _tool(name: str) -> str:
 
 @pytest.mark.parametrize("version", list(BUILDS))
 def test_exports_only_the_loader_entry_points(version):
-    lib = _need(BUILDS[version] / "libmhc_trt_plugins.so")
+    lib = _need(LIBS[version])
     out = subprocess.run(
         [_tool("nm"), "-D", "--defined-only", str(lib)], capture_output=True, text=True, check=True
     ).stdout
@@ -56,7 +59,7 @@ def test_exports_only_the_loader_entry_points(version):
 
 @pytest.mark.parametrize("version", list(BUILDS))
 def test_no_libnvinfer_dependency(version):
-    lib = _need(BUILDS[version] / "libmhc_trt_plugins.so")
+    lib = _need(LIBS[version])
     dyn = subprocess.run(
         [_tool("readelf"), "-d", str(lib)], capture_output=True, text=True, check=True
     ).stdout
@@ -86,7 +89,7 @@ def test_built_against_the_named_headers_and_fields_check(version):
     """The harness (same build) reports the header version and passes the field checks."""
     build = BUILDS[version]
     harness = _need(build / "mhc_plugin_harness")
-    lib = _need(build / "libmhc_trt_plugins.so")
+    lib = _need(LIBS[version])
     cache = (build / "CMakeCache.txt").read_text()
     assert f"tensorrt-{version}" in cache
     proc = subprocess.run(
@@ -97,6 +100,29 @@ def test_built_against_the_named_headers_and_fields_check(version):
     assert f"TensorRT headers {major}.{minor}." in proc.stdout
     assert "FAIL" not in proc.stdout
     assert proc.stdout.count("PASS ") > 100
+
+
+@pytest.mark.parametrize(("harness_version", "lib_version"), [("10.16", "11.1"), ("11.1", "10.16")])
+def test_library_refuses_the_logger_of_another_tensorrt_major(harness_version, lib_version):
+    """TensorRT 10 and 11 lay out ILoggerFinder/ILogger differently. A harness built
+    against one header set (it exports getInferLibMajorVersion, as libnvinfer does) loads
+    the library built against the other: the library must not call the foreign logger,
+    say so on stderr, and still log there."""
+    harness = _need(BUILDS[harness_version] / layout.HARNESS)
+    for lib_v, expect in ((lib_version, "silent"), (harness_version, "received")):
+        lib = _need(LIBS[lib_v])
+        proc = subprocess.run([str(harness), str(lib), "logger"], capture_output=True,
+                              text=True, timeout=60)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+        assert f"LOGGER {expect}" in proc.stdout, proc.stdout
+        if expect == "silent":
+            lib_major, run_major = lib_v.split(".")[0], harness_version.split(".")[0]
+            assert (f"built against TensorRT {lib_major} headers but the TensorRT loading it "
+                    f"is {run_major}") in proc.stderr
+            assert f"libmhc_trt_plugins_trt{run_major}.so" in proc.stderr
+            assert "iters" in proc.stderr  # the rejection still reaches the user
+        else:
+            assert "built against" not in proc.stderr
 
 
 @pytest.mark.parametrize("version", list(EXAMPLES))

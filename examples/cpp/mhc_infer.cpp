@@ -2,7 +2,7 @@
 // deserialize the engine, set the token count, run on .npy or random inputs,
 // print the outputs and the time per run.
 //
-//   mhc_infer --engine model.plan --plugins libmhc_trt_plugins.so [--tokens T]
+//   mhc_infer --engine model.plan --plugins libmhc_trt_plugins_trt11.so [--tokens T]
 //             [--input name=file.npy]... [--save DIR] [--warmup 10] [--iters 100]
 //
 // Inputs not given as .npy are filled with random values: normal for
@@ -376,7 +376,7 @@ int main(int argc, char** argv)
         }
         else
         {
-            std::cerr << "usage: mhc_infer --engine F.plan [--plugins libmhc_trt_plugins.so] [--tokens T]\n"
+            std::cerr << "usage: mhc_infer --engine F.plan [--plugins libmhc_trt_plugins_trt11.so] [--tokens T]\n"
                          "                 [--input name=file.npy]... [--save DIR] [--warmup N] [--iters N]\n";
             return 2;
         }

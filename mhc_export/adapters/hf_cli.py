@@ -17,7 +17,7 @@ from ..errors import MhcError
 from ..spec import dtype_name
 
 # Options of the reference-model export that an HF export does not take.
-_NOT_WITH_HF = ("op", "checkpoint", "save_checkpoint")
+_NOT_WITH_HF = ("op", "checkpoint", "save_checkpoint", "config", "seed")
 
 
 def _say(msg: str) -> None:
@@ -32,7 +32,7 @@ def export_hf_command(args: argparse.Namespace, dtype: torch.dtype, external: bo
     for name in _NOT_WITH_HF:
         if getattr(args, name, None):
             raise MhcError(f"--{name.replace('_', '-')} does not apply to --hf exports")
-    if getattr(args, "mode", "fused") != "fused":
+    if getattr(args, "mode", None) == "decomposed":
         raise MhcError("--mode decomposed does not apply to --hf exports (mhc nodes only)")
     info = inspect_checkpoint(args.hf)
     layers = parse_layers(args.layers, info.config.num_hidden_layers) if args.layers else None
@@ -46,7 +46,8 @@ def export_hf_command(args: argparse.Namespace, dtype: torch.dtype, external: bo
     graph = build_graph(info, dtype, layers)
     _say(f"  loaded in {time.perf_counter() - t0:.1f}s")
     done = export_graph(graph, out, meta=metadata(info, dtype, layers), opset=args.opset,
-                        external_data=external, progress=_say)
+                        external_data=external, fuse=not getattr(args, "no_fuse", False),
+                        progress=_say)
     nodes = ", ".join(f"{k} x{v}" for k, v in sorted(done.result.mhc_nodes.items())) or "none"
     _say(f"  mhc nodes: {nodes}"
          + (f"; weights in {done.result.external_data}" if done.result.external_data else ""))
@@ -54,8 +55,10 @@ def export_hf_command(args: argparse.Namespace, dtype: torch.dtype, external: bo
         return out, None
     from .hf_validate import validate_hf
 
+    batch = 2 if args.batch is None else args.batch
+    seq = 16 if args.seq is None else args.seq
     t0 = time.perf_counter()
-    _say(f"validating in ONNX Runtime against HF eager (batch {args.batch}, seq {args.seq})")
-    report = validate_hf(out, graph, batch=args.batch, seq=args.seq)
+    _say(f"validating in ONNX Runtime against HF eager (batch {batch}, seq {seq})")
+    report = validate_hf(out, graph, batch=batch, seq=seq)
     _say(f"  validated in {time.perf_counter() - t0:.1f}s")
     return out, report

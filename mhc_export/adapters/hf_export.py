@@ -137,6 +137,7 @@ def export_graph(
     meta: dict[str, str] | None = None,
     opset: int = DEFAULT_OPSET,
     external_data: bool | None = None,
+    fuse: bool = True,
     progress: Callable[[str], None] = lambda msg: None,
 ) -> HfExport:
     """Trace ``graph`` with the export forms bound, translate, check and write ``path``."""
@@ -163,7 +164,7 @@ def export_graph(
         progress(f"translating to ONNX, checking, writing {path}")
         result = export(program, (), path, input_names=names, output_names=outputs,
                         dynamic_shapes=(), opset=opset, external_data=external_data,
-                        metadata=meta)
+                        metadata=meta, fuse=fuse)
         seconds["translating+writing"] = time.perf_counter() - t0
         progress(f"  done in {seconds['translating+writing']:.1f}s")
     return HfExport(result, graph, seconds)

@@ -22,7 +22,8 @@ def add_build_options(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("engine build")
     g.add_argument("--plugins", metavar="LIB",
                    help="mHC TensorRT plugin library (default: $MHC_PLUGIN_LIB, else the newest "
-                        "libmhc_trt_plugins*.so under build/, else the ONNX local functions; "
+                        "build/plugins-trt<major>/libmhc_trt_plugins_trt<major>.so for the running "
+                        "TensorRT, else the ONNX local functions; "
                         "'none' forces the local functions)")
     g.add_argument("--serialize-plugins", action="store_true",
                    help="embed the plugin library in the plan (TensorRT 10+)")

@@ -9,6 +9,8 @@ import time
 
 from ..atomic import atomic_write_text
 from ..errors import MhcError
+from ..preflight import STREAMS_HELP, check_streams
+from ..spec import MAX_STREAMS
 
 DEFAULT_WIDTHS = [64, 128, 256, 512, 1024]
 
@@ -17,7 +19,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--widths", type=int, nargs="+", default=DEFAULT_WIDTHS, metavar="D",
                         help="hidden sizes d to sweep (default: %(default)s)")
     parser.add_argument("--streams", type=int, default=4, metavar="N",
-                        help="number of streams n, 2..8 (default: %(default)s)")
+                        help=f"number of streams n, 2..{MAX_STREAMS}: the ops' {STREAMS_HELP} "
+                             "less n=1, where the comb is the constant 1 and there is nothing "
+                             "to diagnose (default: %(default)s)")
     parser.add_argument("--iters", type=int, default=20, metavar="K",
                         help="Sinkhorn iterations (default: %(default)s)")
     parser.add_argument("--samples", type=int, default=16, metavar="N",
@@ -35,8 +39,10 @@ def _check(args: argparse.Namespace) -> None:
         raise MhcError(f"--widths must be positive, got {bad}")
     if len(set(args.widths)) != len(args.widths):
         raise MhcError(f"--widths must be distinct, got {args.widths}")
-    if not 2 <= args.streams <= 8:
-        raise MhcError(f"--streams must be in 2..8, got {args.streams}")
+    check_streams(args.streams)
+    if args.streams < 2:
+        raise MhcError("--streams 1: with one stream the Sinkhorn comb is the constant 1 and "
+                       f"the diagnostics measure nothing; use 2..{MAX_STREAMS}")
     if args.iters < 1:
         raise MhcError(f"--iters must be >= 1, got {args.iters}")
     if args.samples < 1:

@@ -14,8 +14,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ..errors import EXIT_OK, EXIT_VALIDATION_FAILED
-from ..spec import DEFAULT_OPSET, OPS, dtype_name, parse_dtype
+from ..preflight import STREAMS_HELP, check_memory, check_output_path, check_streams
+from ..spec import ALL_OPS as OPS
+from ..spec import DEFAULT_OPSET, dtype_name, parse_dtype
 from .build import add_build_options, build_from_args, summarize
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -26,14 +30,14 @@ def configure(p: argparse.ArgumentParser) -> None:
     from ..model import CONFIGS, MODES
 
     g = p.add_argument_group("model")
-    g.add_argument("--config", default="small", choices=sorted(CONFIGS),
-                   help="named model config (default: small)")
+    g.add_argument("--config", choices=sorted(CONFIGS),
+                   help="named model config (default: small; not with --checkpoint or --op)")
     g.add_argument("--dtype", default="float32",
                    help="residual/model dtype: float32, float16 or bfloat16 (default: float32)")
-    g.add_argument("--mode", default="fused", choices=MODES,
+    g.add_argument("--mode", choices=MODES,
                    help="fused: one mhc node per op (+ local functions); "
                         "decomposed: standard ops only (default: fused)")
-    g.add_argument("--seed", type=int, default=0, help="weight init seed (default: 0)")
+    g.add_argument("--seed", type=int, help="weight init seed (default: 0; not with --checkpoint)")
     g.add_argument("--checkpoint", type=Path, help="load weights (and config) from safetensors")
     g.add_argument("--save-checkpoint", type=Path, help="also save the weights as safetensors")
     h = p.add_argument_group("HF transformers DeepSeek-V4 (mhc_export/adapters, docs/HF.md)")
@@ -45,28 +49,79 @@ def configure(p: argparse.ArgumentParser) -> None:
                         "and out)")
     s = p.add_argument_group("single op (writes a one-node model instead of the full model)")
     s.add_argument("--op", choices=sorted(OPS), help="export only this op")
-    s.add_argument("--streams", type=int, default=4, help="n for --op (default: 4)")
-    s.add_argument("--hidden", type=int, default=256, help="d for --op (default: 256)")
+    s.add_argument("--streams", type=int,
+                   help=f"n for --op, {STREAMS_HELP} (default: {DEFAULT_STREAMS})")
+    s.add_argument("--hidden", type=int,
+                   help=f"d for --op (default: {DEFAULT_HIDDEN}; MhcSinkhorn has none)")
     s.add_argument("--attr", action="append", default=[], metavar="NAME=VALUE",
                    help="op attribute for --op, e.g. --attr sinkhorn_iters=10 (repeatable)")
     o = p.add_argument_group("output")
-    o.add_argument("--out", type=Path, help="ONNX path (default: engines/mhc_<config>.onnx or "
-                                            "engines/mhc_<op>_n<N>_d<D>_<dtype>.onnx)")
+    o.add_argument("--out", type=Path,
+                   help="ONNX path (default: engines/mhc_<config>_<dtype>[_decomposed].onnx or "
+                        "engines/mhc_<op>_n<N>_d<D>_<dtype>.onnx)")
     o.add_argument("--opset", type=int, default=DEFAULT_OPSET,
                    help=f"standard ONNX opset (>= 17, default: {DEFAULT_OPSET})")
+    o.add_argument("--no-fuse", action="store_true",
+                   help="keep each layer boundary as MhcPost + MhcPre (MhcHead) instead of one "
+                        "MhcPostPre (MhcPostHead) node")
     o.add_argument("--external-data", choices=("auto", "always", "never"), default="auto",
                    help="weights in a side file <out>.data (auto: only when > 1 GiB)")
     v = p.add_argument_group("validation")
     v.add_argument("--no-validate", action="store_true", help="export only")
-    v.add_argument("--batch", type=int, default=2, help="validation batch (default: 2)")
-    v.add_argument("--seq", type=int, default=16, help="validation sequence length (default: 16)")
-    v.add_argument("--tokens", type=int, default=37,
-                   help="validation token count T for --op (default: 37)")
+    v.add_argument("--batch", type=int, help=f"validation batch (default: {DEFAULT_BATCH})")
+    v.add_argument("--seq", type=int,
+                   help=f"validation sequence length (default: {DEFAULT_SEQ})")
+    v.add_argument("--tokens", type=int,
+                   help=f"validation token count T for --op (default: {DEFAULT_TOKENS})")
     v.add_argument("--report", type=Path, help="report JSON (default: <out>.report.json)")
     p.add_argument("--build-engine", action="store_true",
                    help="also build a TensorRT engine <out>.plan (needs TensorRT; the "
                         "engine build options below apply)")
     add_build_options(p)
+
+
+DEFAULT_STREAMS, DEFAULT_HIDDEN = 4, 256
+DEFAULT_BATCH, DEFAULT_SEQ, DEFAULT_TOKENS = 2, 16, 37
+
+
+def _given(args: argparse.Namespace, *names: str) -> list[str]:
+    """The flags among ``names`` that the user set (their defaults are None or empty)."""
+    return ["--" + n.replace("_", "-") for n in names if getattr(args, n) not in (None, [], False)]
+
+
+def _refuse(flags: list[str], why: str) -> None:
+    if flags:
+        raise ValueError(f"{' '.join(flags)}: {why}")
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse conflicting or ignored flags and bad sizes, before any work starts."""
+    if args.op:
+        _refuse(_given(args, "config", "checkpoint", "save_checkpoint", "mode", "seed", "batch",
+                       "seq", "no_fuse"), "applies to full-model exports, not to --op")
+        if args.external_data == "always":
+            raise ValueError("--external-data always: single-op models have no weights to move")
+        if args.op == "sinkhorn":
+            _refuse(_given(args, "hidden"), "MhcSinkhorn works on [T, n, n] logits and has no d")
+            if parse_dtype(args.dtype) != torch.float32:
+                raise ValueError(f"--dtype {args.dtype}: MhcSinkhorn is float32 by contract "
+                                 "(logits and comb); it takes no --dtype")
+        check_streams(DEFAULT_STREAMS if args.streams is None else args.streams)
+    else:
+        _refuse(_given(args, "streams", "hidden", "tokens", "attr"),
+                "applies to --op exports only (a full model takes n and d from its config)")
+        if args.mode == "decomposed":
+            _refuse(_given(args, "no_fuse"), "a decomposed export has no mhc nodes to fuse")
+        if args.checkpoint:
+            _refuse(_given(args, "config", "seed"),
+                    "conflicts with --checkpoint, which carries its own config and weights")
+    if args.no_validate:
+        _refuse(_given(args, "batch", "seq", "tokens", "report"),
+                "has no effect with --no-validate")
+    for name in ("batch", "seq", "tokens", "hidden"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name} must be >= 1, got {value}")
 
 
 def parse_attrs(items: list[str], op: str) -> dict[str, Any]:
@@ -99,9 +154,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_opset(args.opset)
     dtype = parse_dtype(args.dtype)
-    for name in ("batch", "seq", "tokens", "streams", "hidden"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
+    check_args(args)
     external = {"auto": None, "always": True, "never": False}[args.external_data]
     if args.layers and not args.hf:
         raise ValueError("--layers applies to --hf exports only")
@@ -110,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
 
         out, report = export_hf_command(args, dtype, external)
     elif args.op:
-        out, report = _export_op(args, dtype, external)
+        out, report = _export_op(args, dtype)
     else:
         out, report = _export_model(args, dtype, external)
     status = EXIT_OK
@@ -128,69 +181,84 @@ def run(args: argparse.Namespace) -> int:
     return status
 
 
-def _export_op(args: argparse.Namespace, dtype, external):
+def _check_outputs(args: argparse.Namespace, out: Path) -> None:
+    check_output_path(out)
+    if args.report:
+        check_output_path(args.report, "--report")
+    if getattr(args, "save_checkpoint", None):
+        check_output_path(args.save_checkpoint, "--save-checkpoint")
+    if args.build_engine:
+        check_output_path(out.with_suffix(".plan"), "--build-engine plan")
+
+
+def _export_op(args: argparse.Namespace, dtype):
     from ..single_op import SingleOp, export_single_op
     from ..validate import validate_single_op
 
-    if args.external_data == "always":
-        raise ValueError("--external-data always: single-op models have no weights to move")
-    spec = SingleOp.create(args.op, args.streams, args.hidden, dtype,
-                           **parse_attrs(args.attr, args.op))
+    streams = DEFAULT_STREAMS if args.streams is None else args.streams
+    hidden = DEFAULT_HIDDEN if args.hidden is None else args.hidden
+    spec = SingleOp.create(args.op, streams, hidden, dtype, **parse_attrs(args.attr, args.op))
     out = args.out or ENGINES_DIR / (
-        f"mhc_{args.op}_n{args.streams}_d{args.hidden}_{dtype_name(dtype)}.onnx")
-    t0 = _progress(f"exporting {OPS[args.op].op_type} (n={args.streams}, d={args.hidden}, "
-                   f"{dtype_name(dtype)}) to {out}")
+        f"mhc_{args.op}_n{spec.streams}_d{spec.hidden}_{dtype_name(dtype)}.onnx")
+    _check_outputs(args, out)
+    sizes = f"n={spec.streams}" + ("" if args.op == "sinkhorn" else f", d={spec.hidden}")
+    t0 = _progress(f"exporting {OPS[args.op].op_type} ({sizes}, {dtype_name(dtype)}) to {out}")
     export_single_op(spec, out, opset=args.opset)
     _done(t0)
     if args.no_validate:
         return out, None
     t0 = _progress("validating in ONNX Runtime against eager")
-    report = validate_single_op(out, spec, tokens=args.tokens)
+    report = validate_single_op(out, spec, tokens=args.tokens or DEFAULT_TOKENS)
     _done(t0)
     return out, report
 
 
 def _export_model(args: argparse.Namespace, dtype, external):
-    from ..checkpoint import load_checkpoint, save_checkpoint
-    from ..model import build_model, cast_model
+    from ..checkpoint import load_checkpoint, read_config, save_checkpoint
+    from ..model import build_model, cast_model, get_config
     from ..model_export import export_model
-    from ..validate import validate_model
+    from ..validate import validate_model, validation_memory
 
-    if args.attr:
-        raise ValueError("--attr applies to --op exports only")
+    mode = args.mode or "fused"
+    seed = 0 if args.seed is None else args.seed
+    batch, seq = args.batch or DEFAULT_BATCH, args.seq or DEFAULT_SEQ
+    cfg = read_config(args.checkpoint) if args.checkpoint else get_config(args.config or "small")
+    suffix = "" if mode == "fused" else f"_{mode}"
+    out = args.out or ENGINES_DIR / f"mhc_{cfg.name}_{dtype_name(dtype)}{suffix}.onnx"
+    _check_outputs(args, out)
+    if not args.no_validate:
+        check_memory(validation_memory(cfg, dtype, batch, seq),
+                     f"validating {cfg.name} at batch {batch}, seq {seq}",
+                     "lower --batch/--seq or pass --no-validate")
     if args.checkpoint:
         t0 = _progress(f"loading checkpoint {args.checkpoint}")
-        model = load_checkpoint(args.checkpoint, mode=args.mode)
-        model = cast_model(model, dtype)
-        config = model.cfg.name
+        model = cast_model(load_checkpoint(args.checkpoint, mode=mode), dtype)
     else:
-        config = args.config
-        t0 = _progress(f"building model '{config}' ({dtype_name(dtype)}, {args.mode}, "
-                       f"seed {args.seed})")
-        model = build_model(config, dtype=dtype, mode=args.mode, seed=args.seed)
+        t0 = _progress(f"building model '{cfg.name}' ({dtype_name(dtype)}, {mode}, seed {seed})")
+        model = build_model(cfg, dtype=dtype, mode=mode, seed=seed)
     _done(t0)
     if args.save_checkpoint:
         save_checkpoint(model, args.save_checkpoint)
         print(f"[mhc-export] checkpoint written to {args.save_checkpoint}")
-    out = args.out or ENGINES_DIR / f"mhc_{config}.onnx"
     metadata = {
         "mhc_export.config": json.dumps(model.cfg.to_dict()),
         "mhc_export.dtype": json.dumps(dtype_name(dtype)),
-        "mhc_export.mode": json.dumps(args.mode),
-        "mhc_export.seed": json.dumps(args.seed),
-        "mhc_export.checkpoint": json.dumps(str(args.checkpoint) if args.checkpoint else None),
+        "mhc_export.mode": json.dumps(mode),
+        "mhc_export.seed": json.dumps(seed),
+        "mhc_export.fused": json.dumps(not args.no_fuse),
+        "mhc_export.checkpoint": json.dumps(
+            str(args.checkpoint.resolve()) if args.checkpoint else None),
     }
     t0 = _progress(f"exporting to {out} (opset {args.opset})")
     result = export_model(model, out, opset=args.opset, external_data=external,
-                          metadata=metadata)
+                          metadata=metadata, fuse=not args.no_fuse)
     _done(t0)
     nodes = ", ".join(f"{k} x{v}" for k, v in sorted(result.mhc_nodes.items())) or "none"
     print(f"[mhc-export]   mhc nodes: {nodes}"
           + (f"; weights in {result.external_data}" if result.external_data else ""))
     if args.no_validate:
         return out, None
-    t0 = _progress(f"validating in ONNX Runtime against eager (batch {args.batch}, "
-                   f"seq {args.seq})")
-    report = validate_model(out, model, batch=args.batch, seq=args.seq)
+    t0 = _progress(f"validating in ONNX Runtime against eager (batch {batch}, seq {seq})")
+    report = validate_model(out, model, batch=batch, seq=seq)
     _done(t0)
     return out, report

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ..reference import check_attributes, pre_mixes, sinkhorn
+from ..spec import MAX_STREAMS
 from .measures import (
     comb_logits,
     dynamic_sensitivity,
@@ -57,8 +58,8 @@ class SweepConfig:
             raise ValueError(f"widths must be positive integers, got {bad}")
         if len(set(self.widths)) != len(self.widths):
             raise ValueError(f"widths must be distinct, got {list(self.widths)}")
-        if not isinstance(self.streams, int) or not 2 <= self.streams <= 8:
-            raise ValueError(f"streams must be an integer in 2..8, got {self.streams}")
+        if not isinstance(self.streams, int) or not 2 <= self.streams <= MAX_STREAMS:
+            raise ValueError(f"streams must be an integer in 2..{MAX_STREAMS}, got {self.streams}")
         if not isinstance(self.samples, int) or self.samples < 1:
             raise ValueError(f"samples must be an integer >= 1, got {self.samples}")
         check_attributes(iters=self.iters, eps=self.eps)

@@ -30,6 +30,8 @@ import onnx
 from .. import __version__
 from ..atomic import atomic_write_bytes, atomic_write_text
 from ..errors import MhcError
+from ..onnx_check import check_mhc_nodes
+from ..preflight import load_onnx
 from ..spec import ONNX_DOMAIN
 from .runtime import find_plugin_library, load_plugin_library, make_logger, sha256_file
 from .trt_module import TensorRT, load_tensorrt
@@ -348,6 +350,16 @@ def gpu_info() -> dict[str, str]:
     return {"name": "unknown", "compute_capability": "unknown"}
 
 
+def count_plugin_layers(network: Any, mod: Any) -> int | None:
+    """Plugin layers in a parsed network (None where the API cannot tell)."""
+    layer_type = getattr(mod, "LayerType", None)
+    if layer_type is None or not hasattr(network, "num_layers"):
+        return None
+    kinds = {getattr(layer_type, k) for k in ("PLUGIN", "PLUGIN_V2", "PLUGIN_V3")
+             if hasattr(layer_type, k)}
+    return sum(network.get_layer(i).type in kinds for i in range(network.num_layers))
+
+
 def _parser_errors(parser: Any) -> str:
     lines = []
     for i in range(parser.num_errors):
@@ -416,16 +428,18 @@ def build_engine(
     if precision.strongly_typed and (precision.fp16 or precision.bf16):
         raise ValueError("--fp16/--bf16 do not apply to a strongly typed network: its "
                          "precision is the ONNX's own types; choose one or the other")
+    check_mhc_nodes(load_onnx(onnx_path), str(onnx_path))
     inputs = read_onnx_inputs(onnx_path)
     if profiles is None:
         profiles = compute_profiles(inputs, decode_max_tokens=decode_max_tokens,
                                     prefill_max_tokens=prefill_max_tokens)
     for p in profiles:
         p.validate()
-    plugin_lib = find_plugin_library(plugins)
+    find_plugin_library(plugins)  # a named library that is missing fails before TensorRT loads
 
     trt = load_tensorrt(tensorrt)  # raises TensorRTNotAvailable with the reason
     mod = trt.module
+    plugin_lib = find_plugin_library(plugins, trt.major)
     notes: list[str] = []
     if compute_capabilities and not trt.is_rtx:
         raise ValueError("compute_capabilities applies to TensorRT-RTX only")
@@ -452,6 +466,16 @@ def build_engine(
     if not parser.parse_from_file(str(onnx_path)):
         raise EngineBuildError(
             f"TensorRT's ONNX parser rejected {onnx_path}:\n  {_parser_errors(parser)}"
+        )
+    plugin_layers = count_plugin_layers(network, mod)
+    if plugin_lib is not None and uses_mhc_ops(onnx_path) and plugin_layers == 0:
+        why = ("" if trt.imports_plugins_over_functions() else
+               f" (TensorRT {trt.version} is older than 10.7, whose ONNX parser always imports "
+               "a node that names a local function as that function; use TensorRT >= 10.7)")
+        raise EngineBuildError(
+            f"the plugin library {plugin_lib} was loaded but TensorRT's parser imported no mhc "
+            f"node of {onnx_path} as a plugin layer{why}. To build the mhc nodes from their "
+            "ONNX local functions on purpose, pass --plugins none."
         )
 
     config = builder.create_builder_config()
@@ -559,6 +583,7 @@ def build_engine(
             "library": str(plugin_lib) if plugin_lib else None,
             "sha256": sha256_file(plugin_lib) if plugin_lib else None,
             "serialized": bool(plugin_lib and serialize_plugins),
+            "layers": plugin_layers,
         },
         "timing_cache": str(cache_path.resolve()) if cache_path else None,
         "notes": notes,

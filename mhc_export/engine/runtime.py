@@ -29,12 +29,12 @@ from typing import Any
 
 import torch
 
+from .. import build_layout as layout
 from ..errors import MhcError
 from .trt_module import TensorRT, load_tensorrt
 
 PLUGIN_ENV = "MHC_PLUGIN_LIB"
-PLUGIN_LIB_GLOB = "libmhc_trt_plugins*.so"
-REPO_ROOT = Path(__file__).resolve().parents[2]
+PLUGIN_LIB_GLOB = "libmhc_trt_plugins_trt*.so"
 
 # TensorRT DataType member name -> torch dtype (names are shared by TensorRT
 # 10/11 and TensorRT-RTX; FP8/FP4/INT4 have no plain torch equivalent here).
@@ -64,13 +64,18 @@ class EngineInputError(MhcError, ValueError):
 # plugin library
 
 
-def find_plugin_library(explicit: str | os.PathLike[str] | None = None) -> Path | None:
-    """The plugin library to use: ``explicit``, else $MHC_PLUGIN_LIB, else the newest build.
+def find_plugin_library(
+    explicit: str | os.PathLike[str] | None = None, trt_major: int | None = None
+) -> Path | None:
+    """The plugin library to use: ``explicit``, else $MHC_PLUGIN_LIB, else the build's.
 
     An explicit path or the environment variable that names a missing file is
     an error (a typo must not silently fall back to the local functions); no
     library anywhere returns None, and so does the explicit value "none"
-    (build the mhc nodes from their ONNX local functions).
+    (build the mhc nodes from their ONNX local functions). With ``trt_major``
+    (the running TensorRT's), the build's library is the one made for that
+    major, and a library named for another major is refused: TensorRT 10 and
+    11 hand it loggers of different layouts.
     """
     if explicit is not None and str(explicit).lower() == "none":
         return None
@@ -79,13 +84,27 @@ def find_plugin_library(explicit: str | os.PathLike[str] | None = None) -> Path 
             path = Path(value).expanduser()
             if not path.is_file():
                 raise FileNotFoundError(f"plugin library {path} (from {source}) does not exist")
+            _check_major(path, trt_major, source)
             return path.resolve()
-    build = REPO_ROOT / "build"
+    if trt_major is not None:
+        lib = layout.plugin_library(trt_major)
+        return lib.resolve() if lib.is_file() else None
+    build = layout.build_root()
     if build.is_dir():
         found = [p for p in build.rglob(PLUGIN_LIB_GLOB) if p.is_file()]
         if found:
             return max(found, key=lambda p: p.stat().st_mtime).resolve()
     return None
+
+
+def _check_major(path: Path, trt_major: int | None, source: str) -> None:
+    built_for = layout.plugin_library_major(path)
+    if trt_major is not None and built_for is not None and built_for != trt_major:
+        raise ValueError(
+            f"plugin library {path} (from {source}) was built for TensorRT {built_for} but "
+            f"TensorRT {trt_major} is running; use {layout.plugin_library_name(trt_major)} "
+            f"(scripts/build_plugins.sh with TensorRT {trt_major} headers)"
+        )
 
 
 # load_library returns None when a creator of the library is registered
@@ -398,15 +417,16 @@ class TrtEngine:
         self._profile = 0
 
     def _plugin_library(self, explicit: str | os.PathLike[str] | None) -> Path | None:
+        major = self.trt.major
         if explicit or self.sidecar is None:
-            return find_plugin_library(explicit)
+            return find_plugin_library(explicit, major)
         recorded = self.sidecar.get("plugins", {}).get("library")
         if not recorded:
             return None  # built without plugins: the mHC nodes are standard layers
         if Path(recorded).is_file():
             return Path(recorded)
         # The plan moved to another machine: look where a library would be here.
-        found = find_plugin_library(None)
+        found = find_plugin_library(None, major)
         if found is None:
             raise FileNotFoundError(
                 f"{self.plan_path} was built with the plugin library {recorded}, which is "
@@ -417,6 +437,13 @@ class TrtEngine:
     def _check_sidecar(self, nbytes: int) -> None:
         if self.sidecar is None:
             return
+        plugins = self.sidecar.get("plugins", {})
+        if plugins.get("library") and plugins.get("layers") == 0:
+            raise EngineLoadError(
+                f"{self.plan_path} was built with the plugin library {plugins['library']} but "
+                "holds no plugin layer (its TensorRT imported the mhc nodes as local functions; "
+                "TensorRT >= 10.7 is needed for plugin layers): rebuild it"
+            )
         want = self.sidecar.get("plan", {}).get("bytes")
         if want is not None and want != nbytes:
             raise EngineLoadError(

@@ -30,6 +30,23 @@ class TensorRT:
     def is_rtx(self) -> bool:
         return self.flavour == "tensorrt-rtx"
 
+    @property
+    def major(self) -> int | None:
+        """TensorRT's major version (the plugin library is built per major); None for
+        TensorRT-RTX, whose versions count apart from TensorRT's."""
+        if self.is_rtx:
+            return None
+        head = self.version.split(".")[0]
+        return int(head) if head.isdigit() else None
+
+    def imports_plugins_over_functions(self) -> bool:
+        """onnx-tensorrt prefers a registered plugin to a local function of the same name
+        only from TensorRT 10.7; older parsers always import the function."""
+        if self.is_rtx:
+            return True
+        parts = [int(p) if p.isdigit() else 0 for p in self.version.split(".")[:2]]
+        return tuple(parts + [0] * (2 - len(parts))) >= (10, 7)
+
 
 def _rtx_search_dirs() -> list[Path]:
     dirs = []
@@ -72,6 +89,10 @@ def load_tensorrt(prefer: str | None = None) -> TensorRT:
         except (ImportError, OSError) as e:
             errors.append(f"{flavour}: {e}")
     raise TensorRTNotAvailable(
-        "no TensorRT Python API found (" + "; ".join(errors) + "). Install TensorRT "
-        "(pip install tensorrt) or TensorRT-RTX (pip install 'mhc-export[rtx]')."
+        "no TensorRT Python API found (" + "; ".join(errors) + "). Full TensorRT comes from "
+        "NVIDIA's own packages (the tar/deb install and its Python wheel; the PyPI 'tensorrt' "
+        "packages download from NVIDIA's index at install time and fail where it cannot be "
+        "reached). Without it: TensorRT-RTX (pip install 'mhc-export[rtx]') parses and builds, "
+        "and runs engines on RTX-class GPUs only; the ONNX model itself runs in ONNX Runtime "
+        "(mhc-export validate --onnx)."
     )

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import torch
 
+from ..build_layout import KERNELS_LIB, kernel_library
 from ..errors import KernelsNotAvailable
 
-LIB_NAME = "libmhc_kernels.so"
+LIB_NAME = KERNELS_LIB
 ENV_VAR = "MHC_KERNELS_LIB"
 
 # mhcDtype_t and mhcStatus_t of mhc_kernels.h.
@@ -60,12 +61,7 @@ def _candidates() -> list[Path]:
     if env:
         # An explicit choice is the only candidate: a silent fallback would hide a typo.
         return [Path(env)]
-    repo = Path(__file__).resolve().parents[2]
-    return [
-        repo / "build" / "plugins" / "kernels" / LIB_NAME,
-        repo / "build" / "plugins" / LIB_NAME,
-        Path(__file__).resolve().parent / LIB_NAME,
-    ]
+    return [kernel_library(), Path(__file__).resolve().parent / LIB_NAME]
 
 
 def _declare(lib: ctypes.CDLL) -> None:

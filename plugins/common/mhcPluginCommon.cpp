@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <cmath>
+#include <dlfcn.h>
 #include <cstdio>
 #include <cstring>
 #include <exception>
@@ -61,8 +62,49 @@ std::string fieldTypeName(nvinfer1::PluginFieldType t)
 }
 } // namespace
 
+namespace
+{
+// The major version of the TensorRT that is calling us: getInferLibMajorVersion
+// from the global scope, else from the shared object that holds the finder's
+// code (libnvinfer is often loaded RTLD_LOCAL). -1 when neither has it.
+int32_t runningTensorRTMajor(nvinfer1::ILoggerFinder const* finder) noexcept
+{
+    using MajorFn = int32_t (*)();
+    void* sym = dlsym(RTLD_DEFAULT, "getInferLibMajorVersion");
+    if (!sym && finder)
+    {
+        Dl_info info{};
+        void const* vtable = *reinterpret_cast<void const* const*>(finder);
+        if (dladdr(vtable, &info) && info.dli_fname)
+        {
+            if (void* h = dlopen(info.dli_fname, RTLD_LAZY | RTLD_NOLOAD))
+            {
+                sym = dlsym(h, "getInferLibMajorVersion");
+                dlclose(h);
+            }
+        }
+    }
+    return sym ? reinterpret_cast<MajorFn>(sym)() : -1;
+}
+} // namespace
+
 void setLoggerFinder(nvinfer1::ILoggerFinder* finder) noexcept
 {
+    // ILoggerFinder and ILogger changed their vtables between TensorRT 10 and 11
+    // (11 derives both from IVersionedInterface): a finder from the other major
+    // must never be called. Messages then go to stderr.
+    int32_t const running = finder ? runningTensorRTMajor(finder) : NV_TENSORRT_MAJOR;
+    if (running != NV_TENSORRT_MAJOR)
+    {
+        std::fprintf(stderr,
+            "[mhc plugins] this library was built against TensorRT %d headers but the TensorRT "
+            "loading it is %s; its logger is not used (messages go to stderr). Load "
+            "libmhc_trt_plugins_trt%d.so instead.\n",
+            NV_TENSORRT_MAJOR, running < 0 ? "of unknown version" : std::to_string(running).c_str(),
+            running < 0 ? NV_TENSORRT_MAJOR : running);
+        gLoggerFinder.store(nullptr);
+        return;
+    }
     gLoggerFinder.store(finder);
 }
 

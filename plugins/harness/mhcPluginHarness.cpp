@@ -1,4 +1,4 @@
-// mhc_plugin_harness: drives libmhc_trt_plugins.so through the IPluginV3
+// mhc_plugin_harness: drives libmhc_trt_plugins_trt<major>.so through the IPluginV3
 // sequence TensorRT uses, without TensorRT. TensorRT's plugin interfaces are
 // pure-virtual classes or inline wrappers over pure-virtual apiv:: classes, so
 // the harness implements the TensorRT side (logger finder, expression builder,
@@ -10,6 +10,10 @@
 //   mhc_plugin_harness LIB fields
 //       every creator: defaults, good values, and each bad value rejected with
 //       a message naming the field, in both phases (no GPU needed)
+//   mhc_plugin_harness LIB logger
+//       hands the library this harness's logger finder, makes it log (a bad
+//       field value) and says whether the message reached that logger; a library
+//       built against another TensorRT major must refuse the finder and use stderr
 //   mhc_plugin_harness LIB run --op pre|sinkhorn|post|head --dtype float32|float16|bfloat16
 //       --n N --d D --T t1,t2,... --dir DIR [--attr name=value]... [--string-fields] [--no-gpu]
 //       the full lifecycle; per T reads DIR/T<t>.<input>.bin (raw, row-major) and
@@ -34,9 +38,17 @@
 #include <memory>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 using namespace nvinfer1;
+
+// The harness stands in for libnvinfer, which exports this; the plugin library
+// compares it with the TensorRT major of its own headers.
+extern "C" __attribute__((visibility("default"))) int32_t getInferLibMajorVersion() noexcept
+{
+    return NV_TENSORRT_MAJOR;
+}
 
 namespace
 {
@@ -466,6 +478,29 @@ T* capability(IPluginV3* p, PluginCapabilityType type, char const* kind)
     return ok ? static_cast<T*>(c) : nullptr;
 }
 
+// ---- mode: logger ------------------------------------------------------------------
+// Only the library's own entry points and a creator's getPluginName/createPlugin
+// are called, so the check also runs on a library of the other TensorRT major.
+int modeLogger(Library const& lib)
+{
+    IPluginCreatorV3One* c = findCreator(lib, "MhcSinkhorn");
+    check(c != nullptr, "creator MhcSinkhorn found");
+    if (!c)
+    {
+        return 1;
+    }
+    int32_t const badIters = 0;
+    PluginField field("iters", &badIters, PluginFieldType::kINT32, 1);
+    PluginFieldCollection fc{1, &field};
+    gLogger.takeMessages();
+    IPluginV3* p = c->createPlugin("harness", &fc, TensorRTPhase::kBUILD);
+    std::string const logged = gLogger.takeMessages();
+    std::printf("LOGGER %s\n", logged.find("iters") != std::string::npos ? "received" : "silent");
+    check(p == nullptr, "iters=0 rejected");
+    delete p;
+    return 0;
+}
+
 // ---- mode: list --------------------------------------------------------------------
 int modeList(Library const& lib)
 {
@@ -698,6 +733,7 @@ int modeRun(Library const& lib, RunArgs const& a)
     int32_t const nbIn = static_cast<int32_t>(op->inputs.size());
     int32_t const nbOut = static_cast<int32_t>(op->outputs.size());
     int64_t const maxT = *std::max_element(a.ts.begin(), a.ts.end());
+    int64_t const optT = (maxT + 1) / 2;  // the profile's kOPT, apart from kMAX
 
     // 1. creator and its fields; attributes arrive as the parser would pass them.
     IPluginCreatorV3One* creator = findCreator(lib, op->pluginName);
@@ -708,24 +744,44 @@ int modeRun(Library const& lib, RunArgs const& a)
     }
     PluginFieldCollection const* names = creator->getFieldNames();
     FieldSet attrs;
+    // TensorRT's ONNX parser types each field from the ONNX attribute's own type
+    // (INT -> kINT32, FLOAT -> kFLOAT32), never from getFieldNames: the caller
+    // says the type (--attr name:int=7); without one, the spec's kind is used.
+    std::vector<std::pair<std::string, std::string>> plainAttrs;
     for (auto const& kv : a.attrs)
     {
-        PluginFieldType type = PluginFieldType::kUNKNOWN;
-        for (int32_t i = 0; names && i < names->nbFields; ++i)
+        std::string name = kv.first;
+        std::string kind;
+        size_t const colon = name.find(':');
+        if (colon != std::string::npos)
         {
-            if (kv.first == names->fields[i].name)
+            kind = name.substr(colon + 1);
+            name = name.substr(0, colon);
+        }
+        if (kind.empty())
+        {
+            for (FieldExpect const& f : op->fields)
             {
-                type = names->fields[i].type;
+                if (name == f.name)
+                {
+                    kind = f.type == PluginFieldType::kINT32 ? "int" : "float";
+                }
             }
         }
-        if (type == PluginFieldType::kINT32)
+        if (kind == "int")
         {
-            attrs.addInt(kv.first, static_cast<int32_t>(std::stol(kv.second)));
+            attrs.addInt(name, static_cast<int32_t>(std::stol(kv.second)));
+        }
+        else if (kind == "float")
+        {
+            attrs.addFloat(name, std::stof(kv.second));
         }
         else
         {
-            attrs.addFloat(kv.first, std::stof(kv.second));
+            std::printf("usage: --attr %s needs a type (name:int=V or name:float=V)\n", name.c_str());
+            return 2;
         }
+        plainAttrs.emplace_back(name, kv.second);
     }
     if (a.stringFields)
     {
@@ -836,7 +892,7 @@ int modeRun(Library const& lib, RunArgs const& a)
         io[i].desc.format = TensorFormat::kLINEAR;
         io[i].desc.scale = -1.F;
         io[i].min = dimsOf(s, 1, a.n, a.d);
-        io[i].opt = dimsOf(s, maxT, a.n, a.d);
+        io[i].opt = dimsOf(s, optT, a.n, a.d);
         io[i].max = dimsOf(s, maxT, a.n, a.d);
     }
     int32_t const firstResidual = op->inputs[0].residualType ? 0 : -1;
@@ -873,9 +929,21 @@ int modeRun(Library const& lib, RunArgs const& a)
     size_t const wsBytes = build->getWorkspaceSize(io.data(), nbIn, io.data() + nbIn, nbOut);
     std::printf("  workspace at max T=%lld: %zu bytes\n", static_cast<long long>(maxT), wsBytes);
 
-    IPluginV3* cloned = built->clone();
-    check(cloned != nullptr && cloned != built, tag + ": clone");
-    delete cloned;
+    // TensorRT times tactics by enqueueing through clones of the build plugin:
+    // keep one, configured like the original, for the GPU checks below.
+    IPluginV3* buildClone = built->clone();
+    check(buildClone != nullptr && buildClone != built, tag + ": clone");
+    if (!buildClone)
+    {
+        return 1;
+    }
+    auto* cloneBuild = capability<IPluginV3OneBuild>(buildClone, PluginCapabilityType::kBUILD, "PLUGIN_V3ONE_BUILD");
+    auto* cloneRt = capability<IPluginV3OneRuntime>(buildClone, PluginCapabilityType::kRUNTIME, "PLUGIN_V3ONE_RUNTIME");
+    if (!cloneBuild || !cloneRt)
+    {
+        return 1;
+    }
+    check(cloneBuild->configurePlugin(io.data(), nbIn, io.data() + nbIn, nbOut) == 0, tag + ": configurePlugin on the clone");
 
     auto* buildRt = capability<IPluginV3OneRuntime>(built, PluginCapabilityType::kRUNTIME, "PLUGIN_V3ONE_RUNTIME");
     if (!buildRt)
@@ -885,7 +953,7 @@ int modeRun(Library const& lib, RunArgs const& a)
     FieldSet serialized;
     serialized.copyFrom(buildRt->getFieldsToSerialize());
     bool serOk = serialized.get()->nbFields == (names ? names->nbFields : 0);
-    for (auto const& kv : a.attrs)
+    for (auto const& kv : plainAttrs)
     {
         PluginField const* f = serialized.find(kv.first);
         if (!f)
@@ -924,115 +992,206 @@ int modeRun(Library const& lib, RunArgs const& a)
     {
         return 1;
     }
+    auto descsAt = [&](int64_t t, std::vector<PluginTensorDesc>& in, std::vector<PluginTensorDesc>& out) {
+        in.assign(nbIn, PluginTensorDesc{});
+        out.assign(nbOut, PluginTensorDesc{});
+        for (int32_t i = 0; i < nbIO; ++i)
+        {
+            PluginTensorDesc& dsc = i < nbIn ? in[i] : out[i - nbIn];
+            dsc = io[i].desc;
+            dsc.dims = dimsOf(i < nbIn ? op->inputs[i] : op->outputs[i - nbIn], t, a.n, a.d);
+        }
+    };
+    {
+        // TensorRT calls onShapeChange at the profile's kOPT shape while timing,
+        // on the build plugin's clones as on the engine's.
+        std::vector<PluginTensorDesc> in, out;
+        descsAt(optT, in, out);
+        check(rt->onShapeChange(in.data(), nbIn, out.data(), nbOut) == 0,
+            tag + ": onShapeChange at kOPT T=" + std::to_string(optT));
+        check(cloneRt->onShapeChange(in.data(), nbIn, out.data(), nbOut) == 0,
+            tag + ": onShapeChange at kOPT T=" + std::to_string(optT) + " on the build clone");
+    }
     if (!a.gpu)
     {
         for (int64_t t : a.ts)
         {
-            std::vector<PluginTensorDesc> in(nbIn), out(nbOut);
-            for (int32_t i = 0; i < nbIO; ++i)
-            {
-                PluginTensorDesc& dsc = i < nbIn ? in[i] : out[i - nbIn];
-                dsc = io[i].desc;
-                dsc.dims = dimsOf(i < nbIn ? op->inputs[i] : op->outputs[i - nbIn], t, a.n, a.d);
-            }
+            std::vector<PluginTensorDesc> in, out;
+            descsAt(t, in, out);
             check(rt->onShapeChange(in.data(), nbIn, out.data(), nbOut) == 0,
                 tag + ": onShapeChange T=" + std::to_string(t));
         }
+        delete buildClone;
         delete ctxPlugin;
         delete engPlugin;
         return gFailures ? 1 : 0;
     }
 
-    cudaStream_t stream;
+    // A second execution context of the same engine: its own plugin, its own
+    // stream and workspace, run on another thread at the same time.
+    HarnessResourceContext resCtx2;
+    IPluginV3* ctxPlugin2 = engRt->attachToContext(&resCtx2);
+    auto* rt2 = ctxPlugin2
+        ? capability<IPluginV3OneRuntime>(ctxPlugin2, PluginCapabilityType::kRUNTIME, "PLUGIN_V3ONE_RUNTIME")
+        : nullptr;
+    check(rt2 != nullptr, tag + ": a second attachToContext (second execution context)");
+    if (!rt2)
+    {
+        return 1;
+    }
+    cudaStream_t stream, stream2;
     CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+    CUDA_CHECK(cudaStreamCreateWithFlags(&stream2, cudaStreamNonBlocking));
     void* workspace = nullptr;
+    void* workspace2 = nullptr;
     if (wsBytes)
     {
         CUDA_CHECK(cudaMalloc(&workspace, wsBytes));
+        CUDA_CHECK(cudaMalloc(&workspace2, wsBytes));
         // Garbage, not zeros: the kernels must not rely on a cleared workspace.
         CUDA_CHECK(cudaMemset(workspace, 0xA5, wsBytes));
+        CUDA_CHECK(cudaMemset(workspace2, 0x5A, wsBytes));
     }
+    // The ways TensorRT may run one enqueue: the engine's plugin (its output is
+    // checked against the reference by pytest), a clone of the build plugin,
+    // the engine's plugin captured in a CUDA graph, and two contexts on two
+    // threads at once. Every way must give the same bits.
+    enum Way
+    {
+        kMAIN,
+        kCLONE,
+        kGRAPH,
+        kTHREAD_A,
+        kTHREAD_B,
+        kWAYS
+    };
+    char const* const wayName[kWAYS]
+        = {"engine plugin", "build-time clone", "CUDA graph capture", "thread A (context 1)", "thread B (context 2)"};
     for (int64_t t : a.ts)
     {
         std::string const tt = tag + " T=" + std::to_string(t);
-        std::vector<PluginTensorDesc> in(nbIn), out(nbOut);
-        std::vector<void*> dIn(nbIn, nullptr), dOut(nbOut, nullptr);
+        std::vector<PluginTensorDesc> in, out;
+        descsAt(t, in, out);
+        std::vector<void*> dIn(nbIn, nullptr);
+        std::vector<std::vector<void*>> dOut(kWAYS, std::vector<void*>(nbOut, nullptr));
         std::vector<size_t> outBytes(nbOut);
-        for (int32_t i = 0; i < nbIO; ++i)
+        for (int32_t i = 0; i < nbIn; ++i)
         {
-            bool const isIn = i < nbIn;
-            TensorSpec const& s = isIn ? op->inputs[i] : op->outputs[i - nbIn];
-            PluginTensorDesc& dsc = isIn ? in[i] : out[i - nbIn];
-            dsc = io[i].desc;
-            dsc.dims = dimsOf(s, t, a.n, a.d);
-            size_t const bytes = static_cast<size_t>(volume(dsc.dims)) * elemSize(dsc.type);
-            void* p = nullptr;
-            CUDA_CHECK(cudaMalloc(&p, std::max<size_t>(bytes, 1)));
-            if (isIn)
+            size_t const bytes = static_cast<size_t>(volume(in[i].dims)) * elemSize(in[i].type);
+            std::string const path = a.dir + "/T" + std::to_string(t) + "." + op->inputs[i].name + ".bin";
+            std::ifstream f(path, std::ios::binary);
+            std::vector<char> host(bytes);
+            f.read(host.data(), static_cast<std::streamsize>(bytes));
+            if (!f || f.peek() != EOF)
             {
-                std::string const path = a.dir + "/T" + std::to_string(t) + "." + s.name + ".bin";
-                std::ifstream f(path, std::ios::binary);
-                std::vector<char> host(bytes);
-                f.read(host.data(), static_cast<std::streamsize>(bytes));
-                if (!f || f.peek() != EOF)
-                {
-                    check(false, tt + ": input " + path + " must hold exactly " + std::to_string(bytes) + " bytes");
-                    return 1;
-                }
-                CUDA_CHECK(cudaMemcpy(p, host.data(), bytes, cudaMemcpyHostToDevice));
-                dIn[i] = p;
+                check(false, tt + ": input " + path + " must hold exactly " + std::to_string(bytes) + " bytes");
+                return 1;
             }
-            else
-            {
-                // NaN in every dtype: all-ones bytes; an unwritten element stays so.
-                CUDA_CHECK(cudaMemset(p, 0xFF, bytes));
-                dOut[i - nbIn] = p;
-                outBytes[i - nbIn] = bytes;
-            }
+            CUDA_CHECK(cudaMalloc(&dIn[i], std::max<size_t>(bytes, 1)));
+            CUDA_CHECK(cudaMemcpy(dIn[i], host.data(), bytes, cudaMemcpyHostToDevice));
         }
-        check(rt->onShapeChange(in.data(), nbIn, out.data(), nbOut) == 0, tt + ": onShapeChange");
-        CUDA_CHECK(cudaDeviceSynchronize());
-        rc = rt->enqueue(in.data(), out.data(), dIn.data(), dOut.data(), workspace, stream);
-        check(rc == 0, tt + ": enqueue returns 0");
-        CUDA_CHECK(cudaStreamSynchronize(stream));
-        CUDA_CHECK(cudaGetLastError());
         for (int32_t o = 0; o < nbOut; ++o)
         {
-            std::vector<uint8_t> host(outBytes[o]);
-            CUDA_CHECK(cudaMemcpy(host.data(), dOut[o], outBytes[o], cudaMemcpyDeviceToHost));
+            outBytes[o] = static_cast<size_t>(volume(out[o].dims)) * elemSize(out[o].type);
+            for (int w = 0; w < kWAYS; ++w)
+            {
+                CUDA_CHECK(cudaMalloc(&dOut[w][o], std::max<size_t>(outBytes[o], 1)));
+                // NaN in every dtype: all-ones bytes; an unwritten element stays so.
+                CUDA_CHECK(cudaMemset(dOut[w][o], 0xFF, outBytes[o]));
+            }
+        }
+        CUDA_CHECK(cudaDeviceSynchronize());
+        auto enqueueOn = [&](IPluginV3OneRuntime* r, cudaStream_t st, void* ws, int w) -> int32_t {
+            if (r->onShapeChange(in.data(), nbIn, out.data(), nbOut) != 0)
+            {
+                return -1;
+            }
+            int32_t const e = r->enqueue(in.data(), out.data(), dIn.data(), dOut[w].data(), ws, st);
+            return e != 0 ? e : (cudaStreamSynchronize(st) == cudaSuccess ? 0 : -2);
+        };
+        check(enqueueOn(rt, stream, workspace, kMAIN) == 0, tt + ": onShapeChange + enqueue return 0");
+        check(enqueueOn(cloneRt, stream, workspace, kCLONE) == 0, tt + ": enqueue through the build-time clone");
+        {
+            check(rt->onShapeChange(in.data(), nbIn, out.data(), nbOut) == 0, tt + ": onShapeChange before capture");
+            cudaGraph_t graph = nullptr;
+            cudaGraphExec_t exec = nullptr;
+            CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeGlobal));
+            int32_t const e = rt->enqueue(in.data(), out.data(), dIn.data(), dOut[kGRAPH].data(), workspace, stream);
+            cudaError_t const endErr = cudaStreamEndCapture(stream, &graph);
+            bool ok = e == 0 && endErr == cudaSuccess && graph != nullptr
+                && cudaGraphInstantiate(&exec, graph, 0) == cudaSuccess && cudaGraphLaunch(exec, stream) == cudaSuccess
+                && cudaStreamSynchronize(stream) == cudaSuccess;
+            check(ok, tt + ": enqueue captured in a CUDA graph (" + cudaGetErrorString(endErr) + "), replayed");
+            cudaGetLastError();
+            if (exec)
+            {
+                cudaGraphExecDestroy(exec);
+            }
+            if (graph)
+            {
+                cudaGraphDestroy(graph);
+            }
+        }
+        {
+            int32_t ra = -9, rb = -9;
+            std::thread ta([&] { ra = enqueueOn(rt, stream, workspace, kTHREAD_A); });
+            std::thread tb([&] { rb = enqueueOn(rt2, stream2, workspace2, kTHREAD_B); });
+            ta.join();
+            tb.join();
+            check(ra == 0 && rb == 0, tt + ": two execution contexts enqueue on two threads at once");
+        }
+        CUDA_CHECK(cudaGetLastError());
+        std::vector<std::vector<uint8_t>> host(kWAYS);
+        for (int32_t o = 0; o < nbOut; ++o)
+        {
+            for (int w = 0; w < kWAYS; ++w)
+            {
+                host[w].resize(outBytes[o]);
+                CUDA_CHECK(cudaMemcpy(host[w].data(), dOut[w][o], outBytes[o], cudaMemcpyDeviceToHost));
+            }
             size_t const es = elemSize(out[o].type);
             size_t unwritten = 0;
-            for (size_t e = 0; e < host.size(); e += es)
+            for (size_t e = 0; e < host[kMAIN].size(); e += es)
             {
                 bool allOnes = true;
                 for (size_t b = 0; b < es; ++b)
                 {
-                    allOnes = allOnes && host[e + b] == 0xFF;
+                    allOnes = allOnes && host[kMAIN][e + b] == 0xFF;
                 }
                 unwritten += allOnes;
             }
             check(unwritten == 0,
                 tt + ": every element of " + op->outputs[o].name + " written (" + std::to_string(unwritten)
-                    + " of " + std::to_string(host.size() / es) + " still poison)");
+                    + " of " + std::to_string(host[kMAIN].size() / es) + " still poison)");
+            for (int w = kCLONE; w < kWAYS; ++w)
+            {
+                check(host[w] == host[kMAIN],
+                    tt + ": " + op->outputs[o].name + " from the " + wayName[w] + " has the same bits as the "
+                        + wayName[kMAIN]);
+            }
             std::string const path = a.dir + "/T" + std::to_string(t) + "." + op->outputs[o].name + ".out.bin";
             std::ofstream f(path, std::ios::binary);
-            f.write(reinterpret_cast<char const*>(host.data()), static_cast<std::streamsize>(host.size()));
+            f.write(reinterpret_cast<char const*>(host[kMAIN].data()), static_cast<std::streamsize>(host[kMAIN].size()));
             check(static_cast<bool>(f), tt + ": wrote " + path);
         }
         for (void* p : dIn)
         {
             cudaFree(p);
         }
-        for (void* p : dOut)
+        for (auto& v : dOut)
         {
-            cudaFree(p);
+            for (void* p : v)
+            {
+                cudaFree(p);
+            }
         }
     }
-    if (workspace)
-    {
-        cudaFree(workspace);
-    }
+    cudaFree(workspace);
+    cudaFree(workspace2);
     cudaStreamDestroy(stream);
+    cudaStreamDestroy(stream2);
+    delete buildClone;
+    delete ctxPlugin2;
     delete ctxPlugin;
     delete engPlugin;
     return gFailures ? 1 : 0;
@@ -1041,9 +1200,10 @@ int modeRun(Library const& lib, RunArgs const& a)
 int usage()
 {
     std::printf(
-        "usage: mhc_plugin_harness LIB list|fields\n"
+        "usage: mhc_plugin_harness LIB list|fields|logger\n"
         "       mhc_plugin_harness LIB run --op OP --dtype DT --n N --d D --T t1,t2 --dir DIR [--attr k=v]...\n"
-        "                                   [--string-fields] [--no-gpu] [--verbose]\n");
+        "                                   [--string-fields] [--no-gpu] [--verbose]\n"
+        "       (--attr name:int=V | name:float=V types a field as the ONNX parser would)\n");
     return 2;
 }
 } // namespace
@@ -1134,6 +1294,10 @@ int main(int argc, char** argv)
     else if (mode == "fields")
     {
         rc = modeFields(lib);
+    }
+    else if (mode == "logger")
+    {
+        rc = modeLogger(lib);
     }
     else if (mode == "run")
     {

@@ -7,6 +7,7 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 
+#include <atomic>
 #include <type_traits>
 
 #include "mhc_kernels.h"
@@ -22,6 +23,45 @@ mhcStatus_t fail(mhcStatus_t status, const char* fmt, ...)
 mhcStatus_t ok();
 // Converts a pending launch error into MHC_STATUS_CUDA_ERROR naming `what`.
 mhcStatus_t checkLaunch(const char* what);
+
+// ---- per-device facts, safe from any thread ------------------------------------
+// Caches are keyed by the current device (a process may drive several GPUs and
+// execution contexts on several threads); each entry is an atomic, and racing
+// threads compute the same value.
+constexpr int kMaxCachedDevices = 64;
+
+inline int currentDevice() {
+    int dev = 0;
+    return cudaGetDevice(&dev) == cudaSuccess ? dev : -1;
+}
+
+// Compute-capability major of the current device (0 when it cannot be read).
+inline int deviceCcMajor() {
+    static std::atomic<int> cache[kMaxCachedDevices] = {};
+    const int dev = currentDevice();
+    if (dev < 0) return 0;
+    int v = dev < kMaxCachedDevices ? cache[dev].load(std::memory_order_relaxed) : 0;
+    if (v == 0) {
+        if (cudaDeviceGetAttribute(&v, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
+            cudaGetLastError();
+            return 0;
+        }
+        if (dev < kMaxCachedDevices) cache[dev].store(v, std::memory_order_relaxed);
+    }
+    return v;
+}
+
+// True while `stream` is being captured into a CUDA graph. A launch that fails
+// inside a capture invalidates it, so launch paths must not try-then-fall-back
+// then: they decide beforehand.
+inline bool streamIsCapturing(cudaStream_t stream) {
+    cudaStreamCaptureStatus st = cudaStreamCaptureStatusNone;
+    if (cudaStreamIsCapturing(stream, &st) != cudaSuccess) {
+        cudaGetLastError();
+        return false;
+    }
+    return st != cudaStreamCaptureStatusNone;
+}
 
 // Validation shared by the entry points; each names the offending argument.
 mhcStatus_t checkShape(int64_t T, int32_t n, int32_t d, mhcDtype_t dtype);

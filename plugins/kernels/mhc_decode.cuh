@@ -24,14 +24,6 @@ namespace mhc {
 
 constexpr int kDecodeFinishThreads = 256;
 
-inline bool deviceIsSm90PlusDecode() {
-    int dev = 0, major = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess) return false;
-    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess)
-        return false;
-    return major >= 9;
-}
-
 __device__ __forceinline__ void pdlLaunchDependents() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
@@ -244,12 +236,16 @@ inline mhcStatus_t runPreDecode(const T* x, const float* hc_fn, const float* hc_
     attr[0].val.programmaticStreamSerializationAllowed = 1;
     cfg.attrs = attr;
     cfg.numAttrs = 1;
-    static const bool sm90 = deviceIsSm90PlusDecode();
-    if (!sm90 || getenv("MHC_DECODE_NO_PDL")) cfg.numAttrs = 0;
+    static const bool no_pdl = getenv("MHC_DECODE_NO_PDL") != nullptr;
+    if (no_pdl || deviceCcMajor() < 9) cfg.numAttrs = 0;
+    const bool capturing = streamIsCapturing(stream);
     if (cudaLaunchKernelEx(&cfg, decodeFinishKernel<T, N>, x, static_cast<const float*>(part),
                            splits, hc_scale, hc_base, layer_input, post_mix, comb_mix, ntok, d,
                            p) != cudaSuccess) {
-        // PDL refused (e.g. by a capture mode): plain launch, same results.
+        // Inside a capture a failed launch has already invalidated the graph:
+        // report it rather than retry.
+        if (capturing || cfg.numAttrs == 0) return checkLaunch("mhcPre decode finish kernel");
+        // PDL refused outside a capture: plain launch, same results.
         cudaGetLastError();
         cfg.numAttrs = 0;
         if (cudaLaunchKernelEx(&cfg, decodeFinishKernel<T, N>, x,

@@ -342,14 +342,6 @@ inline FusedCfg fusedEnvCfg() {
     return cfg;
 }
 
-inline bool deviceIsSm90Plus() {
-    int dev = 0, major = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess) return false;
-    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess)
-        return false;
-    return major >= 9;
-}
-
 inline int fusedTstride(int N, int ds) {
     int ts = N * ds;  // elements; make the token stride an odd multiple of 64 bytes
     ts += ((32 - ts % 64) + 64) % 64;
@@ -366,23 +358,26 @@ inline int launchFusedCfg(FusedArgs args, int cs, cudaStream_t stream) {
     const size_t smem = size_t(TT) * ts * 2 + fusedExtraBytes<N, HEAD, TT>();
     if (smem > 200 * 1024) return 0;
     auto kern = fusedKernel<N, HEAD, TT>;
-    static size_t smem_set = 0;
-    static bool nonportable_set = false;
-    if (smem > smem_set) {
+    // Function attributes are per device: remember what each device was given.
+    static std::atomic<size_t> smem_set[kMaxCachedDevices] = {};
+    static std::atomic<bool> nonportable_set[kMaxCachedDevices] = {};
+    const int dev = currentDevice();
+    const bool cached = dev >= 0 && dev < kMaxCachedDevices;
+    if (!cached || smem > smem_set[dev].load(std::memory_order_relaxed)) {
         if (cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)) !=
             cudaSuccess) {
             cudaGetLastError();
             return 0;
         }
-        smem_set = smem;
+        if (cached) smem_set[dev].store(smem, std::memory_order_relaxed);
     }
-    if (cs > 8 && !nonportable_set) {
+    if (cs > 8 && (!cached || !nonportable_set[dev].load(std::memory_order_relaxed))) {
         if (cudaFuncSetAttribute(kern, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) !=
             cudaSuccess) {
             cudaGetLastError();
             return 0;
         }
-        nonportable_set = true;
+        if (cached) nonportable_set[dev].store(true, std::memory_order_relaxed);
     }
     args.ds = ds;
     args.tstride = ts;
@@ -399,6 +394,17 @@ inline int launchFusedCfg(FusedArgs args, int cs, cudaStream_t stream) {
     attr[0].val.clusterDim.z = 1;
     cfg.attrs = attr;
     cfg.numAttrs = 1;
+    if (streamIsCapturing(stream)) {
+        // No second chance inside a capture: ask whether the cluster fits first.
+        int clusters = 0;
+        if (cudaOccupancyMaxActiveClusters(&clusters, kern, &cfg) != cudaSuccess) {
+            cudaGetLastError();
+            return 0;
+        }
+        if (clusters < 1) return 0;
+        cudaLaunchKernelEx(&cfg, kern, args);  // a failure is reported by checkLaunch
+        return checkLaunch("mhc fused kernel") == MHC_STATUS_SUCCESS ? 1 : -1;
+    }
     if (cudaLaunchKernelEx(&cfg, kern, args) != cudaSuccess) {
         cudaGetLastError();  // e.g. no room for the cluster: use the two-pass path
         return 0;
@@ -422,8 +428,7 @@ template <int N, bool HEAD>
 inline int launchFused(const FusedArgs& args, cudaStream_t stream) {
     FusedCfg c = fusedEnvCfg();
     if (c.mt < 0 || args.ntok < fusedMinT(HEAD)) return 0;
-    static const bool sm90 = deviceIsSm90Plus();
-    if (!sm90) return 0;
+    if (deviceCcMajor() < 9) return 0;
     if (c.mt == 0) {
         // 16 tokens per cluster; ~512 columns per CTA or fewer (d=7168: 16 CTAs
         // of 448 columns, d=4096: 8 CTAs of 512), measured best of 8/16/32 x 8/16.

@@ -4,5 +4,5 @@
 # must follow at once.
 set -euo pipefail
 mkdir -p /tmp/rtx_parts
-cp .rtx_part1/rtx.tar.xz.part1 /tmp/rtx_parts/
+cp .rtx_part1/rtx.tar.xz.part1 .rtx_part1/libmhc_kernels.so /tmp/rtx_parts/
 ls -la /tmp/rtx_parts

@@ -19,13 +19,15 @@ if [ "$(sha256sum /tmp/rtx.tar.xz | cut -d' ' -f1)" != "$(cat .rtx_part2/rtx.tar
 fi
 rm -rf /tmp/trt_rtx && mkdir -p /tmp/trt_rtx && tar -C /tmp/trt_rtx -xJf /tmp/rtx.tar.xz
 export MHC_TRT_RTX_DIR=/tmp/trt_rtx MHC_TENSORRT=tensorrt-rtx
-export MHC_PLUGIN_BUILD_DIR=$PWD/.rtx_run/bin MHC_PLUGIN_LIB=$PWD/.rtx_run/bin/libmhc_trt_plugins.so
+export MHC_PLUGIN_BUILD_DIR=$PWD/.rtx_run/bin MHC_PLUGIN_LIB=$PWD/.rtx_run/bin/libmhc_trt_plugins_trt11.so
 chmod +x .rtx_run/bin/mhc_plugin_harness
 date -u; nvidia-smi -L; python3 --version; ls /tmp/trt_rtx/tensorrt_rtx_libs | head
 
-echo "==== 1. plugin harness tests"
-timeout 200 python3 -m pytest -v -rs tests/test_plugin_harness.py 2>&1 | tee "$out/harness_pytest.txt"
-echo "harness pytest exit: ${PIPESTATUS[0]}"
+echo "==== 1. plugin harness and kernel tests (libraries built here for sm_90)"
+export MHC_KERNELS_LIB=/tmp/rtx_parts/libmhc_kernels.so
+timeout 300 python3 -m pytest -q -rs tests/test_plugin_harness.py tests/test_kernels.py \
+  --junitxml="$out/gpu_tests.xml" 2>&1 | tee "$out/harness_pytest.txt" | tail -30
+echo "harness+kernels pytest exit: ${PIPESTATUS[0]}"
 
 echo "==== 2. TensorRT-RTX check"
 timeout 220 bash scripts/rtx_check.sh --out "$out" --timeout 100 2>&1 | tail -40

@@ -3,7 +3,7 @@
 # in git-ignored folders that the device tool can carry (64 MiB per call):
 #   .trt_rtx/              the two wheels and the packed tar.xz (kept here, never carried)
 #   .rtx_part1/, .rtx_part2/  the tar.xz split in two parts < 35 MB (one per call)
-#   .rtx_run/bin/          libmhc_trt_plugins.so + mhc_plugin_harness built here (x86-64, sm_80/90/100)
+#   .rtx_run/bin/          libmhc_trt_plugins_trt11.so + mhc_plugin_harness built here (x86-64, sm_80/90/100)
 #   .rtx_run/onnx/         the exported ONNX models (the device's torch is older; exporting here is cheaper)
 # Then make two back-to-back device calls (see docs/TENSORRT.md):
 #   1. carry .rtx_part1            command: bash scripts/rtx/device_step1.sh
@@ -44,22 +44,31 @@ sha256sum .trt_rtx/rtx.tar.xz | cut -d' ' -f1 > .rtx_part2/rtx.tar.xz.sha256
 
 # 2. Plugin library and harness, built here against the TensorRT 11.1 headers.
 build=${MHC_RTX_PLUGIN_BUILD:-$root/build/plugins-trt11}
-if [ ! -f "$build/libmhc_trt_plugins.so" ] || [ ! -f "$build/mhc_plugin_harness" ]; then
+if [ ! -f "$build/libmhc_trt_plugins_trt11.so" ] || [ ! -f "$build/mhc_plugin_harness" ]; then
   PATH=$PATH:/usr/local/cuda/bin TENSORRT_ROOT="$root/../shared/third_party/tensorrt-11.1" \
     scripts/build_plugins.sh "$build"
 fi
 rm -rf .rtx_run && mkdir -p .rtx_run/bin .rtx_run/onnx
-cp "$build/libmhc_trt_plugins.so" "$build/mhc_plugin_harness" .rtx_run/bin/
+cp "$build/libmhc_trt_plugins_trt11.so" "$build/mhc_plugin_harness" .rtx_run/bin/
+# The kernel library rides with part 1 (64 MiB a call): device_step1.sh parks it in /tmp.
+cp "$build/kernels/libmhc_kernels.so" .rtx_part1/
+strip --strip-unneeded .rtx_run/bin/* .rtx_part1/libmhc_kernels.so 2>/dev/null || true
 
 # 3. ONNX: one single-op model per op, and the tiny full model.
 n=${MHC_RTX_STREAMS:-4}; d=${MHC_RTX_HIDDEN:-256}
 for op in pre sinkhorn post head; do
-  "$py" export_scripts/export.py --op "$op" --streams "$n" --hidden "$d" --dtype bfloat16 \
+  "$py" export_scripts/export.py --op "$op" --streams "$n" --hidden "$d" --dtype bfloat16 --no-validate \
     --out ".rtx_run/onnx/${op}_bf16.onnx" > ".rtx_run/onnx/${op}_bf16.export.log" 2>&1 \
     || { tail -20 ".rtx_run/onnx/${op}_bf16.export.log"; exit 1; }
 done
-"$py" export_scripts/export.py --op pre --streams "$n" --hidden "$d" --dtype float32 \
+"$py" export_scripts/export.py --op pre --streams "$n" --hidden "$d" --dtype float32 --no-validate \
   --out .rtx_run/onnx/pre_fp32.onnx > .rtx_run/onnx/pre_fp32.export.log 2>&1
+# Attributes far from the defaults: the parsed network must hold them as constants
+# (Loop trip count iters-1 = 6, sinkhorn eps 0.01), not 0 / 0.0 (issue 12.1).
+"$py" export_scripts/export.py --op pre --streams "$n" --hidden "$d" --dtype float32 --no-validate \
+  --attr sinkhorn_iters=7 --attr sinkhorn_eps=0.01 --attr pre_eps=0.05 --attr rms_eps=0.1 \
+  --out .rtx_run/onnx/pre_attrs_fp32.onnx > .rtx_run/onnx/pre_attrs_fp32.export.log 2>&1 \
+  || { tail -20 .rtx_run/onnx/pre_attrs_fp32.export.log; exit 1; }
 "$py" export_scripts/export.py --config tiny --out .rtx_run/onnx/tiny.onnx --no-validate \
   > .rtx_run/onnx/tiny.export.log 2>&1 || { tail -20 .rtx_run/onnx/tiny.export.log; exit 1; }
 rm -f .rtx_run/onnx/*.report.json
