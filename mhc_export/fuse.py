@@ -36,14 +36,15 @@ def fuse_boundaries(graph: onnx.GraphProto) -> dict[str, int]:
     for node in graph.node:
         if node.domain != ONNX_DOMAIN or node.op_type not in (MHC_PRE.op_type, MHC_HEAD.op_type):
             continue
-        post = producer.get(node.input[0])
+        post, chain = _through_reshapes(producer, node.input[0])
         if (post is None or post.domain != ONNX_DOMAIN or post.op_type != MHC_POST.op_type
                 or id(post) in replaced):
             continue
         if node.op_type == MHC_PRE.op_type:
             kind, outputs = MHC_POST_PRE, [post.output[0], *node.output]
         else:
-            if len(consumers[post.output[0]]) != 1 or post.output[0] in graph_outputs:
+            links = [post.output[0], *(r.output[0] for r in chain)]
+            if any(len(consumers[x]) != 1 or x in graph_outputs for x in links):
                 continue  # someone else needs the residual MhcPostHead would not output
             kind, outputs = MHC_POST_HEAD, list(node.output)
         new = onnx.helper.make_node(
@@ -52,11 +53,30 @@ def fuse_boundaries(graph: onnx.GraphProto) -> dict[str, int]:
         new.attribute.extend(node.attribute)
         replaced[id(post)] = None
         replaced[id(node)] = new
+        for reshape in chain:  # now read by nobody
+            if len(consumers[reshape.output[0]]) == 1 and reshape.output[0] not in graph_outputs:
+                replaced[id(reshape)] = None
         fused[kind.op_type] += 1
     if replaced:
         nodes = [replaced.get(id(n), n) for n in graph.node]
         _topological(graph, [n for n in nodes if n is not None])
     return fused
+
+
+def _through_reshapes(producer, name: str):
+    """(producer of ``name`` past any Reshape chain, the Reshapes passed).
+
+    A Reshape chain from MhcPost's [T, n, d] output to an mhc input [T', n, d]
+    is the identity (reshapes keep element order, and n, d are fixed by the
+    weights, so T' = T): HF's DeepSeek-V4 export views the streams as
+    [batch, seq, n, d] between decoder layers and flattens them again.
+    """
+    chain = []
+    node = producer.get(name)
+    while node is not None and node.domain in ("", "ai.onnx") and node.op_type == "Reshape":
+        chain.append(node)
+        node = producer.get(node.input[0])
+    return node, chain
 
 
 def _topological(graph: onnx.GraphProto, nodes: list[onnx.NodeProto]) -> None:

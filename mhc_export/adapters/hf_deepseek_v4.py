@@ -75,36 +75,40 @@ class MhcAttrs:
 # ---------------------------------------------------------------------------
 
 
+def _pre(hc, streams: torch.Tensor):
+    """mhc::pre on flat streams [T, n, d] with ``hc``'s own parameters."""
+    a: MhcAttrs = hc._mhc_attrs
+    return torch.ops.mhc.pre(streams, hc.fn.float(), hc.scale.float(), hc.base.float(),
+                             a.rms_eps, a.hc_eps, a.hc_eps, POST_MULT, a.sinkhorn_iters)
+
+
 def hyper_connection_forward(self, hidden_streams: torch.Tensor):
     """DeepseekV4HyperConnection.forward on ``mhc::pre``: (post, comb, collapsed)."""
     b, s, n, d = hidden_streams.shape
-    a: MhcAttrs = self._mhc_attrs
-    collapsed, post, comb = torch.ops.mhc.pre(
-        hidden_streams.reshape(b * s, n, d), self.fn.float(), self.scale.float(),
-        self.base.float(), a.rms_eps, a.hc_eps, a.hc_eps, POST_MULT, a.sinkhorn_iters,
-    )
+    collapsed, post, comb = _pre(self, hidden_streams.reshape(b * s, n, d))
     return post.view(b, s, n), comb.view(b, s, n, n), collapsed.view(b, s, d)
-
-
-def _residual_update(x: torch.Tensor, streams: torch.Tensor, post: torch.Tensor,
-                     comb: torch.Tensor) -> torch.Tensor:
-    b, s, n, d = streams.shape
-    out = torch.ops.mhc.post(
-        x.reshape(b * s, d).to(streams.dtype), streams.reshape(b * s, n, d),
-        post.reshape(b * s, n), comb.reshape(b * s, n, n),
-    )
-    return out.view(b, s, n, d)
 
 
 def decoder_layer_forward(self, hidden_states: torch.Tensor,
                           input_ids: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
-    """DeepseekV4DecoderLayer.forward with the residual update on ``mhc::post``."""
-    post, comb, collapsed = self.attn_hc(hidden_states)
-    attn_output, _ = self.self_attn(self.input_layernorm(collapsed), **kwargs)
-    hidden_states = _residual_update(attn_output, hidden_states, post, comb)
-    post, comb, collapsed = self.ffn_hc(hidden_states)
-    mlp_output = self.mlp(self.post_attention_layernorm(collapsed), input_ids=input_ids)
-    return _residual_update(mlp_output, hidden_states, post, comb)
+    """DeepseekV4DecoderLayer.forward with the residual update on ``mhc::post``.
+
+    The streams stay flat [T, n, d] from the attention's post to the MLP's pre, so
+    in the exported graph MhcPost feeds MhcPre directly and the boundary fusion
+    pass (mhc_export.fuse) can merge them.
+    """
+    b, s, n, d = hidden_states.shape
+    streams = hidden_states.reshape(b * s, n, d)
+    collapsed, post, comb = _pre(self.attn_hc, streams)
+    attn_output, _ = self.self_attn(self.input_layernorm(collapsed.view(b, s, d)), **kwargs)
+    streams = torch.ops.mhc.post(attn_output.reshape(b * s, d).to(streams.dtype), streams,
+                                 post, comb)
+    collapsed, post, comb = _pre(self.ffn_hc, streams)
+    mlp_output = self.mlp(self.post_attention_layernorm(collapsed.view(b, s, d)),
+                          input_ids=input_ids)
+    streams = torch.ops.mhc.post(mlp_output.reshape(b * s, d).to(streams.dtype), streams,
+                                 post, comb)
+    return streams.view(b, s, n, d)
 
 
 def hyper_head_forward(self, x: torch.Tensor) -> torch.Tensor:
