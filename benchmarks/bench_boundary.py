@@ -21,10 +21,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench_kernels import _nsets, copy_bandwidth, time_calls  # noqa: E402
+from bench_kernels import _nsets, copy_bandwidth, time_calls
 
-from mhc_export import kernels  # noqa: E402
-from mhc_export.spec import num_mixes  # noqa: E402
+from mhc_export import kernels
+from mhc_export.spec import num_mixes
 
 
 def boundary_sets(t: int, n: int, d: int, dtype: torch.dtype, g: torch.Generator):
