@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 
 from .errors import EXIT_INTERRUPTED, EXIT_USAGE, MhcError
@@ -45,19 +47,45 @@ def main(argv: Sequence[str] | None = None) -> int:
     chosen = next((a for a in argv if a in SUBCOMMANDS), None)
     args = build_parser(only=chosen).parse_args(argv)
     module = importlib.import_module(SUBCOMMANDS[args.command][0])
-    try:
-        return int(module.run(args))
-    except MhcError as e:
-        print(f"mhc-export {args.command}: error: {e}", file=sys.stderr)
-        return e.exit_code
-    except (ValueError, TypeError, FileNotFoundError) as e:
-        print(f"mhc-export {args.command}: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        # Outputs are written atomically, so nothing half-written is left behind.
-        print(f"mhc-export {args.command}: interrupted; nothing was left half-written",
-              file=sys.stderr)
-        return EXIT_INTERRUPTED
+    with _InterruptWatch() as watch:
+        try:
+            return int(module.run(args))
+        except BaseException as e:
+            # A Ctrl-C can surface as another exception when a library (torch.export)
+            # catches KeyboardInterrupt and fails while handling it: the watch knows.
+            if watch.interrupted or isinstance(e, KeyboardInterrupt):
+                # Outputs are written atomically, so nothing is left half-written.
+                print(f"mhc-export {args.command}: interrupted; nothing was left half-written",
+                      file=sys.stderr)
+                return EXIT_INTERRUPTED
+            if isinstance(e, MhcError):
+                print(f"mhc-export {args.command}: error: {e}", file=sys.stderr)
+                return e.exit_code
+            if isinstance(e, (ValueError, TypeError, FileNotFoundError)):
+                print(f"mhc-export {args.command}: error: {e}", file=sys.stderr)
+                return EXIT_USAGE
+            raise
+
+
+class _InterruptWatch:
+    """Records a SIGINT (then raises KeyboardInterrupt as Python's own handler does)."""
+
+    def __init__(self) -> None:
+        self.interrupted = False
+        self._previous = None
+
+    def _handler(self, signum, frame) -> None:
+        self.interrupted = True
+        raise KeyboardInterrupt
+
+    def __enter__(self) -> _InterruptWatch:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
 
 
 if __name__ == "__main__":

@@ -118,9 +118,8 @@ OPS: dict[str, OpContract] = {
     "post": MHC_POST,
     "head": MHC_HEAD,
 }
-# The fused layer boundaries: ONNX nodes with flat local functions. They have no
-# CUDA kernel or TensorRT plugin yet, so they stay apart from OPS (whose every op
-# has both): TensorRT builds them from their functions.
+# The fused layer boundaries (ONNX nodes, flat local functions, kernels composed
+# behind the C API, plugins), kept apart from the four base ops they compose.
 FUSED_OPS: dict[str, OpContract] = {
     "post_pre": MHC_POST_PRE,
     "post_head": MHC_POST_HEAD,

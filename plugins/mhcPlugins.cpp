@@ -18,6 +18,8 @@ MHC_PLUGIN_EXPORT nvinfer1::IPluginCreatorInterface* const* getCreators(int32_t&
         mhc::plugin::getMhcSinkhornCreator(),
         mhc::plugin::getMhcPostCreator(),
         mhc::plugin::getMhcHeadCreator(),
+        mhc::plugin::getMhcPostPreCreator(),
+        mhc::plugin::getMhcPostHeadCreator(),
     };
     nbCreators = static_cast<int32_t>(sizeof(creators) / sizeof(creators[0]));
     return creators;

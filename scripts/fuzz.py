@@ -273,7 +273,8 @@ def main(argv: list[str] | None = None) -> int:
                 s["checked"] += 1
                 try:
                     got = fn()
-                    errs = {k: (error(c, k, got[k], r), tolerance(c, k)) for k, r in ref.items()}
+                    errs = {k: (error(c, k, got[k], r, x), tolerance(c, k))
+                            for k, r in ref.items()}
                 except Exception as e:
                     errs = {"error": (math.inf, 0.0)}
                     failures.append((name, _describe(c), f"{type(e).__name__}: {e}"[:300]))
@@ -306,12 +307,17 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if any(s["mismatches"] for s in stats.values()) else 0
 
 
-def error(c: dict, output: str, got: torch.Tensor, ref: torch.Tensor) -> float:
-    """max |got - ref| / max |ref|, the scale floored at 1e-3 of the output's range for the
-    gates (post_mix in [0, post_mult], comb entries in [0, 1]): when every gate of a run
-    sits at sigmoid(-1000) ~ 1e-435, float32's 0 is exact, not a 100% error."""
-    floor = {"post_mix": c["attrs"].get("post_mult", 1.0), "comb_mix": 1.0, "comb": 1.0}
-    a, e = got.detach().double(), ref.double()
+def error(c: dict, output: str, got: torch.Tensor, ref: torch.Tensor,
+          inputs: dict[str, torch.Tensor]) -> float:
+    """max |got - ref| / max |ref|, the scale floored at 1e-3 of the output's natural range:
+    post_mix lives in [0, post_mult], comb in [0, 1], and layer_input / y are gated sums of
+    the residual streams. When every gate of a run sits at sigmoid(-1000) ~ 1e-435,
+    float32's exact 0 is not a 100% error."""
+    residual = inputs.get("residual")
+    stream_max = float(residual.double().abs().max()) if residual is not None else 0.0
+    floor = {"post_mix": c["attrs"].get("post_mult", 1.0), "comb_mix": 1.0, "comb": 1.0,
+             "layer_input": stream_max, "y": stream_max}
+    a, e = got.detach().double().cpu(), ref.double()
     if not torch.isfinite(a).all():
         return math.inf
     scale = max(float(e.abs().max()), 1e-3 * floor.get(output, 0.0), 1e-300)

@@ -88,7 +88,7 @@ def test_default_single_op_path(tmp_path, monkeypatch):
         (["export", "--op", "pre", "--attr", "sinkhorn_iters=0"], "sinkhorn_iters must be >= 1"),
         (["export", "--op", "sinkhorn", "--attr", "eps=nan"], "eps must be a finite number"),
         (["export", "--seq", "0"], "--seq must be >= 1"),
-        (["export", "--attr", "rms_eps=1e-5"], "--attr applies to --op exports only"),
+        (["export", "--attr", "rms_eps=1e-5"], "--attr: applies to --op exports only"),
         (["export", "--checkpoint", "/nonexistent.safetensors"], "does not exist"),
         (["validate"], "give --onnx MODEL.onnx or --engine MODEL.plan"),
         (["validate", "--onnx", "/nonexistent.onnx"], "does not exist"),

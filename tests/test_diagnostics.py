@@ -308,7 +308,8 @@ def test_cli_writes_json_and_png(tmp_path, capsys) -> None:  # type: ignore[no-u
     (["--widths", "-8"], "--widths must be positive"),
     (["--iters", "0"], "--iters must be >= 1"),
     (["--samples", "0"], "--samples must be >= 1"),
-    (["--streams", "9"], "--streams must be in 2..8"),
+    (["--streams", "9"], "--streams must be in 1..8"),
+    (["--streams", "1"], "with one stream the Sinkhorn comb is the constant 1"),
 ])
 def test_cli_rejects_bad_arguments(argv, msg, capsys) -> None:  # type: ignore[no-untyped-def]
     assert main(["diagnose", *argv]) == 2

@@ -413,3 +413,60 @@ def test_first_launch_in_capture_and_two_threads():
     proc = subprocess.run([sys.executable, "-c", _COLD_PROCESS], cwd=root, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0 and "COLD-PROCESS-OK" in proc.stdout, proc.stderr[-3000:]
+
+
+# --- MhcPostPre / MhcPostHead (the fused layer boundaries) ---------------------------
+_FUSED_PRE = {"rms_eps": 0.1, "pre_eps": 0.05, "sinkhorn_eps": 1e-2, "post_mult": 1.3,
+              "sinkhorn_iters": 7}
+
+
+def _boundary_inputs(t, n, d, dtype, head, g):
+    x = make_residual(t, 1, d, dtype, g).reshape(t, d)
+    residual = make_residual(t, n, d, dtype, g)
+    post_mix = 2 * torch.rand(t, n, device=DEV, generator=g)
+    comb_mix = sinkhorn_f64(torch.randn(t, n, n, device=DEV, generator=g) * 2).float()
+    w = make_weights(n, d, n if head else num_mixes(n), 1 if head else 3, g)
+    return x, residual, post_mix, comb_mix, *w
+
+
+@pytest.mark.parametrize("dtype", ALL_DTYPES)
+@pytest.mark.parametrize(("t", "n", "d"), [(1, 4, 7168), (8, 4, 4096), (67, 3, 40), (300, 8, 64),
+                                           (2, 1, 8)])
+def test_post_pre_and_post_head_match_float64(dtype, t, n, d):
+    g = _gen(7000 + t + n)
+    v = _boundary_inputs(t, n, d, dtype, False, g)
+    outs = (nan_like((t, n, d), dtype), nan_like((t, d), dtype), nan_like((t, n), torch.float32),
+            nan_like((t, n, n), torch.float32))
+    got = kernels.post_pre(*v, out=outs, **_FUSED_PRE)
+    torch.cuda.synchronize()
+    r = post_f64(*v[:4]).to(dtype)  # the pre half reads the rounded residual
+    exp = (r, *pre_f64(r, *v[4:], **_FUSED_PRE)[:3])
+    for name, a, e in zip(("residual_out", "layer_input", "post", "comb"), got, exp, strict=True):
+        assert not torch.isnan(a).any(), f"{name}: unwritten elements"
+        tol = TOL_OUT[dtype] if name in ("residual_out", "layer_input") else TOL_GATE
+        assert rel_err(a, e) < tol, name
+    again = kernels.post_pre(*v, **_FUSED_PRE)
+    for a, b in zip(got, again, strict=True):
+        assert torch.equal(a, b), "not bit-identical run to run"
+    # Equal to the two separate kernels, bit for bit.
+    sep_r = kernels.post(*v[:4])
+    sep = kernels.pre(sep_r, *v[4:], **_FUSED_PRE)
+    assert torch.equal(got[0], sep_r)
+    assert all(torch.equal(a, b) for a, b in zip(got[1:], sep, strict=True))
+    vh = _boundary_inputs(t, n, d, dtype, True, g)
+    y = nan_like((t, d), dtype)
+    kernels.post_head(*vh, rms_eps=0.1, eps=0.05, out=y)
+    torch.cuda.synchronize()
+    assert not torch.isnan(y).any()
+    e = head_f64(post_f64(*vh[:4]).to(dtype), *vh[4:], rms_eps=0.1, eps=0.05)
+    assert rel_err(y, e) < TOL_OUT[dtype]
+
+
+def test_post_pre_refuses_aliasing_and_mismatched_n():
+    g = _gen(99)
+    v = _boundary_inputs(4, 4, 64, torch.bfloat16, False, g)
+    with pytest.raises(ValueError, match="hc_fn"):
+        kernels.post_pre(*v[:4], torch.randn(num_mixes(3), 3 * 64, device=DEV), *v[5:])
+    res = v[1].clone()
+    with pytest.raises(Exception, match="alias"):
+        kernels.post_pre(*v[:1], res, *v[2:], out=(res, None, None, None))

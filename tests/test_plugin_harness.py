@@ -88,11 +88,11 @@ def test_creators_and_fields_match_spec():
         if ln.startswith("field "):
             _, plugin, name, kind = ln.split()
             fields.setdefault(plugin, []).append((name, kind))
-    want = sorted(op.op_type for op in spec.OPS.values())
+    want = sorted(op.op_type for op in spec.ALL_OPS.values())
     assert sorted(c[0] for c in creators) == want
     for name, version, namespace in creators:
         assert (version, namespace) == (spec.PLUGIN_VERSION, spec.PLUGIN_NAMESPACE), name
-    for op in spec.OPS.values():
+    for op in spec.ALL_OPS.values():
         assert fields.get(op.op_type, []) == [(a.name, a.kind) for a in op.attributes], op.op_type
 
 
@@ -101,7 +101,7 @@ def test_bad_fields_rejected_naming_the_field():
     proc = _harness("fields")
     _assert_ok(proc)
     # Every spec attribute appears in at least one rejection check, in both phases.
-    for op in spec.OPS.values():
+    for op in spec.ALL_OPS.values():
         for a in op.attributes:
             lines = [
                 ln
@@ -115,7 +115,7 @@ def test_bad_fields_rejected_naming_the_field():
 
 @needs_harness
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16", "float32"])
-@pytest.mark.parametrize("op", list(spec.OPS))
+@pytest.mark.parametrize("op", list(spec.ALL_OPS))
 def test_host_lifecycle(op, dtype):
     """Build phase, serialization, runtime phase, attachToContext, onShapeChange."""
     proc = _harness(
@@ -172,13 +172,21 @@ _ATTRS = {
     "sinkhorn": {"iters": 5, "eps": 1e-2},
     "post": {},
     "head": {"rms_eps": 0.1, "eps": 0.05},
+    "post_pre": {
+        "rms_eps": 0.1,
+        "pre_eps": 0.05,
+        "sinkhorn_eps": 1e-2,
+        "post_mult": 1.3,
+        "sinkhorn_iters": 7,
+    },
+    "post_head": {"rms_eps": 0.1, "eps": 0.05},
 }
 
 
 def _attr_args(op: str) -> list[str]:
     """--attr name:TYPE=V, typed as TensorRT's ONNX parser types a field: from the
     ONNX attribute (spec kind), not from the creator's getFieldNames."""
-    kinds = {a.name: a.kind for a in spec.OPS[op].attributes}
+    kinds = {a.name: a.kind for a in spec.ALL_OPS[op].attributes}
     return [x for k, v in _ATTRS[op].items() for x in ("--attr", f"{k}:{kinds[k]}={v!r}")]
 
 
@@ -228,6 +236,26 @@ def _make_case(op: str, t: int, n: int, d: int, dtype: torch.dtype, g: torch.Gen
         return inputs, {
             "comb": (sinkhorn_f64(inputs["logits"], a["iters"], a["eps"]), torch.float32)
         }
+    if op in ("post_pre", "post_head"):
+        head = op == "post_head"
+        rows, scales = (n, 1) if head else (spec.num_mixes(n), 3)
+        inputs = {
+            "x": randn(t, d).to(dtype),
+            "residual": randn(t, n, d).to(dtype),
+            "post_mix": (2 * torch.rand(t, n, generator=g, dtype=torch.float64)).float(),
+            "comb_mix": sinkhorn_f64(randn(t, n, n)).float(),
+            "hc_fn": randn(rows, k, scale=1 / math.sqrt(k)).float(),
+            "hc_scale": (torch.rand(scales, generator=g, dtype=torch.float64) + 0.5).float(),
+            "hc_base": randn(rows, scale=0.5).float(),
+        }
+        v = list(inputs.values())
+        r = post_f64(*v[:4]).to(dtype)  # the second half reads the rounded residual
+        if head:
+            return inputs, {"y": (head_f64(r, *v[4:], **a), dtype)}
+        li, post, comb, _ = pre_f64(r, *v[4:], **a)
+        return inputs, {"residual_out": (post_f64(*v[:4]), dtype), "layer_input": (li, dtype),
+                        "next_post_mix": (post, torch.float32),
+                        "next_comb_mix": (comb, torch.float32)}
     if op == "post":
         inputs = {
             "x": randn(t, d).to(dtype),
@@ -278,7 +306,7 @@ def _run_and_compare(op: str, dtype_name: str, n: int, d: int, ts: list[int], tm
                    "enqueue captured in a CUDA graph",
                    "two execution contexts enqueue on two threads",
                    "from the thread B (context 2) has the same bits"):
-        assert f"PASS {spec.OPS[op].op_type}" in proc.stdout and needle in proc.stdout, needle
+        assert f"PASS {spec.ALL_OPS[op].op_type}" in proc.stdout and needle in proc.stdout, needle
     errors = []
     for t, refs in expected.items():
         for name, (ref, out_dtype) in refs.items():
@@ -301,17 +329,17 @@ def _run_and_compare(op: str, dtype_name: str, n: int, d: int, ts: list[int], tm
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16", "float32"])
-@pytest.mark.parametrize("op", list(spec.OPS))
+@pytest.mark.parametrize("op", list(spec.ALL_OPS))
 def test_enqueue_matches_f64_reference(op, dtype, tmp_path):
     if reason := _gpu_reason():
         pytest.skip(reason)
     # T=1, small odd T, and T that is no multiple of any power-of-two tile.
-    seed = 1000 + 10 * list(spec.OPS).index(op) + list(_TORCH).index(dtype)
+    seed = 1000 + 10 * list(spec.ALL_OPS).index(op) + list(_TORCH).index(dtype)
     _run_and_compare(op, dtype, n=4, d=320, ts=[1, 3, 67, 515], tmp=tmp_path, seed=seed)
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("op", list(spec.OPS))
+@pytest.mark.parametrize("op", list(spec.ALL_OPS))
 def test_enqueue_v4_pro_width_bf16(op, tmp_path):
     """DeepSeek-V4-Pro's width (n=4, d=7168), where split-K workspaces matter."""
     if reason := _gpu_reason():

@@ -20,7 +20,7 @@ from ._lib import (
     unavailable_reason,
     version,
 )
-from ._ops import head, post, pre, sinkhorn
+from ._ops import head, post, post_head, post_pre, pre, sinkhorn
 
 __all__ = [
     "DTYPE_CODES",
@@ -31,6 +31,8 @@ __all__ = [
     "library_path",
     "load",
     "post",
+    "post_head",
+    "post_pre",
     "pre",
     "sinkhorn",
     "unavailable_reason",

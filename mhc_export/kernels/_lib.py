@@ -90,6 +90,15 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.mhcHead.argtypes = [vp, fp, fp, fp, vp, i64, i32, i32, st,
                             ctypes.POINTER(HeadParams), vp, sz, vp]
     lib.mhcHead.restype = st
+    for name in ("mhcPostPreWorkspaceSize", "mhcPostHeadWorkspaceSize"):
+        getattr(lib, name).argtypes = [i64, i32, i32, st]
+        getattr(lib, name).restype = sz
+    lib.mhcPostPre.argtypes = [vp, vp, fp, fp, fp, fp, fp, vp, vp, fp, fp, i64, i32, i32, st,
+                               ctypes.POINTER(PreParams), vp, sz, vp]
+    lib.mhcPostPre.restype = st
+    lib.mhcPostHead.argtypes = [vp, vp, fp, fp, fp, fp, fp, vp, i64, i32, i32, st,
+                                ctypes.POINTER(HeadParams), vp, sz, vp]
+    lib.mhcPostHead.restype = st
 
 
 def _try_load() -> None:

@@ -168,3 +168,81 @@ def head(
                              _stream(dev))
     raise_for_status(status, "mhcHead")
     return y
+
+
+def post_pre(
+    x: torch.Tensor,
+    residual: torch.Tensor,
+    post_mix: torch.Tensor,
+    comb_mix: torch.Tensor,
+    hc_fn: torch.Tensor,
+    hc_scale: torch.Tensor,
+    hc_base: torch.Tensor,
+    *,
+    rms_eps: float = 1e-6,
+    pre_eps: float = 1e-6,
+    sinkhorn_eps: float = 1e-6,
+    post_mult: float = 2.0,
+    sinkhorn_iters: int = 20,
+    out: tuple[torch.Tensor, ...] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """MhcPostPre: (residual_out [T,n,d], layer_input [T,d], next_post_mix, next_comb_mix)."""
+    lib = load()
+    t, n, d = check_post_inputs(x, residual, post_mix, comb_mix)
+    check_pre_inputs(residual, hc_fn, hc_scale, hc_base)
+    check_attributes(rms_eps=rms_eps, pre_eps=pre_eps, sinkhorn_eps=sinkhorn_eps,
+                     post_mult=post_mult, sinkhorn_iters=sinkhorn_iters)
+    _require_cuda(x=x, residual=residual, post_mix=post_mix, comb_mix=comb_mix, hc_fn=hc_fn,
+                  hc_scale=hc_scale, hc_base=hc_base)
+    dev = residual.device
+    o = out if out is not None else (None,) * 4
+    res_out = _output("residual_out", o[0], (t, n, d), residual.dtype, dev)
+    layer_input = _output("layer_input", o[1], (t, d), residual.dtype, dev)
+    post2 = _output("next_post_mix", o[2], (t, n), torch.float32, dev)
+    comb2 = _output("next_comb_mix", o[3], (t, n, n), torch.float32, dev)
+    code = DTYPE_CODES[residual.dtype]
+    ws_bytes = int(lib.mhcPostPreWorkspaceSize(t, n, d, code))
+    ws = _workspace(ws_bytes, dev)
+    params = PreParams(rms_eps, pre_eps, sinkhorn_eps, post_mult, sinkhorn_iters)
+    with torch.cuda.device(dev):
+        status = lib.mhcPostPre(
+            _ptr(x), _ptr(residual), _ptr(post_mix), _ptr(comb_mix), _ptr(hc_fn),
+            _ptr(hc_scale), _ptr(hc_base), _ptr(res_out), _ptr(layer_input), _ptr(post2),
+            _ptr(comb2), t, n, d, code, ctypes.byref(params), _ptr(ws), ws_bytes, _stream(dev))
+    raise_for_status(status, "mhcPostPre")
+    return res_out, layer_input, post2, comb2
+
+
+def post_head(
+    x: torch.Tensor,
+    residual: torch.Tensor,
+    post_mix: torch.Tensor,
+    comb_mix: torch.Tensor,
+    hc_fn: torch.Tensor,
+    hc_scale: torch.Tensor,
+    hc_base: torch.Tensor,
+    *,
+    rms_eps: float = 1e-6,
+    eps: float = 1e-6,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """MhcPostHead: y [T, d] = MhcHead(MhcPost(x, residual, post_mix, comb_mix), ...)."""
+    lib = load()
+    t, n, d = check_post_inputs(x, residual, post_mix, comb_mix)
+    check_head_inputs(residual, hc_fn, hc_scale, hc_base)
+    check_attributes(rms_eps=rms_eps, eps=eps)
+    _require_cuda(x=x, residual=residual, post_mix=post_mix, comb_mix=comb_mix, hc_fn=hc_fn,
+                  hc_scale=hc_scale, hc_base=hc_base)
+    dev = residual.device
+    y = _output("y", out, (t, d), residual.dtype, dev)
+    code = DTYPE_CODES[residual.dtype]
+    ws_bytes = int(lib.mhcPostHeadWorkspaceSize(t, n, d, code))
+    ws = _workspace(ws_bytes, dev)
+    params = HeadParams(rms_eps, eps)
+    with torch.cuda.device(dev):
+        status = lib.mhcPostHead(
+            _ptr(x), _ptr(residual), _ptr(post_mix), _ptr(comb_mix), _ptr(hc_fn),
+            _ptr(hc_scale), _ptr(hc_base), _ptr(y), t, n, d, code, ctypes.byref(params),
+            _ptr(ws), ws_bytes, _stream(dev))
+    raise_for_status(status, "mhcPostHead")
+    return y

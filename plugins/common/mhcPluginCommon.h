@@ -270,6 +270,8 @@ nvinfer1::IPluginCreatorV3One* getMhcPreCreator() noexcept;
 nvinfer1::IPluginCreatorV3One* getMhcSinkhornCreator() noexcept;
 nvinfer1::IPluginCreatorV3One* getMhcPostCreator() noexcept;
 nvinfer1::IPluginCreatorV3One* getMhcHeadCreator() noexcept;
+nvinfer1::IPluginCreatorV3One* getMhcPostPreCreator() noexcept;
+nvinfer1::IPluginCreatorV3One* getMhcPostHeadCreator() noexcept;
 
 } // namespace plugin
 } // namespace mhc

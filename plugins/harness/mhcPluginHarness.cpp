@@ -272,6 +272,21 @@ std::vector<OpSpec> const kOPS = {
     {"head", "MhcHead", {{"residual", "Tnd", true}, {"hc_fn", "nK", false}, {"hc_scale", "1", false}, {"hc_base", "n", false}},
         {{"y", "Td", true}},
         {{"rms_eps", PluginFieldType::kFLOAT32, FieldExpect::kEPS}, {"eps", PluginFieldType::kFLOAT32, FieldExpect::kEPS}}},
+    {"post_pre", "MhcPostPre",
+        {{"x", "Td", true}, {"residual", "Tnd", true}, {"post_mix", "Tn", false}, {"comb_mix", "Tnn", false},
+            {"hc_fn", "MK", false}, {"hc_scale", "3", false}, {"hc_base", "M", false}},
+        {{"residual_out", "Tnd", true}, {"layer_input", "Td", true}, {"next_post_mix", "Tn", false},
+            {"next_comb_mix", "Tnn", false}},
+        {{"rms_eps", PluginFieldType::kFLOAT32, FieldExpect::kEPS},
+            {"pre_eps", PluginFieldType::kFLOAT32, FieldExpect::kEPS},
+            {"sinkhorn_eps", PluginFieldType::kFLOAT32, FieldExpect::kEPS},
+            {"post_mult", PluginFieldType::kFLOAT32, FieldExpect::kPOSITIVE},
+            {"sinkhorn_iters", PluginFieldType::kINT32, FieldExpect::kITERS}}},
+    {"post_head", "MhcPostHead",
+        {{"x", "Td", true}, {"residual", "Tnd", true}, {"post_mix", "Tn", false}, {"comb_mix", "Tnn", false},
+            {"hc_fn", "nK", false}, {"hc_scale", "1", false}, {"hc_base", "n", false}},
+        {{"y", "Td", true}},
+        {{"rms_eps", PluginFieldType::kFLOAT32, FieldExpect::kEPS}, {"eps", PluginFieldType::kFLOAT32, FieldExpect::kEPS}}},
 };
 
 int64_t dimValue(char code, int64_t t, int64_t n, int64_t d)

@@ -93,6 +93,25 @@ MHC_API mhcStatus_t mhcHead(const void* residual, const float* hc_fn, const floa
                             mhcDtype_t dtype, const mhcHeadParams* params, void* workspace,
                             size_t workspace_size, cudaStream_t stream);
 
+// MhcPostPre, a layer boundary: residual_out = MhcPost(x, residual, post_mix, comb_mix), then
+// MhcPre(residual_out, hc_fn, hc_scale, hc_base) -> layer_input, next_post_mix, next_comb_mix.
+// residual_out must not alias residual.
+MHC_API size_t mhcPostPreWorkspaceSize(int64_t T, int32_t n, int32_t d, mhcDtype_t dtype);
+MHC_API mhcStatus_t mhcPostPre(const void* x, const void* residual, const float* post_mix,
+                               const float* comb_mix, const float* hc_fn, const float* hc_scale,
+                               const float* hc_base, void* residual_out, void* layer_input,
+                               float* next_post_mix, float* next_comb_mix, int64_t T, int32_t n,
+                               int32_t d, mhcDtype_t dtype, const mhcPreParams* params,
+                               void* workspace, size_t workspace_size, cudaStream_t stream);
+
+// MhcPostHead, the last boundary: y = MhcHead(MhcPost(x, residual, post_mix, comb_mix), ...).
+MHC_API size_t mhcPostHeadWorkspaceSize(int64_t T, int32_t n, int32_t d, mhcDtype_t dtype);
+MHC_API mhcStatus_t mhcPostHead(const void* x, const void* residual, const float* post_mix,
+                                const float* comb_mix, const float* hc_fn, const float* hc_scale,
+                                const float* hc_base, void* y, int64_t T, int32_t n, int32_t d,
+                                mhcDtype_t dtype, const mhcHeadParams* params, void* workspace,
+                                size_t workspace_size, cudaStream_t stream);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif

@@ -1,0 +1,113 @@
+// MhcPostHead: the last boundary, MhcPost then MhcHead on the new residual
+// (contract: shared/spec/mhc_ops.md). Kernel call, plugin and creator.
+#include "mhcBoundary.h"
+
+#include <string>
+
+namespace mhc
+{
+namespace plugin
+{
+namespace
+{
+char const* const kNAME = "MhcPostHead";
+
+std::vector<FieldSpec> const kFIELDS = {
+    {"rms_eps", FieldKind::kFLOAT, FieldRule::kNON_NEGATIVE_FINITE, 1e-6},
+    {"eps", FieldKind::kFLOAT, FieldRule::kNON_NEGATIVE_FINITE, 1e-6},
+};
+
+// Output: y [T,d].
+constexpr int32_t kNB_OUT = 1;
+
+class MhcPostHeadPlugin final : public MhcPlugin<MhcPostHeadPlugin, kBNB_IN, kNB_OUT, kBRESIDUAL>
+{
+public:
+    explicit MhcPostHeadPlugin(Fields const& fields)
+        : MhcPlugin(kNAME, fields)
+    {
+        mParams.rms_eps = fields.getFloat("rms_eps");
+        mParams.eps = fields.getFloat("eps");
+    }
+
+    int32_t getOutputDataTypes(nvinfer1::DataType* outputTypes, int32_t nbOutputs,
+        nvinfer1::DataType const* inputTypes, int32_t nbInputs) const noexcept override
+    {
+        if (!checkCounts(nbInputs, nbOutputs, kBNB_IN, kNB_OUT) || !boundaryTypesOk(kNAME, inputTypes))
+        {
+            return -1;
+        }
+        outputTypes[0] = inputTypes[kBX];
+        return 0;
+    }
+
+    int32_t getOutputShapes(nvinfer1::DimsExprs const* inputs, int32_t nbInputs,
+        nvinfer1::DimsExprs const* /*shapeInputs*/, int32_t /*nbShapeInputs*/, nvinfer1::DimsExprs* outputs,
+        int32_t nbOutputs, nvinfer1::IExprBuilder& /*exprBuilder*/) noexcept override
+    {
+        if (!checkCounts(nbInputs, nbOutputs, kBNB_IN, kNB_OUT) || !boundaryShapesOk(kNAME, inputs, false))
+        {
+            return -1;
+        }
+        outputs[0] = inputs[kBX];
+        return 0;
+    }
+
+    bool supportsFormatCombination(int32_t pos, nvinfer1::DynamicPluginTensorDesc const* inOut, int32_t nbInputs,
+        int32_t nbOutputs) noexcept override
+    {
+        if (nbInputs != kBNB_IN || nbOutputs != kNB_OUT || pos < 0 || pos >= kBNB_IN + kNB_OUT)
+        {
+            return false;
+        }
+        return boundaryFormatOk(pos, inOut, {kBNB_IN}); // y
+    }
+
+    size_t getWorkspaceSize(nvinfer1::DynamicPluginTensorDesc const* inputs, int32_t nbInputs,
+        nvinfer1::DynamicPluginTensorDesc const* /*outputs*/, int32_t /*nbOutputs*/) const noexcept override
+    {
+        if (nbInputs != kBNB_IN || inputs[kBRESIDUAL].max.nbDims != 3)
+        {
+            return 0;
+        }
+        nvinfer1::Dims const& mx = inputs[kBRESIDUAL].max;
+        return mhcPostHeadWorkspaceSize(mx.d[0], static_cast<int32_t>(mx.d[1]), static_cast<int32_t>(mx.d[2]),
+            toMhcDtype(inputs[kBRESIDUAL].desc.type));
+    }
+
+    int32_t enqueue(nvinfer1::PluginTensorDesc const* inputDesc, nvinfer1::PluginTensorDesc const* /*outputDesc*/,
+        void const* const* inputs, void* const* outputs, void* workspace, cudaStream_t stream) noexcept override
+    {
+        nvinfer1::Dims const& dims = inputDesc[kBRESIDUAL].dims;
+        int64_t const t = dims.d[0];
+        int32_t const n = static_cast<int32_t>(dims.d[1]);
+        int32_t const d = static_cast<int32_t>(dims.d[2]);
+        mhcDtype_t const dtype = toMhcDtype(inputDesc[kBRESIDUAL].type);
+        if (t == 0)
+        {
+            return 0;
+        }
+        auto f = [&](int32_t i) { return static_cast<float const*>(inputs[i]); };
+        mhcStatus_t const st = mhcPostHead(inputs[0], inputs[1], f(2), f(3), f(4), f(5), f(6), outputs[0], t, n, d,
+            dtype, &mParams, workspace, mhcPostHeadWorkspaceSize(t, n, d, dtype), stream);
+        return st == MHC_STATUS_SUCCESS ? 0 : reportKernelFailure(kNAME, "mhcPostHead", st);
+    }
+
+private:
+    int32_t checkStatic(nvinfer1::PluginTensorDesc const& res) const noexcept override
+    {
+        return checkResidualShape(kNAME, res);
+    }
+
+    mhcHeadParams mParams{};
+};
+} // namespace
+
+nvinfer1::IPluginCreatorV3One* getMhcPostHeadCreator() noexcept
+{
+    static MhcCreator<MhcPostHeadPlugin> creator(kNAME, kFIELDS);
+    return &creator;
+}
+
+} // namespace plugin
+} // namespace mhc
