@@ -207,19 +207,25 @@ def _head_cuda(residual, hc_fn, hc_scale, hc_base, rms_eps, eps):
                   hc_base.contiguous(), rms_eps=rms_eps, eps=eps)
 
 
-# The fused boundary kernels are not in the Python binding yet: on CUDA the fused ops run
-# as the composition the spec defines them by (post, then pre/head on its rounded result).
-
-
 @post_pre.register_kernel("cuda")
 def _post_pre_cuda(x, residual, post_mix, comb_mix, hc_fn, hc_scale, hc_base, rms_eps, pre_eps,
                    sinkhorn_eps, post_mult, sinkhorn_iters):
-    out = _post_cuda(x, residual, post_mix, comb_mix)
-    return (out, *_pre_cuda(out, hc_fn, hc_scale, hc_base, rms_eps, pre_eps, sinkhorn_eps,
-                            post_mult, sinkhorn_iters))
+    k = _kernels()
+    if k is None:
+        return reference.mhc_post_pre(
+            x, residual, post_mix, comb_mix, hc_fn, hc_scale, hc_base, rms_eps=rms_eps,
+            pre_eps=pre_eps, sinkhorn_eps=sinkhorn_eps, post_mult=post_mult,
+            sinkhorn_iters=sinkhorn_iters)
+    c = [t.contiguous() for t in (x, residual, post_mix, comb_mix, hc_fn, hc_scale, hc_base)]
+    return k.post_pre(*c, rms_eps=rms_eps, pre_eps=pre_eps, sinkhorn_eps=sinkhorn_eps,
+                      post_mult=post_mult, sinkhorn_iters=sinkhorn_iters)
 
 
 @post_head.register_kernel("cuda")
 def _post_head_cuda(x, residual, post_mix, comb_mix, hc_fn, hc_scale, hc_base, rms_eps, eps):
-    out = _post_cuda(x, residual, post_mix, comb_mix)
-    return _head_cuda(out, hc_fn, hc_scale, hc_base, rms_eps, eps)
+    k = _kernels()
+    if k is None:
+        return reference.mhc_post_head(x, residual, post_mix, comb_mix, hc_fn, hc_scale,
+                                       hc_base, rms_eps=rms_eps, eps=eps)
+    c = [t.contiguous() for t in (x, residual, post_mix, comb_mix, hc_fn, hc_scale, hc_base)]
+    return k.post_head(*c, rms_eps=rms_eps, eps=eps)
