@@ -4,6 +4,7 @@
     python export_scripts/export.py                      # small model -> engines/mhc_small.onnx
     python export_scripts/export.py --config tiny --dtype float16
     python export_scripts/export.py --op pre --streams 4 --hidden 7168 --dtype bfloat16
+    python export_scripts/export.py --hf CKPT_DIR [--layers A:B]   # HF DeepSeek-V4 (docs/HF.md)
 
 Same options as ``mhc-export export``; ``--help`` lists them.
 """
