@@ -14,9 +14,10 @@ python3 -m pip install -q --no-deps --target /tmp/site "$root"/.wheels/transform
   > "$out/pip.txt" 2>&1 || { tail -5 "$out/pip.txt"; echo "PIP FAILED"; exit 1; }
 export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site:$root
 python3 -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__, torch.cuda.get_device_name())' 2>&1 | tee "$out/env.txt"
-MHC_CUDA_ARCHS=${MHC_CUDA_ARCHS:-90} scripts/build_plugins.sh "$root/build/plugins" \
+MHC_CUDA_ARCHS=${MHC_CUDA_ARCHS:-90} scripts/build_plugins.sh "$root/build/plugins-trt11" \
   -DMHC_BUILD_TRT_PLUGINS=OFF > "$out/build.txt" 2>&1 \
   || { tail -30 "$out/build.txt"; echo "BUILD FAILED"; exit 1; }
+export MHC_KERNELS_LIB=$root/build/plugins-trt11/kernels/libmhc_kernels.so
 echo "build ok after $(( $(date +%s) - t0 ))s"
 rc=0
 timeout ${TEST_TIMEOUT:-120} python3 -m pytest -q -s -p no:cacheprovider tests/test_hf_gpu.py \
