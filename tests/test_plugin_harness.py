@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import torch
 from builds import find_harness
-from f64_reference import head_f64, post_f64, pre_f64, rel_err, sinkhorn_f64
+from f64_reference import ODD_ATTRS, head_f64, post_f64, pre_f64, rel_err, sinkhorn_f64
 
 from mhc_export import build_layout as layout
 from mhc_export import spec
@@ -130,20 +130,9 @@ _TORCH = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch
 _TOL = {"bfloat16": 1e-2, "float16": 2e-3, "float32": 2e-5}
 _TOL_F32_OUT = 5e-5
 
-# Attribute values far from the defaults and from each other, so that a plugin
+# Far from the defaults and from each other (tests/f64_reference.py), so that a plugin
 # that ignored or swapped a field moves its outputs well past the tolerances.
-_ATTRS = {
-    "pre": {
-        "rms_eps": 0.1,
-        "pre_eps": 0.05,
-        "sinkhorn_eps": 1e-2,
-        "post_mult": 1.3,
-        "sinkhorn_iters": 7,
-    },
-    "sinkhorn": {"iters": 5, "eps": 1e-2},
-    "post": {},
-    "head": {"rms_eps": 0.1, "eps": 0.05},
-}
+_ATTRS = ODD_ATTRS
 
 
 def _attr_args(op: str) -> list[str]:
