@@ -117,9 +117,11 @@ def test_binding_hands_every_attribute_to_the_c_api(fake_lib):
     g = torch.Generator().manual_seed(0)
     residual = torch.randn(t, n, d, generator=g)
     a = ODD_ATTRS["pre"]
-    li, post, comb = _ops.pre(residual, *_weights(n, d, num_mixes(n), 3, g, "cpu"), **a)
+    w = _weights(n, d, num_mixes(n), 3, g, "cpu")
+    li, post, comb = _ops.pre(residual, *w, **a)
     assert (li.shape, post.shape, comb.shape) == ((t, d), (t, n), (t, n, n))
     args = fake_lib.calls["mhcPre"]
+    assert [p.value for p in args[:7]] == [x.data_ptr() for x in (residual, *w, li, post, comb)]
     assert args[7:11] == (t, n, d, _lib.DTYPE_CODES[torch.float32])
     params = _struct(args[11])
     for name, value in a.items():
@@ -132,6 +134,11 @@ def test_binding_hands_every_attribute_to_the_c_api(fake_lib):
     _ops.sinkhorn(torch.randn(5, n, n), sk["iters"], sk["eps"])
     args = fake_lib.calls["mhcSinkhorn"]
     assert args[2:6] == (5, n, sk["iters"], sk["eps"])
+    x, pm, cm = torch.randn(t, d), torch.rand(t, n), torch.rand(t, n, n)
+    out = _ops.post(x, residual, pm, cm)
+    args = fake_lib.calls["mhcPost"]
+    assert [p.value for p in args[:5]] == [v.data_ptr() for v in (x, residual, pm, cm, out)]
+    assert args[5:9] == (t, n, d, _lib.DTYPE_CODES[torch.float32])
 
 
 def test_binding_rejects_bad_attributes_before_the_c_api(fake_lib):
