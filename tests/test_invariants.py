@@ -263,6 +263,29 @@ def test_rows_off_by_more_than_the_bound_fail_at_every_scale(std: float) -> None
     assert _sinkhorn_passes(comb, 20) and not _sinkhorn_passes(bad, 20)
 
 
+def test_comb_scaled_by_three_bounds_fails_the_spectral_norm() -> None:
+    """Tight, not only right: scaling each matrix by 1 + 3 x its own Sinkhorn bound
+    (a few 1e-6 here) fails the spectral norm, whose limit is 1 + bound."""
+    z = torch.randn(200, 4, 4, generator=_gen(61))
+    comb = sinkhorn(z, 20)
+    bound = sinkhorn_error_bound(comb, 20)
+    rep = Report("t")
+    add_output_invariants(rep, "b", comb_mix=comb * (1 + 3 * bound.float())[:, None, None])
+    inv = _by_name(rep)["comb spectral norm"]
+    assert not inv.passed and inv.value < 1 + 4 * float(bound.max()), rep.format()
+
+
+@pytest.mark.parametrize("n", [2, 4, 8])
+@pytest.mark.parametrize("std", [1.0, 3.0, 8.0])
+def test_one_and_two_iterations_stay_sound(n: int, std: float) -> None:
+    """K <= 2 has no contraction argument (a column pushed to the eps floor): the limit
+    must fall back to the trivial one instead of failing correct outputs."""
+    z = torch.randn(1000, n, n, generator=_gen(n + int(std))) * std
+    z = z + torch.randn(1000, 1, n, generator=_gen(7 * n)) * 2 * std
+    for iters in (1, 2):
+        assert _sinkhorn_passes(sinkhorn(z, iters), iters), (n, std, iters)
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 def test_pre_below_pre_eps_fails(dtype: torch.dtype) -> None:
     """A backend that dropped + pre_eps (pre_eps = 0.05): gates near 0 land below it."""
