@@ -66,9 +66,11 @@ def sinkhorn_error_bound(comb: torch.Tensor, iters: int = 20, eps: float = 1e-6)
     the column deficit 1 - S/(S + eps) the last column pass leaves; 16 n
     float32 roundings cover the arithmetic. Measured on 4000 random 4 x 4
     logits per scale (std 0.01 .. 12, with column offsets) the largest
-    error / bound was 0.16 for K >= 3. For K <= 2 a column pushed to the eps
-    floor breaks the argument (ratio up to 7 measured), so the bound falls
-    back to the trivial n - 1.
+    error / bound was 0.16 for K >= 3 (0.86 for 2 x 2 at K = 3; tests/
+    test_invariants.py measures it, docs/TESTING.md records it). At logit std
+    ~5 and above the projective diameter makes kappa ~1 and the bound vacuous.
+    For K <= 2 a column pushed to the eps floor breaks the argument (ratio up
+    to 7 measured), so the bound falls back to the trivial n - 1.
     """
     c = comb.detach().to(torch.float64)
     n = c.shape[-1]

@@ -4,6 +4,8 @@
 #   scripts/gpu_kernels.sh [extra bench args...]
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
+# Fewest GPU tests these files may collect (raise it when adding GPU tests).
+MIN_GPU_TESTS=211
 out=${OUT:-$root/out/gpu_kernels}
 mkdir -p "$out"
 cd "$root"
@@ -19,8 +21,18 @@ MHC_CUDA_ARCHS=${MHC_CUDA_ARCHS:-90} scripts/build_plugins.sh "$root/build/plugi
 echo "build ok"
 
 rc=0
-timeout ${TEST_TIMEOUT:-300} python3 -m pytest -q -p no:cacheprovider tests/test_kernels.py \
-  tests/test_kernels_lib.py --junitxml="$out/tests.xml" 2>&1 | tee "$out/tests.txt" | tail -25
+# A missing kernel library or CUDA device fails here instead of skipping; every
+# GPU test of these files must run and pass (scripts/junit_gate.py).
+export MHC_REQUIRE_PLUGIN_BUILDS=1 MHC_REQUIRE_GPU=1
+export MHC_KERNELS_LIB=${MHC_KERNELS_LIB:-$root/build/plugins-trt11/kernels/libmhc_kernels.so}
+tests=(tests/test_kernels.py tests/test_kernels_attributes.py tests/test_kernels_lib.py)
+python3 -m pytest --collect-only -q -p no:cacheprovider -m gpu "${tests[@]}" 2>&1 \
+  | grep '::' > "$out/gpu_tests.txt" || true
+timeout ${TEST_TIMEOUT:-300} python3 -m pytest -q -p no:cacheprovider -rs "${tests[@]}" \
+  --junitxml="$out/tests.xml" 2>&1 | tee "$out/tests.txt" | tail -25
+[ "${PIPESTATUS[0]}" = 0 ] || rc=1
+python3 scripts/junit_gate.py "$out/tests.xml" --expect "$out/gpu_tests.txt" \
+  --min "${MHC_MIN_GPU_TESTS:-$MIN_GPU_TESTS}" 2>&1 | tee "$out/gate.txt" | tail -25
 [ "${PIPESTATUS[0]}" = 0 ] || rc=1
 
 timeout ${BENCH_TIMEOUT:-360} python3 benchmarks/bench_kernels.py --json "$out/bench_kernels.json" \

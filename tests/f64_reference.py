@@ -9,6 +9,21 @@ from __future__ import annotations
 
 import torch
 
+# Attribute values far from the defaults (eps 1e-6, post_mult 2.0, iters 20) and
+# from each other, for every float64 comparison that must see the attributes: an
+# ignored, swapped or misplaced eps moves float32 outputs by 1e-2..1e-1, not by
+# 1e-6 (inside float32 tolerances) as at the defaults.
+ODD_ATTRS: dict[str, dict[str, float | int]] = {
+    "pre": {"rms_eps": 0.1, "pre_eps": 0.05, "sinkhorn_eps": 1e-2, "post_mult": 1.3,
+            "sinkhorn_iters": 7},
+    "sinkhorn": {"iters": 5, "eps": 1e-2},
+    "post": {},
+    "head": {"rms_eps": 0.1, "eps": 0.05},
+}
+# The fused boundaries take the attributes of the op they end in.
+ODD_ATTRS["post_pre"] = ODD_ATTRS["pre"]
+ODD_ATTRS["post_head"] = ODD_ATTRS["head"]
+
 
 def sinkhorn_f64(logits: torch.Tensor, iters: int = 20, eps: float = 1e-6) -> torch.Tensor:
     z = logits.to(torch.float64)

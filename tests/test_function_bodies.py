@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from f64_reference import head_f64, post_f64, pre_f64, rel_err, sinkhorn_f64
+from f64_reference import ODD_ATTRS, head_f64, post_f64, pre_f64, rel_err, sinkhorn_f64
 from onnx.reference import ReferenceEvaluator
 from trt_attr_inline import inline_like_tensorrt
 
@@ -24,14 +24,7 @@ from mhc_export.onnx_functions import FUNCTIONS
 from mhc_export.single_op import SingleOp, export_single_op
 from mhc_export.spec import OPS
 
-# Far from the defaults (1e-6, 2.0, 20) and from each other.
-ATTRS = {
-    "pre": {"rms_eps": 0.1, "pre_eps": 0.05, "sinkhorn_eps": 1e-2, "post_mult": 1.3,
-            "sinkhorn_iters": 7},
-    "sinkhorn": {"iters": 5, "eps": 1e-2},
-    "post": {},
-    "head": {"rms_eps": 0.1, "eps": 0.05},
-}
+ATTRS = ODD_ATTRS  # far from the defaults and from each other
 
 
 def _expected(op: str, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -148,3 +141,13 @@ def test_validation_uses_the_nodes_attributes(fixtures, tiny_odd_attrs):
     model, tiny_path = tiny_odd_attrs
     report = validate_model(tiny_path, model, batch=1, seq=6)
     assert report.passed, report.format()
+
+
+@pytest.mark.parametrize("op", list(OPS))
+def test_onnxruntime_runs_every_fixture_with_its_attributes(fixtures, op):
+    """The exported single-op model as shipped (ORT inlines the function itself)."""
+    spec, path = fixtures[op]
+    inputs = spec.random_inputs(9, seed=5)
+    got = ort_runner.run(ort_runner.session(path, "CPUExecutionProvider"), inputs)
+    for name, exp in _expected(op, inputs).items():
+        assert rel_err(got[name], exp) < 2e-6, name

@@ -14,13 +14,8 @@ from f64_reference import head_f64, post_f64, pre_f64, rel_err, sinkhorn_f64
 from mhc_export import kernels
 from mhc_export.spec import num_mixes
 
-pytestmark = pytest.mark.gpu
-
-if not torch.cuda.is_available():
-    pytest.skip("no CUDA GPU: the kernel tests run on the GPU machine", allow_module_level=True)
-if not kernels.available():
-    pytest.skip(f"kernel library not built: {kernels.unavailable_reason()}",
-                allow_module_level=True)
+# tests/builds.py decides: skip with the reason on CI, fail under MHC_REQUIRE_* switches.
+pytestmark = [pytest.mark.gpu, pytest.mark.needs_build("kernels")]
 
 DEV = torch.device("cuda")
 # Output tolerances (max abs error / max |ref|) per residual dtype: the output

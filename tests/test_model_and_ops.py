@@ -1,9 +1,10 @@
-"""Custom ops, the reference model (fused vs decomposed), and checkpoints."""
+"""Custom ops and the reference model against float64, and checkpoints."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from f64_reference import ODD_ATTRS, head_f64, post_f64, pre_f64, rel_err, sinkhorn_f64
 from test_reference import random_pre_inputs
 
 from mhc_export import ops, reference
@@ -29,25 +30,81 @@ def test_custom_op_registration(op):
                           test_utils=("test_schema", "test_faketensor"))
 
 
-def test_custom_ops_equal_reference():
-    s = _op_samples()
-    a = s[ops.pre]
-    for got, exp in zip(ops.pre(*a), reference.mhc_pre(*a[:4], sinkhorn_iters=20), strict=True):
-        assert torch.equal(got, exp)
-    assert torch.equal(ops.sinkhorn(*s[ops.sinkhorn]),
-                       reference.sinkhorn(s[ops.sinkhorn][0], 7))
-    assert torch.equal(ops.post(*s[ops.post]), reference.mhc_post(*s[ops.post]))
+def test_custom_ops_pass_their_attributes_float64():
+    """The custom ops against the independent float64 reference, with odd attributes
+    (positional, as the model and the exporter call them): a swapped or dropped
+    attribute is a 1e-2 error, not a 1e-6 one."""
+    residual, hc_fn, hc_scale, hc_base = random_pre_inputs(6, 4, 24, torch.float32, seed=19)
+    a, h, sk = ODD_ATTRS["pre"], ODD_ATTRS["head"], ODD_ATTRS["sinkhorn"]
+    got = ops.pre(residual, hc_fn, hc_scale, hc_base, a["rms_eps"], a["pre_eps"],
+                  a["sinkhorn_eps"], a["post_mult"], a["sinkhorn_iters"])
+    exp = pre_f64(residual, hc_fn, hc_scale, hc_base, **a)
+    for g, e in zip(got, exp, strict=False):
+        assert rel_err(g, e) < 2e-6
+    logits = torch.randn(6, 4, 4, generator=torch.Generator().manual_seed(2)) * 2
+    assert rel_err(ops.sinkhorn(logits, sk["iters"], sk["eps"]),
+                   sinkhorn_f64(logits, sk["iters"], sk["eps"])) < 2e-6
+    y = ops.head(residual, hc_fn[:4], hc_scale[:1], hc_base[:4], h["rms_eps"], h["eps"])
+    assert rel_err(y, head_f64(residual, hc_fn[:4], hc_scale[:1], hc_base[:4], **h)) < 2e-6
+    x = torch.randn(6, 24, generator=torch.Generator().manual_seed(3))
+    out = ops.post(x, residual, got[1], got[2])
+    assert rel_err(out, post_f64(x, residual, got[1], got[2])) < 2e-6
 
 
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_fused_and_decomposed_are_identical(dtype):
-    fused = build_model("tiny", dtype=dtype, mode="fused", seed=3)
-    decomposed = build_model("tiny", dtype=dtype, mode="decomposed", seed=3)
-    tokens = random_tokens(fused.cfg, 2, 7, seed=4)
+ODD_CONFIG = {"rms_eps": 0.1, "pre_eps": 0.05, "sinkhorn_eps": 1e-2, "post_mult": 1.3,
+              "sinkhorn_iters": 7, "head_eps": 0.05}
+
+
+def _forward_f64_mhc(model, tokens: torch.Tensor) -> torch.Tensor:
+    """The model's forward with every mHC op from tests/f64_reference.py (sharing no
+    code with mhc_export.reference or mhc_export.ops); the attention/FFN modules are
+    the model's own. The residual stays float32 between sublayers, as in the model."""
+    cfg = model.cfg
+    a = dict(rms_eps=cfg.rms_eps, pre_eps=cfg.pre_eps, sinkhorn_eps=cfg.sinkhorn_eps,
+             post_mult=cfg.post_mult, sinkhorn_iters=cfg.sinkhorn_iters)
+    batch = tokens.shape[0]
+    h = model.embed(tokens).reshape(-1, cfg.hidden)
+    x = h.unsqueeze(1).expand(-1, cfg.streams, -1).float()
+    for sub in model.sublayers:
+        w = sub.mhc
+        y, post, comb, _ = pre_f64(x, w.hc_fn, w.hc_scale, w.hc_base, **a)
+        z = sub.norm(y.float())
+        if sub.kind == "attention":
+            z = sub.body(z.view(batch, -1, cfg.hidden)).reshape(-1, cfg.hidden)
+        else:
+            z = sub.body(z)
+        x = post_f64(z, x, post, comb).float()
+    w = model.head_mhc
+    y = head_f64(x, w.hc_fn, w.hc_scale, w.hc_base, rms_eps=cfg.rms_eps, eps=cfg.head_eps)
+    return model.lm_head(model.final_norm(y.float())).view(batch, -1, cfg.vocab_size)
+
+
+@pytest.mark.parametrize("mode", ["fused", "decomposed"])
+def test_model_matches_a_float64_mhc_forward_with_odd_attributes(mode):
+    cfg = get_config("tiny", **ODD_CONFIG)
+    model = build_model(cfg, mode=mode, seed=3)
+    tokens = random_tokens(cfg, 2, 7, seed=4)
+    with torch.no_grad():
+        got, exp = model(tokens), _forward_f64_mhc(model, tokens)
+        default = _forward_f64_mhc(build_model("tiny", mode=mode, seed=3), tokens)
+    assert got.shape == (2, 7, cfg.vocab_size)
+    assert torch.isfinite(got).all() and got.std() > 0.1
+    assert rel_err(got, exp) < 2e-5
+    assert rel_err(got, default) > 1e-2  # the config's attributes reach every op
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_fused_and_decomposed_agree_in_low_precision(dtype):
+    """Both modes route to mhc_export.reference (bit-equal by construction); what this adds
+    is that the modes wire the same weights and attributes into it in every dtype. The
+    float32 test above checks each mode against float64 on its own."""
+    cfg = get_config("tiny", **ODD_CONFIG)
+    fused = build_model(cfg, dtype=dtype, mode="fused", seed=3)
+    decomposed = build_model(cfg, dtype=dtype, mode="decomposed", seed=3)
+    tokens = random_tokens(cfg, 2, 7, seed=4)
     with torch.no_grad():
         a, b = fused(tokens), decomposed(tokens)
-    assert a.shape == (2, 7, fused.cfg.vocab_size) and a.dtype == getattr(torch, dtype)
-    assert torch.isfinite(a.float()).all() and a.float().std() > 0.1
+    assert a.dtype == getattr(torch, dtype) and torch.isfinite(a.float()).all()
     assert torch.equal(a, b)
 
 

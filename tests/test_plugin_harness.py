@@ -14,52 +14,23 @@ every output with the independent float64 reference on fresh random inputs.
 from __future__ import annotations
 
 import math
-import os
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from f64_reference import head_f64, post_f64, pre_f64, rel_err, sinkhorn_f64
+from builds import find_harness
+from f64_reference import ODD_ATTRS, head_f64, post_f64, pre_f64, rel_err, sinkhorn_f64
 
 from mhc_export import build_layout as layout
 from mhc_export import spec
 
-ROOT = Path(__file__).resolve().parents[1]
 HARNESS = layout.HARNESS
-
-
-def _build_dirs() -> list[tuple[Path, str]]:
-    """(folder, library name): $MHC_PLUGIN_BUILD_DIR first, then the build layout's."""
-    dirs = []
-    if env := os.environ.get("MHC_PLUGIN_BUILD_DIR"):
-        dirs += [(Path(env), layout.plugin_library_name(m)) for m in layout.TRT_MAJORS]
-    dirs += [(layout.plugin_build_dir(m), layout.plugin_library_name(m)) for m in layout.TRT_MAJORS]
-    return dirs
-
-
-def _find_build() -> tuple[Path, Path] | tuple[None, None]:
-    for d, name in _build_dirs():
-        if (d / HARNESS).is_file() and (d / name).is_file():
-            return d, d / name
-    return None, None
-
-
-BUILD, LIBRARY = _find_build()
-needs_harness = pytest.mark.skipif(
-    BUILD is None,
-    reason=f"{HARNESS} not built (run scripts/build_plugins.sh or scripts/build_plugins_ci.sh; "
-    f"looked in {', '.join(str(d) for d, _ in _build_dirs())})",
-)
-
-
-def _gpu_reason() -> str | None:
-    if BUILD is None:
-        return f"{HARNESS} not built"
-    if not torch.cuda.is_available():
-        return "needs a CUDA GPU (torch.cuda.is_available() is False)"
-    return None
+BUILD, LIBRARY = find_harness()
+# Skip with the reason where the harness was not built; fail under
+# MHC_REQUIRE_PLUGIN_BUILDS=1 (tests/builds.py; GPU tests also need a device).
+needs_harness = pytest.mark.needs_build("harness")
 
 
 def _harness(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -159,28 +130,9 @@ _TORCH = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch
 _TOL = {"bfloat16": 1e-2, "float16": 2e-3, "float32": 2e-5}
 _TOL_F32_OUT = 5e-5
 
-# Attribute values far from the defaults and from each other, so that a plugin
+# Far from the defaults and from each other (tests/f64_reference.py), so that a plugin
 # that ignored or swapped a field moves its outputs well past the tolerances.
-_ATTRS = {
-    "pre": {
-        "rms_eps": 0.1,
-        "pre_eps": 0.05,
-        "sinkhorn_eps": 1e-2,
-        "post_mult": 1.3,
-        "sinkhorn_iters": 7,
-    },
-    "sinkhorn": {"iters": 5, "eps": 1e-2},
-    "post": {},
-    "head": {"rms_eps": 0.1, "eps": 0.05},
-    "post_pre": {
-        "rms_eps": 0.1,
-        "pre_eps": 0.05,
-        "sinkhorn_eps": 1e-2,
-        "post_mult": 1.3,
-        "sinkhorn_iters": 7,
-    },
-    "post_head": {"rms_eps": 0.1, "eps": 0.05},
-}
+_ATTRS = ODD_ATTRS
 
 
 def _attr_args(op: str) -> list[str]:
@@ -328,20 +280,18 @@ def _run_and_compare(op: str, dtype_name: str, n: int, d: int, ts: list[int], tm
 
 
 @pytest.mark.gpu
+@needs_harness
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16", "float32"])
 @pytest.mark.parametrize("op", list(spec.ALL_OPS))
 def test_enqueue_matches_f64_reference(op, dtype, tmp_path):
-    if reason := _gpu_reason():
-        pytest.skip(reason)
     # T=1, small odd T, and T that is no multiple of any power-of-two tile.
     seed = 1000 + 10 * list(spec.ALL_OPS).index(op) + list(_TORCH).index(dtype)
     _run_and_compare(op, dtype, n=4, d=320, ts=[1, 3, 67, 515], tmp=tmp_path, seed=seed)
 
 
 @pytest.mark.gpu
+@needs_harness
 @pytest.mark.parametrize("op", list(spec.ALL_OPS))
 def test_enqueue_v4_pro_width_bf16(op, tmp_path):
     """DeepSeek-V4-Pro's width (n=4, d=7168), where split-K workspaces matter."""
-    if reason := _gpu_reason():
-        pytest.skip(reason)
     _run_and_compare(op, "bfloat16", n=4, d=7168, ts=[1, 37, 129], tmp=tmp_path, seed=77)

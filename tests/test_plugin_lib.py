@@ -16,6 +16,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from builds import REQUIRE_BUILDS_ENV, missing
 
 from mhc_export import build_layout as layout
 
@@ -24,16 +25,12 @@ OUT = layout.build_root()
 BUILDS = {"11.1": layout.plugin_build_dir(11), "10.16": layout.plugin_build_dir(10)}
 LIBS = {"11.1": layout.plugin_library(11), "10.16": layout.plugin_library(10)}
 EXAMPLES = {"11.1": OUT / "example-cpp-trt11", "10.16": OUT / "example-cpp-trt10"}
-REQUIRED = os.environ.get("MHC_REQUIRE_PLUGIN_BUILDS") == "1"
 HEADERS = Path(os.environ.get("MHC_TRT_HEADERS", ROOT.parent / "shared" / "third_party"))
 
 
 def _need(path: Path) -> Path:
     if not path.exists():
-        msg = f"{path} not built (run scripts/build_plugins_ci.sh)"
-        if REQUIRED:
-            pytest.fail(msg)
-        pytest.skip(msg)
+        missing(f"{path} not built (run scripts/build_plugins_ci.sh)", REQUIRE_BUILDS_ENV)
     return path
 
 

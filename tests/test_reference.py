@@ -6,7 +6,7 @@ import re
 
 import pytest
 import torch
-from f64_reference import head_f64, post_f64, pre_f64, rel_err, sinkhorn_f64
+from f64_reference import ODD_ATTRS, head_f64, post_f64, pre_f64, rel_err, sinkhorn_f64
 
 from mhc_export import reference
 from mhc_export.spec import num_mixes
@@ -41,6 +41,53 @@ def test_pre_matches_float64(t, n, d, dtype):
     assert rel_err(post, ref_post) < 2e-6
     assert rel_err(comb, ref_comb) < 2e-6
     assert rel_err(layer_input, ref_li) < TOL[dtype]
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize(("t", "n", "d"), [(1, 4, 64), (17, 2, 33), (9, 3, 7), (33, 4, 256)])
+def test_every_op_with_odd_attributes_matches_float64(t, n, d, dtype):
+    """Large, distinct attributes: a lost or misplaced eps/post_mult/iters is a 1e-2 error."""
+    a = ODD_ATTRS["pre"]
+    args = random_pre_inputs(t, n, d, dtype, seed=4242 + t + d)
+    got = reference.mhc_pre(*args, **a)
+    exp = pre_f64(*args, **a)
+    for name, g, e in zip(("layer_input", "post_mix", "comb_mix"), got, exp, strict=False):
+        tol = TOL[dtype] if name == "layer_input" else 2e-6
+        assert rel_err(g, e) < tol, name
+    # The attributes matter: the default-attribute float64 result is far away.
+    default = pre_f64(*args)
+    for i, (g, e) in enumerate(zip(got, default, strict=False)):
+        if i or dtype != torch.bfloat16:  # a bf16 layer_input is too coarse to tell
+            assert rel_err(g, e) > max(1e-2, 2 * TOL[dtype])
+    pre, _, _ = reference.pre_mixes(*args, **a)
+    assert rel_err(pre, exp[3]) < 2e-6
+    residual, hc_fn, hc_scale, hc_base = args
+    h = ODD_ATTRS["head"]
+    y = reference.mhc_head(residual, hc_fn[:n], hc_scale[:1], hc_base[:n], **h)
+    y_exp = head_f64(residual, hc_fn[:n], hc_scale[:1], hc_base[:n], **h)
+    assert rel_err(y, y_exp) < TOL[dtype]
+    assert rel_err(y, head_f64(residual, hc_fn[:n], hc_scale[:1], hc_base[:n])) > 2 * TOL[dtype]
+    sk = ODD_ATTRS["sinkhorn"]
+    logits = torch.randn(t, n, n, generator=torch.Generator().manual_seed(t)) * 2
+    assert rel_err(reference.sinkhorn(logits, **sk), sinkhorn_f64(logits, **sk)) < 2e-6
+
+
+@pytest.mark.parametrize("rms_eps", [0.0, 1e-3, 0.1, 10.0])
+@pytest.mark.parametrize("scale", [1e-2, 1.0, 30.0])
+def test_rms_eps_against_input_scale(rms_eps, scale):
+    """rms_eps comparable to mean(x^2) in either direction, float32, tight."""
+    args = random_pre_inputs(7, 4, 48, torch.float32, seed=17, scale=scale)
+    got = reference.mhc_pre(*args, rms_eps=rms_eps)
+    exp = pre_f64(*args, rms_eps=rms_eps)
+    for g, e in zip(got, exp, strict=False):
+        assert rel_err(g, e) < 4e-6
+
+
+@pytest.mark.parametrize("eps", [0.0, 1e-4, 1e-2, 0.3])
+@pytest.mark.parametrize("iters", [1, 2, 3, 7])
+def test_sinkhorn_eps_and_iters_match_float64(iters, eps):
+    logits = torch.randn(40, 4, 4, generator=torch.Generator().manual_seed(iters)) * 3
+    assert rel_err(reference.sinkhorn(logits, iters, eps), sinkhorn_f64(logits, iters, eps)) < 2e-6
 
 
 @pytest.mark.parametrize("iters", [1, 2, 20, 50])
