@@ -434,8 +434,9 @@ def test_post_pre_and_post_head_match_float64(dtype, t, n, d):
             nan_like((t, n, n), torch.float32))
     got = kernels.post_pre(*v, out=outs, **_FUSED_PRE)
     torch.cuda.synchronize()
-    r = post_f64(*v[:4]).to(dtype)  # the pre half reads the rounded residual
-    exp = (r, *pre_f64(r, *v[4:], **_FUSED_PRE)[:3])
+    # residual_out against the float64 post; the pre half against the float64 pre of the
+    # residual_out the kernel wrote (the contract: it reads those rounded bits).
+    exp = (post_f64(*v[:4]), *pre_f64(got[0], *v[4:], **_FUSED_PRE)[:3])
     for name, a, e in zip(("residual_out", "layer_input", "post", "comb"), got, exp, strict=True):
         assert not torch.isnan(a).any(), f"{name}: unwritten elements"
         tol = TOL_OUT[dtype] if name in ("residual_out", "layer_input") else TOL_GATE
@@ -453,7 +454,7 @@ def test_post_pre_and_post_head_match_float64(dtype, t, n, d):
     kernels.post_head(*vh, rms_eps=0.1, eps=0.05, out=y)
     torch.cuda.synchronize()
     assert not torch.isnan(y).any()
-    e = head_f64(post_f64(*vh[:4]).to(dtype), *vh[4:], rms_eps=0.1, eps=0.05)
+    e = head_f64(kernels.post(*vh[:4]), *vh[4:], rms_eps=0.1, eps=0.05)
     assert rel_err(y, e) < TOL_OUT[dtype]
 
 
