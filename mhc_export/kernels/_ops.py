@@ -57,6 +57,20 @@ def _output(
     return given
 
 
+def _pre_params(rms_eps: float, pre_eps: float, sinkhorn_eps: float, post_mult: float,
+                sinkhorn_iters: int) -> PreParams:
+    """MhcPre's attributes, checked, as the C struct (MhcPostPre shares them)."""
+    check_attributes(rms_eps=rms_eps, pre_eps=pre_eps, sinkhorn_eps=sinkhorn_eps,
+                     post_mult=post_mult, sinkhorn_iters=sinkhorn_iters)
+    return PreParams(rms_eps, pre_eps, sinkhorn_eps, post_mult, sinkhorn_iters)
+
+
+def _head_params(rms_eps: float, eps: float) -> HeadParams:
+    """MhcHead's attributes, checked, as the C struct (MhcPostHead shares them)."""
+    check_attributes(rms_eps=rms_eps, eps=eps)
+    return HeadParams(rms_eps, eps)
+
+
 def pre(
     residual: torch.Tensor,
     hc_fn: torch.Tensor,
@@ -76,8 +90,7 @@ def pre(
     """
     lib = load()
     t, n, d = check_pre_inputs(residual, hc_fn, hc_scale, hc_base)
-    check_attributes(rms_eps=rms_eps, pre_eps=pre_eps, sinkhorn_eps=sinkhorn_eps,
-                     post_mult=post_mult, sinkhorn_iters=sinkhorn_iters)
+    params = _pre_params(rms_eps, pre_eps, sinkhorn_eps, post_mult, sinkhorn_iters)
     _require_cuda(residual=residual, hc_fn=hc_fn, hc_scale=hc_scale, hc_base=hc_base)
     dev = residual.device
     o = out if out is not None else (None, None, None)
@@ -87,7 +100,6 @@ def pre(
     code = DTYPE_CODES[residual.dtype]
     ws_bytes = int(lib.mhcPreWorkspaceSize(t, n, d, code))
     ws = _workspace(ws_bytes, dev)
-    params = PreParams(rms_eps, pre_eps, sinkhorn_eps, post_mult, sinkhorn_iters)
     with torch.cuda.device(dev):
         status = lib.mhcPre(
             _ptr(residual), _ptr(hc_fn), _ptr(hc_scale), _ptr(hc_base), _ptr(layer_input),
@@ -154,14 +166,13 @@ def head(
     """MhcHead: y [T, d] = sum_i w_i * residual[:, i]."""
     lib = load()
     t, n, d = check_head_inputs(residual, hc_fn, hc_scale, hc_base)
-    check_attributes(rms_eps=rms_eps, eps=eps)
+    params = _head_params(rms_eps, eps)
     _require_cuda(residual=residual, hc_fn=hc_fn, hc_scale=hc_scale, hc_base=hc_base)
     dev = residual.device
     y = _output("y", out, (t, d), residual.dtype, dev)
     code = DTYPE_CODES[residual.dtype]
     ws_bytes = int(lib.mhcHeadWorkspaceSize(t, n, d, code))
     ws = _workspace(ws_bytes, dev)
-    params = HeadParams(rms_eps, eps)
     with torch.cuda.device(dev):
         status = lib.mhcHead(_ptr(residual), _ptr(hc_fn), _ptr(hc_scale), _ptr(hc_base), _ptr(y),
                              t, n, d, code, ctypes.byref(params), _ptr(ws), ws_bytes,
@@ -190,8 +201,7 @@ def post_pre(
     lib = load()
     t, n, d = check_post_inputs(x, residual, post_mix, comb_mix)
     check_pre_inputs(residual, hc_fn, hc_scale, hc_base)
-    check_attributes(rms_eps=rms_eps, pre_eps=pre_eps, sinkhorn_eps=sinkhorn_eps,
-                     post_mult=post_mult, sinkhorn_iters=sinkhorn_iters)
+    params = _pre_params(rms_eps, pre_eps, sinkhorn_eps, post_mult, sinkhorn_iters)
     _require_cuda(x=x, residual=residual, post_mix=post_mix, comb_mix=comb_mix, hc_fn=hc_fn,
                   hc_scale=hc_scale, hc_base=hc_base)
     dev = residual.device
@@ -203,7 +213,6 @@ def post_pre(
     code = DTYPE_CODES[residual.dtype]
     ws_bytes = int(lib.mhcPostPreWorkspaceSize(t, n, d, code))
     ws = _workspace(ws_bytes, dev)
-    params = PreParams(rms_eps, pre_eps, sinkhorn_eps, post_mult, sinkhorn_iters)
     with torch.cuda.device(dev):
         status = lib.mhcPostPre(
             _ptr(x), _ptr(residual), _ptr(post_mix), _ptr(comb_mix), _ptr(hc_fn),
@@ -230,7 +239,7 @@ def post_head(
     lib = load()
     t, n, d = check_post_inputs(x, residual, post_mix, comb_mix)
     check_head_inputs(residual, hc_fn, hc_scale, hc_base)
-    check_attributes(rms_eps=rms_eps, eps=eps)
+    params = _head_params(rms_eps, eps)
     _require_cuda(x=x, residual=residual, post_mix=post_mix, comb_mix=comb_mix, hc_fn=hc_fn,
                   hc_scale=hc_scale, hc_base=hc_base)
     dev = residual.device
@@ -238,7 +247,6 @@ def post_head(
     code = DTYPE_CODES[residual.dtype]
     ws_bytes = int(lib.mhcPostHeadWorkspaceSize(t, n, d, code))
     ws = _workspace(ws_bytes, dev)
-    params = HeadParams(rms_eps, eps)
     with torch.cuda.device(dev):
         status = lib.mhcPostHead(
             _ptr(x), _ptr(residual), _ptr(post_mix), _ptr(comb_mix), _ptr(hc_fn),
