@@ -426,7 +426,8 @@ def _boundary_inputs(t, n, d, dtype, head, g):
 
 @pytest.mark.parametrize("dtype", ALL_DTYPES)
 @pytest.mark.parametrize(("t", "n", "d"), [(1, 4, 7168), (8, 4, 4096), (67, 3, 40), (300, 8, 64),
-                                           (2, 1, 8)])
+                                           (2, 1, 8), (131, 4, 7168), (1000, 4, 4096),
+                                           (4099, 4, 7168), (260, 3, 1000)])
 def test_post_pre_and_post_head_match_float64(dtype, t, n, d):
     g = _gen(7000 + t + n)
     v = _boundary_inputs(t, n, d, dtype, False, g)
@@ -466,3 +467,77 @@ def test_post_pre_refuses_aliasing_and_mismatched_n():
     res = v[1].clone()
     with pytest.raises(Exception, match="alias"):
         kernels.post_pre(*v[:1], res, *v[2:], out=(res, None, None, None))
+
+
+# --- The streaming cluster kernel against the other paths ------------------------
+# Each path is chosen by environment switches read once per process, so each
+# runs in its own process on the same inputs; every path must match float64.
+_PATHS = {"stream": {"MHC_STREAM": "1"}, "v5-cluster": {"MHC_STREAM": "0"},
+          "two-pass": {"MHC_STREAM": "0", "MHC_FUSED": "0"}}
+_PATH_SCRIPT = r"""
+import sys, torch
+from mhc_export import kernels
+inp = torch.load(sys.argv[1])
+out = {}
+for key, v in inp.items():
+    cuda = [a.cuda() for a in v]
+    if key.startswith("pre"):
+        out[key] = [o.cpu() for o in kernels.pre(*cuda)]
+    elif key.startswith("head"):
+        out[key] = [kernels.head(*cuda).cpu()]
+    else:
+        out[key] = [o.cpu() for o in kernels.post_pre(*cuda)]
+torch.save(out, sys.argv[2])
+"""
+
+
+def test_streaming_kernel_matches_the_other_paths(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    g = _gen(4242)
+    inp = {}
+    # n=4 at the V4 widths and an odd d; n=1, 3, 8 (other fragment row counts).
+    for t, n, d in ((300, 4, 7168), (133, 4, 4096), (517, 4, 1000), (150, 3, 1000),
+                    (131, 8, 64), (140, 1, 520)):
+        w = make_weights(n, d, num_mixes(n), 3, g)
+        key = f"{t}-{n}-{d}"
+        inp[f"pre-{key}"] = [make_residual(t, n, d, torch.bfloat16, g), *w]
+        inp[f"head-{key}"] = [make_residual(t, n, d, torch.bfloat16, g),
+                              *make_weights(n, d, n, 1, g)]
+        inp[f"postpre-{key}"] = list(_boundary_inputs(t, n, d, torch.bfloat16, False, g))
+    src = tmp_path / "inp.pt"
+    torch.save({k: [a.cpu() for a in v] for k, v in inp.items()}, src)
+    root = Path(__file__).resolve().parents[1]
+    got = {}
+    for name, env in _PATHS.items():
+        dst = tmp_path / f"{name}.pt"
+        proc = subprocess.run([sys.executable, "-c", _PATH_SCRIPT, str(src), str(dst)], cwd=root,
+                              env={**os.environ, **env, "PYTHONPATH": str(root)},
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        got[name] = torch.load(dst)
+    for key, v in inp.items():
+        for name in _PATHS:
+            if key.startswith("pre"):
+                exp = pre_f64(*v)[:3]
+                tols = (TOL_OUT[torch.bfloat16], TOL_GATE, TOL_GATE)
+            elif key.startswith("head"):
+                exp = (head_f64(*v),)
+                tols = (TOL_OUT[torch.bfloat16],)
+            else:
+                # The pre half against the float64 pre of the residual_out this path wrote.
+                res_out = got[name][key][0].cuda()
+                exp = (post_f64(*v[:4]), *pre_f64(res_out, *v[4:])[:3])
+                tols = (TOL_OUT[torch.bfloat16],) * 2 + (TOL_GATE,) * 2
+            errs = []
+            for i, (a, e, tol) in enumerate(zip(got[name][key], exp, tols, strict=True)):
+                assert torch.isfinite(a).all(), f"{name} {key} output {i}: unwritten elements"
+                errs.append(rel_err(a.cuda(), e))
+                assert errs[-1] < tol, f"{name} {key} output {i}: rel err {errs[-1]:.3g}"
+            print(f"{name:10s} {key:16s} rel err vs float64: " + " ".join(f"{e:.2e}" for e in errs))
+        # The post half is the MhcPost kernel's arithmetic on every path.
+        if key.startswith("postpre"):
+            assert torch.equal(got["stream"][key][0], got["two-pass"][key][0])

@@ -1,18 +1,42 @@
 // MhcPostPre and MhcPostHead, the fused layer boundaries (contract: shared/spec/mhc_ops.md).
 //
-// This first version composes the existing kernels behind one C call: MhcPost
-// writes residual_out, then the MhcPre (MhcHead) path reads it back. Results
-// are the composition's bits by construction (the pre half reads residual_out
-// rounded to the residual dtype, as the contract says), and the TensorRT
-// plugins get one layer per boundary. It does not yet save the residual pass
-// a single-pass kernel would (docs/kernels_notes.md).
+// Two implementations, the same results (the pre half reads residual_out
+// rounded to the residual dtype, as the contract says):
+//  * the single-pass streaming kernel (mhc_stream.cuh, bf16 on sm_90+): the
+//    residual and x are read once, the post update is applied in shared memory
+//    and written to residual_out, and the pre (head) half projects those bits
+//    without reading them back. It measured slower than the composition at
+//    d=7168 (docs/kernels_notes.md, v6), so it runs only under MHC_STREAM=1;
+//  * the composition behind one call: MhcPost writes residual_out, then the
+//    MhcPre (MhcHead) path reads it back.
 #include "mhc_common.cuh"
+#include "mhc_stream.cuh"
 
 using namespace mhc;
 
 namespace {
 size_t elemBytes(mhcDtype_t dtype) { return dtype == MHC_DTYPE_FLOAT32 ? 4 : 2; }
 size_t aligned(size_t bytes) { return (bytes + 255) & ~size_t(255); }
+
+mhcStatus_t checkBoundaryPtrs(const void* x, const void* residual, const float* post_mix,
+                              const float* comb_mix, const float* hc_fn, const float* hc_scale,
+                              const float* hc_base) {
+    mhcStatus_t st;
+    if ((st = checkPtr(x, "x", true)) || (st = checkPtr(residual, "residual", true)) ||
+        (st = checkPtr(post_mix, "post_mix", false)) ||
+        (st = checkPtr(comb_mix, "comb_mix", false)) || (st = checkPtr(hc_fn, "hc_fn", true)) ||
+        (st = checkPtr(hc_scale, "hc_scale", false)) || (st = checkPtr(hc_base, "hc_base", false)))
+        return st;
+    return MHC_STATUS_SUCCESS;
+}
+
+void addPostHalf(StreamArgs& a, const void* x, const float* post_mix, const float* comb_mix,
+                 void* residual_out) {
+    a.x = static_cast<const __nv_bfloat16*>(x);
+    a.post_in = post_mix;
+    a.comb_in = comb_mix;
+    a.res_out = static_cast<__nv_bfloat16*>(residual_out);
+}
 }  // namespace
 
 extern "C" MHC_API size_t mhcPostPreWorkspaceSize(int64_t T, int32_t n, int32_t d,
@@ -31,6 +55,36 @@ extern "C" MHC_API mhcStatus_t mhcPostPre(const void* x, const void* residual,
                                           cudaStream_t stream) {
     if (residual_out == residual)
         return fail(MHC_STATUS_INVALID_VALUE, "mhcPostPre: residual_out must not alias residual");
+    if (dtype == MHC_DTYPE_BFLOAT16) {
+        // Every check the composed path makes, before the single-pass launch.
+        mhcStatus_t st = checkShape(T, n, d, dtype);
+        if (st != MHC_STATUS_SUCCESS) return st;
+        if ((st = checkPreParams(params, "mhcPostPre")) != MHC_STATUS_SUCCESS) return st;
+        if (T == 0) return ok();
+        if ((st = checkBoundaryPtrs(x, residual, post_mix, comb_mix, hc_fn, hc_scale, hc_base)) ||
+            (st = checkPtr(residual_out, "residual_out", true)) ||
+            (st = checkPtr(layer_input, "layer_input", true)) ||
+            (st = checkPtr(next_post_mix, "next_post_mix", false)) ||
+            (st = checkPtr(next_comb_mix, "next_comb_mix", false)))
+            return st;
+        const size_t need = mhcPreWorkspaceSize(T, n, d, dtype);
+        if (workspace_size < need)
+            return fail(MHC_STATUS_WORKSPACE_TOO_SMALL,
+                        "mhcPostPre: workspace_size=%zu bytes but this call needs %zu "
+                        "(mhcPostPreWorkspaceSize)", workspace_size, need);
+        int launched = 0;
+        dispatchN(n, [&](auto nc) {
+            constexpr int N = decltype(nc)::value;
+            StreamArgs a = preStreamArgs<N>(
+                static_cast<const __nv_bfloat16*>(residual), hc_fn, hc_scale, hc_base,
+                static_cast<__nv_bfloat16*>(layer_input), next_post_mix, next_comb_mix, T, d,
+                *params);
+            addPostHalf(a, x, post_mix, comb_mix, residual_out);
+            launched = launchStream<N, false, true>(a, stream);
+            return MHC_STATUS_SUCCESS;
+        });
+        if (launched != 0) return launched > 0 ? ok() : MHC_STATUS_CUDA_ERROR;
+    }
     mhcStatus_t st = mhcPost(x, residual, post_mix, comb_mix, residual_out, T, n, d, dtype, stream);
     if (st != MHC_STATUS_SUCCESS) return st;
     return mhcPre(residual_out, hc_fn, hc_scale, hc_base, layer_input, next_post_mix,
@@ -62,6 +116,23 @@ extern "C" MHC_API mhcStatus_t mhcPostHead(const void* x, const void* residual,
                     "mhcPostHead: workspace_size=%zu bytes but this call needs %zu "
                     "(mhcPostHeadWorkspaceSize)", workspace_size, need);
     if ((st = checkPtr(workspace, "workspace", true))) return st;
+    if (dtype == MHC_DTYPE_BFLOAT16) {
+        if ((st = checkHeadParams(params, "mhcPostHead")) != MHC_STATUS_SUCCESS) return st;
+        if ((st = checkBoundaryPtrs(x, residual, post_mix, comb_mix, hc_fn, hc_scale, hc_base)) ||
+            (st = checkPtr(y, "y", true)))
+            return st;
+        int launched = 0;
+        dispatchN(n, [&](auto nc) {
+            constexpr int N = decltype(nc)::value;
+            StreamArgs a = headStreamArgs(static_cast<const __nv_bfloat16*>(residual), hc_fn,
+                                          hc_scale, hc_base, static_cast<__nv_bfloat16*>(y), T, d,
+                                          *params);
+            addPostHalf(a, x, post_mix, comb_mix, nullptr);  // residual_out is not an output
+            launched = launchStream<N, true, true>(a, stream);
+            return MHC_STATUS_SUCCESS;
+        });
+        if (launched != 0) return launched > 0 ? ok() : MHC_STATUS_CUDA_ERROR;
+    }
     char* ws = static_cast<char*>(workspace);
     st = mhcPost(x, residual, post_mix, comb_mix, ws, T, n, d, dtype, stream);
     if (st != MHC_STATUS_SUCCESS) return st;

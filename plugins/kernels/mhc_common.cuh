@@ -67,6 +67,9 @@ inline bool streamIsCapturing(cudaStream_t stream) {
 mhcStatus_t checkShape(int64_t T, int32_t n, int32_t d, mhcDtype_t dtype);
 mhcStatus_t checkPtr(const void* p, const char* name, bool vector_aligned);
 mhcStatus_t checkEps(float v, const char* name);
+// Attribute checks of MhcPre / MhcHead, shared with the fused boundaries.
+mhcStatus_t checkPreParams(const mhcPreParams* params, const char* who);
+mhcStatus_t checkHeadParams(const mhcHeadParams* params, const char* who);
 
 // Mixes kernel geometry (mhc_mix.cuh), here so that the workspace query and the
 // launch can never disagree. Two kernels:

@@ -1,6 +1,7 @@
 // MhcHead: projection with n rows (mhc_mix.cuh), then y = sum_i w_i * x_i.
 #include "mhc_fused.cuh"
 #include "mhc_mix.cuh"
+#include "mhc_stream.cuh"
 
 namespace mhc {
 namespace {
@@ -35,6 +36,9 @@ mhcStatus_t runHead(const void* residual, const float* hc_fn, const float* hc_sc
                     void* workspace, cudaStream_t stream) {
     const T* x = static_cast<const T*>(residual);
     if constexpr (std::is_same<T, __nv_bfloat16>::value) {
+        const int sk = launchStream<N, true, false>(
+            headStreamArgs(x, hc_fn, hc_scale, hc_base, static_cast<T*>(y), ntok, d, p), stream);
+        if (sk != 0) return sk > 0 ? MHC_STATUS_SUCCESS : MHC_STATUS_CUDA_ERROR;
         FusedArgs fa{x, hc_fn, hc_scale, hc_base, static_cast<T*>(y), nullptr, nullptr,
                      ntok, d, 0, 0, p.rms_eps, p.eps, 0.f, 0.f, 0};
         const int f = launchFused<N, true>(fa, stream);
@@ -59,6 +63,14 @@ mhcStatus_t dispatchHead(const void* residual, const float* hc_fn, const float* 
 }
 
 }  // namespace
+
+mhcStatus_t checkHeadParams(const mhcHeadParams* params, const char* who) {
+    if (params == nullptr) return fail(MHC_STATUS_INVALID_VALUE, "%s: params is NULL", who);
+    mhcStatus_t st;
+    if ((st = checkEps(params->rms_eps, "rms_eps")) != MHC_STATUS_SUCCESS) return st;
+    return checkEps(params->eps, "eps");
+}
+
 }  // namespace mhc
 
 using namespace mhc;
@@ -77,9 +89,7 @@ extern "C" MHC_API mhcStatus_t mhcHead(const void* residual, const float* hc_fn,
     try {
         mhcStatus_t st = checkShape(T, n, d, dtype);
         if (st != MHC_STATUS_SUCCESS) return st;
-        if (params == nullptr) return fail(MHC_STATUS_INVALID_VALUE, "mhcHead: params is NULL");
-        if ((st = checkEps(params->rms_eps, "rms_eps")) != MHC_STATUS_SUCCESS) return st;
-        if ((st = checkEps(params->eps, "eps")) != MHC_STATUS_SUCCESS) return st;
+        if ((st = checkHeadParams(params, "mhcHead")) != MHC_STATUS_SUCCESS) return st;
         if (T == 0) return ok();
         if ((st = checkPtr(residual, "residual", true)) ||
             (st = checkPtr(hc_fn, "hc_fn", true)) || (st = checkPtr(hc_scale, "hc_scale", false)) ||

@@ -3,6 +3,7 @@
 #include "mhc_decode.cuh"
 #include "mhc_fused.cuh"
 #include "mhc_mix.cuh"
+#include "mhc_stream.cuh"
 
 namespace mhc {
 namespace {
@@ -53,6 +54,11 @@ mhcStatus_t runPre(const void* residual, const float* hc_fn, const float* hc_sca
         return runPreDecode<T, N>(x, hc_fn, hc_scale, hc_base, static_cast<T*>(layer_input),
                                   post_mix, comb_mix, ntok, d, p, part, stream);
     if constexpr (std::is_same<T, __nv_bfloat16>::value) {
+        const int sk = launchStream<N, false, false>(
+            preStreamArgs<N>(x, hc_fn, hc_scale, hc_base, static_cast<T*>(layer_input), post_mix,
+                             comb_mix, ntok, d, p),
+            stream);
+        if (sk != 0) return sk > 0 ? MHC_STATUS_SUCCESS : MHC_STATUS_CUDA_ERROR;
         FusedArgs fa{x, hc_fn, hc_scale, hc_base, static_cast<T*>(layer_input), post_mix, comb_mix,
                      ntok, d, 0, 0, p.rms_eps, p.pre_eps, p.sinkhorn_eps, p.post_mult,
                      p.sinkhorn_iters};
@@ -87,6 +93,23 @@ inline size_t preWorkspaceBytes(int64_t T, int n, int d) {
 }
 
 }  // namespace
+
+mhcStatus_t checkPreParams(const mhcPreParams* params, const char* who) {
+    if (params == nullptr) return fail(MHC_STATUS_INVALID_VALUE, "%s: params is NULL", who);
+    mhcStatus_t st;
+    if ((st = checkEps(params->rms_eps, "rms_eps")) != MHC_STATUS_SUCCESS) return st;
+    if ((st = checkEps(params->pre_eps, "pre_eps")) != MHC_STATUS_SUCCESS) return st;
+    if ((st = checkEps(params->sinkhorn_eps, "sinkhorn_eps")) != MHC_STATUS_SUCCESS) return st;
+    if (!(params->post_mult > 0.f) || !isfinite(params->post_mult))
+        return fail(MHC_STATUS_INVALID_VALUE,
+                    "attribute post_mult must be a finite number > 0, got %g",
+                    double(params->post_mult));
+    if (params->sinkhorn_iters < 1)
+        return fail(MHC_STATUS_INVALID_VALUE, "attribute sinkhorn_iters must be >= 1, got %d",
+                    int(params->sinkhorn_iters));
+    return MHC_STATUS_SUCCESS;
+}
+
 }  // namespace mhc
 
 using namespace mhc;
@@ -105,17 +128,7 @@ extern "C" MHC_API mhcStatus_t mhcPre(const void* residual, const float* hc_fn,
     try {
         mhcStatus_t st = checkShape(T, n, d, dtype);
         if (st != MHC_STATUS_SUCCESS) return st;
-        if (params == nullptr) return fail(MHC_STATUS_INVALID_VALUE, "mhcPre: params is NULL");
-        if ((st = checkEps(params->rms_eps, "rms_eps")) != MHC_STATUS_SUCCESS) return st;
-        if ((st = checkEps(params->pre_eps, "pre_eps")) != MHC_STATUS_SUCCESS) return st;
-        if ((st = checkEps(params->sinkhorn_eps, "sinkhorn_eps")) != MHC_STATUS_SUCCESS) return st;
-        if (!(params->post_mult > 0.f) || !isfinite(params->post_mult))
-            return fail(MHC_STATUS_INVALID_VALUE,
-                        "attribute post_mult must be a finite number > 0, got %g",
-                        double(params->post_mult));
-        if (params->sinkhorn_iters < 1)
-            return fail(MHC_STATUS_INVALID_VALUE, "attribute sinkhorn_iters must be >= 1, got %d",
-                        int(params->sinkhorn_iters));
+        if ((st = checkPreParams(params, "mhcPre")) != MHC_STATUS_SUCCESS) return st;
         if (T == 0) return ok();
         if ((st = checkPtr(residual, "residual", true)) ||
             (st = checkPtr(hc_fn, "hc_fn", true)) || (st = checkPtr(hc_scale, "hc_scale", false)) ||

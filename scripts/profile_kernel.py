@@ -1,0 +1,56 @@
+"""Run one mHC kernel call a few times on random inputs, for ncu to profile.
+
+    ncu --launch-skip 2 --launch-count 1 python3 scripts/profile_kernel.py pre 4096 7168
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mhc_export import kernels
+from mhc_export.spec import num_mixes
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("op", choices=("pre", "head", "post", "post_pre", "post_head"))
+    ap.add_argument("t", type=int)
+    ap.add_argument("d", type=int)
+    ap.add_argument("--n", type=int, default=4)
+    ap.add_argument("--calls", type=int, default=4)
+    args = ap.parse_args()
+    t, n, d = args.t, args.n, args.d
+    g = torch.Generator(device="cuda").manual_seed(0)
+    k = n * d
+    rows = n if args.op.endswith("head") else num_mixes(n)
+    res = torch.randn(t, n, d, device="cuda", generator=g).bfloat16()
+    x = torch.randn(t, d, device="cuda", generator=g).bfloat16()
+    post = torch.rand(t, n, device="cuda", generator=g) * 2
+    comb = torch.rand(t, n, n, device="cuda", generator=g)
+    fn = torch.randn(rows, k, device="cuda", generator=g) / k**0.5
+    scale = torch.rand(1 if args.op.endswith("head") else 3, device="cuda", generator=g) + 0.5
+    base = torch.randn(rows, device="cuda", generator=g) * 0.5
+    for _ in range(args.calls):
+        if args.op == "pre":
+            kernels.pre(res, fn, scale, base)
+        elif args.op == "head":
+            kernels.head(res, fn, scale, base)
+        elif args.op == "post":
+            kernels.post(x, res, post, comb)
+        elif args.op == "post_pre":
+            kernels.post_pre(x, res, post, comb, fn, scale, base)
+        else:
+            kernels.post_head(x, res, post, comb, fn, scale, base)
+    torch.cuda.synchronize()
+    print("ok", args.op, t, n, d)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
