@@ -52,11 +52,11 @@ for step in $steps; do
     decode)  # per-kernel times of the small-T paths (ncu serialises PDL chains)
       for job in "pre 1 7168" "pre 8 7168" "head 1 7168" "post_pre 1 7168"; do
         echo "######## decode $job" >> "$out/ncu.txt"
-        timeout 120 ncu --section SpeedOfLight --launch-skip 4 --launch-count 6 \
+        timeout 120 ncu --section SpeedOfLight -k regex:Kernel --launch-skip 2 --launch-count 4 \
           python3 scripts/profile_kernel.py $job --calls 6 > "$out/dec.tmp" 2>&1 || rc=1
         cat "$out/dec.tmp" >> "$out/ncu.txt"
-        echo "== decode $job"; grep -E "^  [a-zA-Z_]|Duration" "$out/dec.tmp" | paste - - \
-          | sed -E 's/ +/ /g' | cut -c1-150 | head -6
+        echo "== decode $job"; awk '/^  [a-zA-Z_].*\(/{k=$2" "$3} /Duration/{print "   ", k, $NF, "us"}' \
+          "$out/dec.tmp" | head -6
       done; rm -f "$out/dec.tmp" ;;
     ncu)
       sec="--section SpeedOfLight --section Occupancy --section LaunchStats \

@@ -272,15 +272,45 @@ __device__ __forceinline__ void projectSlice(const T* __restrict__ x, const floa
     }
 }
 
-// mix[m] = sum over the splits, in split order, of token t's partial m (m < V).
-__device__ __forceinline__ void sumSplits(const float* __restrict__ part, int splits,
-                                          int64_t ntok, int64_t t, int V, float* mix) {
-    for (int m = threadIdx.x; m < V; m += blockDim.x) {
-        float s = 0.f;
-        for (int k = 0; k < splits; ++k) s += part[(int64_t(k) * ntok + t) * V + m];
-        mix[m] = s;
+// mix[i] = sum over the splits of token t's partial idx(i), for i < NV, by the
+// whole block (blockDim.x >= NV, scratch: blockDim.x floats). Thread (i, g)
+// sums the splits k = g, g + G, ... in ascending order, eight loads in flight
+// at a time (one L2 round trip per eight, not one per split); then thread i
+// adds the G group sums in group order. A fixed order
+// (bit-identical run to run) with one or two L2 round trips instead of one per
+// split. The caller synchronises before reading mix.
+template <int NV, typename Idx>
+__device__ __forceinline__ void sumSplitsBlock(const float* __restrict__ part, int splits,
+                                               int64_t ntok, int64_t t, int V, Idx idx,
+                                               float* mix, float* scratch) {
+    constexpr int VP = NV <= 8 ? 8 : (NV <= 16 ? 16 : (NV <= 32 ? 32 : (NV <= 64 ? 64 : 128)));
+    const int G = int(blockDim.x) / VP;
+    const int i = int(threadIdx.x) % VP, g = int(threadIdx.x) / VP;
+    float s = 0.f;
+    if (i < NV && g < G) {
+        const float* p = part + t * V + idx(i);
+        const int64_t step = int64_t(G) * ntok * V;
+        for (int k = g; k < splits; k += 8 * G) {
+            float v[8];  // past the last split: +0.0f, which leaves the sum unchanged
+#pragma unroll
+            for (int j = 0; j < 8; ++j)
+                v[j] = k + j * G < splits ? p[int64_t(k) * ntok * V + j * step] : 0.f;
+#pragma unroll
+            for (int j = 0; j < 8; ++j) s += v[j];
+        }
+    }
+    scratch[threadIdx.x] = s;
+    __syncthreads();
+    if (int(threadIdx.x) < NV) {
+        float r = 0.f;
+        for (int q = 0; q < G; ++q) r += scratch[q * VP + threadIdx.x];
+        mix[threadIdx.x] = r;
     }
 }
+
+struct IdentityIdx {
+    __device__ int operator()(int i) const { return i; }
+};
 
 // out[c] = sum_i w[i] * xt[i * d + c] for one token, the block's threads
 // striding over the d / 8 16-byte vectors.

@@ -1,18 +1,18 @@
 // MhcPre decode path (small T, every dtype): two kernels chained with
 // programmatic dependent launch (PDL), no counter, no atomics.
-//  * decodeMixKernel: grid (ceil(T / TT), S), one warp per CTA, thread = one
-//    16-byte vector of K, so K is split over S = K/256 CTAs (d=7168: 112,
-//    d=4096: 64) and hc_fn streams in over most SMs. Warp shuffle tree, then
+//  * decodeMixKernel: grid (ceil(T / TT), S), 4 warps per CTA, lane = one
+//    16-byte vector of K, warp w = rows w, w+4, ...; K is split over
+//    S = K/256 CTAs (d=7168: 112, d=4096: 64) so hc_fn streams in over most
+//    SMs with every load of a thread in flight at once. Warp shuffle tree, then
 //    part[split][token][ROWS + 1] (every element rewritten every call, so an
-//    uninitialised workspace is fine).
+//    uninitialised workspace is fine). MhcHead's small-T path uses it too.
 //  * decodeFinishKernel: grid (T, CB + 1), 256 threads. CTAs y < CB own 2048
 //    columns of d: they load their residual vectors (inputs, complete before
 //    the mix kernel started) BEFORE griddepcontrol.wait, so that load overlaps
 //    the mix kernel; then reduce the pre rows + sum of squares over the S
-//    splits in a fixed order (lane-strided sequential sums, xor shuffle tree:
-//    the same code and order in every CTA, bit-identical), and write
-//    layer_input. CTA y == CB reduces all rows and writes post_mix and
-//    comb_mix (Sinkhorn by one thread, as in v3).
+//    splits with the whole block (sumSplitsBlock: a fixed order, the same in
+//    every CTA, bit-identical), and write layer_input. CTA y == CB reduces all
+//    rows and writes post_mix and comb_mix (Sinkhorn by one thread).
 #ifndef MHC_DECODE_CUH
 #define MHC_DECODE_CUH
 
@@ -35,58 +35,72 @@ __device__ __forceinline__ void pdlWait() {
 #endif
 }
 
+constexpr int kDecodeMixWarps = 4;
+
 template <typename T, int ROWS, int TT>
-__global__ void __launch_bounds__(32)
+__global__ void __launch_bounds__(kDecodeMixWarps * 32)
     decodeMixKernel(const T* __restrict__ x, const float* __restrict__ fn,
                     float* __restrict__ part, int64_t ntok, int K) {
-    constexpr int V = ROWS + 1;
+    constexpr int V = ROWS + 1, NW = kDecodeMixWarps, RW = (ROWS + NW - 1) / NW;
     // The finish kernel may launch now: it only prefetches inputs before its
     // griddepcontrol.wait, which waits for this whole grid and its writes.
     pdlLaunchDependents();
-    const int lane = threadIdx.x;
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
     const int64_t t0 = int64_t(blockIdx.x) * TT;
     const int v = blockIdx.y * 32 + lane;
-    float acc[TT][V];
-    projectSlice<T, ROWS, TT>(x, fn, ntok, K, t0, v, acc);
+    // Warp w takes rows w, w + NW, ... of the same 32 vectors of K (warp 0 also
+    // the sum of squares): all of a thread's hc_fn loads fit in registers and
+    // are in flight at once. Each value is the same arithmetic as one thread
+    // computing every row (8 FMAs in element order, then the xor tree).
+    float acc[TT][RW + 1];
 #pragma unroll
-    for (int j = 0; j < TT; ++j) {
-        float mine = 0.f;
+    for (int j = 0; j < TT; ++j)
 #pragma unroll
-        for (int m = 0; m < V; ++m) {
-            float a = acc[j][m];
+        for (int r = 0; r <= RW; ++r) acc[j][r] = 0.f;
+    if (v < K / 8) {
+        float xv[TT][8];
 #pragma unroll
-            for (int o = 16; o > 0; o >>= 1) a += __shfl_xor_sync(0xffffffffu, a, o);
-            if (lane == m % 32) mine = a;
-            if (m % 32 == 31 || m == V - 1) {
-                const int base = m - m % 32;
-                if (t0 + j < ntok && base + lane < V && lane <= m % 32)
-                    part[(int64_t(blockIdx.y) * ntok + t0 + j) * V + base + lane] = mine;
+        for (int j = 0; j < TT; ++j) {
+            const int64_t tok = t0 + j < ntok ? t0 + j : ntok - 1;
+            load8(x + tok * K + int64_t(v) * 8, xv[j]);
+        }
+        float h[RW][8];
+#pragma unroll
+        for (int r = 0; r < RW; ++r) {
+            const int m = w + r * NW;
+            if (m < ROWS) load8(fn + int64_t(m) * K + int64_t(v) * 8, h[r]);
+        }
+#pragma unroll
+        for (int j = 0; j < TT; ++j) {
+            if (w == 0) {
+#pragma unroll
+                for (int e = 0; e < 8; ++e) acc[j][RW] = fmaf(xv[j][e], xv[j][e], acc[j][RW]);
             }
+#pragma unroll
+            for (int r = 0; r < RW; ++r)
+#pragma unroll
+                for (int e = 0; e < 8; ++e) acc[j][r] = fmaf(xv[j][e], h[r][e], acc[j][r]);
         }
     }
+#pragma unroll
+    for (int j = 0; j < TT; ++j)
+#pragma unroll
+        for (int r = 0; r <= RW; ++r) {
+            float a = acc[j][r];
+#pragma unroll
+            for (int o = 16; o > 0; o >>= 1) a += __shfl_xor_sync(0xffffffffu, a, o);
+            // Row w + r*NW (none past ROWS), or the sum of squares (warp 0); V: none.
+            const int m = r < RW ? (w + r * NW < ROWS ? w + r * NW : V) : (w == 0 ? ROWS : V);
+            if (lane == 0 && m < V && t0 + j < ntok)
+                part[(int64_t(blockIdx.y) * ntok + t0 + j) * V + m] = a;
+        }
 }
 
-// Sums over the S splits of up to 4 values (ms[u] < 0: unused) of token t, in
-// a fixed order (lane-strided ascending sums, then an xor shuffle tree), called
-// by a whole warp; every lane gets the results. The 4 values' loads and the
-// unrolled split loop keep several L2 loads in flight per lane.
-__device__ __forceinline__ void reduceSplits4(const float* __restrict__ part, int splits,
-                                              int64_t ntok, int64_t t, int V, const int (&ms)[4],
-                                              float (&s)[4], int lane) {
-#pragma unroll
-    for (int u = 0; u < 4; ++u) s[u] = 0.f;
-#pragma unroll 4
-    for (int k = lane; k < splits; k += 32) {
-        const float* row = part + (int64_t(k) * ntok + t) * V;
-#pragma unroll
-        for (int u = 0; u < 4; ++u)
-            if (ms[u] >= 0) s[u] += row[ms[u]];
-    }
-#pragma unroll
-    for (int u = 0; u < 4; ++u)
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) s[u] += __shfl_xor_sync(0xffffffffu, s[u], o);
-}
+// Values the layer_input blocks need: the pre rows 0..N-1, then M (sum of squares).
+template <int N, int M>
+struct PreRowsIdx {
+    __device__ int operator()(int i) const { return i < N ? i : M; }
+};
 
 template <typename T, int N>
 __global__ void __launch_bounds__(kDecodeFinishThreads)
@@ -96,10 +110,9 @@ __global__ void __launch_bounds__(kDecodeFinishThreads)
                        float* __restrict__ comb_mix, int64_t ntok, int d, mhcPreParams p) {
     constexpr int M = (2 + N) * N;
     constexpr int V = M + 1;
-    constexpr int NW = kDecodeFinishThreads / 32;
     __shared__ float mix[V];
+    __shared__ float scratch[kDecodeFinishThreads];
     const int64_t t = blockIdx.x;
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const bool gates = blockIdx.y == gridDim.y - 1;
     if (!gates) {
         const int v = blockIdx.y * kDecodeFinishThreads + threadIdx.x;
@@ -111,25 +124,11 @@ __global__ void __launch_bounds__(kDecodeFinishThreads)
             for (int i = 0; i < N; ++i) load8(xt + int64_t(i) * d + v * 8, xv[i]);
         }
         pdlWait();
-        // Values 0..N-1 (pre rows) and M (sum of squares): warp w takes q = w, w+NW, ...
-        for (int q0 = warp; q0 <= N; q0 += 4 * NW) {
-            int ms[4];
-#pragma unroll
-            for (int u = 0; u < 4; ++u) {
-                const int q = q0 + u * NW;
-                ms[u] = q < N ? q : (q == N ? M : -1);
-            }
-            float sv[4];
-            reduceSplits4(part, splits, ntok, t, V, ms, sv, lane);
-            if (lane == 0) {
-#pragma unroll
-                for (int u = 0; u < 4; ++u)
-                    if (ms[u] >= 0) mix[ms[u]] = sv[u];
-            }
-        }
+        // The pre rows 0..N-1 and the sum of squares (value M).
+        sumSplitsBlock<N + 1>(part, splits, ntok, t, V, PreRowsIdx<N, M>(), mix, scratch);
         __syncthreads();
         if (!active) return;
-        const float r = 1.0f / sqrtf(mix[M] / (float(N) * float(d)) + p.rms_eps);
+        const float r = 1.0f / sqrtf(mix[N] / (float(N) * float(d)) + p.rms_eps);  // [N]: sum x^2
         const float s0 = hc_scale[0];
         float o[8];
 #pragma unroll
@@ -144,18 +143,7 @@ __global__ void __launch_bounds__(kDecodeFinishThreads)
         return;
     }
     pdlWait();
-    for (int m0 = warp; m0 < V; m0 += 4 * NW) {
-        int ms[4];
-#pragma unroll
-        for (int u = 0; u < 4; ++u) ms[u] = m0 + u * NW < V ? m0 + u * NW : -1;
-        float sv[4];
-        reduceSplits4(part, splits, ntok, t, V, ms, sv, lane);
-        if (lane == 0) {
-#pragma unroll
-            for (int u = 0; u < 4; ++u)
-                if (ms[u] >= 0) mix[ms[u]] = sv[u];
-        }
-    }
+    sumSplitsBlock<V>(part, splits, ntok, t, V, IdentityIdx(), mix, scratch);
     __syncthreads();
     if (threadIdx.x < N) {
         const int i = threadIdx.x;
@@ -192,13 +180,29 @@ inline size_t decodeWorkspaceBytes(int64_t T, int64_t K, int rows) {
     return (bytes + 255) & ~size_t(255);
 }
 
-template <typename T, int N, int TT>
+template <typename T, int ROWS, int TT>
 inline mhcStatus_t launchDecodeMix(const T* x, const float* fn, float* part, int64_t ntok,
                                    int K, int splits, cudaStream_t stream) {
-    constexpr int M = (2 + N) * N;
     dim3 grid(unsigned(ceilDiv(ntok, TT)), unsigned(splits));
-    decodeMixKernel<T, M, TT><<<grid, 32, 0, stream>>>(x, fn, part, ntok, K);
-    return checkLaunch("mhcPre decode mixes kernel");
+    decodeMixKernel<T, ROWS, TT><<<grid, kDecodeMixWarps * 32, 0, stream>>>(x, fn, part, ntok, K);
+    return checkLaunch("mhc decode mixes kernel");
+}
+
+// Mixes of up to kDecodeMaxT tokens into part[split][token][ROWS + 1]
+// (splits = decodeSplits(K)). Tokens per CTA: each hc_fn vector is reused TT
+// times from registers; TT * (ROWS / 4 + 1) accumulators stay in registers.
+template <typename T, int ROWS>
+inline mhcStatus_t launchDecodeMixes(const T* x, const float* fn, float* part, int64_t ntok,
+                                     int K, cudaStream_t stream) {
+    const int splits = decodeSplits(K);
+    constexpr bool tt2 = (ROWS + 1) * 2 <= 128, tt4 = (ROWS + 1) * 4 <= 128;
+    if constexpr (tt4) {
+        if (ntok > 2) return launchDecodeMix<T, ROWS, 4>(x, fn, part, ntok, K, splits, stream);
+        if (ntok == 2) return launchDecodeMix<T, ROWS, 2>(x, fn, part, ntok, K, splits, stream);
+    } else if constexpr (tt2) {
+        if (ntok > 1) return launchDecodeMix<T, ROWS, 2>(x, fn, part, ntok, K, splits, stream);
+    }
+    return launchDecodeMix<T, ROWS, 1>(x, fn, part, ntok, K, splits, stream);
 }
 
 // Returns MHC_STATUS_SUCCESS after launching both kernels.
@@ -210,20 +214,7 @@ inline mhcStatus_t runPreDecode(const T* x, const float* hc_fn, const float* hc_
     constexpr int M = (2 + N) * N;
     const int K = N * d;
     const int splits = decodeSplits(K);
-    mhcStatus_t st;
-    // Tokens per CTA: each hc_fn vector is reused TT times from registers;
-    // TT * (M + 1) accumulators must stay in registers.
-    constexpr bool tt2 = (M + 1) * 2 <= 128, tt4 = (M + 1) * 4 <= 128;
-    if constexpr (tt4) {
-        if (ntok > 2) st = launchDecodeMix<T, N, 4>(x, hc_fn, part, ntok, K, splits, stream);
-        else if (ntok == 2) st = launchDecodeMix<T, N, 2>(x, hc_fn, part, ntok, K, splits, stream);
-        else st = launchDecodeMix<T, N, 1>(x, hc_fn, part, ntok, K, splits, stream);
-    } else if constexpr (tt2) {
-        if (ntok > 1) st = launchDecodeMix<T, N, 2>(x, hc_fn, part, ntok, K, splits, stream);
-        else st = launchDecodeMix<T, N, 1>(x, hc_fn, part, ntok, K, splits, stream);
-    } else {
-        st = launchDecodeMix<T, N, 1>(x, hc_fn, part, ntok, K, splits, stream);
-    }
+    mhcStatus_t st = launchDecodeMixes<T, M>(x, hc_fn, part, ntok, K, stream);
     if (st != MHC_STATUS_SUCCESS) return st;
     const int cb = int(ceilDiv(d / 8, kDecodeFinishThreads));
     cudaLaunchConfig_t cfg = {};

@@ -1,4 +1,7 @@
-// MhcHead: projection with n rows (mhc_mix.cuh), then y = sum_i w_i * x_i.
+// MhcHead: projection with n rows (small T: the decode mixes kernel of
+// mhc_decode.cuh over most SMs; large T: mhc_stream.cuh / mhc_fused.cuh /
+// mhc_mix.cuh), then y = sum_i w_i * x_i.
+#include "mhc_decode.cuh"
 #include "mhc_fused.cuh"
 #include "mhc_mix.cuh"
 #include "mhc_stream.cuh"
@@ -16,7 +19,8 @@ __global__ void __launch_bounds__(kFinishThreads)
     __shared__ float mix[N + 1];
     __shared__ float wts[N];
     const int64_t t = blockIdx.x;
-    sumSplits(part, splits, ntok, t, N + 1, mix);
+    __shared__ float scratch[kFinishThreads];
+    sumSplitsBlock<N + 1>(part, splits, ntok, t, N + 1, IdentityIdx(), mix, scratch);
     __syncthreads();
     if (threadIdx.x < N) {
         const float K = float(N) * float(d);
@@ -45,11 +49,26 @@ mhcStatus_t runHead(const void* residual, const float* hc_fn, const float* hc_sc
         if (f != 0) return f > 0 ? MHC_STATUS_SUCCESS : MHC_STATUS_CUDA_ERROR;
     }
     float* part = static_cast<float*>(workspace);
-    const int splits = launchMix<T, N>(x, hc_fn, part, ntok, N * d, stream);
+    int splits;
+    if (ntok <= decodeMaxT() && decodeSplits(int64_t(N) * d) <= 65535) {
+        if (launchDecodeMixes<T, N>(x, hc_fn, part, ntok, N * d, stream) != MHC_STATUS_SUCCESS)
+            return MHC_STATUS_CUDA_ERROR;
+        splits = decodeSplits(int64_t(N) * d);
+    } else {
+        splits = launchMix<T, N>(x, hc_fn, part, ntok, N * d, stream);
+    }
     if (splits < 0) return MHC_STATUS_CUDA_ERROR;
     headFinishKernel<T, N><<<unsigned(ntok), kFinishThreads, 0, stream>>>(
         x, part, splits, hc_scale, hc_base, static_cast<T*>(y), ntok, d, p);
     return checkLaunch("mhcHead finish kernel");
+}
+
+// Workspace for any call with up to T tokens: the decode partials (T <= 64)
+// or the two-pass partials, whichever is larger (both nondecreasing in T).
+inline size_t headWorkspaceBytes(int64_t T, int n, int d) {
+    const size_t a = mixWorkspaceBytes(T, int64_t(n) * d, n);
+    const size_t b = decodeWorkspaceBytes(T, int64_t(n) * d, n);
+    return a > b ? a : b;
 }
 
 template <typename T>
@@ -78,7 +97,7 @@ using namespace mhc;
 extern "C" MHC_API size_t mhcHeadWorkspaceSize(int64_t T, int32_t n, int32_t d,
                                                mhcDtype_t dtype) {
     if (checkShape(T, n, d, dtype) != MHC_STATUS_SUCCESS) return 0;
-    return mixWorkspaceBytes(T, int64_t(n) * d, n);
+    return headWorkspaceBytes(T, n, d);
 }
 
 extern "C" MHC_API mhcStatus_t mhcHead(const void* residual, const float* hc_fn,
@@ -95,7 +114,7 @@ extern "C" MHC_API mhcStatus_t mhcHead(const void* residual, const float* hc_fn,
             (st = checkPtr(hc_fn, "hc_fn", true)) || (st = checkPtr(hc_scale, "hc_scale", false)) ||
             (st = checkPtr(hc_base, "hc_base", false)) || (st = checkPtr(y, "y", true)))
             return st;
-        const size_t need = mixWorkspaceBytes(T, int64_t(n) * d, n);
+        const size_t need = headWorkspaceBytes(T, n, d);
         if (workspace_size < need)
             return fail(MHC_STATUS_WORKSPACE_TOO_SMALL,
                         "mhcHead: workspace_size=%zu bytes but this call needs %zu "

@@ -20,7 +20,8 @@ __global__ void __launch_bounds__(kFinishThreads)
     __shared__ float mix[M + 1];
     __shared__ float pre_w[N];
     const int64_t t = blockIdx.x;
-    sumSplits(part, splits, ntok, t, M + 1, mix);
+    __shared__ float scratch[kFinishThreads];
+    sumSplitsBlock<M + 1>(part, splits, ntok, t, M + 1, IdentityIdx(), mix, scratch);
     __syncthreads();
     if (threadIdx.x == 0) {
         const float K = float(N) * float(d);

@@ -131,8 +131,9 @@ constexpr int kStreamMaxCluster = 16;
 // Sum over the cluster's ranks, in rank order, of the float at `p` (a local
 // shared address, the same offset in every CTA). All the remote loads are
 // issued before the first add: one distributed-shared-memory latency, not cs.
-__device__ __forceinline__ float sumRanks(cooperative_groups::cluster_group& cluster,
-                                          const float* p, int cs) {
+// (A template: cluster_group exists only where clusters do, sm_90+.)
+template <class Cluster>
+__device__ __forceinline__ float sumRanks(Cluster& cluster, const float* p, int cs) {
     float v[kStreamMaxCluster];
 #pragma unroll
     for (int r = 0; r < kStreamMaxCluster; ++r)
