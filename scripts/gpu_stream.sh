@@ -3,7 +3,8 @@
 # kernels for sm_90, the kernel tests, the benchmarks of the new path against
 # the v5 cluster kernel (MHC_STREAM=0) in the same run, and ncu profiles.
 #   device tool: scripts/gpu_stream.sh [steps]   (carry [".trt_headers"])
-# steps (default all): smoke bench ncu tests boundary
+# steps (default: smoke bench ncu tests boundary): smoke tests bench boundary model ncu
+# stalls sass decode
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 out=${OUT:-$root/out/gpu_stream}
@@ -69,6 +70,10 @@ for step in $steps; do
         echo "== ncu $job"; sed -n '/######## ncu '"$job"'/,$p' "$f" \
           | grep -E "^    (Duration|DRAM Throughput|Issue Slots Busy|No Eligible)" | head -6
       done ;;
+    model)  # the whole-model mHC time, plain vs fused (issue 11)
+      timeout 240 python3 benchmarks/bench_model_mhc.py --json "$out/bench_model.json" \
+        > "$out/bench_model.txt" 2>&1 || rc=1
+      tail -6 "$out/bench_model.txt" ;;
     stalls)  # where the warps wait: stall reasons per issued instruction
       for job in "pre 4096 7168" "head 4096 7168"; do
         echo "######## stalls $job" >> "$out/ncu.txt"
