@@ -11,27 +11,49 @@ namespace {
 
 constexpr int kFinishThreads = 128;
 
+// grid (T, CB): block y of token t takes the 16-byte column vectors
+// y*kFinishThreads + threadIdx.x + k*CB*kFinishThreads. Small T uses one vector
+// per thread (CB = d / 8 / kFinishThreads, rounded up): it is loaded before the
+// splits are reduced, one round trip for both. Large T uses CB = 1 (many
+// blocks hide the latency; the splits are reduced once per token). Every block
+// of a token reduces the same splits in the same order: the same gates.
 template <typename T, int N>
 __global__ void __launch_bounds__(kFinishThreads)
     headFinishKernel(const T* __restrict__ x, const float* __restrict__ part, int splits,
                      const float* __restrict__ hc_scale, const float* __restrict__ hc_base,
                      T* __restrict__ y, int64_t ntok, int d, mhcHeadParams p) {
     __shared__ float mix[N + 1];
-    __shared__ float wts[N];
-    const int64_t t = blockIdx.x;
     __shared__ float scratch[kFinishThreads];
+    const int64_t t = blockIdx.x;
+    const T* xt = x + t * N * int64_t(d);
+    const int stride = int(gridDim.y) * kFinishThreads;
+    int v = blockIdx.y * kFinishThreads + threadIdx.x;
+    float xv[N][8];
+    if (v < d / 8) {
+#pragma unroll
+        for (int i = 0; i < N; ++i) load8(xt + int64_t(i) * d + v * 8, xv[i]);
+    }
     sumSplitsBlock<N + 1>(part, splits, ntok, t, N + 1, IdentityIdx(), mix, scratch);
     __syncthreads();
-    if (threadIdx.x < N) {
-        const float K = float(N) * float(d);
-        const float r = 1.0f / sqrtf(mix[N] / K + p.rms_eps);
-        wts[threadIdx.x] = sigmoidf(mix[threadIdx.x] * r * hc_scale[0] + hc_base[threadIdx.x]) + p.eps;
-    }
-    __syncthreads();
+    const float r = 1.0f / sqrtf(mix[N] / (float(N) * float(d)) + p.rms_eps);
+    const float s0 = hc_scale[0];
     float w[N];
 #pragma unroll
-    for (int i = 0; i < N; ++i) w[i] = wts[i];
-    weightedStreamSum<T, N>(x + t * N * int64_t(d), w, y + t * int64_t(d), d);
+    for (int i = 0; i < N; ++i) w[i] = sigmoidf(mix[i] * r * s0 + hc_base[i]) + p.eps;
+    for (; v < d / 8; v += stride) {
+        if (v != int(blockIdx.y) * kFinishThreads + int(threadIdx.x)) {
+#pragma unroll
+            for (int i = 0; i < N; ++i) load8(xt + int64_t(i) * d + v * 8, xv[i]);
+        }
+        float o[8];
+#pragma unroll
+        for (int e = 0; e < 8; ++e) o[e] = 0.f;
+#pragma unroll
+        for (int i = 0; i < N; ++i)
+#pragma unroll
+            for (int e = 0; e < 8; ++e) o[e] = fmaf(w[i], xv[i][e], o[e]);
+        store8(y + t * int64_t(d) + v * 8, o);
+    }
 }
 
 template <typename T, int N>
@@ -58,7 +80,9 @@ mhcStatus_t runHead(const void* residual, const float* hc_fn, const float* hc_sc
         splits = launchMix<T, N>(x, hc_fn, part, ntok, N * d, stream);
     }
     if (splits < 0) return MHC_STATUS_CUDA_ERROR;
-    headFinishKernel<T, N><<<unsigned(ntok), kFinishThreads, 0, stream>>>(
+    const bool small = ntok <= decodeMaxT();
+    const dim3 grid(unsigned(ntok), small ? unsigned(ceilDiv(d / 8, kFinishThreads)) : 1u);
+    headFinishKernel<T, N><<<grid, kFinishThreads, 0, stream>>>(
         x, part, splits, hc_scale, hc_base, static_cast<T*>(y), ntok, d, p);
     return checkLaunch("mhcHead finish kernel");
 }
