@@ -57,6 +57,28 @@ __device__ __forceinline__ void mma16816(float (&c)[4], uint32_t a0, uint32_t a1
         : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
+// o[e] = sum_i w[i] * x[i * stride + e] for one 8-element bf16 vector of each of
+// the N streams held in shared memory (fmaf in stream order, from 0): the
+// layer_input / y of the one-pass kernels.
+template <int N>
+__device__ __forceinline__ void weightedStreams8(const __nv_bfloat16* x, int stride,
+                                                 const float* w, float (&o)[8]) {
+#pragma unroll
+    for (int e = 0; e < 8; ++e) o[e] = 0.f;
+#pragma unroll
+    for (int i = 0; i < N; ++i) {
+        const float wi = w[i];
+        const uint4 u = *reinterpret_cast<const uint4*>(x + i * stride);
+        const uint32_t wv[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            const float2 p = unpackBf2(wv[e]);
+            o[2 * e] = fmaf(wi, p.x, o[2 * e]);
+            o[2 * e + 1] = fmaf(wi, p.y, o[2 * e + 1]);
+        }
+    }
+}
+
 // cp.async.wait_group needs an immediate.
 __device__ __forceinline__ void waitGroupsLeft(int r) {
     switch (r) {
@@ -299,20 +321,7 @@ __global__ void __launch_bounds__(kFusedThreads)
         const int tt = j / cv, c = (j - tt * cv) * 8;
         if (t0 + tt >= a.ntok) break;
         float o[8];
-#pragma unroll
-        for (int e = 0; e < 8; ++e) o[e] = 0.f;
-#pragma unroll
-        for (int i = 0; i < N; ++i) {
-            const float w = wts[tt * N + i];
-            const uint4 u = *reinterpret_cast<const uint4*>(xs + tt * a.tstride + i * ds + c);
-            const uint32_t wv[4] = {u.x, u.y, u.z, u.w};
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                const float2 p = unpackBf2(wv[e]);
-                o[2 * e] = fmaf(w, p.x, o[2 * e]);
-                o[2 * e + 1] = fmaf(w, p.y, o[2 * e + 1]);
-            }
-        }
+        weightedStreams8<N>(xs + tt * a.tstride + c, ds, wts + tt * N, o);
         store8(a.out + (t0 + tt) * int64_t(d) + cbeg + c, o);
     }
 #else

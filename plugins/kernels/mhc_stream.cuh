@@ -433,20 +433,7 @@ __global__ void __launch_bounds__(512, 1)
             const int tt = j % TT, c = (j / TT) * 256 + lane * 8;
             if (t0 + tt >= a.ntok || c >= clen) continue;
             float o[8];
-#pragma unroll
-            for (int e = 0; e < 8; ++e) o[e] = 0.f;
-#pragma unroll
-            for (int i = 0; i < N; ++i) {
-                const float w = wts[tt * N + i];
-                const uint4 u = *reinterpret_cast<const uint4*>(xs + tt * a.tstride + i * ds + c);
-                const uint32_t wv[4] = {u.x, u.y, u.z, u.w};
-#pragma unroll
-                for (int e = 0; e < 4; ++e) {
-                    const float2 p = unpackBf2(wv[e]);
-                    o[2 * e] = fmaf(w, p.x, o[2 * e]);
-                    o[2 * e + 1] = fmaf(w, p.y, o[2 * e + 1]);
-                }
-            }
+            weightedStreams8<N>(xs + tt * a.tstride + c, ds, wts + tt * N, o);
             store8(a.out + (t0 + tt) * int64_t(d) + cbeg + c, o);
         }
     };
@@ -589,30 +576,8 @@ inline int launchStreamGw(StreamArgs a, const StreamPlan& p, cudaStream_t stream
     }
 }
 
-// Arguments of the plain ops (no post half); the boundary adds x, the mixes
-// and residual_out.
-template <int N>
-inline StreamArgs preStreamArgs(const __nv_bfloat16* res, const float* fn, const float* hc_scale,
-                                const float* hc_base, __nv_bfloat16* layer_input,
-                                float* post_mix, float* comb_mix, int64_t ntok, int d,
-                                const mhcPreParams& p) {
-    StreamArgs a = {};
-    a.res = res;
-    a.fn = fn;
-    a.hc_scale = hc_scale;
-    a.hc_base = hc_base;
-    a.out = layer_input;
-    a.post_mix = post_mix;
-    a.comb_mix = comb_mix;
-    a.ntok = ntok;
-    a.d = d;
-    a.rms_eps = p.rms_eps;
-    a.pre_eps = p.pre_eps;
-    a.sinkhorn_eps = p.sinkhorn_eps;
-    a.post_mult = p.post_mult;
-    a.sinkhorn_iters = p.sinkhorn_iters;
-    return a;
-}
+// Arguments of the plain ops (no post half; the boundary adds x, the mixes and
+// residual_out). The head is the pre without post/comb: its eps is the gates' eps.
 inline StreamArgs headStreamArgs(const __nv_bfloat16* res, const float* fn, const float* hc_scale,
                                  const float* hc_base, __nv_bfloat16* y, int64_t ntok, int d,
                                  const mhcHeadParams& p) {
@@ -626,6 +591,20 @@ inline StreamArgs headStreamArgs(const __nv_bfloat16* res, const float* fn, cons
     a.d = d;
     a.rms_eps = p.rms_eps;
     a.pre_eps = p.eps;
+    return a;
+}
+template <int N>
+inline StreamArgs preStreamArgs(const __nv_bfloat16* res, const float* fn, const float* hc_scale,
+                                const float* hc_base, __nv_bfloat16* layer_input,
+                                float* post_mix, float* comb_mix, int64_t ntok, int d,
+                                const mhcPreParams& p) {
+    StreamArgs a = headStreamArgs(res, fn, hc_scale, hc_base, layer_input, ntok, d,
+                                  mhcHeadParams{p.rms_eps, p.pre_eps});
+    a.post_mix = post_mix;
+    a.comb_mix = comb_mix;
+    a.sinkhorn_eps = p.sinkhorn_eps;
+    a.post_mult = p.post_mult;
+    a.sinkhorn_iters = p.sinkhorn_iters;
     return a;
 }
 
