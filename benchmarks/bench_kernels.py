@@ -149,6 +149,28 @@ IMPLS = {
 }
 
 
+def time_peer(fi, op: str, sets: list[tuple], ref: Callable, row: dict) -> None:
+    """FlashInfer's time for this row, after its outputs pass the same gate as ours
+    (the reference on the same inputs); a wrong peer is recorded, not timed."""
+    from peers import flashinfer_mhc
+
+    s = sets[0]
+    got = flashinfer_mhc.pre(fi, *s) if op == "pre" else (flashinfer_mhc.post(fi, *s),)
+    exp = ref(*s)
+    exp = exp if isinstance(exp, tuple) else (exp,)
+    try:
+        row["fi_rel_err"] = flashinfer_mhc.gate(tuple(got), tuple(exp))
+    except AssertionError as exc:
+        row["fi_wrong"] = str(exc)
+        return
+    variants = flashinfer_mhc.calls(fi, op, sets)
+    f_s, row["fi_timing"] = time_calls(variants["fi"])
+    row["fi_us"] = f_s * 1e6
+    row["x_fi"] = row["kernel_us"] / row["fi_us"]  # < 1: ours is faster
+    if "fi_finish" in variants:
+        row["fi_finish_us"] = time_calls(variants["fi_finish"])[0] * 1e6
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", type=Path, default=Path("bench_kernels.json"))
@@ -158,6 +180,10 @@ def main() -> int:
     ap.add_argument("--no-eager", action="store_true",
                     help="skip the eager baseline (kernel-only sweeps while iterating)")
     ap.add_argument("--t-list", default="", help="comma-separated T values (default: all)")
+    ap.add_argument("--peer", choices=("auto", "flashinfer", "none"), default="auto",
+                    help="time FlashInfer's mHC kernels next to ours (n=4): auto = when its "
+                         "bundle loads (benchmarks/peers/flashinfer_mhc.py); flashinfer = "
+                         "fail if it does not")
     args = ap.parse_args()
     if not torch.cuda.is_available() or not kernels.available():
         print("needs a CUDA GPU and the built kernel library:", kernels.unavailable_reason())
@@ -193,6 +219,15 @@ def main() -> int:
             compiled[op] = torch.compile(IMPLS[op][1], dynamic=None)
             compile_status[op] = "ok"
 
+    fi, fi_status = None, "not asked (--peer none)"
+    if args.peer != "none":
+        from peers import flashinfer_mhc
+
+        fi, why = flashinfer_mhc.load()
+        fi_status = f"flashinfer {flashinfer_mhc.VERSION}" if fi else f"unavailable: {why}"
+        print(f"peer: {fi_status}", flush=True)
+        if fi is None and args.peer == "flashinfer":
+            return 2
     gen = torch.Generator(device="cuda")
     gen.manual_seed(0)
     results = []
@@ -226,6 +261,8 @@ def main() -> int:
                 except Exception as exc:
                     compile_status[op] = f"failed: {type(exc).__name__}: {exc}"[:500]
                     traceback.print_exc()
+            if fi is not None and op in ("pre", "post") and n == 4:
+                time_peer(fi, op, sets, ref, row)
             results.append(row)
             print(f"{op:8s} T={t:6d} d={d:5d} n={n} kernel {row['kernel_us']:9.2f} us "
                   f"floor {row['floor_us']:9.2f} us x{row['x_floor']:.2f} "
@@ -244,18 +281,20 @@ def main() -> int:
         "compile_status": compile_status,
         "rotate_bytes": ROTATE_BYTES,
         "launch_floor_us": {"one_kernel": floor1 * 1e6, "two_kernels": floor2 * 1e6},
+        "peer": fi_status,
         "results": results,
     }
     args.json.write_text(json.dumps(out, indent=1))
     hdr = (f"{'op':8s} {'T':>6s} {'d':>5s} {'n':>2s} {'kernel us':>10s} {'floor us':>9s} "
            f"{'xfloor':>6s} {'TB/s':>5s} {'eager us':>9s} {'x eager':>8s} {'compile us':>10s} "
-           f"{'x comp':>7s}")
+           f"{'x comp':>7s} {'fi us':>9s} {'x fi':>6s}")
     print("\n" + hdr)
     for r in results:
         print(f"{r['op']:8s} {r['T']:6d} {r['d']:5d} {r['n']:2d} {r['kernel_us']:10.2f} "
               f"{r['floor_us']:9.2f} {r['x_floor']:6.2f} {r['achieved_TBps']:5.2f} "
               f"{r['eager_us']:9.1f} {r['speedup_eager']:8.1f} "
-              f"{r.get('compile_us', math.nan):10.1f} {r.get('speedup_compile', math.nan):7.1f}")
+              f"{r.get('compile_us', math.nan):10.1f} {r.get('speedup_compile', math.nan):7.1f} "
+              f"{r.get('fi_us', math.nan):9.2f} {r.get('x_fi', math.nan):6.2f}")
     print(f"compile: {compile_status}; json: {args.json}")
     return 0
 

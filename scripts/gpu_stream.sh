@@ -3,8 +3,9 @@
 # kernels for sm_90, the kernel tests, the benchmarks of the new path against
 # the v5 cluster kernel (MHC_STREAM=0) in the same run, and ncu profiles.
 #   device tool: scripts/gpu_stream.sh [steps]   (carry [".trt_headers"])
-# steps (default: smoke bench ncu tests boundary): smoke tests bench boundary model ncu
-# stalls sass decode
+# steps (default: smoke bench ncu tests boundary): smoke tests bench boundary model peer
+# ncu stalls sass decode. The peer step needs the FlashInfer bundle in .peers/
+# (benchmarks/peers/flashinfer_mhc.py says how to make it): carry [".trt_headers", ".peers"].
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 out=${OUT:-$root/out/gpu_stream}
@@ -70,6 +71,11 @@ for step in $steps; do
         echo "== ncu $job"; sed -n '/######## ncu '"$job"'/,$p' "$f" \
           | grep -E "^    (Duration|DRAM Throughput|Issue Slots Busy|No Eligible)" | head -6
       done ;;
+    peer)  # ours next to FlashInfer 0.7.2 (carry ".peers": benchmarks/peers/flashinfer_mhc.py)
+      timeout 300 python3 benchmarks/bench_kernels.py --peer flashinfer --ops pre,post \
+        --no-compile --no-eager --t-list ${BENCH_T:-1,8,64,512,4096,16384} \
+        --json "$out/bench_peer.json" > "$out/bench_peer.txt" 2>&1 || rc=1
+      grep -E "^peer:|^(pre|post) +[0-9]" "$out/bench_peer.txt" | cut -c1-130 ;;
     model)  # the whole-model mHC time, plain vs fused (issue 11)
       timeout 240 python3 benchmarks/bench_model_mhc.py --json "$out/bench_model.json" \
         > "$out/bench_model.txt" 2>&1 || rc=1
