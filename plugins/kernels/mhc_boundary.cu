@@ -75,7 +75,7 @@ extern "C" MHC_API mhcStatus_t mhcPostPre(const void* x, const void* residual,
         int launched = 0;
         dispatchN(n, [&](auto nc) {
             constexpr int N = decltype(nc)::value;
-            StreamArgs a = preStreamArgs<N>(
+            StreamArgs a = preStreamArgs(
                 static_cast<const __nv_bfloat16*>(residual), hc_fn, hc_scale, hc_base,
                 static_cast<__nv_bfloat16*>(layer_input), next_post_mix, next_comb_mix, T, d,
                 *params);

@@ -180,6 +180,15 @@ inline size_t decodeWorkspaceBytes(int64_t T, int64_t K, int rows) {
     return (bytes + 255) & ~size_t(255);
 }
 
+// Workspace for any call with up to T tokens of a projection with `rows` rows:
+// the decode partials (T <= kDecodeMaxT) or the two-pass partials, whichever is
+// larger (both nondecreasing in T).
+inline size_t smallOrLargeWorkspaceBytes(int64_t T, int64_t K, int rows) {
+    const size_t a = mixWorkspaceBytes(T, K, rows);
+    const size_t b = decodeWorkspaceBytes(T, K, rows);
+    return a > b ? a : b;
+}
+
 template <typename T, int ROWS, int TT>
 inline mhcStatus_t launchDecodeMix(const T* x, const float* fn, float* part, int64_t ntok,
                                    int K, int splits, cudaStream_t stream) {

@@ -87,12 +87,8 @@ mhcStatus_t runHead(const void* residual, const float* hc_fn, const float* hc_sc
     return checkLaunch("mhcHead finish kernel");
 }
 
-// Workspace for any call with up to T tokens: the decode partials (T <= 64)
-// or the two-pass partials, whichever is larger (both nondecreasing in T).
 inline size_t headWorkspaceBytes(int64_t T, int n, int d) {
-    const size_t a = mixWorkspaceBytes(T, int64_t(n) * d, n);
-    const size_t b = decodeWorkspaceBytes(T, int64_t(n) * d, n);
-    return a > b ? a : b;
+    return smallOrLargeWorkspaceBytes(T, int64_t(n) * d, n);
 }
 
 template <typename T>

@@ -56,8 +56,8 @@ mhcStatus_t runPre(const void* residual, const float* hc_fn, const float* hc_sca
                                   post_mix, comb_mix, ntok, d, p, part, stream);
     if constexpr (std::is_same<T, __nv_bfloat16>::value) {
         const int sk = launchStream<N, false, false>(
-            preStreamArgs<N>(x, hc_fn, hc_scale, hc_base, static_cast<T*>(layer_input), post_mix,
-                             comb_mix, ntok, d, p),
+            preStreamArgs(x, hc_fn, hc_scale, hc_base, static_cast<T*>(layer_input), post_mix,
+                          comb_mix, ntok, d, p),
             stream);
         if (sk != 0) return sk > 0 ? MHC_STATUS_SUCCESS : MHC_STATUS_CUDA_ERROR;
         FusedArgs fa{x, hc_fn, hc_scale, hc_base, static_cast<T*>(layer_input), post_mix, comb_mix,
@@ -85,12 +85,8 @@ mhcStatus_t dispatchPre(const void* residual, const float* hc_fn, const float* h
     });
 }
 
-// Workspace for any call with up to T tokens: the decode partials (T <= 64)
-// or the two-pass partials, whichever is larger (both nondecreasing in T).
 inline size_t preWorkspaceBytes(int64_t T, int n, int d) {
-    const size_t a = mixWorkspaceBytes(T, int64_t(n) * d, (2 + n) * n);
-    const size_t b = decodeWorkspaceBytes(T, int64_t(n) * d, (2 + n) * n);
-    return a > b ? a : b;
+    return smallOrLargeWorkspaceBytes(T, int64_t(n) * d, (2 + n) * n);
 }
 
 }  // namespace

@@ -593,7 +593,6 @@ inline StreamArgs headStreamArgs(const __nv_bfloat16* res, const float* fn, cons
     a.pre_eps = p.eps;
     return a;
 }
-template <int N>
 inline StreamArgs preStreamArgs(const __nv_bfloat16* res, const float* fn, const float* hc_scale,
                                 const float* hc_base, __nv_bfloat16* layer_input,
                                 float* post_mix, float* comb_mix, int64_t ntok, int d,
