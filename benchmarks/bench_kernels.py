@@ -5,7 +5,12 @@ read + written), then for each op and size the median time per call of the
 CUDA kernels, the eager reference (mhc_export.reference) and torch.compile of
 the reference, all as CUDA graph replays over input sets rotated so that the
 working set exceeds L2. The floor is the minimum bytes (each input read once,
-each output written once) over the measured copy bandwidth.
+each output written once) over the measured copy bandwidth. With FlashInfer's
+bundle (`.peers/flashinfer`, benchmarks/peers/flashinfer_mhc.py) the MhcPre and MhcPost rows
+at n=4 also time FlashInfer 0.7.2's mhc kernels in the same harness, once their
+outputs pass the float64 reference: `fi us` (pre: a float32 projection, then
+`mhc_pre_big_fuse`; post: `mhc_post`), `x fi` = ours / FlashInfer's (< 1: ours
+is faster) and `fi fin us` (pre: `mhc_pre_big_fuse` alone).
 
     python3 benchmarks/bench_kernels.py --json out.json
 """
@@ -25,6 +30,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from peers import flashinfer_mhc
 
 from mhc_export import kernels, reference
 from mhc_export.spec import num_mixes
@@ -149,26 +157,37 @@ IMPLS = {
 }
 
 
-def time_peer(fi, op: str, sets: list[tuple], ref: Callable, row: dict) -> None:
-    """FlashInfer's time for this row, after its outputs pass the same gate as ours
-    (the reference on the same inputs); a wrong peer is recorded, not timed."""
-    from peers import flashinfer_mhc
-
-    s = sets[0]
-    got = flashinfer_mhc.pre(fi, *s) if op == "pre" else (flashinfer_mhc.post(fi, *s),)
-    exp = ref(*s)
-    exp = exp if isinstance(exp, tuple) else (exp,)
+def time_peer(fi, op: str, sets: list[tuple], row: dict) -> None:
+    """FlashInfer's times for this row, after its outputs on the first input set
+    pass the float64 reference's gate; a wrong or failing peer is recorded, not timed."""
     try:
-        row["fi_rel_err"] = flashinfer_mhc.gate(tuple(got), tuple(exp))
+        row["fi_rel_err"] = flashinfer_mhc.check(fi, op, sets[0])
     except AssertionError as exc:
-        row["fi_wrong"] = str(exc)
+        row["fi_status"] = f"peer wrong: {exc}"
         return
-    variants = flashinfer_mhc.calls(fi, op, sets)
-    f_s, row["fi_timing"] = time_calls(variants["fi"])
-    row["fi_us"] = f_s * 1e6
-    row["x_fi"] = row["kernel_us"] / row["fi_us"]  # < 1: ours is faster
-    if "fi_finish" in variants:
-        row["fi_finish_us"] = time_calls(variants["fi_finish"])[0] * 1e6
+    except Exception as exc:  # FlashInfer refused the call: say why, keep the table
+        row["fi_status"] = f"peer failed: {type(exc).__name__}: {exc}"[:300]
+        return
+    torch.cuda.empty_cache()  # the float64 reference's temporaries
+    row["fi_status"] = "ok"
+    try:
+        variants = flashinfer_mhc.calls(fi, op, sets)
+        f_s, row["fi_timing"] = time_calls(variants["fi"])
+        row["fi_us"] = f_s * 1e6
+        row["x_fi"] = row["kernel_us"] / row["fi_us"]  # ours / peer: < 1 means ours is faster
+        if "fi_finish" in variants:
+            row["fi_finish_us"] = time_calls(variants["fi_finish"])[0] * 1e6
+            row["x_fi_finish"] = row["kernel_us"] / row["fi_finish_us"]
+    except Exception as exc:  # keep what was measured and the table
+        row["fi_status"] = f"peer failed while timed: {type(exc).__name__}: {exc}"[:300]
+
+
+def _peer_cells(r: dict) -> str:
+    """The table's FlashInfer columns: times, or why there are none."""
+    if r.get("fi_status", "ok") != "ok":
+        return f"{r['fi_status'].split(':')[0]:>28s}"
+    return (f"{r.get('fi_us', math.nan):9.2f} {r.get('x_fi', math.nan):6.2f} "
+            f"{r.get('fi_finish_us', math.nan):11.2f}")
 
 
 def main() -> int:
@@ -181,12 +200,14 @@ def main() -> int:
                     help="skip the eager baseline (kernel-only sweeps while iterating)")
     ap.add_argument("--t-list", default="", help="comma-separated T values (default: all)")
     ap.add_argument("--peer", choices=("auto", "flashinfer", "none"), default="auto",
-                    help="time FlashInfer's mHC kernels next to ours (n=4): auto = when its "
-                         "bundle loads (benchmarks/peers/flashinfer_mhc.py); flashinfer = "
-                         "fail if it does not")
+                    help="time FlashInfer 0.7.2's mHC kernels next to ours (pre and post, n=4): "
+                         "auto = when its bundle (.peers/flashinfer, or "
+                         "$MHC_FLASHINFER_BUNDLE) loads, else say why; flashinfer = exit 2 "
+                         "if it does not (benchmarks/peers/flashinfer_mhc.py)")
     args = ap.parse_args()
     if not torch.cuda.is_available() or not kernels.available():
-        print("needs a CUDA GPU and the built kernel library:", kernels.unavailable_reason())
+        why = kernels.unavailable_reason() if torch.cuda.is_available() else "no CUDA GPU"
+        print(f"needs a CUDA GPU and the built kernel library: {why}")
         return 2
     torch.backends.cuda.matmul.allow_tf32 = False
     dtype = torch.bfloat16
@@ -221,9 +242,9 @@ def main() -> int:
 
     fi, fi_status = None, "not asked (--peer none)"
     if args.peer != "none":
-        from peers import flashinfer_mhc
-
         fi, why = flashinfer_mhc.load()
+        if fi is not None and (wrong := flashinfer_mhc.self_check(fi)):
+            fi, why = None, f"peer wrong (odd-attribute check against float64): {wrong}"
         fi_status = f"flashinfer {flashinfer_mhc.VERSION}" if fi else f"unavailable: {why}"
         print(f"peer: {fi_status}", flush=True)
         if fi is None and args.peer == "flashinfer":
@@ -261,13 +282,14 @@ def main() -> int:
                 except Exception as exc:
                     compile_status[op] = f"failed: {type(exc).__name__}: {exc}"[:500]
                     traceback.print_exc()
-            if fi is not None and op in ("pre", "post") and n == 4:
-                time_peer(fi, op, sets, ref, row)
+            if fi is not None and flashinfer_mhc.supports(op, n, d, dtype):
+                time_peer(fi, op, sets, row)
             results.append(row)
             print(f"{op:8s} T={t:6d} d={d:5d} n={n} kernel {row['kernel_us']:9.2f} us "
                   f"floor {row['floor_us']:9.2f} us x{row['x_floor']:.2f} "
                   f"eager {row['eager_us']:9.1f} us compile "
-                  f"{row.get('compile_us', math.nan):9.1f} us", flush=True)
+                  f"{row.get('compile_us', math.nan):9.1f} us"
+                  + (f" fi {_peer_cells(row)}" if "fi_status" in row else ""), flush=True)
             del sets
             torch.cuda.empty_cache()
 
@@ -287,14 +309,14 @@ def main() -> int:
     args.json.write_text(json.dumps(out, indent=1))
     hdr = (f"{'op':8s} {'T':>6s} {'d':>5s} {'n':>2s} {'kernel us':>10s} {'floor us':>9s} "
            f"{'xfloor':>6s} {'TB/s':>5s} {'eager us':>9s} {'x eager':>8s} {'compile us':>10s} "
-           f"{'x comp':>7s} {'fi us':>9s} {'x fi':>6s}")
+           f"{'x comp':>7s} {'fi us':>9s} {'x fi':>6s} {'fi fin us':>11s}")
     print("\n" + hdr)
     for r in results:
         print(f"{r['op']:8s} {r['T']:6d} {r['d']:5d} {r['n']:2d} {r['kernel_us']:10.2f} "
               f"{r['floor_us']:9.2f} {r['x_floor']:6.2f} {r['achieved_TBps']:5.2f} "
               f"{r['eager_us']:9.1f} {r['speedup_eager']:8.1f} "
               f"{r.get('compile_us', math.nan):10.1f} {r.get('speedup_compile', math.nan):7.1f} "
-              f"{r.get('fi_us', math.nan):9.2f} {r.get('x_fi', math.nan):6.2f}")
+              f"{_peer_cells(r)}")
     print(f"compile: {compile_status}; json: {args.json}")
     return 0
 

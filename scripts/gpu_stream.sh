@@ -4,8 +4,10 @@
 # the v5 cluster kernel (MHC_STREAM=0) in the same run, and ncu profiles.
 #   device tool: scripts/gpu_stream.sh [steps]   (carry [".trt_headers"])
 # steps (default: smoke bench ncu tests boundary): smoke tests bench boundary model peer
-# ncu stalls sass decode. The peer step needs the FlashInfer bundle in .peers/
+# post ncu stalls sass decode. The peer step needs the FlashInfer bundle in .peers/
 # (benchmarks/peers/flashinfer_mhc.py says how to make it): carry [".trt_headers", ".peers"].
+# env: MODES (bench, boundary: "stream v5"; stream = the default dispatch, others:
+# mode_env below), BENCH_OPS, BENCH_T, TESTS, TESTS_K, NCU_KERNEL.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 out=${OUT:-$root/out/gpu_stream}
@@ -25,6 +27,14 @@ grep -A2 "streamKernel" "$out/build.txt" | grep -E "spill|registers" | sort | un
 export MHC_KERNELS_LIB=$root/build/plugins-trt11/kernels/libmhc_kernels.so
 export MHC_REQUIRE_PLUGIN_BUILDS=1 MHC_REQUIRE_GPU=1
 rc=0
+# The environment of a benchmark mode (MODES).
+mode_env() {
+  case $1 in
+    v5) echo MHC_STREAM=0 ;;                             # the v5 cluster kernel at large T
+    nodecode) echo MHC_DECODE_MAX_T=0 ;;                 # small T on the large-T kernels
+    *) echo MHC_BENCH_MODE=$1 ;;                         # stream / default: the default dispatch
+  esac
+}
 for step in $steps; do
   t1=$(date +%s)
   case $step in
@@ -38,21 +48,21 @@ for step in $steps; do
         ${TESTS:-tests/test_kernels.py} ${TESTS_K:+-k "$TESTS_K"} 2>&1 | tee "$out/tests.txt" | grep -E "rel err vs|passed|failed|Error" | tail -40
       [ "${PIPESTATUS[0]}" = 0 ] || rc=1 ;;
     bench)
-      for mode in stream v5; do
-        env $([ $mode = v5 ] && echo MHC_STREAM=0) timeout 240 python3 benchmarks/bench_kernels.py \
+      for mode in ${MODES:-stream v5}; do
+        env $(mode_env $mode) timeout 240 python3 benchmarks/bench_kernels.py \
           --ops ${BENCH_OPS:-pre,head} --no-compile --no-eager --t-list ${BENCH_T:-1,64,512,4096,16384} \
           --json "$out/bench_$mode.json" > "$out/bench_$mode.txt" 2>&1 || rc=1
         echo "== $mode"; grep -E "^(pre|head) " "$out/bench_$mode.txt" | cut -c1-90
       done ;;
     boundary)
-      for mode in stream v5; do
-        env $([ $mode = v5 ] && echo MHC_STREAM=0) timeout 200 python3 benchmarks/bench_boundary.py \
+      for mode in ${MODES:-stream v5}; do
+        env $(mode_env $mode) timeout 200 python3 benchmarks/bench_boundary.py \
           --t-list 1,8,64,512,4096,16384 --json "$out/boundary_$mode.json" \
           > "$out/boundary_$mode.txt" 2>&1 || rc=1
         echo "== boundary $mode"; grep -E "^d=" "$out/boundary_$mode.txt"
       done ;;
     decode)  # per-kernel times of the small-T paths (ncu serialises PDL chains)
-      for job in "pre 1 7168" "pre 8 7168" "head 1 7168" "post_pre 1 7168"; do
+      for job in "pre 1 7168" "pre 8 7168" "head 1 7168" "post_pre 1 7168" "post_head 1 7168"; do
         echo "######## decode $job" >> "$out/ncu.txt"
         timeout 120 ncu --section SpeedOfLight -k regex:Kernel --launch-skip 2 --launch-count 4 \
           python3 scripts/profile_kernel.py $job --calls 6 > "$out/dec.tmp" 2>&1 || rc=1
@@ -72,10 +82,21 @@ for step in $steps; do
           | grep -E "^    (Duration|DRAM Throughput|Issue Slots Busy|No Eligible)" | head -6
       done ;;
     peer)  # ours next to FlashInfer 0.7.2 (carry ".peers": benchmarks/peers/flashinfer_mhc.py)
+      MHC_REQUIRE_GPU=1 timeout 200 python3 -m pytest -q -p no:cacheprovider -rs -m peer \
+        tests/test_peer_flashinfer.py > "$out/peer_test.txt" 2>&1 || rc=1
+      tail -3 "$out/peer_test.txt"
       timeout 300 python3 benchmarks/bench_kernels.py --peer flashinfer --ops pre,post \
         --no-compile --no-eager --t-list ${BENCH_T:-1,8,64,512,4096,16384} \
         --json "$out/bench_peer.json" > "$out/bench_peer.txt" 2>&1 || rc=1
       grep -E "^peer:|^(pre|post) +[0-9]" "$out/bench_peer.txt" | cut -c1-130 ;;
+    post)  # MhcPost: chunk-major grid (default) vs token-major, FlashInfer when carried
+      for order in default token_major; do
+        env $([ $order = token_major ] && echo MHC_POST_TOKEN_MAJOR=1) timeout 200 python3 \
+          benchmarks/bench_kernels.py --ops post --no-compile --no-eager \
+          --t-list ${BENCH_T:-1,8,64,512,4096,16384} --json "$out/post_$order.json" \
+          > "$out/post_$order.txt" 2>&1 || rc=1
+        echo "== post, $order"; grep -E "^peer:|^post +[0-9]" "$out/post_$order.txt" | cut -c1-130
+      done ;;
     model)  # the whole-model mHC time, plain vs fused (issue 11)
       timeout 240 python3 benchmarks/bench_model_mhc.py --json "$out/bench_model.json" \
         > "$out/bench_model.txt" 2>&1 || rc=1

@@ -353,10 +353,11 @@ def check(out, res, w, what):
     ref = pre_f64(res, *w)
     assert rel_err(out[0], ref[0]) < 1e-2 and rel_err(out[1], ref[1]) < 2e-5 \
         and rel_err(out[2], ref[2]) < 2e-5, what
-# 1. The very first launches of the fused (T=512) and decode (T=8) paths happen inside
-#    a CUDA graph capture: attributes are set and the cluster checked without a failed launch.
+# 1. The very first launches of the fused (T=512) and decode (T=8, T=1) paths happen
+#    inside a CUDA graph capture: attributes are set and the cluster checked without a
+#    failed launch.
 cases = []
-for t in (512, 8):
+for t in (512, 8, 1):
     res = torch.randn(t, n, d, device=dev, generator=g).to(torch.bfloat16)
     w = weights()
     out = (torch.full((t, d), float("nan"), device=dev, dtype=torch.bfloat16),
@@ -374,7 +375,7 @@ for t, res, w, out in cases:
 # 2. Two threads, each with its own stream, launch both paths concurrently: the
 #    same bits as one thread.
 jobs = [(t, torch.randn(t, n, d, device=dev, generator=g).to(torch.bfloat16), weights())
-        for t in (2048, 4, 1024, 16)]
+        for t in (2048, 4, 1024, 16, 1, 1)]
 serial = [kernels.pre(r, *w) for _, r, w in jobs]
 torch.cuda.synchronize()
 results, errors = {}, []
@@ -388,7 +389,7 @@ def worker(idx):
         s.synchronize()
     except Exception as e:
         errors.append(repr(e))
-threads = [threading.Thread(target=worker, args=(ix,)) for ix in ([0, 1], [2, 3])]
+threads = [threading.Thread(target=worker, args=(ix,)) for ix in ([0, 1, 4], [2, 3, 5])]
 for th in threads: th.start()
 for th in threads: th.join()
 assert not errors, errors
@@ -427,7 +428,8 @@ def _boundary_inputs(t, n, d, dtype, head, g):
 @pytest.mark.parametrize("dtype", ALL_DTYPES)
 @pytest.mark.parametrize(("t", "n", "d"), [(1, 4, 7168), (8, 4, 4096), (67, 3, 40), (300, 8, 64),
                                            (2, 1, 8), (131, 4, 7168), (1000, 4, 4096),
-                                           (4099, 4, 7168), (260, 3, 1000)])
+                                           (4099, 4, 7168), (260, 3, 1000), (3, 5, 1000),
+                                           (64, 8, 520)])
 def test_post_pre_and_post_head_match_float64(dtype, t, n, d):
     g = _gen(7000 + t + n)
     v = _boundary_inputs(t, n, d, dtype, False, g)
@@ -455,8 +457,10 @@ def test_post_pre_and_post_head_match_float64(dtype, t, n, d):
     kernels.post_head(*vh, rms_eps=0.1, eps=0.05, out=y)
     torch.cuda.synchronize()
     assert not torch.isnan(y).any()
-    e = head_f64(kernels.post(*vh[:4]), *vh[4:], rms_eps=0.1, eps=0.05)
+    sep_r = kernels.post(*vh[:4])
+    e = head_f64(sep_r, *vh[4:], rms_eps=0.1, eps=0.05)
     assert rel_err(y, e) < TOL_OUT[dtype]
+    assert torch.equal(y, kernels.head(sep_r, *vh[4:], rms_eps=0.1, eps=0.05))
 
 
 def test_post_pre_refuses_aliasing_and_mismatched_n():
@@ -479,40 +483,55 @@ import sys, torch
 from mhc_export import kernels
 inp = torch.load(sys.argv[1])
 out = {}
+
+def nan(*shape, dtype):  # poisoned outputs: an unwritten element stays NaN
+    return torch.full(shape, float("nan"), dtype=dtype, device="cuda")
+
 for key, v in inp.items():
     cuda = [a.cuda() for a in v]
+    res = cuda[1] if key.startswith("postpre") else cuda[0]
+    t, n, d = res.shape
     if key.startswith("pre"):
-        out[key] = [o.cpu() for o in kernels.pre(*cuda)]
+        o = (nan(t, d, dtype=res.dtype), nan(t, n, dtype=torch.float32),
+             nan(t, n, n, dtype=torch.float32))
+        out[key] = [r.cpu() for r in kernels.pre(*cuda, out=o)]
     elif key.startswith("head"):
-        out[key] = [kernels.head(*cuda).cpu()]
+        out[key] = [kernels.head(*cuda, out=nan(t, d, dtype=res.dtype)).cpu()]
     else:
-        out[key] = [o.cpu() for o in kernels.post_pre(*cuda)]
+        o = (nan(t, n, d, dtype=res.dtype), nan(t, d, dtype=res.dtype),
+             nan(t, n, dtype=torch.float32), nan(t, n, n, dtype=torch.float32))
+        out[key] = [r.cpu() for r in kernels.post_pre(*cuda, out=o)]
 torch.save(out, sys.argv[2])
 """
 
 
-def test_streaming_kernel_matches_the_other_paths(tmp_path):
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    g = _gen(4242)
+def _path_inputs(shapes, g):
+    """pre / head / postpre inputs (bf16) for each (t, n, d)."""
     inp = {}
-    # n=4 at the V4 widths and an odd d; n=1, 3, 8 (other fragment row counts).
-    for t, n, d in ((300, 4, 7168), (133, 4, 4096), (517, 4, 1000), (150, 3, 1000),
-                    (131, 8, 64), (140, 1, 520)):
+    for t, n, d in shapes:
         w = make_weights(n, d, num_mixes(n), 3, g)
         key = f"{t}-{n}-{d}"
         inp[f"pre-{key}"] = [make_residual(t, n, d, torch.bfloat16, g), *w]
         inp[f"head-{key}"] = [make_residual(t, n, d, torch.bfloat16, g),
                               *make_weights(n, d, n, 1, g)]
         inp[f"postpre-{key}"] = list(_boundary_inputs(t, n, d, torch.bfloat16, False, g))
+    return inp
+
+
+def _run_paths(tmp_path, inp, paths):
+    """{path: {key: outputs}}, each path in its own process; every output of every
+    path is checked against float64 (the pre half of a boundary against the pre of
+    the residual_out that path wrote)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
     src = tmp_path / "inp.pt"
     torch.save({k: [a.cpu() for a in v] for k, v in inp.items()}, src)
     root = Path(__file__).resolve().parents[1]
     got = {}
-    for name, env in _PATHS.items():
+    for name, env in paths.items():
         dst = tmp_path / f"{name}.pt"
         proc = subprocess.run([sys.executable, "-c", _PATH_SCRIPT, str(src), str(dst)], cwd=root,
                               env={**os.environ, **env, "PYTHONPATH": str(root)},
@@ -520,7 +539,7 @@ def test_streaming_kernel_matches_the_other_paths(tmp_path):
         assert proc.returncode == 0, proc.stderr[-3000:]
         got[name] = torch.load(dst)
     for key, v in inp.items():
-        for name in _PATHS:
+        for name in paths:
             if key.startswith("pre"):
                 exp = pre_f64(*v)[:3]
                 tols = (TOL_OUT[torch.bfloat16], TOL_GATE, TOL_GATE)
@@ -528,7 +547,6 @@ def test_streaming_kernel_matches_the_other_paths(tmp_path):
                 exp = (head_f64(*v),)
                 tols = (TOL_OUT[torch.bfloat16],)
             else:
-                # The pre half against the float64 pre of the residual_out this path wrote.
                 res_out = got[name][key][0].cuda()
                 exp = (post_f64(*v[:4]), *pre_f64(res_out, *v[4:])[:3])
                 tols = (TOL_OUT[torch.bfloat16],) * 2 + (TOL_GATE,) * 2
@@ -538,6 +556,28 @@ def test_streaming_kernel_matches_the_other_paths(tmp_path):
                 errs.append(rel_err(a.cuda(), e))
                 assert errs[-1] < tol, f"{name} {key} output {i}: rel err {errs[-1]:.3g}"
             print(f"{name:10s} {key:16s} rel err vs float64: " + " ".join(f"{e:.2e}" for e in errs))
+    return got
+
+
+def test_streaming_kernel_matches_the_other_paths(tmp_path):
+    # n=4 at the V4 widths and an odd d; n=1, 3, 8 (other fragment row counts).
+    inp = _path_inputs(((300, 4, 7168), (133, 4, 4096), (517, 4, 1000), (150, 3, 1000),
+                        (131, 8, 64), (140, 1, 520)), _gen(4242))
+    got = _run_paths(tmp_path, inp, _PATHS)
+    for key in inp:
         # The post half is the MhcPost kernel's arithmetic on every path.
         if key.startswith("postpre"):
             assert torch.equal(got["stream"][key][0], got["two-pass"][key][0])
+
+
+def test_decode_kernels_match_the_large_t_paths(tmp_path):
+    """Small T (the decode kernels; the boundary's post folded into the mixes
+    kernel) against the same calls with the decode path switched off, each
+    against float64, on the same inputs."""
+    inp = _path_inputs(((1, 4, 7168), (1, 4, 4096), (1, 3, 1000), (1, 2, 520), (1, 1, 64),
+                        (1, 8, 64), (3, 4, 4096), (64, 4, 7168), (5, 3, 1000), (2, 8, 520),
+                        (9, 1, 64)), _gen(4343))
+    got = _run_paths(tmp_path, inp, {"decode": {}, "no-decode": {"MHC_DECODE_MAX_T": "0"}})
+    for key in inp:
+        if key.startswith("postpre"):
+            assert torch.equal(got["decode"][key][0], got["no-decode"][key][0])

@@ -1,7 +1,9 @@
 // MhcPostPre and MhcPostHead, the fused layer boundaries (contract: shared/spec/mhc_ops.md).
 //
-// Two implementations, the same results (the pre half reads residual_out
+// Three implementations, the same results (the pre half reads residual_out
 // rounded to the residual dtype, as the contract says):
+//  * small T (mhc_decode.cuh, every dtype): the post folded into the decode
+//    mixes kernel, PDL-chained to the pre (head) finish kernel: two launches;
 //  * the single-pass streaming kernel (mhc_stream.cuh, bf16 on sm_90+): the
 //    residual and x are read once, the post update is applied in shared memory
 //    and written to residual_out, and the pre (head) half projects those bits
@@ -10,6 +12,7 @@
 //  * the composition behind one call: MhcPost writes residual_out, then the
 //    MhcPre (MhcHead) path reads it back.
 #include "mhc_common.cuh"
+#include "mhc_decode.cuh"
 #include "mhc_stream.cuh"
 
 using namespace mhc;
@@ -55,23 +58,28 @@ extern "C" MHC_API mhcStatus_t mhcPostPre(const void* x, const void* residual,
                                           cudaStream_t stream) {
     if (residual_out == residual)
         return fail(MHC_STATUS_INVALID_VALUE, "mhcPostPre: residual_out must not alias residual");
+    // Every check, before any launch (each path below trusts them).
+    mhcStatus_t st = checkShape(T, n, d, dtype);
+    if (st != MHC_STATUS_SUCCESS) return st;
+    if ((st = checkPreParams(params, "mhcPostPre")) != MHC_STATUS_SUCCESS) return st;
+    if (T == 0) return ok();
+    if ((st = checkBoundaryPtrs(x, residual, post_mix, comb_mix, hc_fn, hc_scale, hc_base)) ||
+        (st = checkPtr(residual_out, "residual_out", true)) ||
+        (st = checkPtr(layer_input, "layer_input", true)) ||
+        (st = checkPtr(next_post_mix, "next_post_mix", false)) ||
+        (st = checkPtr(next_comb_mix, "next_comb_mix", false)))
+        return st;
+    const size_t need = mhcPreWorkspaceSize(T, n, d, dtype);
+    if (workspace_size < need)
+        return fail(MHC_STATUS_WORKSPACE_TOO_SMALL,
+                    "mhcPostPre: workspace_size=%zu bytes but this call needs %zu "
+                    "(mhcPostPreWorkspaceSize)", workspace_size, need);
+    if ((st = checkPtr(workspace, "workspace", true))) return st;
+    if (takesDecodePath(T, int64_t(n) * d))
+        return postPreDecode(DecodePost{x, residual, post_mix, comb_mix, residual_out}, hc_fn,
+                             hc_scale, hc_base, layer_input, next_post_mix, next_comb_mix, T, n,
+                             d, dtype, *params, workspace, stream);
     if (dtype == MHC_DTYPE_BFLOAT16) {
-        // Every check the composed path makes, before the single-pass launch.
-        mhcStatus_t st = checkShape(T, n, d, dtype);
-        if (st != MHC_STATUS_SUCCESS) return st;
-        if ((st = checkPreParams(params, "mhcPostPre")) != MHC_STATUS_SUCCESS) return st;
-        if (T == 0) return ok();
-        if ((st = checkBoundaryPtrs(x, residual, post_mix, comb_mix, hc_fn, hc_scale, hc_base)) ||
-            (st = checkPtr(residual_out, "residual_out", true)) ||
-            (st = checkPtr(layer_input, "layer_input", true)) ||
-            (st = checkPtr(next_post_mix, "next_post_mix", false)) ||
-            (st = checkPtr(next_comb_mix, "next_comb_mix", false)))
-            return st;
-        const size_t need = mhcPreWorkspaceSize(T, n, d, dtype);
-        if (workspace_size < need)
-            return fail(MHC_STATUS_WORKSPACE_TOO_SMALL,
-                        "mhcPostPre: workspace_size=%zu bytes but this call needs %zu "
-                        "(mhcPostPreWorkspaceSize)", workspace_size, need);
         int launched = 0;
         dispatchN(n, [&](auto nc) {
             constexpr int N = decltype(nc)::value;
@@ -85,7 +93,7 @@ extern "C" MHC_API mhcStatus_t mhcPostPre(const void* x, const void* residual,
         });
         if (launched != 0) return launched > 0 ? ok() : MHC_STATUS_CUDA_ERROR;
     }
-    mhcStatus_t st = mhcPost(x, residual, post_mix, comb_mix, residual_out, T, n, d, dtype, stream);
+    st = mhcPost(x, residual, post_mix, comb_mix, residual_out, T, n, d, dtype, stream);
     if (st != MHC_STATUS_SUCCESS) return st;
     return mhcPre(residual_out, hc_fn, hc_scale, hc_base, layer_input, next_post_mix,
                   next_comb_mix, T, n, d, dtype, params, workspace, workspace_size, stream);
@@ -116,11 +124,15 @@ extern "C" MHC_API mhcStatus_t mhcPostHead(const void* x, const void* residual,
                     "mhcPostHead: workspace_size=%zu bytes but this call needs %zu "
                     "(mhcPostHeadWorkspaceSize)", workspace_size, need);
     if ((st = checkPtr(workspace, "workspace", true))) return st;
+    if ((st = checkHeadParams(params, "mhcPostHead")) != MHC_STATUS_SUCCESS) return st;
+    if ((st = checkBoundaryPtrs(x, residual, post_mix, comb_mix, hc_fn, hc_scale, hc_base)) ||
+        (st = checkPtr(y, "y", true)))
+        return st;
+    char* ws = static_cast<char*>(workspace);
+    if (takesDecodePath(T, int64_t(n) * d))  // residual_out in the workspace, partials after it
+        return postHeadDecode(DecodePost{x, residual, post_mix, comb_mix, ws}, hc_fn, hc_scale,
+                              hc_base, y, T, n, d, dtype, *params, ws + stage, stream);
     if (dtype == MHC_DTYPE_BFLOAT16) {
-        if ((st = checkHeadParams(params, "mhcPostHead")) != MHC_STATUS_SUCCESS) return st;
-        if ((st = checkBoundaryPtrs(x, residual, post_mix, comb_mix, hc_fn, hc_scale, hc_base)) ||
-            (st = checkPtr(y, "y", true)))
-            return st;
         int launched = 0;
         dispatchN(n, [&](auto nc) {
             constexpr int N = decltype(nc)::value;
@@ -133,7 +145,6 @@ extern "C" MHC_API mhcStatus_t mhcPostHead(const void* x, const void* residual,
         });
         if (launched != 0) return launched > 0 ? ok() : MHC_STATUS_CUDA_ERROR;
     }
-    char* ws = static_cast<char*>(workspace);
     st = mhcPost(x, residual, post_mix, comb_mix, ws, T, n, d, dtype, stream);
     if (st != MHC_STATUS_SUCCESS) return st;
     return mhcHead(ws, hc_fn, hc_scale, hc_base, y, T, n, d, dtype, params, ws + stage,

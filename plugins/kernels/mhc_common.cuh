@@ -171,6 +171,29 @@ __device__ __forceinline__ void store8(float* p, const float (&v)[8]) {
     reinterpret_cast<float4*>(p)[1] = make_float4(v[4], v[5], v[6], v[7]);
 }
 
+// The value a store8 of `v` to T leaves in memory, back in float.
+template <typename T>
+__device__ __forceinline__ float roundTo(float v) {
+    if constexpr (std::is_same<T, __nv_bfloat16>::value) return __bfloat162float(__float2bfloat16_rn(v));
+    else if constexpr (std::is_same<T, __half>::value) return __half2float(__float2half_rn(v));
+    else return v;
+}
+
+// MhcPost of one 8-element vector of output stream j: o = pj * x + sum_i cj[i] * r_i
+// (cj[i] = comb[i][j]), in this order. The MhcPost kernel and the decode
+// boundary both call it: one operation order, the same residual_out bits.
+template <int N>
+__device__ __forceinline__ void postVector(float pj, const float (&cj)[N], const float (&xv)[8],
+                                           const float (&rv)[N][8], float (&o)[8]) {
+#pragma unroll
+    for (int e = 0; e < 8; ++e) {
+        float a = pj * xv[e];
+#pragma unroll
+        for (int i = 0; i < N; ++i) a = fmaf(cj[i], rv[i][e], a);
+        o[e] = a;
+    }
+}
+
 // Accurate expf (no fast-math) so the gates match the float32 reference.
 __device__ __forceinline__ float sigmoidf(float z) { return 1.0f / (1.0f + expf(-z)); }
 

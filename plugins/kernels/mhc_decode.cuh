@@ -13,6 +13,14 @@
 //    splits with the whole block (sumSplitsBlock: a fixed order, the same in
 //    every CTA, bit-identical), and write layer_input. CTA y == CB reduces all
 //    rows and writes post_mix and comb_mix (Sinkhorn by one thread).
+// The fused boundaries (MhcPostPre / MhcPostHead) at small T run the same two
+// kernels with the post folded into the mixes kernel (NP > 0): a thread computes
+// its 8 elements of residual_out from x, the n residual streams and the mixes
+// (postVector: the MhcPost kernel's arithmetic; one warp per token, handed to
+// the other warps in shared memory), writes them, and the projection uses the
+// values rounded to T, as the contract says. residual_out is then an output of
+// the mixes kernel, so the finish kernel reads it only after
+// griddepcontrol.wait. Two launches, PDL-chained, instead of three.
 #ifndef MHC_DECODE_CUH
 #define MHC_DECODE_CUH
 
@@ -37,10 +45,39 @@ __device__ __forceinline__ void pdlWait() {
 
 constexpr int kDecodeMixWarps = 4;
 
-template <typename T, int ROWS, int TT>
+// The MhcPost folded into the decode mixes kernel (all null: none).
+struct DecodePost {
+    const void* x;         // sublayer output [T][d]
+    const void* residual;  // [T][n][d]
+    const float* post_mix;
+    const float* comb_mix;
+    void* residual_out;  // [T][n][d]: what the projection reads
+};
+
+// xv = residual_out[tok][k..k+7] (k = 8 v, NP streams of d), computed from the
+// post's inputs and rounded to T; `store`: also written to residual_out.
+template <typename T, int NP>
+__device__ __forceinline__ void postSlice(const DecodePost& post, int64_t tok, int v, int d,
+                                          bool store, float (&xv)[8]) {
+    const int k = v * 8, s = k / d, c = k - s * d;
+    const float pj = __ldg(post.post_mix + tok * NP + s);
+    float cj[NP], xin[8], rv[NP][8];
+#pragma unroll
+    for (int i = 0; i < NP; ++i) cj[i] = __ldg(post.comb_mix + (tok * NP + i) * NP + s);
+    load8(static_cast<const T*>(post.x) + tok * d + c, xin);
+    const T* res = static_cast<const T*>(post.residual) + tok * NP * int64_t(d) + c;
+#pragma unroll
+    for (int i = 0; i < NP; ++i) load8(res + int64_t(i) * d, rv[i]);
+    postVector<NP>(pj, cj, xin, rv, xv);
+    if (store) store8(static_cast<T*>(post.residual_out) + tok * NP * int64_t(d) + k, xv);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) xv[e] = roundTo<T>(xv[e]);
+}
+
+template <typename T, int ROWS, int TT, int NP>
 __global__ void __launch_bounds__(kDecodeMixWarps * 32)
     decodeMixKernel(const T* __restrict__ x, const float* __restrict__ fn,
-                    float* __restrict__ part, int64_t ntok, int K) {
+                    float* __restrict__ part, int64_t ntok, int K, DecodePost post) {
     constexpr int V = ROWS + 1, NW = kDecodeMixWarps, RW = (ROWS + NW - 1) / NW;
     // The finish kernel may launch now: it only prefetches inputs before its
     // griddepcontrol.wait, which waits for this whole grid and its writes.
@@ -57,19 +94,48 @@ __global__ void __launch_bounds__(kDecodeMixWarps * 32)
     for (int j = 0; j < TT; ++j)
 #pragma unroll
         for (int r = 0; r <= RW; ++r) acc[j][r] = 0.f;
-    if (v < K / 8) {
-        float xv[TT][8];
-#pragma unroll
-        for (int j = 0; j < TT; ++j) {
-            const int64_t tok = t0 + j < ntok ? t0 + j : ntok - 1;
-            load8(x + tok * K + int64_t(v) * 8, xv[j]);
-        }
-        float h[RW][8];
+    const bool active = v < K / 8;
+    float xv[TT][8], h[RW][8];
+    auto loadFn = [&]() {
 #pragma unroll
         for (int r = 0; r < RW; ++r) {
             const int m = w + r * NW;
             if (m < ROWS) load8(fn + int64_t(m) * K + int64_t(v) * 8, h[r]);
         }
+    };
+    if constexpr (NP == 0) {
+        if (active) {
+#pragma unroll
+            for (int j = 0; j < TT; ++j) {
+                const int64_t tok = t0 + j < ntok ? t0 + j : ntok - 1;
+                load8(x + tok * K + int64_t(v) * 8, xv[j]);
+            }
+            loadFn();
+        }
+    } else {
+        // hc_fn first: the residual_out stores below would otherwise keep the
+        // compiler from issuing these loads before them. Then warp w computes
+        // the post of tokens w, w + NW, ... (each value once per CTA, all of a
+        // warp's loads in flight at once) and hands them over in shared memory.
+        __shared__ float sx[TT][8][32];
+        if (active) loadFn();
+        for (int j = w; j < TT; j += NW) {
+            if (!active) break;
+            const int64_t tok = t0 + j < ntok ? t0 + j : ntok - 1;
+            float o[8];
+            postSlice<T, NP>(post, tok, v, K / NP, t0 + j < ntok, o);
+#pragma unroll
+            for (int e = 0; e < 8; ++e) sx[j][e][lane] = o[e];
+        }
+        __syncthreads();
+        if (active) {
+#pragma unroll
+            for (int j = 0; j < TT; ++j)
+#pragma unroll
+                for (int e = 0; e < 8; ++e) xv[j][e] = sx[j][e][lane];
+        }
+    }
+    if (active) {
 #pragma unroll
         for (int j = 0; j < TT; ++j) {
             if (w == 0) {
@@ -107,7 +173,8 @@ __global__ void __launch_bounds__(kDecodeFinishThreads)
     decodeFinishKernel(const T* __restrict__ x, const float* __restrict__ part, int splits,
                        const float* __restrict__ hc_scale, const float* __restrict__ hc_base,
                        T* __restrict__ layer_input, float* __restrict__ post_mix,
-                       float* __restrict__ comb_mix, int64_t ntok, int d, mhcPreParams p) {
+                       float* __restrict__ comb_mix, int64_t ntok, int d, mhcPreParams p,
+                       bool x_before_wait) {
     constexpr int M = (2 + N) * N;
     constexpr int V = M + 1;
     __shared__ float mix[V];
@@ -119,11 +186,17 @@ __global__ void __launch_bounds__(kDecodeFinishThreads)
         const bool active = v < d / 8;
         const T* xt = x + t * N * int64_t(d);
         float xv[N][8];
-        if (active) {
+        // x is an input (prefetched under the mixes kernel) or, behind a fused
+        // post, that kernel's output (complete and visible only after the wait).
+        if (active && x_before_wait) {
 #pragma unroll
             for (int i = 0; i < N; ++i) load8(xt + int64_t(i) * d + v * 8, xv[i]);
         }
         pdlWait();
+        if (active && !x_before_wait) {
+#pragma unroll
+            for (int i = 0; i < N; ++i) load8(xt + int64_t(i) * d + v * 8, xv[i]);
+        }
         // The pre rows 0..N-1 and the sum of squares (value M).
         sumSplitsBlock<N + 1>(part, splits, ntok, t, V, PreRowsIdx<N, M>(), mix, scratch);
         __syncthreads();
@@ -189,41 +262,55 @@ inline size_t smallOrLargeWorkspaceBytes(int64_t T, int64_t K, int rows) {
     return a > b ? a : b;
 }
 
-template <typename T, int ROWS, int TT>
+template <typename T, int ROWS, int TT, int NP>
 inline mhcStatus_t launchDecodeMix(const T* x, const float* fn, float* part, int64_t ntok,
-                                   int K, int splits, cudaStream_t stream) {
+                                   int K, int splits, const DecodePost& post,
+                                   cudaStream_t stream) {
     dim3 grid(unsigned(ceilDiv(ntok, TT)), unsigned(splits));
-    decodeMixKernel<T, ROWS, TT><<<grid, kDecodeMixWarps * 32, 0, stream>>>(x, fn, part, ntok, K);
+    decodeMixKernel<T, ROWS, TT, NP>
+        <<<grid, kDecodeMixWarps * 32, 0, stream>>>(x, fn, part, ntok, K, post);
     return checkLaunch("mhc decode mixes kernel");
 }
 
 // Mixes of up to kDecodeMaxT tokens into part[split][token][ROWS + 1]
-// (splits = decodeSplits(K)). Tokens per CTA: each hc_fn vector is reused TT
-// times from registers; TT * (ROWS / 4 + 1) accumulators stay in registers.
-template <typename T, int ROWS>
+// (splits = decodeSplits(K)) of x, or (NP > 0) of the residual_out of `post`,
+// written on the way. Tokens per CTA: each hc_fn vector is reused TT times from
+// registers; TT * (ROWS / 4 + 1) accumulators stay in registers.
+template <typename T, int ROWS, int NP = 0>
 inline mhcStatus_t launchDecodeMixes(const T* x, const float* fn, float* part, int64_t ntok,
-                                     int K, cudaStream_t stream) {
+                                     int K, cudaStream_t stream, const DecodePost& post = {}) {
     const int splits = decodeSplits(K);
     constexpr bool tt2 = (ROWS + 1) * 2 <= 128, tt4 = (ROWS + 1) * 4 <= 128;
     if constexpr (tt4) {
-        if (ntok > 2) return launchDecodeMix<T, ROWS, 4>(x, fn, part, ntok, K, splits, stream);
-        if (ntok == 2) return launchDecodeMix<T, ROWS, 2>(x, fn, part, ntok, K, splits, stream);
+        if (ntok > 2)
+            return launchDecodeMix<T, ROWS, 4, NP>(x, fn, part, ntok, K, splits, post, stream);
+        if (ntok == 2)
+            return launchDecodeMix<T, ROWS, 2, NP>(x, fn, part, ntok, K, splits, post, stream);
     } else if constexpr (tt2) {
-        if (ntok > 1) return launchDecodeMix<T, ROWS, 2>(x, fn, part, ntok, K, splits, stream);
+        if (ntok > 1)
+            return launchDecodeMix<T, ROWS, 2, NP>(x, fn, part, ntok, K, splits, post, stream);
     }
-    return launchDecodeMix<T, ROWS, 1>(x, fn, part, ntok, K, splits, stream);
+    return launchDecodeMix<T, ROWS, 1, NP>(x, fn, part, ntok, K, splits, post, stream);
 }
 
-// Returns MHC_STATUS_SUCCESS after launching both kernels.
+// Whether a call with ntok tokens of K = n * d takes the decode kernels.
+inline bool takesDecodePath(int64_t ntok, int64_t K) {
+    return ntok <= decodeMaxT() && decodeSplits(K) <= 65535;
+}
+
+// Returns MHC_STATUS_SUCCESS after launching both kernels. With `post`
+// (post.residual non-null) x is post.residual_out, computed by the mixes kernel.
 template <typename T, int N>
 inline mhcStatus_t runPreDecode(const T* x, const float* hc_fn, const float* hc_scale,
                                 const float* hc_base, T* layer_input, float* post_mix,
                                 float* comb_mix, int64_t ntok, int d, const mhcPreParams& p,
-                                float* part, cudaStream_t stream) {
+                                float* part, cudaStream_t stream, const DecodePost& post = {}) {
     constexpr int M = (2 + N) * N;
     const int K = N * d;
     const int splits = decodeSplits(K);
-    mhcStatus_t st = launchDecodeMixes<T, M>(x, hc_fn, part, ntok, K, stream);
+    const bool fused = post.residual != nullptr;
+    mhcStatus_t st = fused ? launchDecodeMixes<T, M, N>(nullptr, hc_fn, part, ntok, K, stream, post)
+                           : launchDecodeMixes<T, M>(x, hc_fn, part, ntok, K, stream);
     if (st != MHC_STATUS_SUCCESS) return st;
     const int cb = int(ceilDiv(d / 8, kDecodeFinishThreads));
     cudaLaunchConfig_t cfg = {};
@@ -241,7 +328,7 @@ inline mhcStatus_t runPreDecode(const T* x, const float* hc_fn, const float* hc_
     const bool capturing = streamIsCapturing(stream);
     if (cudaLaunchKernelEx(&cfg, decodeFinishKernel<T, N>, x, static_cast<const float*>(part),
                            splits, hc_scale, hc_base, layer_input, post_mix, comb_mix, ntok, d,
-                           p) != cudaSuccess) {
+                           p, !fused) != cudaSuccess) {
         // Inside a capture a failed launch has already invalidated the graph:
         // report it rather than retry.
         if (capturing || cfg.numAttrs == 0) return checkLaunch("mhcPre decode finish kernel");
@@ -250,11 +337,23 @@ inline mhcStatus_t runPreDecode(const T* x, const float* hc_fn, const float* hc_
         cfg.numAttrs = 0;
         if (cudaLaunchKernelEx(&cfg, decodeFinishKernel<T, N>, x,
                                static_cast<const float*>(part), splits, hc_scale, hc_base,
-                               layer_input, post_mix, comb_mix, ntok, d, p) != cudaSuccess)
+                               layer_input, post_mix, comb_mix, ntok, d, p, !fused) != cudaSuccess)
             return checkLaunch("mhcPre decode finish kernel");
     }
     return checkLaunch("mhcPre decode finish kernel");
 }
+
+// The fused boundaries at small T (takesDecodePath), after their argument
+// checks: the post folded into the decode mixes kernel, then the pre finish
+// (mhc_pre.cu) or the head finish (mhc_head.cu) on post.residual_out.
+mhcStatus_t postPreDecode(const DecodePost& post, const float* hc_fn, const float* hc_scale,
+                          const float* hc_base, void* layer_input, float* post_mix,
+                          float* comb_mix, int64_t ntok, int n, int d, mhcDtype_t dtype,
+                          const mhcPreParams& p, void* workspace, cudaStream_t stream);
+mhcStatus_t postHeadDecode(const DecodePost& post, const float* hc_fn, const float* hc_scale,
+                           const float* hc_base, void* y, int64_t ntok, int n, int d,
+                           mhcDtype_t dtype, const mhcHeadParams& p, void* workspace,
+                           cudaStream_t stream);
 
 }  // namespace mhc
 

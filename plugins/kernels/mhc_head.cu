@@ -57,6 +57,17 @@ __global__ void __launch_bounds__(kFinishThreads)
 }
 
 template <typename T, int N>
+mhcStatus_t launchHeadFinish(const T* x, const float* part, int splits, const float* hc_scale,
+                             const float* hc_base, void* y, int64_t ntok, int d,
+                             const mhcHeadParams& p, cudaStream_t stream) {
+    const bool small = ntok <= decodeMaxT();
+    const dim3 grid(unsigned(ntok), small ? unsigned(ceilDiv(d / 8, kFinishThreads)) : 1u);
+    headFinishKernel<T, N><<<grid, kFinishThreads, 0, stream>>>(
+        x, part, splits, hc_scale, hc_base, static_cast<T*>(y), ntok, d, p);
+    return checkLaunch("mhcHead finish kernel");
+}
+
+template <typename T, int N>
 mhcStatus_t runHead(const void* residual, const float* hc_fn, const float* hc_scale,
                     const float* hc_base, void* y, int64_t ntok, int d, const mhcHeadParams& p,
                     void* workspace, cudaStream_t stream) {
@@ -72,7 +83,7 @@ mhcStatus_t runHead(const void* residual, const float* hc_fn, const float* hc_sc
     }
     float* part = static_cast<float*>(workspace);
     int splits;
-    if (ntok <= decodeMaxT() && decodeSplits(int64_t(N) * d) <= 65535) {
+    if (takesDecodePath(ntok, int64_t(N) * d)) {
         if (launchDecodeMixes<T, N>(x, hc_fn, part, ntok, N * d, stream) != MHC_STATUS_SUCCESS)
             return MHC_STATUS_CUDA_ERROR;
         splits = decodeSplits(int64_t(N) * d);
@@ -80,11 +91,7 @@ mhcStatus_t runHead(const void* residual, const float* hc_fn, const float* hc_sc
         splits = launchMix<T, N>(x, hc_fn, part, ntok, N * d, stream);
     }
     if (splits < 0) return MHC_STATUS_CUDA_ERROR;
-    const bool small = ntok <= decodeMaxT();
-    const dim3 grid(unsigned(ntok), small ? unsigned(ceilDiv(d / 8, kFinishThreads)) : 1u);
-    headFinishKernel<T, N><<<grid, kFinishThreads, 0, stream>>>(
-        x, part, splits, hc_scale, hc_base, static_cast<T*>(y), ntok, d, p);
-    return checkLaunch("mhcHead finish kernel");
+    return launchHeadFinish<T, N>(x, part, splits, hc_scale, hc_base, y, ntok, d, p, stream);
 }
 
 inline size_t headWorkspaceBytes(int64_t T, int n, int d) {
@@ -102,6 +109,30 @@ mhcStatus_t dispatchHead(const void* residual, const float* hc_fn, const float* 
 }
 
 }  // namespace
+
+mhcStatus_t postHeadDecode(const DecodePost& post, const float* hc_fn, const float* hc_scale,
+                           const float* hc_base, void* y, int64_t ntok, int n, int d,
+                           mhcDtype_t dtype, const mhcHeadParams& p, void* workspace,
+                           cudaStream_t stream) {
+    auto run = [&](auto type) {
+        using T = decltype(type);
+        return dispatchN(n, [&](auto nc) {
+            constexpr int N = decltype(nc)::value;
+            float* part = static_cast<float*>(workspace);
+            mhcStatus_t st = launchDecodeMixes<T, N, N>(nullptr, hc_fn, part, ntok, N * d,
+                                                          stream, post);
+            if (st != MHC_STATUS_SUCCESS) return st;
+            return launchHeadFinish<T, N>(static_cast<const T*>(post.residual_out), part,
+                                          decodeSplits(int64_t(N) * d), hc_scale, hc_base, y,
+                                          ntok, d, p, stream);
+        });
+    };
+    switch (dtype) {
+        case MHC_DTYPE_BFLOAT16: return run(__nv_bfloat16());
+        case MHC_DTYPE_FLOAT16: return run(__half());
+        default: return run(float());
+    }
+}
 
 mhcStatus_t checkHeadParams(const mhcHeadParams* params, const char* who) {
     if (params == nullptr) return fail(MHC_STATUS_INVALID_VALUE, "%s: params is NULL", who);

@@ -1,4 +1,6 @@
 // MhcPost (out = post * x + comb^T @ residual) and standalone MhcSinkhorn.
+#include <stdlib.h>
+
 #include "mhc_common.cuh"
 
 namespace mhc {
@@ -7,40 +9,54 @@ namespace {
 constexpr int kPostThreads = 128;
 constexpr int kSinkhornThreads = 128;
 
-// grid.x = token, grid.y = chunks of the d/8 vectors; the gates of a token are
-// warp-uniform loads, the streams move as 16-byte vectors.
+// Most token blocks of the post kernel (grid.y <= 65535).
+constexpr int64_t kPostTokenBlocks = 65535;
+bool postTokenMajor() {
+    static const bool v = [] {
+        const char* e = getenv("MHC_POST_TOKEN_MAJOR");
+        return e && *e == '1';
+    }();
+    return v;
+}
+
+// grid.x = chunks of the d/8 vectors, grid.y = token blocks walking the tokens
+// blockIdx.y, blockIdx.y + gridDim.y, ...: consecutive blocks (x fastest) read
+// adjacent chunks of one token, as FlashInfer's post kernel orders them, not
+// the same chunk of consecutive tokens (env MHC_POST_TOKEN_MAJOR=1: that older
+// order, kept for comparison). The gates of a token are warp-uniform loads,
+// the streams 16-byte vectors.
 template <typename T, int N>
 __global__ void __launch_bounds__(kPostThreads)
     postKernel(const T* __restrict__ x, const T* __restrict__ res,
                const float* __restrict__ post_mix, const float* __restrict__ comb_mix,
-               T* __restrict__ out, int d) {
-    const int64_t t = blockIdx.x;
+               T* __restrict__ out, int64_t ntok, int d, bool token_major) {
+    const unsigned chunk = token_major ? blockIdx.y : blockIdx.x;
+    const int64_t first = token_major ? blockIdx.x : blockIdx.y;
+    const int64_t step = token_major ? gridDim.x : gridDim.y;
     const int dv = d / 8;
-    const int v = blockIdx.y * blockDim.x + threadIdx.x;
+    const int v = int(chunk) * blockDim.x + threadIdx.x;
     if (v >= dv) return;
-    float p[N], c[N][N];
+    for (int64_t t = first; t < ntok; t += step) {
+        float p[N], c[N][N];
 #pragma unroll
-    for (int j = 0; j < N; ++j) p[j] = __ldg(post_mix + t * N + j);
+        for (int j = 0; j < N; ++j) p[j] = __ldg(post_mix + t * N + j);
 #pragma unroll
-    for (int i = 0; i < N; ++i)
+        for (int i = 0; i < N; ++i)
 #pragma unroll
-        for (int j = 0; j < N; ++j) c[i][j] = __ldg(comb_mix + (t * N + i) * N + j);
-    float xv[8];
-    load8(x + t * int64_t(d) + v * 8, xv);
-    float rv[N][8];
+            for (int j = 0; j < N; ++j) c[i][j] = __ldg(comb_mix + (t * N + i) * N + j);
+        float xv[8];
+        load8(x + t * int64_t(d) + v * 8, xv);
+        float rv[N][8];
 #pragma unroll
-    for (int i = 0; i < N; ++i) load8(res + (t * N + i) * int64_t(d) + v * 8, rv[i]);
+        for (int i = 0; i < N; ++i) load8(res + (t * N + i) * int64_t(d) + v * 8, rv[i]);
 #pragma unroll
-    for (int j = 0; j < N; ++j) {
-        float o[8];
+        for (int j = 0; j < N; ++j) {
+            float cj[N], o[8];
 #pragma unroll
-        for (int e = 0; e < 8; ++e) {
-            float a = p[j] * xv[e];
-#pragma unroll
-            for (int i = 0; i < N; ++i) a = fmaf(c[i][j], rv[i][e], a);
-            o[e] = a;
+            for (int i = 0; i < N; ++i) cj[i] = c[i][j];
+            postVector<N>(p[j], cj, xv, rv, o);
+            store8(out + (t * N + j) * int64_t(d) + v * 8, o);
         }
-        store8(out + (t * N + j) * int64_t(d) + v * 8, o);
     }
 }
 
@@ -69,10 +85,13 @@ mhcStatus_t dispatchPost(const void* x, const void* residual, const float* post_
     return dispatchN(n, [&](auto nc) {
         constexpr int N = decltype(nc)::value;
         const int dv = d / 8;
-        dim3 grid(unsigned(ntok), unsigned((dv + kPostThreads - 1) / kPostThreads));
+        const unsigned chunks = unsigned((dv + kPostThreads - 1) / kPostThreads);
+        const bool token_major = postTokenMajor();
+        const unsigned blocks = unsigned(ntok < kPostTokenBlocks ? ntok : kPostTokenBlocks);
+        const dim3 grid = token_major ? dim3(unsigned(ntok), chunks) : dim3(chunks, blocks);
         postKernel<T, N><<<grid, kPostThreads, 0, stream>>>(
             static_cast<const T*>(x), static_cast<const T*>(residual), post_mix, comb_mix,
-            static_cast<T*>(out), d);
+            static_cast<T*>(out), ntok, d, token_major);
         return checkLaunch("mhcPost kernel");
     });
 }

@@ -51,7 +51,7 @@ mhcStatus_t runPre(const void* residual, const float* hc_fn, const float* hc_sca
     const int K = N * d;
     float* part = static_cast<float*>(workspace);
     const T* x = static_cast<const T*>(residual);
-    if (ntok <= decodeMaxT() && decodeSplits(K) <= 65535)
+    if (takesDecodePath(ntok, K))
         return runPreDecode<T, N>(x, hc_fn, hc_scale, hc_base, static_cast<T*>(layer_input),
                                   post_mix, comb_mix, ntok, d, p, part, stream);
     if constexpr (std::is_same<T, __nv_bfloat16>::value) {
@@ -90,6 +90,26 @@ inline size_t preWorkspaceBytes(int64_t T, int n, int d) {
 }
 
 }  // namespace
+
+mhcStatus_t postPreDecode(const DecodePost& post, const float* hc_fn, const float* hc_scale,
+                          const float* hc_base, void* layer_input, float* post_mix,
+                          float* comb_mix, int64_t ntok, int n, int d, mhcDtype_t dtype,
+                          const mhcPreParams& p, void* workspace, cudaStream_t stream) {
+    auto run = [&](auto type) {
+        using T = decltype(type);
+        return dispatchN(n, [&](auto nc) {
+            return runPreDecode<T, decltype(nc)::value>(
+                static_cast<const T*>(post.residual_out), hc_fn, hc_scale, hc_base,
+                static_cast<T*>(layer_input), post_mix, comb_mix, ntok, d, p,
+                static_cast<float*>(workspace), stream, post);
+        });
+    };
+    switch (dtype) {
+        case MHC_DTYPE_BFLOAT16: return run(__nv_bfloat16());
+        case MHC_DTYPE_FLOAT16: return run(__half());
+        default: return run(float());
+    }
+}
 
 mhcStatus_t checkPreParams(const mhcPreParams* params, const char* who) {
     if (params == nullptr) return fail(MHC_STATUS_INVALID_VALUE, "%s: params is NULL", who);
