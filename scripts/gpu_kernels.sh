@@ -3,9 +3,9 @@
 # benchmark. Logs and JSON land in $OUT (or ./out/gpu_kernels without it).
 #   scripts/gpu_kernels.sh [extra bench args...]
 # With FlashInfer's bundle in .peers/flashinfer (benchmarks/peers/flashinfer_mhc.py
-# says how to make it; the device call carries [".trt_headers", ".peers"]) the peer's GPU test runs too and the
-# benchmark's pre and post rows get FlashInfer columns; a bundle that is there
-# but does not load fails the run (after the table).
+# says how to make it; the device call carries [".peers"]) the peer's GPU test
+# runs too and the benchmark's pre and post rows get FlashInfer columns; a
+# bundle that is there but does not load fails the run (after the table).
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 # Fewest GPU tests these files may collect (raise it when adding GPU tests).
