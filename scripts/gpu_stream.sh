@@ -32,8 +32,8 @@ mode_env() {
   case $1 in
     v5) echo MHC_STREAM=0 ;;                             # the v5 cluster kernel at large T
     nodecode) echo MHC_DECODE_MAX_T=0 ;;                 # small T on the large-T kernels
-    *) echo MHC_BENCH_MODE=$1 ;;                         # stream / default: the default dispatch
-  esac
+    tokenmajor) echo MHC_POST_TOKEN_MAJOR=1 ;;           # MhcPost's older grid order
+  esac                                                   # anything else: the default dispatch
 }
 for step in $steps; do
   t1=$(date +%s)
@@ -90,8 +90,8 @@ for step in $steps; do
         --json "$out/bench_peer.json" > "$out/bench_peer.txt" 2>&1 || rc=1
       grep -E "^peer:|^(pre|post) +[0-9]" "$out/bench_peer.txt" | cut -c1-130 ;;
     post)  # MhcPost: chunk-major grid (default) vs token-major, FlashInfer when carried
-      for order in default token_major; do
-        env $([ $order = token_major ] && echo MHC_POST_TOKEN_MAJOR=1) timeout 200 python3 \
+      for order in default tokenmajor; do
+        env $(mode_env $order) timeout 200 python3 \
           benchmarks/bench_kernels.py --ops post --no-compile --no-eager \
           --t-list ${BENCH_T:-1,8,64,512,4096,16384} --json "$out/post_$order.json" \
           > "$out/post_$order.txt" 2>&1 || rc=1

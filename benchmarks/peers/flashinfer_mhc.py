@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
-from f64_reference import ODD_ATTRS, post_f64, pre_f64  # noqa: E402
+from f64_reference import ODD_ATTRS, post_f64, pre_f64, rel_err  # noqa: E402
 
 from mhc_export.spec import MHC_PRE  # noqa: E402
 
@@ -123,12 +123,17 @@ def projection(residual: torch.Tensor, hc_fn: torch.Tensor) -> tuple[torch.Tenso
     return x.float() @ hc_fn.t(), sqrsum
 
 
+def _pre_attrs(attrs: dict | None) -> dict:
+    """MhcPre's attributes: the spec's defaults, overridden by `attrs`."""
+    return {**MHC_PRE.defaults(), **(attrs or {})}
+
+
 def pre_finish(fi: ModuleType, dot_mix: torch.Tensor, sqrsum: torch.Tensor,
                residual: torch.Tensor, hc_scale: torch.Tensor, hc_base: torch.Tensor,
                attrs: dict | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(layer_input, post_mix [T, n], comb_mix) from FlashInfer's finish pass; `attrs`
     are MhcPre's (spec names, the spec's defaults for those left out)."""
-    a = {**MHC_PRE.defaults(), **(attrs or {})}
+    a = _pre_attrs(attrs)
     t, n, d = residual.shape
     post, comb, layer_input = fi.mhc_pre_big_fuse(
         dot_mix, sqrsum, residual, hc_scale, hc_base, n * d,
@@ -148,15 +153,6 @@ def post(fi: ModuleType, x: torch.Tensor, residual: torch.Tensor, post_mix: torc
          comb_mix: torch.Tensor) -> torch.Tensor:
     """MhcPost (comb_mix[i, j] mixes stream i into stream j, as ours)."""
     return fi.mhc_post(x, residual, post_mix, comb_mix)
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    """max |a - b| / max |b| in float64, on the tensors' device (the outputs of a
-    16384-token row are GBs in float64); a non-finite value fails."""
-    a64, b64 = a.double(), b.double()
-    if not torch.isfinite(a64).all():
-        return float("inf")
-    return float((a64 - b64).abs().max() / b64.abs().max().clamp_min(1e-300))
 
 
 def gate(outputs: tuple[torch.Tensor, ...], expected: tuple[torch.Tensor, ...]) -> list[float]:
@@ -180,7 +176,7 @@ def gate(outputs: tuple[torch.Tensor, ...], expected: tuple[torch.Tensor, ...]) 
 def expected(op: str, inputs: tuple, attrs: dict | None = None) -> tuple[torch.Tensor, ...]:
     """The float64 reference's outputs in the order the wrappers return them."""
     if op == "pre":
-        return pre_f64(*inputs, **{**MHC_PRE.defaults(), **(attrs or {})})[:3]
+        return pre_f64(*inputs, **_pre_attrs(attrs))[:3]
     return (post_f64(*inputs),)
 
 

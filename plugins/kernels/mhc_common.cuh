@@ -356,6 +356,16 @@ __device__ __forceinline__ void weightedStreamSum(const T* __restrict__ xt, cons
     }
 }
 
+// Calls f(T()) with T the element type of dtype (checked before: bf16, fp16, fp32).
+template <typename F>
+inline mhcStatus_t dispatchDtype(mhcDtype_t dtype, F&& f) {
+    switch (dtype) {
+        case MHC_DTYPE_BFLOAT16: return f(__nv_bfloat16());
+        case MHC_DTYPE_FLOAT16: return f(__half());
+        default: return f(float());
+    }
+}
+
 // Calls f(std::integral_constant<int, N>) for the runtime n in 1..8.
 template <typename F>
 inline mhcStatus_t dispatchN(int n, F&& f) {

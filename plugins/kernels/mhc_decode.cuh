@@ -118,14 +118,15 @@ __global__ void __launch_bounds__(kDecodeMixWarps * 32)
         // the post of tokens w, w + NW, ... (each value once per CTA, all of a
         // warp's loads in flight at once) and hands them over in shared memory.
         __shared__ float sx[TT][8][32];
-        if (active) loadFn();
-        for (int j = w; j < TT; j += NW) {
-            if (!active) break;
-            const int64_t tok = t0 + j < ntok ? t0 + j : ntok - 1;
-            float o[8];
-            postSlice<T, NP>(post, tok, v, K / NP, t0 + j < ntok, o);
+        if (active) {
+            loadFn();
+            for (int j = w; j < TT; j += NW) {
+                const int64_t tok = t0 + j < ntok ? t0 + j : ntok - 1;
+                float o[8];
+                postSlice<T, NP>(post, tok, v, K / NP, t0 + j < ntok, o);
 #pragma unroll
-            for (int e = 0; e < 8; ++e) sx[j][e][lane] = o[e];
+                for (int e = 0; e < 8; ++e) sx[j][e][lane] = o[e];
+            }
         }
         __syncthreads();
         if (active) {
@@ -186,17 +187,15 @@ __global__ void __launch_bounds__(kDecodeFinishThreads)
         const bool active = v < d / 8;
         const T* xt = x + t * N * int64_t(d);
         float xv[N][8];
+        auto loadX = [&]() {
+#pragma unroll
+            for (int i = 0; i < N; ++i) load8(xt + int64_t(i) * d + v * 8, xv[i]);
+        };
         // x is an input (prefetched under the mixes kernel) or, behind a fused
         // post, that kernel's output (complete and visible only after the wait).
-        if (active && x_before_wait) {
-#pragma unroll
-            for (int i = 0; i < N; ++i) load8(xt + int64_t(i) * d + v * 8, xv[i]);
-        }
+        if (active && x_before_wait) loadX();
         pdlWait();
-        if (active && !x_before_wait) {
-#pragma unroll
-            for (int i = 0; i < N; ++i) load8(xt + int64_t(i) * d + v * 8, xv[i]);
-        }
+        if (active && !x_before_wait) loadX();
         // The pre rows 0..N-1 and the sum of squares (value M).
         sumSplitsBlock<N + 1>(part, splits, ntok, t, V, PreRowsIdx<N, M>(), mix, scratch);
         __syncthreads();

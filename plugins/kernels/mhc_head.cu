@@ -114,7 +114,7 @@ mhcStatus_t postHeadDecode(const DecodePost& post, const float* hc_fn, const flo
                            const float* hc_base, void* y, int64_t ntok, int n, int d,
                            mhcDtype_t dtype, const mhcHeadParams& p, void* workspace,
                            cudaStream_t stream) {
-    auto run = [&](auto type) {
+    return dispatchDtype(dtype, [&](auto type) {
         using T = decltype(type);
         return dispatchN(n, [&](auto nc) {
             constexpr int N = decltype(nc)::value;
@@ -126,12 +126,7 @@ mhcStatus_t postHeadDecode(const DecodePost& post, const float* hc_fn, const flo
                                           decodeSplits(int64_t(N) * d), hc_scale, hc_base, y,
                                           ntok, d, p, stream);
         });
-    };
-    switch (dtype) {
-        case MHC_DTYPE_BFLOAT16: return run(__nv_bfloat16());
-        case MHC_DTYPE_FLOAT16: return run(__half());
-        default: return run(float());
-    }
+    });
 }
 
 mhcStatus_t checkHeadParams(const mhcHeadParams* params, const char* who) {
@@ -171,17 +166,10 @@ extern "C" MHC_API mhcStatus_t mhcHead(const void* residual, const float* hc_fn,
                         "mhcHead: workspace_size=%zu bytes but this call needs %zu "
                         "(mhcHeadWorkspaceSize)", workspace_size, need);
         if ((st = checkPtr(workspace, "workspace", true))) return st;
-        switch (dtype) {
-            case MHC_DTYPE_BFLOAT16:
-                return dispatchHead<__nv_bfloat16>(residual, hc_fn, hc_scale, hc_base, y, T, n, d,
-                                                   *params, workspace, stream);
-            case MHC_DTYPE_FLOAT16:
-                return dispatchHead<__half>(residual, hc_fn, hc_scale, hc_base, y, T, n, d,
-                                            *params, workspace, stream);
-            default:
-                return dispatchHead<float>(residual, hc_fn, hc_scale, hc_base, y, T, n, d,
-                                           *params, workspace, stream);
-        }
+        return dispatchDtype(dtype, [&](auto type) {
+            return dispatchHead<decltype(type)>(residual, hc_fn, hc_scale, hc_base, y, T, n, d,
+                                                *params, workspace, stream);
+        });
     } catch (...) {
         return fail(MHC_STATUS_CUDA_ERROR, "mhcHead: unexpected internal exception");
     }

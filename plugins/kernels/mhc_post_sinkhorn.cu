@@ -112,15 +112,10 @@ extern "C" MHC_API mhcStatus_t mhcPost(const void* x, const void* residual, cons
             (st = checkPtr(post_mix, "post_mix", false)) ||
             (st = checkPtr(comb_mix, "comb_mix", false)) || (st = checkPtr(out, "out", true)))
             return st;
-        switch (dtype) {
-            case MHC_DTYPE_BFLOAT16:
-                return dispatchPost<__nv_bfloat16>(x, residual, post_mix, comb_mix, out, T, n, d,
-                                                   stream);
-            case MHC_DTYPE_FLOAT16:
-                return dispatchPost<__half>(x, residual, post_mix, comb_mix, out, T, n, d, stream);
-            default:
-                return dispatchPost<float>(x, residual, post_mix, comb_mix, out, T, n, d, stream);
-        }
+        return dispatchDtype(dtype, [&](auto type) {
+            return dispatchPost<decltype(type)>(x, residual, post_mix, comb_mix, out, T, n, d,
+                                                stream);
+        });
     } catch (...) {
         return fail(MHC_STATUS_CUDA_ERROR, "mhcPost: unexpected internal exception");
     }

@@ -95,7 +95,7 @@ mhcStatus_t postPreDecode(const DecodePost& post, const float* hc_fn, const floa
                           const float* hc_base, void* layer_input, float* post_mix,
                           float* comb_mix, int64_t ntok, int n, int d, mhcDtype_t dtype,
                           const mhcPreParams& p, void* workspace, cudaStream_t stream) {
-    auto run = [&](auto type) {
+    return dispatchDtype(dtype, [&](auto type) {
         using T = decltype(type);
         return dispatchN(n, [&](auto nc) {
             return runPreDecode<T, decltype(nc)::value>(
@@ -103,12 +103,7 @@ mhcStatus_t postPreDecode(const DecodePost& post, const float* hc_fn, const floa
                 static_cast<T*>(layer_input), post_mix, comb_mix, ntok, d, p,
                 static_cast<float*>(workspace), stream, post);
         });
-    };
-    switch (dtype) {
-        case MHC_DTYPE_BFLOAT16: return run(__nv_bfloat16());
-        case MHC_DTYPE_FLOAT16: return run(__half());
-        default: return run(float());
-    }
+    });
 }
 
 mhcStatus_t checkPreParams(const mhcPreParams* params, const char* who) {
@@ -160,20 +155,11 @@ extern "C" MHC_API mhcStatus_t mhcPre(const void* residual, const float* hc_fn,
                         "mhcPre: workspace_size=%zu bytes but this call needs %zu "
                         "(mhcPreWorkspaceSize)", workspace_size, need);
         if ((st = checkPtr(workspace, "workspace", true))) return st;
-        switch (dtype) {
-            case MHC_DTYPE_BFLOAT16:
-                return dispatchPre<__nv_bfloat16>(residual, hc_fn, hc_scale, hc_base, layer_input,
-                                                  post_mix, comb_mix, T, n, d, *params, workspace,
-                                                  stream);
-            case MHC_DTYPE_FLOAT16:
-                return dispatchPre<__half>(residual, hc_fn, hc_scale, hc_base, layer_input,
-                                           post_mix, comb_mix, T, n, d, *params, workspace,
-                                           stream);
-            default:
-                return dispatchPre<float>(residual, hc_fn, hc_scale, hc_base, layer_input,
-                                          post_mix, comb_mix, T, n, d, *params, workspace,
-                                          stream);
-        }
+        return dispatchDtype(dtype, [&](auto type) {
+            return dispatchPre<decltype(type)>(residual, hc_fn, hc_scale, hc_base, layer_input,
+                                               post_mix, comb_mix, T, n, d, *params, workspace,
+                                               stream);
+        });
     } catch (...) {
         return fail(MHC_STATUS_CUDA_ERROR, "mhcPre: unexpected internal exception");
     }
