@@ -1,7 +1,7 @@
 """Graph pass for ONNX Runtime targets (``--target onnxruntime``): ORT's own contrib ops.
 
-ONNX Runtime (1.31.0 and newer) ships two ``com.microsoft`` contrib ops that compute
-exactly two of ours, with CPU and CUDA kernels:
+ONNX Runtime ships two ``com.microsoft`` contrib ops (since spec.FIRST_ORT_RELEASE, 1.31.0)
+that compute exactly two of ours, with CPU and CUDA kernels:
 
 * MhcCollapse(residual, pre_mix) is ``HyperConnectionPreMix(streams=residual,
   pre_mix)`` with ``reduction_scale`` = 1.0 and ``num_branches`` = 0 (grouped
@@ -24,14 +24,19 @@ from __future__ import annotations
 
 import onnx
 
-from .spec import MHC_COLLAPSE, MHC_MIX, MHC_POST, MHC_PRE, ONNX_DOMAIN, PLUGIN_ATTRIBUTES
+from .spec import (
+    MHC_COLLAPSE,
+    MHC_MIX,
+    MHC_POST,
+    MHC_PRE,
+    ONNX_DOMAIN,
+    PLUGIN_ATTRIBUTES,
+)
 
 ORT_DOMAIN = "com.microsoft"
 ORT_DOMAIN_VERSION = 1
 PRE_MIX = "HyperConnectionPreMix"
 POST_MIX = "HyperConnectionPostMix"
-FIRST_ORT_RELEASE = "1.31.0"
-"""The first ONNX Runtime release whose builds register both contrib ops (1.30.0 has neither)."""
 
 
 def _pre_mix(residual: str, pre: str, out: str, name: str) -> onnx.NodeProto:

@@ -22,7 +22,8 @@ from mhc_export import ort_runner, reference
 from mhc_export.cli import main
 from mhc_export.model import build_model, get_config, random_tokens
 from mhc_export.model_export import export_model
-from mhc_export.ort_target import FIRST_ORT_RELEASE, ORT_DOMAIN
+from mhc_export.ort_target import ORT_DOMAIN
+from mhc_export.spec import FIRST_ORT_RELEASE
 from mhc_export.validate import validate_model
 
 ODD_V4 = {**ODD_V41, "head_eps": 0.05}

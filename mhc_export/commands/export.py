@@ -19,8 +19,7 @@ import torch
 from ..errors import EXIT_OK, EXIT_VALIDATION_FAILED
 from ..preflight import STREAMS_HELP, check_memory, check_output_path, check_streams
 from ..spec import ALL_OPS as OPS
-from ..ort_target import FIRST_ORT_RELEASE
-from ..spec import DEFAULT_OPSET, EXPORT_TARGETS, dtype_name, parse_dtype
+from ..spec import DEFAULT_OPSET, EXPORT_TARGETS, FIRST_ORT_RELEASE, dtype_name, parse_dtype
 from .build import add_build_options, build_from_args, summarize
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
