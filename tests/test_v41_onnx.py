@@ -253,3 +253,47 @@ def test_export_command_v41(tmp_path):
         assert _kinds(out) == {V41_OPS[op].op_type: 1}
     assert main(["export", "--op", "collapse", "--attr", "rms_eps=1e-20", "--no-validate",
                  "--out", str(tmp_path / "bad.onnx")]) == 2
+
+
+def test_validate_command_rebuilds_the_v41_model(tmp_path, capsys):
+    from mhc_export.cli import main
+
+    path = tmp_path / "v41.onnx"
+    assert main(["export", "--config", "tiny-v41", "--dtype", "float16", "--no-validate",
+                 "--out", str(path)]) == 0
+    capsys.readouterr()
+    assert main(["validate", "--onnx", str(path), "--seq", "4"]) == 0
+    said = capsys.readouterr().out
+    assert "family: V4.1" in said and "config: tiny-v41" in said and "RESULT: PASS" in said
+
+
+def _set(node, name, value):
+    for a in node.attribute:
+        if a.name == name:
+            node.attribute.remove(a)
+            break
+    node.attribute.append(onnx.helper.make_attribute(name, value))
+
+
+@pytest.mark.parametrize(("op", "change", "needle"), [
+    ("post_mix", lambda n: _set(n, "sinkhorn_iters", 7.0),
+     "attribute sinkhorn_iters must be int, got float"),
+    ("post_mix", lambda n: n.input.__delitem__(2), "takes 8 inputs"),
+    ("mix", lambda n: _set(n, "rms_eps", "1e-20"), "attribute rms_eps must be float"),
+    ("collapse", lambda n: _set(n, "rms_eps", 1e-20), "unknown attribute 'rms_eps'"),
+    ("post_collapse", lambda n: n.output.append("extra"), "has 1 outputs"),
+])
+def test_bad_v41_nodes_are_named(fixtures, op, change, needle, tmp_path, capsys):
+    from mhc_export.cli import main
+    from mhc_export.onnx_check import mhc_node_problems
+
+    model = onnx.load(fixtures[op, "float32"][1])
+    assert not mhc_node_problems(model)
+    change(model.graph.node[0])
+    problems = mhc_node_problems(model)
+    assert len(problems) == 1 and needle in problems[0], problems
+    assert V41_OPS[op].op_type in problems[0]
+    path = tmp_path / "bad.onnx"
+    onnx.save(model, path)
+    assert main(["validate", "--onnx", str(path)]) == 2
+    assert needle in capsys.readouterr().err
