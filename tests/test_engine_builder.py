@@ -31,7 +31,8 @@ def tiny_onnx(path: Path, dims: list | None = None, extra_mhc_node: bool = False
     nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]),
              helper.make_node("Sigmoid", ["m"], ["y"])]
     if extra_mhc_node:
-        nodes.append(helper.make_node("MhcSinkhorn", ["y"], ["z"], domain="mhc"))
+        nodes.append(helper.make_node("MhcSinkhorn", ["y"], ["z"], domain="mhc", name="sink0",
+                                      plugin_namespace="mhc", plugin_version="1"))
     graph = helper.make_graph(
         nodes, "tiny",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, dims),
@@ -178,22 +179,29 @@ class _Fake:
     """Just enough of the TensorRT Python API for build_engine, recording what it is told."""
 
     def __init__(self, *, has_fp16: bool = True, parse_ok: bool = True, build_ok: bool = True,
-                 plugin_layers: int = 1, version: str = "10.16.0"):
+                 plugin_layers: int = 1, version: str = "10.16.0",
+                 plugin_names: list[str] | None = None, version_compatible: bool = True):
         self.calls: list[tuple] = []
         self.version = version
         fake = self
         layer_type = enum.IntEnum("LayerType", {"MATRIX_MULTIPLY": 0, "PLUGIN_V3": 1})
+        # onnx-tensorrt names a node's layer after the node
+        names = plugin_names if plugin_names is not None else ["sink0"] * plugin_layers
+
+        layers = ([types.SimpleNamespace(type=layer_type.MATRIX_MULTIPLY, name="mm")]
+                  + [types.SimpleNamespace(type=layer_type.PLUGIN_V3, name=n) for n in names])
 
         class Network:
             """What the parser made: a MatMul, plus the plugin layers it imported."""
-            types = [layer_type.MATRIX_MULTIPLY] + [layer_type.PLUGIN_V3] * plugin_layers
-            num_layers = len(types)
+            num_layers = len(layers)
 
             def get_layer(self, i):
-                return types_ns(type=self.types[i])
+                return layers[i]
 
-        types_ns = types.SimpleNamespace
-        flags = _Flag if has_fp16 else enum.IntEnum("BuilderFlag", {"TF32": 0})
+        members = {m.name: m.value for m in _Flag} if has_fp16 else {"TF32": 0}
+        if version_compatible:
+            members["VERSION_COMPATIBLE"] = 12
+        flags = enum.IntEnum("BuilderFlag", members)
 
         class ILogger:
             class Severity(enum.IntEnum):
@@ -244,6 +252,7 @@ class _Fake:
                 return self._cache
 
             progress_monitor = None
+            plugins_to_serialize: list[str] = []
 
         class ParserError:
             def desc(self):
@@ -376,7 +385,7 @@ def test_mhc_nodes_without_plugins_are_noted(tmp_path, fake_trt):
     res = B.build_engine(tiny_onnx(tmp_path / "m.onnx", extra_mhc_node=True),
                          tmp_path / "m.plan", progress=False)
     assert res.sidecar["plugins"] == {"library": None, "sha256": None, "serialized": False,
-                                      "layers": 0}
+                                      "layers": 0, "layers_by_op": {"MhcSinkhorn": 0}}
     assert any("local functions" in n for n in res.notes)
 
 
@@ -499,7 +508,7 @@ def test_plugin_library_without_plugin_layers_fails_the_build(tmp_path, fake_trt
     onnx_path = tiny_onnx(tmp_path / "m.onnx", extra_mhc_node=True)
     lib = tmp_path / "libmhc_trt_plugins_trt10.so"
     lib.write_bytes(b"x")
-    with pytest.raises(B.EngineBuildError, match="imported no mhc node") as ei:
+    with pytest.raises(B.EngineBuildError, match="MhcSinkhorn: 0 of 1 node") as ei:
         B.build_engine(onnx_path, tmp_path / "m.plan", plugins=lib, progress=False)
     assert why in str(ei.value)
     assert "--plugins none" in str(ei.value)
@@ -513,6 +522,7 @@ def test_plugin_layers_are_counted_in_the_sidecar(tmp_path, fake_trt):
     lib.write_bytes(b"x")
     res = B.build_engine(onnx_path, tmp_path / "m.plan", plugins=lib, progress=False)
     assert res.sidecar["plugins"]["layers"] == 2
+    assert res.sidecar["plugins"]["layers_by_op"] == {"MhcSinkhorn": 2}
 
 
 def test_plugin_library_for_another_major_is_refused_by_the_build(tmp_path, fake_trt):
