@@ -252,7 +252,7 @@ class _Fake:
                 return self._cache
 
             progress_monitor = None
-            plugins_to_serialize: list[str] = []
+            plugins_to_serialize = ()
 
         class ParserError:
             def desc(self):

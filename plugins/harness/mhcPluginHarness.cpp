@@ -226,6 +226,8 @@ public:
         return -1;
     }
 #if NV_TENSORRT_MAJOR < 11
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
     // TensorRT 10's deprecated IPluginV2 members (gone in 11): never used by the library.
     bool registerCreator(IPluginCreator&, AsciiChar const* const) noexcept override
     {
@@ -244,6 +246,7 @@ public:
     {
         return false;
     }
+#pragma GCC diagnostic pop
 #endif
     // name/version/namespace of a V3 creator ("?" for another interface).
     static std::string keyOf(IPluginCreatorInterface const& c)
