@@ -12,6 +12,16 @@
 # RTOL (default 1e-3 / 1e-3: float32 models; use 2e-2 for bf16, matching
 # mhc_export.report's tolerances), DECODE_MAX_TOKENS (16), PREFILL_MAX_TOKENS (4096).
 # Needs polygraphy (pip install polygraphy) and, for --trt, full TensorRT.
+#
+# Plugins: polygraphy's --plugins only dlopens the library (ctypes.CDLL in its
+# LoadPlugins loader), and it does so before its lazy `import tensorrt` has run.
+# Our library registers its creators with the TensorRT loaded in the process
+# when it is loaded, so TensorRT must be imported first: this script runs
+# polygraphy through `python3 -c 'import tensorrt; ... polygraphy main'`. A bare
+# `polygraphy run --plugins LIB` can find no TensorRT to register with, and the
+# parser then silently imports the local functions. Before comparing, with a
+# library, `mhc-export check MODEL --plugins LIB --load dlopen` parses the model
+# the way polygraphy will and fails when an mhc op has no plugin layer.
 set -euo pipefail
 
 onnx="${1:?usage: polygraphy_compare.sh MODEL.onnx [TOKENS]}"
@@ -47,6 +57,18 @@ run() {
   echo "+ $*"
   [[ -n "${DRY_RUN:-}" ]] || "$@"
 }
+
+pypath="$root${PYTHONPATH:+:$PYTHONPATH}"
+# polygraphy with TensorRT imported first (see the header).
+polygraphy_trt() {
+  run env PYTHONPATH="$pypath" python3 -c \
+    'import sys, tensorrt; from polygraphy import tools; sys.argv[0] = "polygraphy"; sys.exit(tools.main())' "$@"
+}
+
+run env PYTHONPATH="$pypath" python3 -m mhc_export check "$onnx"
+if [[ -n "$plugin" ]]; then
+  run env PYTHONPATH="$pypath" python3 -m mhc_export check "$onnx" --plugins "$plugin" --load dlopen
+fi
 
 # Shapes for the two profiles and the comparison run, from the model's inputs:
 # full model: tokens [batch, seq]; single ops: every per-token input [T, ...].
@@ -85,7 +107,7 @@ run polygraphy inspect model "$onnx" --show layers attrs
 
 # Two --trt-*-shapes groups = two optimization profiles (decode, prefill).
 # shellcheck disable=SC2046
-run polygraphy run "$onnx" --trt --onnxrt "${plugin_flags[@]}" \
+polygraphy_trt run "$onnx" --trt --onnxrt "${plugin_flags[@]}" \
   --trt-min-shapes $(split "$min1") --trt-opt-shapes $(split "$opt1") --trt-max-shapes $(split "$max1") \
   --trt-min-shapes $(split "$min2") --trt-opt-shapes $(split "$opt2") --trt-max-shapes $(split "$max2") \
   --input-shapes $(split "$run_shapes") \

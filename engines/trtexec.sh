@@ -19,13 +19,21 @@
 #   DECODE_MAX_TOKENS (16), PREFILL_MAX_TOKENS (4096), TRTEXEC (path to trtexec),
 #   TIMING_CACHE (engines/timing.cache).
 #
-# Precision: TensorRT 10 networks are weakly typed, so bf16 models get --bf16
-# (float32 models build in fp32/tf32). TensorRT 11 has no --bf16/--fp16: every
-# network is strongly typed and runs in the ONNX's own types, so no precision
-# flag is passed.
+# Precision, as `mhc-export build`: strongly typed networks, which run in the
+# ONNX's own types (export in bf16/fp16 to build in bf16/fp16). TensorRT 10 gets
+# --stronglyTyped (its weakly typed --bf16 could give the plugins' fp32 variant
+# with reformats around it); TensorRT 11 has no --bf16/--fp16 and makes every
+# network strongly typed, so no precision flag is passed.
 #
-# Plugin layers need TensorRT >= 10.7: older ONNX parsers always import an mhc
-# node as its local function, plugin library or not.
+# Checks, with `python3 -m mhc_export` (this checkout on PYTHONPATH):
+# * before building, `mhc-export check MODEL` (the mhc node contract; trtexec
+#   itself drops a misspelled attribute silently);
+# * with a plugin library, each build exports its layers
+#   (--exportLayerInfo, --profilingVerbosity=detailed) and
+#   `mhc-export check MODEL --layer-info X.layers.json` fails the script when an
+#   mhc op has no plugin layer (its nodes were imported as local functions).
+#   Plugin layers need TensorRT >= 10.7: older ONNX parsers always import an
+#   mhc node as its local function, plugin library or not.
 #
 # Differences from `mhc-export build`, on purpose:
 # * One engine per profile (X.decode.plan, X.prefill.plan). trtexec's help
@@ -88,19 +96,26 @@ run() {
   [[ -n "${DRY_RUN:-}" ]] || "$@"
 }
 
-# build MODEL TAG MIN OPT MAX EXTRA...: one engine for one profile.
+py="${PYTHON:-python3}"
+check() { run env PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" "$py" -m mhc_export check "$@"; }
+
+# Precision (see the header): strongly typed; the flag exists on TensorRT 10 only.
+precision_flags=()
+[[ "$major" == 10 ]] && precision_flags=(--stronglyTyped)
+
+# build MODEL TAG MIN OPT MAX: one engine for one profile, its plugin layers counted.
 build() {
-  local onnx="$1" tag="$2" min="$3" opt="$4" max="$5"; shift 5
+  local onnx="$1" tag="$2" min="$3" opt="$4" max="$5"
+  local plan="${onnx%.onnx}.$tag.plan" info=()
+  [[ -n "$plugin" ]] && info=(--exportLayerInfo="${plan%.plan}.layers.json" --profilingVerbosity=detailed)
   run "${trtexec:-trtexec}" --onnx="$onnx" \
     --minShapes="$min" --optShapes="$opt" --maxShapes="$max" \
-    "${plugin_flags[@]}" "$@" \
+    "${plugin_flags[@]}" "${precision_flags[@]}" "${info[@]}" \
     --timingCacheFile="$timing_cache" \
     --skipInference \
-    --saveEngine="${onnx%.onnx}.$tag.plan"
+    --saveEngine="$plan"
+  [[ -z "$plugin" ]] || check "$onnx" --layer-info "${plan%.plan}.layers.json"
 }
-
-# Precision (see the header): --bf16 for bf16 models on TensorRT 10 only.
-precision_for() { [[ "$major" == 10 && "$1" == *_bfloat16.onnx ]] && echo --bf16 || true; }
 
 shopt -s nullglob
 found=0
@@ -120,9 +135,9 @@ for onnx in "$model_dir"/mhc_{pre,sinkhorn,post,head,post_pre,post_head}_n*_d*_*
         echo "x:${1}x${d},residual:${1}x${n}x${d},post_mix:${1}x${n},comb_mix:${1}x${n}x${n}" ;;
     esac
   }
-  prec="$(precision_for "$onnx")"
-  build "$onnx" decode "$(shapes 1)" "$(shapes "$decode_max")" "$(shapes "$decode_max")" $prec
-  build "$onnx" prefill "$(shapes 1)" "$(shapes "$prefill_max")" "$(shapes "$prefill_max")" $prec
+  check "$onnx"
+  build "$onnx" decode "$(shapes 1)" "$(shapes "$decode_max")" "$(shapes "$decode_max")"
+  build "$onnx" prefill "$(shapes 1)" "$(shapes "$prefill_max")" "$(shapes "$prefill_max")"
 done
 
 # Full model (mhc-export export --config C): tokens [batch, seq] int64 -> logits.
@@ -131,9 +146,9 @@ done
 for onnx in "$model_dir"/mhc_*.onnx; do
   [[ "$(basename "$onnx")" =~ ^mhc_(pre|sinkhorn|post|head|post_pre|post_head)_n ]] && continue
   found=1
-  prec="$(precision_for "$onnx")"
-  build "$onnx" decode tokens:1x1 "tokens:${decode_max}x1" "tokens:${decode_max}x1" $prec
-  build "$onnx" prefill tokens:1x1 "tokens:1x${prefill_max}" "tokens:1x${prefill_max}" $prec
+  check "$onnx"
+  build "$onnx" decode tokens:1x1 "tokens:${decode_max}x1" "tokens:${decode_max}x1"
+  build "$onnx" prefill tokens:1x1 "tokens:1x${prefill_max}" "tokens:1x${prefill_max}"
 done
 
 if [[ "$found" == 0 ]]; then

@@ -21,6 +21,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("mhc_export.commands.validate", "validate an ONNX model or a TensorRT engine"),
     "build": ("mhc_export.commands.build", "build a TensorRT engine from an ONNX model"),
     "diagnose": ("mhc_export.commands.diagnose", "mHC diagnostics: width sweep, Sinkhorn error"),
+    "check": ("mhc_export.commands.check",
+              "check an ONNX model's mhc nodes against the plugin contract (before trtexec)"),
 }
 
 

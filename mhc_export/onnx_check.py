@@ -5,8 +5,9 @@ typed by the ONNX attribute types, and picks the plugin by name, version and
 namespace; a node that breaks the contract fails there with a message about
 the plugin, or worse, builds from the local function. This check names the
 node and what is wrong instead: unknown op, wrong input or output count, an
-attribute the op does not have or of the wrong type, a plugin_version or
-plugin_namespace the library does not provide.
+attribute the op does not have or of the wrong type (onnx-tensorrt drops an
+attribute that the creator does not list, silently), a plugin_version or
+plugin_namespace that is missing or that the library does not provide.
 """
 
 from __future__ import annotations
@@ -54,7 +55,13 @@ def mhc_node_problems(model: onnx.ModelProto) -> list[str]:
         for name, want in (("plugin_version", PLUGIN_VERSION),
                            ("plugin_namespace", PLUGIN_NAMESPACE)):
             value = attrs.get(name)
-            if isinstance(value, bytes) and value.decode() != want:
+            if name not in attrs:
+                # onnx-tensorrt looks the creator up by these two attributes; without
+                # them the node silently takes its local-function path.
+                problems.append(f"{where}: missing attribute {name} (must be {want!r}); "
+                                "TensorRT's parser would import the node as its local "
+                                "function, never as the plugin")
+            elif isinstance(value, bytes) and value.decode() != want:
                 problems.append(f"{where}: {name} {value.decode()!r} is not provided by the mhc "
                                 f"plugin library (it has {name} {want!r})")
     return problems

@@ -31,7 +31,8 @@ def tiny_onnx(path: Path, dims: list | None = None, extra_mhc_node: bool = False
     nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]),
              helper.make_node("Sigmoid", ["m"], ["y"])]
     if extra_mhc_node:
-        nodes.append(helper.make_node("MhcSinkhorn", ["y"], ["z"], domain="mhc"))
+        nodes.append(helper.make_node("MhcSinkhorn", ["y"], ["z"], domain="mhc", name="sink0",
+                                      plugin_namespace="mhc", plugin_version="1"))
     graph = helper.make_graph(
         nodes, "tiny",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, dims),
@@ -178,22 +179,29 @@ class _Fake:
     """Just enough of the TensorRT Python API for build_engine, recording what it is told."""
 
     def __init__(self, *, has_fp16: bool = True, parse_ok: bool = True, build_ok: bool = True,
-                 plugin_layers: int = 1, version: str = "10.16.0"):
+                 plugin_layers: int = 1, version: str = "10.16.0",
+                 plugin_names: list[str] | None = None, version_compatible: bool = True):
         self.calls: list[tuple] = []
         self.version = version
         fake = self
         layer_type = enum.IntEnum("LayerType", {"MATRIX_MULTIPLY": 0, "PLUGIN_V3": 1})
+        # onnx-tensorrt names a node's layer after the node
+        names = plugin_names if plugin_names is not None else ["sink0"] * plugin_layers
+
+        layers = ([types.SimpleNamespace(type=layer_type.MATRIX_MULTIPLY, name="mm")]
+                  + [types.SimpleNamespace(type=layer_type.PLUGIN_V3, name=n) for n in names])
 
         class Network:
             """What the parser made: a MatMul, plus the plugin layers it imported."""
-            types = [layer_type.MATRIX_MULTIPLY] + [layer_type.PLUGIN_V3] * plugin_layers
-            num_layers = len(types)
+            num_layers = len(layers)
 
             def get_layer(self, i):
-                return types_ns(type=self.types[i])
+                return layers[i]
 
-        types_ns = types.SimpleNamespace
-        flags = _Flag if has_fp16 else enum.IntEnum("BuilderFlag", {"TF32": 0})
+        members = {m.name: m.value for m in _Flag} if has_fp16 else {"TF32": 0}
+        if version_compatible:
+            members["VERSION_COMPATIBLE"] = 12
+        flags = enum.IntEnum("BuilderFlag", members)
 
         class ILogger:
             class Severity(enum.IntEnum):
@@ -244,6 +252,7 @@ class _Fake:
                 return self._cache
 
             progress_monitor = None
+            plugins_to_serialize = ()
 
         class ParserError:
             def desc(self):
@@ -376,7 +385,7 @@ def test_mhc_nodes_without_plugins_are_noted(tmp_path, fake_trt):
     res = B.build_engine(tiny_onnx(tmp_path / "m.onnx", extra_mhc_node=True),
                          tmp_path / "m.plan", progress=False)
     assert res.sidecar["plugins"] == {"library": None, "sha256": None, "serialized": False,
-                                      "layers": 0}
+                                      "layers": 0, "layers_by_op": {"MhcSinkhorn": 0}}
     assert any("local functions" in n for n in res.notes)
 
 
@@ -499,7 +508,7 @@ def test_plugin_library_without_plugin_layers_fails_the_build(tmp_path, fake_trt
     onnx_path = tiny_onnx(tmp_path / "m.onnx", extra_mhc_node=True)
     lib = tmp_path / "libmhc_trt_plugins_trt10.so"
     lib.write_bytes(b"x")
-    with pytest.raises(B.EngineBuildError, match="imported no mhc node") as ei:
+    with pytest.raises(B.EngineBuildError, match="MhcSinkhorn: 0 of 1 node") as ei:
         B.build_engine(onnx_path, tmp_path / "m.plan", plugins=lib, progress=False)
     assert why in str(ei.value)
     assert "--plugins none" in str(ei.value)
@@ -513,6 +522,7 @@ def test_plugin_layers_are_counted_in_the_sidecar(tmp_path, fake_trt):
     lib.write_bytes(b"x")
     res = B.build_engine(onnx_path, tmp_path / "m.plan", plugins=lib, progress=False)
     assert res.sidecar["plugins"]["layers"] == 2
+    assert res.sidecar["plugins"]["layers_by_op"] == {"MhcSinkhorn": 2}
 
 
 def test_plugin_library_for_another_major_is_refused_by_the_build(tmp_path, fake_trt):
@@ -532,3 +542,85 @@ def test_tensorrt_versions_that_import_plugins_over_functions():
     assert trt("tensorrt", "10.7.0").imports_plugins_over_functions()
     assert trt("tensorrt", "11.1.0").imports_plugins_over_functions()
     assert (trt("tensorrt", "10.16.0").major, trt("tensorrt-rtx", "1.7.1").major) == (10, None)
+
+
+# ---------------------------------------------------------------------------
+# issue 21: per-op plugin layers, version-compatible serialization, precision
+
+
+def two_op_onnx(path: Path) -> Path:
+    """An MhcSinkhorn and an MhcHead node (plugin attributes set) after the tiny graph."""
+    model = onnx.load(str(tiny_onnx(path, extra_mhc_node=True)))
+    model.graph.node.append(helper.make_node(
+        "MhcHead", ["y", "y", "y", "y"], ["h"], domain="mhc", name="head0",
+        plugin_namespace="mhc", plugin_version="1"))
+    onnx.save(model, str(path))
+    return path
+
+
+def test_an_op_that_fell_back_alone_fails_the_build(tmp_path, fake_trt):
+    """One op's nodes imported as local functions while another's became plugins: the
+    total is not zero, but the build must still fail, naming the op."""
+    fake_trt(plugin_names=["sink0"])
+    lib = tmp_path / "libmhc_trt_plugins_trt10.so"
+    lib.write_bytes(b"x")
+    with pytest.raises(B.EngineBuildError, match=r"MhcHead: 0 of 1 node\(s\)") as ei:
+        B.build_engine(two_op_onnx(tmp_path / "m.onnx"), tmp_path / "m.plan", plugins=lib,
+                       progress=False)
+    assert "MhcSinkhorn" not in str(ei.value)
+    fake_trt(plugin_names=["sink0", "head0"])
+    res = B.build_engine(two_op_onnx(tmp_path / "m.onnx"), tmp_path / "m.plan", plugins=lib,
+                         progress=False)
+    assert res.sidecar["plugins"]["layers_by_op"] == {"MhcHead": 1, "MhcSinkhorn": 1}
+
+
+def test_serialized_plugins_make_a_version_compatible_plan(tmp_path, fake_trt):
+    fake = fake_trt()
+    lib = tmp_path / "libmhc_trt_plugins_trt10.so"
+    lib.write_bytes(b"x")
+    onnx_path = tiny_onnx(tmp_path / "m.onnx", extra_mhc_node=True)
+    res = B.build_engine(onnx_path, tmp_path / "m.plan", plugins=lib, serialize_plugins=True,
+                         progress=False)
+    assert ("set_flag", "VERSION_COMPATIBLE") in fake.calls
+    assert "VERSION_COMPATIBLE" in res.sidecar["precision"]["applied_flags"]
+    assert res.sidecar["plugins"]["serialized"] is True
+    assert res.sidecar["version_compatible"] is True
+    # where the flag does not exist the combination is refused, not built plain
+    fake_trt(version_compatible=False)
+    with pytest.raises(ValueError, match="needs version-compatible engines"):
+        B.build_engine(onnx_path, tmp_path / "n.plan", plugins=lib, serialize_plugins=True,
+                       progress=False)
+    assert not (tmp_path / "n.plan").exists()
+
+
+def test_networks_are_strongly_typed_by_default(tmp_path, fake_trt):
+    fake = fake_trt(version="10.16.0")
+    res = B.build_engine(tiny_onnx(tmp_path / "m.onnx"), tmp_path / "m.plan", progress=False)
+    assert ("create_network", 1 << 1) in fake.calls  # STRONGLY_TYPED on TensorRT 10
+    assert res.sidecar["precision"]["applied_flags"] == ["TF32", "STRONGLY_TYPED"]
+    fake = fake_trt(version="11.1.0")
+    res = B.build_engine(tiny_onnx(tmp_path / "m.onnx"), tmp_path / "m.plan", progress=False)
+    assert ("create_network", 0) in fake.calls  # 11: always strongly typed, flag deprecated
+    assert "STRONGLY_TYPED" in res.sidecar["precision"]["applied_flags"]
+
+
+@pytest.mark.parametrize("flag", ["fp16", "bf16"])
+def test_fp16_bf16_on_tensorrt_11_are_refused(tmp_path, fake_trt, flag):
+    """TensorRT 11 has no FP16/BF16 builder flags: the build used to exit 0 with a
+    float32 engine."""
+    fake_trt(version="11.1.0")
+    with pytest.raises(ValueError, match=r"export the model in (float16|bfloat16)"):
+        B.build_engine(tiny_onnx(tmp_path / "m.onnx"), tmp_path / "m.plan", progress=False,
+                       precision=B.Precision(**{flag: True}))
+    assert not (tmp_path / "m.plan").exists()
+
+
+def test_build_fp16_on_tensorrt_11_exits_2_with_one_line(tmp_path, fake_trt, capsys):
+    from mhc_export.cli import main
+
+    fake_trt(version="11.1.0")
+    rc = main(["build", "--onnx", str(tiny_onnx(tmp_path / "m.onnx")), "--out",
+               str(tmp_path / "m.plan"), "--fp16", "--no-progress", "--plugins", "none"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2
+    assert len(err) == 1 and "--fp16" in err[0] and "--dtype float16" in err[0], err

@@ -229,6 +229,117 @@ def test_trtengine_checks_sidecar_size_before_deserializing(tmp_path, monkeypatc
 
 
 # ---------------------------------------------------------------------------
+# issue 21: what the plan holds decides how plugins load; bindings are checked
+
+
+class _LoadFake:
+    """Enough of TensorRT for TrtEngine up to deserialization, recording what it is told."""
+
+    def __init__(self):
+        self.calls: list[tuple] = []
+        fake = self
+
+        class Runtime:
+            def __init__(self, logger):
+                self.engine_host_code_allowed = False
+
+            def deserialize_cuda_engine(self, data):
+                fake.calls.append(("deserialize", self.engine_host_code_allowed))
+                return None  # stop here: what happened before is the point
+
+        class Registry:
+            def load_library(self, path):
+                fake.calls.append(("load_library", path))
+                return object()
+
+        self.trt = TensorRT(types.SimpleNamespace(Runtime=Runtime,
+                                                  get_plugin_registry=lambda: Registry()),
+                            "tensorrt", "10.16.0")
+
+
+@pytest.fixture
+def load_fake(monkeypatch):
+    fake = _LoadFake()
+    monkeypatch.setattr(R, "load_tensorrt", lambda prefer=None: fake.trt)
+    monkeypatch.setattr(R, "make_logger", lambda trt, verbose=False: types.SimpleNamespace(
+        errors=[]))
+    monkeypatch.setattr(R, "_LOADED_LIBRARIES", {})
+    monkeypatch.delenv(R.PLUGIN_ENV, raising=False)
+    return fake
+
+
+def _plan(tmp_path, data: bytes, lib: Path, serialized: bool) -> Path:
+    plan = tmp_path / "m.plan"
+    plan.write_bytes(data)
+    Path(f"{plan}.json").write_text(json.dumps({
+        "plan": {"bytes": len(data)},
+        "plugins": {"library": str(lib), "serialized": serialized, "layers": 3}}))
+    return plan
+
+
+def test_sidecar_claim_without_library_in_the_plan_still_loads_it(tmp_path, load_fake):
+    """The sidecar says serialized, the plan carries no library: skipping load_library
+    would leave the plugins unregistered."""
+    lib = tmp_path / "libmhc_trt_plugins_trt10.so"
+    lib.write_bytes(b"\x7fELF library")
+    with pytest.raises(EngineLoadError, match="could not deserialize"):
+        R.TrtEngine(_plan(tmp_path, b"PLAN without a library", lib, serialized=True))
+    assert load_fake.calls == [("load_library", str(lib.resolve())), ("deserialize", False)]
+
+
+def test_plan_carrying_the_library_is_not_loaded_twice(tmp_path, load_fake):
+    lib = tmp_path / "libmhc_trt_plugins_trt10.so"
+    lib.write_bytes(b"\x7fELF library")
+    body = b"PLAN|\x7fELF...getCreators...[mhc plugins] MhcPre: ...|lean runtime"
+    with pytest.raises(EngineLoadError, match="could not deserialize"):
+        R.TrtEngine(_plan(tmp_path, body, lib, serialized=False))
+    assert load_fake.calls == [("deserialize", True)]
+
+
+class _Ctx:
+    """An execution context that records bindings and refuses the names it is told to."""
+
+    def __init__(self, refuse: str = ""):
+        self.refuse = refuse
+        self.bound: dict[str, int] = {}
+        self.shapes: dict[str, tuple] = {}
+
+    def set_input_shape(self, name, shape):
+        self.shapes[name] = tuple(shape)
+        return True
+
+    def set_tensor_address(self, name, ptr):
+        if name == self.refuse:
+            return False
+        self.bound[name] = ptr
+        return True
+
+    def get_tensor_shape(self, name):
+        return (3, 5)
+
+
+def test_misaligned_inputs_are_copied_to_aligned_memory():
+    g = torch.Generator().manual_seed(21)
+    base = torch.randn(4 * 64 + 1, generator=g)
+    view = base[1:].view(4, 64)  # contiguous, but 4 bytes past an aligned start
+    assert view.data_ptr() % R.BINDING_ALIGNMENT != 0
+    ctx = _Ctx()
+    keep = R.bind_inputs(ctx, {"residual": view})
+    assert ctx.bound["residual"] % R.BINDING_ALIGNMENT == 0
+    assert ctx.bound["residual"] == keep[0].data_ptr()
+    assert torch.equal(keep[0], view) and ctx.shapes["residual"] == (4, 64)
+
+
+@pytest.mark.parametrize("refused", ["x", "y"])
+def test_a_refused_address_is_an_error_naming_the_tensor(refused):
+    """Ignoring the result left the previous call's pointer bound."""
+    ctx = _Ctx(refuse=refused)
+    with pytest.raises(EngineInputError, match=f"refused the address .* of '{refused}'"):
+        R.bind_inputs(ctx, {"x": torch.zeros(3, 5)}, ["bad address"])
+        R.bind_outputs(ctx, [TensorSpec("y", torch.float32, (-1, 5))], torch.device("cpu"))
+
+
+# ---------------------------------------------------------------------------
 # real TensorRT / TensorRT-RTX
 
 

@@ -14,6 +14,7 @@ every output with the independent float64 reference on fresh random inputs.
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 from pathlib import Path
 
@@ -33,10 +34,12 @@ BUILD, LIBRARY = find_harness()
 needs_harness = pytest.mark.needs_build("harness")
 
 
-def _harness(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+def _harness(*args: str, timeout: float = 600, env: dict[str, str] | None = None
+             ) -> subprocess.CompletedProcess:
     assert BUILD is not None
     cmd = [str(BUILD / HARNESS), str(LIBRARY), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                          env=None if env is None else {**os.environ, **env})
 
 
 def _assert_ok(proc: subprocess.CompletedProcess) -> None:
@@ -111,6 +114,9 @@ def test_host_lifecycle(op, dtype):
     assert "attachToContext returns a new plugin" in proc.stdout
     assert "onShapeChange at kOPT T=17 on the build clone" in proc.stdout
     assert "configurePlugin on the clone" in proc.stdout
+    # network-time wildcards in desc.dims; n, d checked from the profile's min/max
+    assert "dims -1 in desc.dims" in proc.stdout
+    assert "configurePlugin refuses a profile in which n or d varies" in proc.stdout
     assert "getFieldsToSerialize carries every field with the given values" in proc.stdout
 
 
@@ -120,6 +126,45 @@ def test_untyped_attribute_is_a_usage_error():
                     "--attr", "bogus=1")
     assert proc.returncode == 2
     assert "--attr bogus needs a type" in proc.stdout
+
+
+# ---- loading: what TensorRT's plugin registry ends up holding -----------------------
+# The harness plays libnvinfer's registry (it exports getPluginRegistry as libnvinfer
+# does). polygraphy --plugins and ctypes.CDLL only dlopen the library; TensorRT's own
+# loaders call IPluginRegistry::loadLibrary; a process may do both, in either order.
+
+
+def _registered(stdout: str) -> list[tuple[str, str]]:
+    """(name/version/namespace, fields) of every creator in the harness's registry."""
+    return [tuple(ln.split()[1:3]) for ln in stdout.splitlines() if ln.startswith("REGISTERED ")]
+
+
+def _every_creator() -> list[tuple[str, str]]:
+    return sorted((f"{op.op_type}/{spec.PLUGIN_VERSION}/{spec.PLUGIN_NAMESPACE}",
+                   "fields=" + ",".join(a.name for a in op.attributes))
+                  for op in spec.ALL_OPS.values())
+
+
+@needs_harness
+@pytest.mark.parametrize("steps", ["dlopen", "loadLibrary", "dlopen,loadLibrary",
+                                   "loadLibrary,dlopen"])
+def test_loading_registers_every_creator_once(steps):
+    proc = _harness("registry", "--load", steps)
+    _assert_ok(proc)
+    # each creator exactly once, with the spec's fields (the load-time registration
+    # runs after the plugin files' field tables are initialized)
+    assert sorted(_registered(proc.stdout)) == _every_creator(), proc.stdout
+
+
+@needs_harness
+def test_load_time_registration_can_be_switched_off():
+    off = {"MHC_PLUGINS_REGISTER_ON_LOAD": "0"}
+    proc = _harness("registry", "--load", "dlopen", env=off)
+    _assert_ok(proc)
+    assert _registered(proc.stdout) == []
+    proc = _harness("registry", "--load", "loadLibrary", env=off)
+    _assert_ok(proc)
+    assert sorted(_registered(proc.stdout)) == _every_creator()
 
 
 # ---- enqueue on the GPU against the float64 reference --------------------------------

@@ -115,11 +115,41 @@ def test_library_refuses_the_logger_of_another_tensorrt_major(harness_version, l
         if expect == "silent":
             lib_major, run_major = lib_v.split(".")[0], harness_version.split(".")[0]
             assert (f"built against TensorRT {lib_major} headers but the TensorRT loading it "
-                    f"is {run_major}") in proc.stderr
+                    f"is TensorRT {run_major}") in proc.stderr
             assert f"libmhc_trt_plugins_trt{run_major}.so" in proc.stderr
             assert "iters" in proc.stderr  # the rejection still reaches the user
         else:
             assert "built against" not in proc.stderr
+
+
+@pytest.mark.parametrize(("lib_version", "expect"), [("11.1", "received"), ("10.16", "silent")])
+def test_library_recognises_tensorrt_rtx(lib_version, expect):
+    """TensorRT-RTX reports its own major (1 for 1.7) from getInferLibMajorVersion and has
+    TensorRT 11's logger interfaces: the _trt11 library must use its logger, the _trt10
+    one must refuse it naming the library to load. The harness of the library's own
+    headers plays TensorRT-RTX (MHC_HARNESS_TRT_MAJOR=1)."""
+    harness = _need(BUILDS[lib_version] / layout.HARNESS)
+    lib = _need(LIBS[lib_version])
+    proc = subprocess.run([str(harness), str(lib), "logger"], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "MHC_HARNESS_TRT_MAJOR": "1"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert f"LOGGER {expect}" in proc.stdout, proc.stdout + proc.stderr
+    if expect == "silent":
+        assert "the TensorRT loading it is TensorRT-RTX 1" in proc.stderr
+        assert "libmhc_trt_plugins_trt11.so" in proc.stderr
+    else:
+        assert "built against" not in proc.stderr
+
+
+@pytest.mark.parametrize("version", list(BUILDS))
+def test_a_plan_carrying_the_library_is_recognised(version):
+    """TrtEngine decides from the plan's bytes whether the library is in it
+    (--serialize-plugins): the markers it looks for are in the library, not elsewhere."""
+    from mhc_export.engine.runtime import plan_embeds_plugin_library
+
+    lib = _need(LIBS[version]).read_bytes()
+    assert plan_embeds_plugin_library(b"plan header" + lib + b"plan tail")
+    assert not plan_embeds_plugin_library(_need(BUILDS[version] / layout.HARNESS).read_bytes())
 
 
 @pytest.mark.parametrize("version", list(EXAMPLES))

@@ -26,16 +26,21 @@ def add_build_options(parser: argparse.ArgumentParser) -> None:
                         "TensorRT, else the ONNX local functions; "
                         "'none' forces the local functions)")
     g.add_argument("--serialize-plugins", action="store_true",
-                   help="embed the plugin library in the plan (TensorRT 10+)")
+                   help="embed the plugin library in the plan (TensorRT 10+; makes the "
+                        "plan version-compatible, which TensorRT requires for this)")
     g.add_argument("--decode-max-tokens", type=_positive, default=DEFAULT_DECODE_MAX_TOKENS,
                    metavar="N", help="decode profile: up to N tokens (default %(default)s)")
     g.add_argument("--prefill-max-tokens", type=_positive, default=DEFAULT_PREFILL_MAX_TOKENS,
                    metavar="N", help="prefill profile: up to N tokens (default %(default)s)")
     prec = g.add_mutually_exclusive_group()
-    prec.add_argument("--fp16", action="store_true", help="allow fp16 kernels")
-    prec.add_argument("--bf16", action="store_true", help="allow bf16 kernels")
     prec.add_argument("--strongly-typed", action="store_true",
-                      help="strongly typed network: the ONNX's types decide precision")
+                      help="strongly typed network: the ONNX's types decide precision "
+                           "(the default; export in bf16/fp16 to build in bf16/fp16)")
+    prec.add_argument("--fp16", action="store_true",
+                      help="weakly typed network allowed fp16 kernels (TensorRT 10 only; "
+                           "an error on TensorRT 11 and TensorRT-RTX)")
+    prec.add_argument("--bf16", action="store_true",
+                      help="weakly typed network allowed bf16 kernels (TensorRT 10 only)")
     g.add_argument("--no-tf32", action="store_true", help="disallow TF32 for float32 math")
     g.add_argument("--timing-cache", metavar="FILE",
                    help="timing cache to load (if present) and update after the build")
@@ -89,7 +94,7 @@ def build_from_args(
         prefill_max_tokens=int(opt("prefill_max_tokens", DEFAULT_PREFILL_MAX_TOKENS)),
         precision=Precision(fp16=bool(opt("fp16", False)), bf16=bool(opt("bf16", False)),
                             tf32=not opt("no_tf32", False),
-                            strongly_typed=bool(opt("strongly_typed", False))),
+                            strongly_typed=True if opt("strongly_typed", False) else None),
         timing_cache=opt("timing_cache"),
         plugins=opt("plugins"),
         serialize_plugins=bool(opt("serialize_plugins", False)),

@@ -33,6 +33,7 @@ from ..errors import MhcError
 from ..onnx_check import check_mhc_nodes
 from ..preflight import load_onnx
 from ..spec import ONNX_DOMAIN
+from . import plugin_layers as PL
 from .runtime import find_plugin_library, load_plugin_library, make_logger, sha256_file
 from .trt_module import TensorRT, load_tensorrt
 
@@ -305,14 +306,20 @@ def make_progress_monitor(trt: TensorRT, printer: ProgressPrinter) -> Any:
 
 @dataclass
 class Precision:
-    """Requested precision. fp16/bf16 let TensorRT pick lower precision kernels
-    (weakly typed networks); strongly_typed makes the ONNX's own types binding
-    (the right mode for an ONNX exported in bf16)."""
+    """Requested precision. By default the network is strongly typed: the ONNX's own
+    types decide (export in bf16/fp16 to build in bf16/fp16). fp16/bf16 ask for a weakly
+    typed network in which TensorRT may pick lower precision kernels: TensorRT 10 only
+    (its BuilderFlag FP16/BF16, deprecated since 10.12); TensorRT 11 and TensorRT-RTX
+    have no such flags, and asking for them there is an error, not a silent fp32 build."""
 
     fp16: bool = False
     bf16: bool = False
     tf32: bool = True
-    strongly_typed: bool = False
+    strongly_typed: bool | None = None  # None: strongly typed unless fp16/bf16 is asked for
+
+    def __post_init__(self) -> None:
+        if self.strongly_typed is None:
+            self.strongly_typed = not (self.fp16 or self.bf16)
 
     def to_dict(self) -> dict[str, bool]:
         return {"fp16": self.fp16, "bf16": self.bf16, "tf32": self.tf32,
@@ -352,12 +359,8 @@ def gpu_info() -> dict[str, str]:
 
 def count_plugin_layers(network: Any, mod: Any) -> int | None:
     """Plugin layers in a parsed network (None where the API cannot tell)."""
-    layer_type = getattr(mod, "LayerType", None)
-    if layer_type is None or not hasattr(network, "num_layers"):
-        return None
-    kinds = {getattr(layer_type, k) for k in ("PLUGIN", "PLUGIN_V2", "PLUGIN_V3")
-             if hasattr(layer_type, k)}
-    return sum(network.get_layer(i).type in kinds for i in range(network.num_layers))
+    names = PL.network_plugin_layer_names(network, mod)
+    return None if names is None else len(names)
 
 
 def _parser_errors(parser: Any) -> str:
@@ -384,6 +387,68 @@ def _set_flag(config: Any, mod: Any, flag: str, notes: list[str], applied: list[
         return
     config.set_flag(member)
     applied.append(flag)
+
+
+def _precision_problem(trt: TensorRT, precision: Precision) -> str | None:
+    """Why this TensorRT cannot honour fp16/bf16 (None where it can): TensorRT 11 and
+    TensorRT-RTX have no weakly typed networks, and building fp32 instead would lie."""
+    if not (precision.fp16 or precision.bf16) or not (trt.is_rtx or (trt.major or 0) >= 11):
+        return None
+    flag, dtype = ("--fp16", "float16") if precision.fp16 else ("--bf16", "bfloat16")
+    return (f"{flag} asks for a weakly typed network, which {trt.flavour} {trt.version} does "
+            "not have (its networks run in the ONNX's own types); export the model in "
+            f"{dtype} (mhc-export export --dtype {dtype} ...) and build it without {flag}")
+
+
+def _network_flags(trt: TensorRT, precision: Precision) -> int:
+    """Network creation flags: STRONGLY_TYPED where the network is not strongly typed
+    anyway (TensorRT 11 makes every network so and deprecates the flag)."""
+    ndcf = trt.module.NetworkDefinitionCreationFlag
+    flags = 0
+    if precision.strongly_typed and (trt.is_rtx or (trt.major or 0) < 11):
+        st = getattr(ndcf, "STRONGLY_TYPED", None)
+        if st is None:
+            raise EngineBuildError(f"{trt.flavour} {trt.version} has no strongly typed "
+                                   "networks; pass --fp16 or --bf16 for a weakly typed one")
+        flags |= 1 << int(st)
+    explicit = getattr(ndcf, "EXPLICIT_BATCH", None)
+    if explicit is not None and int(trt.version.split(".")[0]) < 10 and not trt.is_rtx:
+        flags |= 1 << int(explicit)  # required before TensorRT 10, deprecated after
+    return flags
+
+
+def _require_plugin_layers(trt: TensorRT, plugin_lib: Path, onnx_path: Path,
+                           layers_by_op: dict[str, int] | None, node_ops: dict[str, str],
+                           notes: list[str]) -> None:
+    """Fail a build with the plugin library where an mhc op became no plugin layer."""
+    if layers_by_op is None:
+        notes.append("this TensorRT cannot list layer types: plugin layers not counted")
+        return
+    problems = PL.missing_plugin_layers(layers_by_op, node_ops)
+    if not problems:
+        return
+    why = ("" if trt.imports_plugins_over_functions() else
+           f" (TensorRT {trt.version} is older than 10.7, whose ONNX parser always imports "
+           "a node that names a local function as that function; use TensorRT >= 10.7)")
+    raise EngineBuildError(
+        f"the plugin library {plugin_lib} was loaded but TensorRT's parser imported mhc "
+        f"nodes of {onnx_path} as local functions: {'; '.join(problems)}{why}. To build "
+        "the mhc nodes from their ONNX local functions on purpose, pass --plugins none."
+    )
+
+
+def _serialize_plugins(trt: TensorRT, config: Any, plugin_lib: Path, applied: list[str]) -> None:
+    """Embed the plugin library in the plan. TensorRT serializes plugin libraries only
+    into version-compatible engines (NvInfer.h, setPluginsToSerialize), so the flag is set
+    with it, or the combination is refused where it does not exist."""
+    vc = getattr(trt.module.BuilderFlag, "VERSION_COMPATIBLE", None)
+    if vc is None or not hasattr(config, "plugins_to_serialize"):
+        raise ValueError(f"--serialize-plugins needs version-compatible engines, which "
+                         f"{trt.flavour} {trt.version} cannot build; build without it and "
+                         "load the plugin library when the engine is run")
+    config.set_flag(vc)
+    applied.append("VERSION_COMPATIBLE")
+    config.plugins_to_serialize = [str(plugin_lib)]
 
 
 def build_engine(
@@ -428,7 +493,10 @@ def build_engine(
     if precision.strongly_typed and (precision.fp16 or precision.bf16):
         raise ValueError("--fp16/--bf16 do not apply to a strongly typed network: its "
                          "precision is the ONNX's own types; choose one or the other")
-    check_mhc_nodes(load_onnx(onnx_path), str(onnx_path))
+    model = load_onnx(onnx_path)
+    check_mhc_nodes(model, str(onnx_path))
+    node_ops = PL.mhc_node_ops(model)
+    del model
     inputs = read_onnx_inputs(onnx_path)
     if profiles is None:
         profiles = compute_profiles(inputs, decode_max_tokens=decode_max_tokens,
@@ -439,61 +507,48 @@ def build_engine(
 
     trt = load_tensorrt(tensorrt)  # raises TensorRTNotAvailable with the reason
     mod = trt.module
+    if problem := _precision_problem(trt, precision):
+        raise ValueError(problem)
     plugin_lib = find_plugin_library(plugins, trt.major)
     notes: list[str] = []
     if compute_capabilities and not trt.is_rtx:
         raise ValueError("compute_capabilities applies to TensorRT-RTX only")
     if plugin_lib is not None:
         load_plugin_library(trt, plugin_lib)
-    elif uses_mhc_ops(onnx_path):
+    elif node_ops:
         notes.append("no plugin library given or found: TensorRT's parser builds the mHC "
                      "nodes from their ONNX local functions (standard layers)")
 
     logger = make_logger(trt, verbose)
     builder = mod.Builder(logger)
-    flags = 0
-    if precision.strongly_typed:
-        st = getattr(mod.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
-        if st is None:
-            raise EngineBuildError(f"{trt.flavour} {trt.version} has no strongly typed networks")
-        flags |= 1 << int(st)
-    explicit = getattr(mod.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH", None)
-    if explicit is not None and int(trt.version.split(".")[0]) < 10 and not trt.is_rtx:
-        flags |= 1 << int(explicit)  # required before TensorRT 10, deprecated after
-    network = builder.create_network(flags)
+    network = builder.create_network(_network_flags(trt, precision))
     parser = mod.OnnxParser(network, logger)
     # parse_from_file resolves external data (.onnx.data) relative to the model.
     if not parser.parse_from_file(str(onnx_path)):
         raise EngineBuildError(
             f"TensorRT's ONNX parser rejected {onnx_path}:\n  {_parser_errors(parser)}"
         )
-    plugin_layers = count_plugin_layers(network, mod)
-    if plugin_lib is not None and uses_mhc_ops(onnx_path) and plugin_layers == 0:
-        why = ("" if trt.imports_plugins_over_functions() else
-               f" (TensorRT {trt.version} is older than 10.7, whose ONNX parser always imports "
-               "a node that names a local function as that function; use TensorRT >= 10.7)")
-        raise EngineBuildError(
-            f"the plugin library {plugin_lib} was loaded but TensorRT's parser imported no mhc "
-            f"node of {onnx_path} as a plugin layer{why}. To build the mhc nodes from their "
-            "ONNX local functions on purpose, pass --plugins none."
-        )
+    names = PL.network_plugin_layer_names(network, mod)
+    layers_by_op = None if names is None else PL.count_by_op(names, node_ops)
+    if plugin_lib is not None and node_ops:
+        _require_plugin_layers(trt, plugin_lib, onnx_path, layers_by_op, node_ops, notes)
 
     config = builder.create_builder_config()
     applied: list[str] = []
-    if not trt.is_rtx:
-        if precision.fp16:
-            _set_flag(config, mod, "FP16", notes, applied)
-        if precision.bf16:
-            _set_flag(config, mod, "BF16", notes, applied)
+    if precision.fp16:
+        _set_flag(config, mod, "FP16", notes, applied)
+    if precision.bf16:
+        _set_flag(config, mod, "BF16", notes, applied)
+    if precision.fp16 or precision.bf16:
+        notes.append("weakly typed network (--fp16/--bf16): TensorRT may pick kernels of "
+                     "either precision and put reformats around the plugins; TensorRT "
+                     "deprecates these flags since 10.12 (export in that dtype instead)")
     if precision.tf32:
         _set_flag(config, mod, "TF32", notes, applied)
     elif hasattr(mod.BuilderFlag, "TF32"):
         config.clear_flag(mod.BuilderFlag.TF32)
     if precision.strongly_typed:
         applied.append("STRONGLY_TYPED")
-    if trt.is_rtx and (precision.fp16 or precision.bf16):
-        notes.append("TensorRT-RTX has no FP16/BF16 builder flags: its networks run in the "
-                     "types of the ONNX model (export in bf16/fp16 to get them)")
     if workspace_mib is not None:
         config.set_memory_pool_limit(mod.MemoryPoolType.WORKSPACE, workspace_mib << 20)
     if optimization_level is not None:
@@ -516,14 +571,9 @@ def build_engine(
             raise EngineBuildError(f"TensorRT rejected optimization profile {p.to_dict()}: "
                                    + " | ".join(logger.errors))
 
-    if plugin_lib is not None and serialize_plugins:
-        if hasattr(config, "plugins_to_serialize"):
-            config.plugins_to_serialize = [str(plugin_lib)]
-        else:
-            notes.append("this TensorRT cannot serialize plugin libraries into the plan")
-            serialize_plugins = False
-    elif serialize_plugins:
-        serialize_plugins = False
+    serialize_plugins = bool(serialize_plugins and plugin_lib is not None)
+    if serialize_plugins:
+        _serialize_plugins(trt, config, plugin_lib, applied)
 
     cache_path = Path(timing_cache) if timing_cache else None
     cache = None
@@ -582,12 +632,54 @@ def build_engine(
         "plugins": {
             "library": str(plugin_lib) if plugin_lib else None,
             "sha256": sha256_file(plugin_lib) if plugin_lib else None,
-            "serialized": bool(plugin_lib and serialize_plugins),
-            "layers": plugin_layers,
+            "serialized": serialize_plugins,
+            "layers": None if names is None else len(names),
+            "layers_by_op": layers_by_op,
         },
+        "version_compatible": serialize_plugins,
         "timing_cache": str(cache_path.resolve()) if cache_path else None,
         "notes": notes,
     }
     sidecar_path = Path(f"{plan_path}.json")
     atomic_write_text(sidecar_path, json.dumps(sidecar, indent=2) + "\n")
     return BuildResult(plan_path, sidecar_path, sidecar, notes)
+
+
+def parse_plugin_layers(
+    onnx_path: str | os.PathLike[str],
+    plugin_lib: str | os.PathLike[str],
+    *,
+    load: str = "registry",
+    tensorrt: str | None = None,
+) -> tuple[dict[str, int], dict[str, str]]:
+    """Parse ``onnx_path`` with the plugin library loaded and count its plugin layers per op.
+
+    ``load`` says how the library gets into the process: "registry"
+    (``IPluginRegistry.load_library``, as ``mhc-export build`` and trtexec
+    --dynamicPlugins do) or "dlopen" (``ctypes.CDLL`` after TensorRT is imported,
+    as ``polygraphy --plugins`` does: then only the library's own load-time
+    registration can make plugin layers). Returns (layers per op, mhc node ops).
+    """
+    import ctypes
+
+    trt = load_tensorrt(tensorrt)
+    lib = find_plugin_library(plugin_lib, trt.major)
+    if lib is None:
+        raise ValueError("--plugins none parses no plugin layers; name a library")
+    if load == "dlopen":
+        ctypes.CDLL(str(lib))
+    else:
+        load_plugin_library(trt, lib)
+    mod = trt.module
+    logger = make_logger(trt)
+    builder = mod.Builder(logger)
+    network = builder.create_network(_network_flags(trt, Precision()))
+    parser = mod.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        raise EngineBuildError(
+            f"TensorRT's ONNX parser rejected {onnx_path}:\n  {_parser_errors(parser)}")
+    node_ops = PL.mhc_node_ops(load_onnx(Path(onnx_path)))
+    names = PL.network_plugin_layer_names(network, mod)
+    if names is None:
+        raise EngineBuildError(f"{trt.flavour} {trt.version} cannot list layer types")
+    return PL.count_by_op(names, node_ops), node_ops

@@ -302,6 +302,16 @@ def _torch_dtype(trt_dtype: Any) -> torch.dtype | str:
     return TRT_TO_TORCH.get(trt_dtype.name, trt_dtype.name)
 
 
+# Strings in the plugin library's read-only data that no plan has otherwise: a plan
+# built with plugins_to_serialize carries the library file, and with it these.
+_EMBEDDED_LIBRARY_MARKERS = (b"\x7fELF", b"[mhc plugins] ", b"getCreators")
+
+
+def plan_embeds_plugin_library(data: bytes) -> bool:
+    """Whether a serialized plan carries the mhc plugin library (``--serialize-plugins``)."""
+    return all(m in data for m in _EMBEDDED_LIBRARY_MARKERS)
+
+
 def read_sidecar(plan_path: str | os.PathLike[str]) -> dict[str, Any] | None:
     """The builder's ``<plan>.json`` next to the plan, or None where there is none."""
     side = Path(f"{plan_path}.json")
@@ -364,6 +374,65 @@ def _validity_problems(trt: TensorRT, runtime: Any, data: bytes) -> list[str]:
     return names or ["INVALID (no diagnostic given)"]
 
 
+# NvInferRuntime.h (IExecutionContext::setTensorAddress): I/O addresses must be
+# 256-byte aligned. A contiguous view keeps its storage offset, so it may not be.
+BINDING_ALIGNMENT = 256
+
+
+def aligned(t: torch.Tensor) -> torch.Tensor:
+    """``t`` itself when contiguous at a 256-byte aligned address, else an aligned copy."""
+    t = t.contiguous()
+    if t.data_ptr() % BINDING_ALIGNMENT == 0:
+        return t
+    nbytes = t.numel() * t.element_size()
+    raw = torch.empty(nbytes + BINDING_ALIGNMENT, dtype=torch.uint8, device=t.device)
+    skip = -raw.data_ptr() % BINDING_ALIGNMENT
+    out = raw[skip:skip + nbytes].view(t.dtype).view(t.shape)
+    out.copy_(t)  # on the current stream, as the engine will read it
+    return out
+
+
+def _bind(ctx: Any, name: str, t: torch.Tensor, errors: Sequence[str]) -> None:
+    # A refused address leaves the previous call's pointer bound: the engine would
+    # then read or write stale (possibly freed) memory.
+    if not ctx.set_tensor_address(name, t.data_ptr()):
+        raise EngineInputError(f"TensorRT refused the address {t.data_ptr():#x} of "
+                               f"'{name}': " + (" | ".join(errors) or "no reason logged"))
+
+
+def bind_inputs(ctx: Any, inputs: Mapping[str, torch.Tensor],
+                errors: Sequence[str] = ()) -> list[torch.Tensor]:
+    """Set shapes and addresses of the inputs; returns the tensors bound (keep them alive
+    until the engine has run: copies made here are on the current stream, so the caching
+    allocator cannot hand their memory out before the engine has read it)."""
+    keep = []
+    for name, t in inputs.items():
+        t = aligned(t)
+        keep.append(t)
+        if not ctx.set_input_shape(name, tuple(t.shape)):
+            raise EngineInputError(f"TensorRT rejected shape {list(t.shape)} for input "
+                                   f"'{name}': " + " | ".join(errors))
+        _bind(ctx, name, t, errors)
+    return keep
+
+
+def bind_outputs(ctx: Any, specs: Sequence[TensorSpec], device: torch.device,
+                 errors: Sequence[str] = ()) -> dict[str, torch.Tensor]:
+    """Allocate the outputs at the shapes the context infers and bind them."""
+    outputs = {}
+    for spec in specs:
+        shape = tuple(ctx.get_tensor_shape(spec.name))
+        if any(v < 0 for v in shape) or isinstance(spec.dtype, str):
+            raise EngineLoadError(
+                f"output '{spec.name}' has shape {list(shape)} and dtype {spec.dtype}: "
+                "data-dependent shapes and non-torch dtypes are not supported by TrtEngine"
+            )
+        out = aligned(torch.empty(shape, dtype=spec.dtype, device=device))
+        _bind(ctx, spec.name, out, errors)
+        outputs[spec.name] = out
+    return outputs
+
+
 class TrtEngine:
     """A deserialized TensorRT engine that runs on torch CUDA tensors.
 
@@ -392,12 +461,16 @@ class TrtEngine:
         self._check_sidecar(len(data))
 
         runtime = mod.Runtime(self._logger)
-        serialized = bool(self.sidecar and self.sidecar.get("plugins", {}).get("serialized"))
-        if serialized and hasattr(runtime, "engine_host_code_allowed"):
-            # The plan carries the plugin library itself; loading it again
-            # would register its creators twice and fail deserialization.
-            runtime.engine_host_code_allowed = True
-            self.plugin_library: Path | None = None
+        # What the plan holds decides, not what the sidecar claims: a plan that
+        # carries the library gets it from TensorRT (loading it again would
+        # register its creators twice); any other plan needs it loaded here.
+        self.embedded_plugins = plan_embeds_plugin_library(data)
+        self.plugin_library: Path | None = None
+        if self.embedded_plugins:
+            if not hasattr(runtime, "engine_host_code_allowed"):
+                raise EngineLoadError(f"{self.plan_path} carries the plugin library, which "
+                                      f"{self.trt.flavour} {self.trt.version} cannot load")
+            runtime.engine_host_code_allowed = True  # version-compatible plans run host code
         else:
             self.plugin_library = self._plugin_library(plugins)
             if self.plugin_library is not None:
@@ -423,6 +496,10 @@ class TrtEngine:
         recorded = self.sidecar.get("plugins", {}).get("library")
         if not recorded:
             return None  # built without plugins: the mHC nodes are standard layers
+        if self.sidecar.get("plugins", {}).get("serialized"):
+            print(f"[mhc-export] {self.plan_path}: the sidecar says the plugin library is in "
+                  "the plan, but the plan does not carry it; loading it from "
+                  f"{recorded}", file=sys.stderr)
         if Path(recorded).is_file():
             return Path(recorded)
         # The plan moved to another machine: look where a library would be here.
@@ -498,27 +575,10 @@ class TrtEngine:
                 raise EngineLoadError(f"TensorRT refused to switch to profile {profile}: "
                                       + " | ".join(self._logger.errors))
             self._profile = profile
-        # Copies made here are on the current stream, so the caching allocator
-        # cannot hand their memory out before the engine has read it.
-        keep = []
-        for name, t in inputs.items():
-            t = t.contiguous()
-            keep.append(t)
-            if not ctx.set_input_shape(name, tuple(t.shape)):
-                raise EngineInputError(f"TensorRT rejected shape {list(t.shape)} for input "
-                                       f"'{name}': " + " | ".join(self._logger.errors))
-            ctx.set_tensor_address(name, t.data_ptr())
-        outputs = {}
-        for spec in self.description.outputs:
-            shape = tuple(ctx.get_tensor_shape(spec.name))
-            if any(v < 0 for v in shape) or isinstance(spec.dtype, str):
-                raise EngineLoadError(
-                    f"output '{spec.name}' has shape {list(shape)} and dtype {spec.dtype}: "
-                    "data-dependent shapes and non-torch dtypes are not supported by TrtEngine"
-                )
-            out = torch.empty(shape, dtype=spec.dtype, device=keep[0].device if keep else "cuda")
-            ctx.set_tensor_address(spec.name, out.data_ptr())
-            outputs[spec.name] = out
+        keep = bind_inputs(ctx, inputs, self._logger.errors)
+        outputs = bind_outputs(ctx, self.description.outputs,
+                               keep[0].device if keep else torch.device("cuda"),
+                               self._logger.errors)
         if not ctx.execute_async_v3(stream.cuda_stream):
             raise EngineLoadError("execute_async_v3 failed: " + " | ".join(self._logger.errors))
         return outputs

@@ -1,8 +1,8 @@
 #include "mhcPluginCommon.h"
+#include "mhcRegistration.h"
 
 #include <atomic>
 #include <cmath>
-#include <dlfcn.h>
 #include <cstdio>
 #include <cstring>
 #include <exception>
@@ -62,46 +62,26 @@ std::string fieldTypeName(nvinfer1::PluginFieldType t)
 }
 } // namespace
 
-namespace
-{
-// The major version of the TensorRT that is calling us: getInferLibMajorVersion
-// from the global scope, else from the shared object that holds the finder's
-// code (libnvinfer is often loaded RTLD_LOCAL). -1 when neither has it.
-int32_t runningTensorRTMajor(nvinfer1::ILoggerFinder const* finder) noexcept
-{
-    using MajorFn = int32_t (*)();
-    void* sym = dlsym(RTLD_DEFAULT, "getInferLibMajorVersion");
-    if (!sym && finder)
-    {
-        Dl_info info{};
-        void const* vtable = *reinterpret_cast<void const* const*>(finder);
-        if (dladdr(vtable, &info) && info.dli_fname)
-        {
-            if (void* h = dlopen(info.dli_fname, RTLD_LAZY | RTLD_NOLOAD))
-            {
-                sym = dlsym(h, "getInferLibMajorVersion");
-                dlclose(h);
-            }
-        }
-    }
-    return sym ? reinterpret_cast<MajorFn>(sym)() : -1;
-}
-} // namespace
-
 void setLoggerFinder(nvinfer1::ILoggerFinder* finder) noexcept
 {
     // ILoggerFinder and ILogger changed their vtables between TensorRT 10 and 11
-    // (11 derives both from IVersionedInterface): a finder from the other major
-    // must never be called. Messages then go to stderr.
-    int32_t const running = finder ? runningTensorRTMajor(finder) : NV_TENSORRT_MAJOR;
-    if (running != NV_TENSORRT_MAJOR)
+    // (11 derives both from IVersionedInterface; TensorRT-RTX has 11's): a finder
+    // of other interfaces must never be called. Messages then go to stderr.
+    int32_t const running = finder ? runningTensorRTMajor(finder, nullptr) : NV_TENSORRT_MAJOR;
+    if (interfaceMajor(running) != NV_TENSORRT_MAJOR)
     {
-        std::fprintf(stderr,
-            "[mhc plugins] this library was built against TensorRT %d headers but the TensorRT "
-            "loading it is %s; its logger is not used (messages go to stderr). Load "
-            "libmhc_trt_plugins_trt%d.so instead.\n",
-            NV_TENSORRT_MAJOR, running < 0 ? "of unknown version" : std::to_string(running).c_str(),
-            running < 0 ? NV_TENSORRT_MAJOR : running);
+        try
+        {
+            std::fprintf(stderr,
+                "[mhc plugins] this library was built against TensorRT %d headers but the TensorRT loading it "
+                "is %s; its logger is not used (messages go to stderr). Load libmhc_trt_plugins_trt%d.so "
+                "instead.\n",
+                NV_TENSORRT_MAJOR, running < 0 ? "of unknown version" : describeTensorRT(running).c_str(),
+                running < 0 ? NV_TENSORRT_MAJOR : interfaceMajor(running));
+        }
+        catch (...)
+        {
+        }
         gLoggerFinder.store(nullptr);
         return;
     }
@@ -346,6 +326,36 @@ int32_t checkResidualShape(char const* plugin, nvinfer1::PluginTensorDesc const&
     mhcStatus_t const st = mhcCheckShape(
         1, static_cast<int32_t>(res.dims.d[1]), static_cast<int32_t>(res.dims.d[2]), toMhcDtype(res.type));
     return st == MHC_STATUS_SUCCESS ? 0 : reportKernelFailure(plugin, "mhcCheckShape", st);
+}
+
+bool profileDesc(char const* plugin, nvinfer1::DynamicPluginTensorDesc const& in, nvinfer1::PluginTensorDesc* out) noexcept
+{
+    nvinfer1::Dims const& lo = in.min;
+    nvinfer1::Dims const& hi = in.max;
+    bool fixed = lo.nbDims == hi.nbDims && lo.nbDims >= 1;
+    for (int32_t k = 1; fixed && k < hi.nbDims; ++k)
+    {
+        fixed = lo.d[k] == hi.d[k];
+    }
+    if (!fixed)
+    {
+        try
+        {
+            std::string range;
+            for (int32_t k = 0; k < hi.nbDims; ++k)
+            {
+                range += (k ? ", " : "") + std::to_string(k < lo.nbDims ? lo.d[k] : -1) + ".." + std::to_string(hi.d[k]);
+            }
+            logError(std::string(plugin) + ": only the first dim (T) may vary within a profile; got [" + range + "]");
+        }
+        catch (...)
+        {
+        }
+        return false;
+    }
+    *out = in.desc;
+    out->dims = hi;
+    return true;
 }
 
 int32_t reportKernelFailure(char const* plugin, char const* what, mhcStatus_t status) noexcept

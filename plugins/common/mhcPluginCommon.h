@@ -204,6 +204,12 @@ protected:
 // the kernels support (mhcCheckShape). Logs and returns -1 otherwise.
 int32_t checkResidualShape(char const* plugin, nvinfer1::PluginTensorDesc const& res) noexcept;
 
+// configurePlugin's view of an input: its type and format with the profile's
+// max dims, after checking that every dim but the first (T) is the same at the
+// profile's min and max (n and d are fixed per engine). Logs and returns false
+// otherwise.
+bool profileDesc(char const* plugin, nvinfer1::DynamicPluginTensorDesc const& in, nvinfer1::PluginTensorDesc* out) noexcept;
+
 // What the four plugins share beyond MhcPluginBase: clone, the output count,
 // and the configure/shape-change checks, which differ between ops only in
 // which input carries the static dims and how it is checked (checkStatic).
@@ -234,7 +240,11 @@ public:
     int32_t configurePlugin(nvinfer1::DynamicPluginTensorDesc const* in, int32_t nbInputs,
         nvinfer1::DynamicPluginTensorDesc const* /*out*/, int32_t nbOutputs) noexcept override
     {
-        return checkCounts(nbInputs, nbOutputs, NbIn, NbOut) ? checkStatic(in[StaticInput].desc) : -1;
+        // desc.dims may hold -1 here (network time); the profile's min/max are concrete.
+        nvinfer1::PluginTensorDesc atMax{};
+        return checkCounts(nbInputs, nbOutputs, NbIn, NbOut) && profileDesc(mPluginName, in[StaticInput], &atMax)
+            ? checkStatic(atMax)
+            : -1;
     }
 
     int32_t onShapeChange(nvinfer1::PluginTensorDesc const* in, int32_t nbInputs,

@@ -14,6 +14,10 @@
 //       hands the library this harness's logger finder, makes it log (a bad
 //       field value) and says whether the message reached that logger; a library
 //       built against another TensorRT major must refuse the finder and use stderr
+//   mhc_plugin_harness LIB registry --load dlopen|loadLibrary[,dlopen|loadLibrary...]
+//       plays libnvinfer's plugin registry (getPluginRegistry is exported like
+//       libnvinfer's): loads the library those ways in that order and lists
+//       every creator registered, with its fields
 //   mhc_plugin_harness LIB run --op pre|sinkhorn|post|head --dtype float32|float16|bfloat16
 //       --n N --d D --T t1,t2,... --dir DIR [--attr name=value]... [--string-fields] [--no-gpu]
 //       the full lifecycle; per T reads DIR/T<t>.<input>.bin (raw, row-major) and
@@ -30,6 +34,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <fstream>
@@ -44,10 +49,12 @@
 using namespace nvinfer1;
 
 // The harness stands in for libnvinfer, which exports this; the plugin library
-// compares it with the TensorRT major of its own headers.
+// compares it with the TensorRT major of its own headers. MHC_HARNESS_TRT_MAJOR
+// makes it claim another (1: TensorRT-RTX 1.x, which reports its own major).
 extern "C" __attribute__((visibility("default"))) int32_t getInferLibMajorVersion() noexcept
 {
-    return NV_TENSORRT_MAJOR;
+    char const* env = std::getenv("MHC_HARNESS_TRT_MAJOR");
+    return env && *env ? static_cast<int32_t>(std::strtol(env, nullptr, 10)) : NV_TENSORRT_MAJOR;
 }
 
 namespace
@@ -113,6 +120,162 @@ private:
 
 HarnessLogger gLogger;
 HarnessLoggerFinder gLoggerFinder(&gLogger);
+
+// ---- the TensorRT side: plugin registry ----------------------------------------
+// What libnvinfer's registry does for a plugin library: loadLibrary dlopens it,
+// hands it the logger finder and registers what getCreators returns (failing
+// when any of them is registered already); registerCreator refuses a second
+// creator of the same name, version and namespace.
+class HarnessRegistry : public IPluginRegistry
+{
+public:
+    PluginLibraryHandle loadLibrary(AsciiChar const* pluginPath) noexcept override
+    {
+        void* h = dlopen(pluginPath, RTLD_NOW | RTLD_LOCAL);
+        if (!h)
+        {
+            std::printf("  [registry] dlopen %s: %s\n", pluginPath, dlerror());
+            return nullptr;
+        }
+        using SetFinder = void (*)(ILoggerFinder*);
+        using GetCreators = IPluginCreatorInterface* const* (*) (int32_t&);
+        auto setFinder = reinterpret_cast<SetFinder>(dlsym(h, "setLoggerFinder"));
+        auto getCreators = reinterpret_cast<GetCreators>(dlsym(h, "getCreators"));
+        if (!getCreators)
+        {
+            return nullptr;
+        }
+        if (setFinder)
+        {
+            setFinder(&gLoggerFinder);
+        }
+        int32_t nb = 0;
+        IPluginCreatorInterface* const* list = getCreators(nb);
+        bool ok = list != nullptr;
+        for (int32_t i = 0; ok && i < nb; ++i)
+        {
+            ok = registerCreator(*list[i], "");
+        }
+        return ok ? h : nullptr;
+    }
+    void deregisterLibrary(PluginLibraryHandle) noexcept override {}
+    bool registerCreator(IPluginCreatorInterface& creator, AsciiChar const* const) noexcept override
+    {
+        ++registerCalls;
+        std::string const key = keyOf(creator);
+        for (auto* c : mCreators)
+        {
+            if (keyOf(*c) == key)
+            {
+                std::printf("  [registry] %s is registered already\n", key.c_str());
+                return false;
+            }
+        }
+        mCreators.push_back(&creator);
+        return true;
+    }
+    bool deregisterCreator(IPluginCreatorInterface const& creator) noexcept override
+    {
+        ++deregisterCalls;
+        auto it = std::find(mCreators.begin(), mCreators.end(), &creator);
+        if (it == mCreators.end())
+        {
+            return false;
+        }
+        mCreators.erase(it);
+        return true;
+    }
+    IPluginCreatorInterface* const* getAllCreators(int32_t* const n) const noexcept override
+    {
+        *n = static_cast<int32_t>(mCreators.size());
+        return mCreators.data();
+    }
+    IPluginCreatorInterface* const* getAllCreatorsRecursive(int32_t* const n) noexcept override
+    {
+        return getAllCreators(n);
+    }
+    IPluginCreatorInterface* getCreator(AsciiChar const* const name, AsciiChar const* const version,
+        AsciiChar const* const ns) noexcept override
+    {
+        std::string const key = std::string(name) + "/" + version + "/" + (ns ? ns : "");
+        for (auto* c : mCreators)
+        {
+            if (keyOf(*c) == key)
+            {
+                return c;
+            }
+        }
+        return nullptr;
+    }
+    void setErrorRecorder(IErrorRecorder* const) noexcept override {}
+    IErrorRecorder* getErrorRecorder() const noexcept override
+    {
+        return nullptr;
+    }
+    bool isParentSearchEnabled() const override
+    {
+        return false;
+    }
+    void setParentSearchEnabled(bool const) override {}
+    IPluginResource* acquirePluginResource(AsciiChar const*, IPluginResource*) noexcept override
+    {
+        return nullptr;
+    }
+    int32_t releasePluginResource(AsciiChar const*) noexcept override
+    {
+        return -1;
+    }
+#if NV_TENSORRT_MAJOR < 11
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+    // TensorRT 10's deprecated IPluginV2 members (gone in 11): never used by the library.
+    bool registerCreator(IPluginCreator&, AsciiChar const* const) noexcept override
+    {
+        return false;
+    }
+    IPluginCreator* const* getPluginCreatorList(int32_t* const n) const noexcept override
+    {
+        *n = 0;
+        return nullptr;
+    }
+    IPluginCreator* getPluginCreator(AsciiChar const* const, AsciiChar const* const, AsciiChar const* const) noexcept override
+    {
+        return nullptr;
+    }
+    bool deregisterCreator(IPluginCreator const&) noexcept override
+    {
+        return false;
+    }
+#pragma GCC diagnostic pop
+#endif
+    // name/version/namespace of a V3 creator ("?" for another interface).
+    static std::string keyOf(IPluginCreatorInterface const& c)
+    {
+        if (std::strcmp(c.getInterfaceInfo().kind, "PLUGIN CREATOR_V3ONE") != 0)
+        {
+            return "?";
+        }
+        auto const& v3 = static_cast<IPluginCreatorV3One const&>(c);
+        return std::string(v3.getPluginName()) + "/" + v3.getPluginVersion() + "/" + v3.getPluginNamespace();
+    }
+    int32_t registerCalls{0};
+    int32_t deregisterCalls{0};
+
+private:
+    std::vector<IPluginCreatorInterface*> mCreators;
+};
+
+HarnessRegistry gRegistry;
+} // namespace
+
+// libnvinfer exports this; a plugin library loaded by dlopen alone finds it with dlsym.
+extern "C" __attribute__((visibility("default"))) IPluginRegistry* getPluginRegistry() noexcept
+{
+    return &gRegistry;
+}
+
+namespace
+{
 
 // ---- the TensorRT side: expression builder ------------------------------------
 // Each expression carries the value it has for the concrete T being checked
@@ -516,6 +679,54 @@ int modeLogger(Library const& lib)
     return 0;
 }
 
+// ---- mode: registry -------------------------------------------------------------------
+// Loads the library the ways TensorRT and its users do, in the order given:
+// "dlopen" (polygraphy --plugins, ctypes.CDLL: nothing but dlopen) and
+// "loadLibrary" (IPluginRegistry::loadLibrary, trtexec --dynamicPlugins).
+// Then lists what this harness's registry holds; pytest checks it.
+int modeRegistry(char const* path, std::string const& steps)
+{
+    std::stringstream ss(steps);
+    std::string step;
+    std::vector<void*> handles;
+    while (std::getline(ss, step, ','))
+    {
+        if (step == "dlopen")
+        {
+            void* h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+            check(h != nullptr, std::string("dlopen ") + path + (h ? "" : std::string(": ") + dlerror()));
+            handles.push_back(h);
+        }
+        else if (step == "loadLibrary")
+        {
+            check(gRegistry.loadLibrary(path) != nullptr, "IPluginRegistry::loadLibrary returns a handle");
+        }
+        else
+        {
+            std::printf("usage: registry --load dlopen|loadLibrary[,...]\n");
+            return 2;
+        }
+    }
+    int32_t nb = 0;
+    IPluginCreatorInterface* const* all = gRegistry.getAllCreators(&nb);
+    for (int32_t i = 0; i < nb; ++i)
+    {
+        std::string fields;
+        if (HarnessRegistry::keyOf(*all[i]) != "?")
+        {
+            PluginFieldCollection const* fc = static_cast<IPluginCreatorV3One*>(all[i])->getFieldNames();
+            for (int32_t k = 0; fc && k < fc->nbFields; ++k)
+            {
+                fields += (k ? "," : "") + std::string(fc->fields[k].name);
+            }
+        }
+        std::printf("REGISTERED %s fields=%s\n", HarnessRegistry::keyOf(*all[i]).c_str(), fields.c_str());
+    }
+    std::printf("REGISTRY %d creators, %d registerCreator calls, %d deregisterCreator calls\n", nb,
+        gRegistry.registerCalls, gRegistry.deregisterCalls);
+    return gFailures ? 1 : 0;
+}
+
 // ---- mode: list --------------------------------------------------------------------
 int modeList(Library const& lib)
 {
@@ -903,7 +1114,10 @@ int modeRun(Library const& lib, RunArgs const& a)
     {
         TensorSpec const& s = i < nbIn ? op->inputs[i] : op->outputs[i - nbIn];
         wantTypes.push_back(typeOf(s, a.dtype));
-        io[i].desc.dims = dimsOf(s, -1, a.n, a.d);
+        // Network time: TensorRT may leave any dim a wildcard in desc.dims (the
+        // full model's residual comes from an Expand); min/max are concrete.
+        io[i].desc.dims.nbDims = static_cast<int32_t>(std::strlen(s.shape));
+        std::fill_n(io[i].desc.dims.d, io[i].desc.dims.nbDims, int64_t{-1});
         io[i].desc.format = TensorFormat::kLINEAR;
         io[i].desc.scale = -1.F;
         io[i].min = dimsOf(s, 1, a.n, a.d);
@@ -940,7 +1154,20 @@ int modeRun(Library const& lib, RunArgs const& a)
 
     // 5. configurePlugin, workspace, serialization.
     rc = build->configurePlugin(io.data(), nbIn, io.data() + nbIn, nbOut);
-    check(rc == 0, tag + ": configurePlugin (T in [1, " + std::to_string(maxT) + "])");
+    check(rc == 0, tag + ": configurePlugin (T in [1, " + std::to_string(maxT) + "], dims -1 in desc.dims)");
+    {
+        // n and d are fixed per engine: a profile in which they vary is refused.
+        std::vector<DynamicPluginTensorDesc> varying(io);
+        for (int32_t i = 0; i < nbIn; ++i)
+        {
+            Dims& mx = varying[i].max;
+            mx.d[mx.nbDims - 1] += mx.nbDims >= 2 ? 8 : 0;
+        }
+        gLogger.takeMessages();
+        check(build->configurePlugin(varying.data(), nbIn, varying.data() + nbIn, nbOut) != 0,
+            tag + ": configurePlugin refuses a profile in which n or d varies");
+        gLogger.takeMessages();
+    }
     size_t const wsBytes = build->getWorkspaceSize(io.data(), nbIn, io.data() + nbIn, nbOut);
     std::printf("  workspace at max T=%lld: %zu bytes\n", static_cast<long long>(maxT), wsBytes);
 
@@ -1216,6 +1443,7 @@ int usage()
 {
     std::printf(
         "usage: mhc_plugin_harness LIB list|fields|logger\n"
+        "       mhc_plugin_harness LIB registry --load dlopen|loadLibrary[,...]\n"
         "       mhc_plugin_harness LIB run --op OP --dtype DT --n N --d D --T t1,t2 --dir DIR [--attr k=v]...\n"
         "                                   [--string-fields] [--no-gpu] [--verbose]\n"
         "       (--attr name:int=V | name:float=V types a field as the ONNX parser would)\n");
@@ -1231,6 +1459,7 @@ int main(int argc, char** argv)
     }
     std::string const mode = argv[2];
     RunArgs a;
+    std::string loadSteps = "dlopen";
     for (int i = 3; i < argc; ++i)
     {
         std::string const k = argv[i];
@@ -1285,6 +1514,10 @@ int main(int argc, char** argv)
         {
             a.gpu = false;
         }
+        else if (k == "--load")
+        {
+            loadSteps = next();
+        }
         else if (k == "--verbose")
         {
             gLogger.mVerbose = true;
@@ -1296,6 +1529,12 @@ int main(int argc, char** argv)
     }
     std::printf("mhc_plugin_harness (TensorRT headers %d.%d.%d)\n", NV_TENSORRT_MAJOR, NV_TENSORRT_MINOR,
         NV_TENSORRT_PATCH);
+    if (mode == "registry")
+    {
+        int const rc = modeRegistry(argv[1], loadSteps);
+        std::printf("%s: %d check(s) failed\n", gFailures ? "FAILED" : "OK", gFailures);
+        return rc;
+    }
     Library lib;
     if (!loadLibrary(argv[1], &lib))
     {
