@@ -28,9 +28,10 @@ from .fuse import fuse_boundaries
 from .onnx_functions import NODE_OPS, function_protos
 from .spec import (
     DEFAULT_OPSET,
-    MIN_OPSET,
     ONNX_DOMAIN,
     ONNX_DOMAIN_VERSION,
+    OPSET_HELP,
+    OPSETS,
     PLUGIN_NAMESPACE,
     PLUGIN_VERSION,
 )
@@ -95,8 +96,8 @@ class ExportResult:
 
 
 def check_opset(opset: int) -> int:
-    if isinstance(opset, bool) or not isinstance(opset, int) or opset < MIN_OPSET:
-        raise ValueError(f"opset must be an int >= {MIN_OPSET}, got {opset!r}")
+    if isinstance(opset, bool) or not isinstance(opset, int) or opset not in OPSETS:
+        raise ValueError(f"--opset {opset!r}: the exporter writes standard opsets {OPSET_HELP}")
     return opset
 
 
@@ -132,6 +133,8 @@ def export(
         )
     proto = program.model_proto
     model_opset = next(o.version for o in proto.opset_import if o.domain == "")
+    if model_opset != opset:  # the converter gives up silently; never write the wrong one
+        raise RuntimeError(f"the exporter wrote opset {model_opset}, not the {opset} asked for")
     if fuse:
         fuse_boundaries(proto.graph)
     counts = _mhc_node_counts(proto)
