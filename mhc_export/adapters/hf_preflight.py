@@ -33,14 +33,16 @@ def check_dtype(dtype: torch.dtype) -> None:
 
 
 def read_headers(files: set[Path]) -> dict[str, dict[str, Any]]:
-    """tensor name -> its header entry (dtype, shape), every file checked for truncation."""
+    """tensor name -> its header entry (dtype, shape, and the file as "file"), every file
+    checked for truncation."""
     entries: dict[str, dict[str, Any]] = {}
     for file in sorted(files):
         try:
             header = safetensors_header(file)
         except ValueError as e:
             raise CheckpointMismatch(str(e)) from None
-        entries.update((k, v) for k, v in header.items() if k != "__metadata__")
+        entries.update((k, {**v, "file": file}) for k, v in header.items()
+                       if k != "__metadata__")
     return entries
 
 
@@ -66,10 +68,16 @@ def check_weights(path: Path, config: Any, weight_map: dict[str, Path]) -> None:
     checkpoint); DeepSeek's published layout is renamed on load and checked there.
     """
     stored = read_headers(set(weight_map.values()))
-    unindexed = sorted(set(weight_map) - set(stored))
-    if unindexed:
-        raise CheckpointMismatch(f"{path}: the index names {len(unindexed)} tensors its files "
-                                 f"do not hold (first: {unindexed[0]})")
+    absent = sorted(set(weight_map) - set(stored))
+    if absent:
+        raise CheckpointMismatch(f"{path}: the index names {len(absent)} tensors its files "
+                                 f"do not hold (first: {absent[0]})")
+    # An index that disagrees with its files is a damaged download, whatever loads.
+    unlisted = sorted(k for k, v in stored.items() if weight_map.get(k) != v["file"])
+    if unlisted:
+        name = unlisted[0]
+        raise CheckpointMismatch(f"{path}: {stored[name]['file'].name} holds {name}, which the "
+                                 f"index does not list there ({len(unlisted)} such tensors)")
     expected = expected_tensors(config)
     for name, meta in stored.items():
         want = expected.get(name)
@@ -77,7 +85,7 @@ def check_weights(path: Path, config: Any, weight_map: dict[str, Path]) -> None:
             continue
         if list(meta["shape"]) != list(want.shape):
             raise CheckpointMismatch(
-                f"{path}: {name} is {list(meta['shape'])} in {weight_map.get(name, path).name} "
+                f"{path}: {name} is {list(meta['shape'])} in {meta['file'].name} "
                 f"but config.json makes it {list(want.shape)}; the config does not match the "
                 "weights")
         if want.is_floating_point() and meta["dtype"] not in _FLOAT_STORAGE:
