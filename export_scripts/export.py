@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Export an mHC model (default: the 'small' config) to ONNX and validate it.
 
-    python export_scripts/export.py                      # small model -> engines/mhc_small.onnx
+    python export_scripts/export.py                  # small model -> engines/mhc_small_float32.onnx
     python export_scripts/export.py --config tiny --dtype float16
     python export_scripts/export.py --op pre --streams 4 --hidden 7168 --dtype bfloat16
     python export_scripts/export.py --hf CKPT_DIR [--layers A:B]   # HF DeepSeek-V4 (docs/HF.md)

@@ -23,6 +23,9 @@ def save_checkpoint(model: MhcModel, path: str | os.PathLike[str]) -> None:
 
 def read_config(path: str | os.PathLike[str]) -> ModelConfig:
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"checkpoint {path} is a directory; name the .safetensors file an "
+                         "mhc-export model was saved to (an HF checkpoint folder goes to --hf)")
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:

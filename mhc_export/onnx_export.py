@@ -30,9 +30,10 @@ from .ort_target import ensure_opset, to_onnxruntime
 from .spec import (
     DEFAULT_OPSET,
     EXPORT_TARGETS,
-    MIN_OPSET,
     ONNX_DOMAIN,
     ONNX_DOMAIN_VERSION,
+    OPSET_HELP,
+    OPSETS,
     PLUGIN_NAMESPACE,
     PLUGIN_VERSION,
 )
@@ -125,8 +126,8 @@ class ExportResult:
 
 
 def check_opset(opset: int) -> int:
-    if isinstance(opset, bool) or not isinstance(opset, int) or opset < MIN_OPSET:
-        raise ValueError(f"opset must be an int >= {MIN_OPSET}, got {opset!r}")
+    if isinstance(opset, bool) or not isinstance(opset, int) or opset not in OPSETS:
+        raise ValueError(f"--opset {opset!r}: the exporter writes standard opsets {OPSET_HELP}")
     return opset
 
 
@@ -167,6 +168,8 @@ def export(
         )
     proto = program.model_proto
     model_opset = next(o.version for o in proto.opset_import if o.domain == "")
+    if model_opset != opset:  # the converter gives up silently; never write the wrong one
+        raise RuntimeError(f"the exporter wrote opset {model_opset}, not the {opset} asked for")
     contrib: dict[str, int] = {}
     if target == "onnxruntime":
         contrib = {k: v for k, v in to_onnxruntime(proto.graph).items() if v}

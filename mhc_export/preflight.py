@@ -7,7 +7,9 @@ the memory a run will need) and turns a failure into ``ValueError`` /
 
 from __future__ import annotations
 
+import json
 import os
+import struct
 from pathlib import Path
 
 import onnx
@@ -16,6 +18,14 @@ from google.protobuf.message import DecodeError
 from .spec import MAX_STREAMS
 
 STREAMS_HELP = f"1..{MAX_STREAMS}"
+# The one rule for default output names of every export (own model, single op, HF):
+# the checkout's engines/ folder (beside mhc_export/), whatever the current directory.
+OUTPUT_DIR = Path(__file__).resolve().parents[1] / "engines"
+
+
+def default_output(name: str) -> Path:
+    """Where an export goes when --out is not given: ``OUTPUT_DIR / name``."""
+    return OUTPUT_DIR / name
 
 
 def check_streams(n: int, flag: str = "--streams") -> int:
@@ -37,8 +47,24 @@ def check_output_path(path: Path, flag: str = "--out") -> Path:
     if not parent.is_dir():
         raise ValueError(f"{flag} {path}: {parent} is a file, not a directory")
     if not os.access(parent, os.W_OK):
-        raise ValueError(f"{flag} {path}: cannot write in {parent}")
+        raise ValueError(f"{flag} {path}: cannot write in {parent} (read-only)")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ValueError(f"{flag} {path}: the existing file cannot be replaced (read-only)")
     return path
+
+
+def check_outputs(outputs: dict[str, Path | None]) -> None:
+    """Every file a command will write ({flag: path}, None = not written), checked up front:
+    each writable, and no two the same file."""
+    seen: dict[Path, str] = {}
+    for flag, path in outputs.items():
+        if path is None:
+            continue
+        check_output_path(path, flag)
+        key = Path(os.path.abspath(path))
+        if key in seen:
+            raise ValueError(f"{flag} {path} is also the {seen[key]} file; name another file")
+        seen[key] = flag
 
 
 def load_onnx(path: Path, *, flag: str = "--onnx", external_data: bool = False
@@ -55,6 +81,66 @@ def load_onnx(path: Path, *, flag: str = "--onnx", external_data: bool = False
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ValueError(f"{flag} {path} is not a readable ONNX model (corrupt or truncated: "
                          f"{first})") from None
+
+
+# safetensors dtype -> bytes per element (the format's names).
+SAFETENSORS_ITEMSIZE = {"F64": 8, "F32": 4, "BF16": 2, "F16": 2, "I64": 8, "I32": 4, "I16": 2,
+                        "I8": 1, "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1,
+                        "U16": 2, "U32": 4, "U64": 8}
+
+
+def safetensors_header(path: Path) -> dict[str, dict]:
+    """The tensor table of a safetensors file, checked against the file's size.
+
+    A download cut short keeps a good header over missing data, so every tensor's
+    byte range, dtype and shape are checked here, before any loader reads them.
+    """
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                raise ValueError(f"{size} bytes, shorter than a header")
+            (length,) = struct.unpack("<Q", head)
+            if length > min(size - 8, 1 << 30):
+                raise ValueError(f"header of {length} bytes in a file of {size}")
+            header = json.loads(f.read(length))
+    except (OSError, ValueError, struct.error) as e:
+        raise ValueError(f"{path} is not a readable safetensors file (corrupt or truncated: "
+                         f"{e})") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"{path} is not a readable safetensors file (header is not a table)")
+    data = size - 8 - length
+    end = 0
+    for name, meta in header.items():
+        if name == "__metadata__":
+            continue
+        _check_entry(path, name, meta, data)
+        end = max(end, meta["data_offsets"][1])
+    if end != data:
+        raise ValueError(f"{path} is truncated or corrupt: its header describes {end} bytes of "
+                         f"tensor data, the file holds {data}")
+    return header
+
+
+def _check_entry(path: Path, name: str, meta: object, data: int) -> None:
+    try:
+        dtype, shape, (begin, end) = meta["dtype"], meta["shape"], meta["data_offsets"]
+        numel = 1
+        for s in shape:
+            numel *= int(s)
+    except (TypeError, KeyError, ValueError):
+        raise ValueError(f"{path}: tensor {name} has a malformed header entry") from None
+    if dtype not in SAFETENSORS_ITEMSIZE:
+        raise ValueError(f"{path}: tensor {name} has unknown dtype {dtype!r}")
+    if not 0 <= begin <= end <= data:
+        raise ValueError(f"{path} is truncated or corrupt: tensor {name} lies at bytes "
+                         f"{begin}..{end}, the file holds {data}")
+    if end - begin != numel * SAFETENSORS_ITEMSIZE[dtype]:
+        raise ValueError(f"{path}: tensor {name} ({dtype} {list(shape)}) should take "
+                         f"{numel * SAFETENSORS_ITEMSIZE[dtype]} bytes, its entry says "
+                         f"{end - begin}")
 
 
 def available_memory() -> int:

@@ -221,6 +221,16 @@ class SingleOp:
     def module(self) -> torch.nn.Module:
         return _MODULES[self.op](self.attrs)
 
+    def memory_bytes(self, tokens: int) -> int:
+        """Peak memory of exporting and validating at ``tokens``: the float32 weights
+        held by the inputs, the tracer, ONNX Runtime and the reference, and the
+        per-token tensors of eager, ONNX Runtime and the comparison (float64)."""
+        n, d = self.streams, self.hidden
+        rows = num_mixes(n) if self.op in ("pre", "post_pre") else n
+        weights = 0 if self.op in ("sinkhorn", "post") else rows * n * d * 4
+        per_token = (2 * n * d + d + n * n + n) * 8
+        return 4 * weights + 6 * tokens * per_token
+
     def reference(self, inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
         out = self.module()(*inputs.values())
         return out if isinstance(out, tuple) else (out,)

@@ -15,7 +15,11 @@ ONNX_DOMAIN = "mhc"
 ONNX_DOMAIN_VERSION = 1
 PLUGIN_NAMESPACE = "mhc"
 PLUGIN_VERSION = "1"
-MIN_OPSET = 17
+# The standard opsets an export can import: what torch.onnx's version converter
+# (onnxscript's) writes; it leaves other requests at opset 18 without failing, so
+# they are refused up front (tests/test_bad_input.py checks this against onnxscript).
+OPSETS = range(18, 26)
+OPSET_HELP = f"{OPSETS.start}..{OPSETS.stop - 1}"
 DEFAULT_OPSET = 20
 
 RESIDUAL_DTYPES: tuple[torch.dtype, ...] = (torch.bfloat16, torch.float16, torch.float32)

@@ -110,10 +110,15 @@ def validation_memory(cfg, dtype, batch: int, seq: int) -> int:
 
 
 def read_metadata(proto: onnx.ModelProto) -> dict[str, Any]:
-    return {
-        p.key.removeprefix(METADATA_PREFIX): json.loads(p.value)
-        for p in proto.metadata_props if p.key.startswith(METADATA_PREFIX)
-    }
+    meta = {}
+    for p in proto.metadata_props:
+        if p.key.startswith(METADATA_PREFIX):
+            try:
+                meta[p.key.removeprefix(METADATA_PREFIX)] = json.loads(p.value)
+            except ValueError as e:
+                raise ValueError(f"metadata {p.key} of the model is not valid JSON ({e}); "
+                                 "re-export it") from None
+    return meta
 
 
 def model_from_metadata(proto: onnx.ModelProto, checkpoint: str | os.PathLike[str] | None = None
@@ -133,8 +138,12 @@ def model_from_metadata(proto: onnx.ModelProto, checkpoint: str | os.PathLike[st
     ckpt = checkpoint or meta.get("checkpoint")
     if ckpt:
         return cast_model(load_checkpoint(ckpt, mode=mode), parse_dtype(meta["dtype"]))
-    return build_model(ModelConfig(**meta["config"]), dtype=meta["dtype"], mode=mode,
-                       seed=meta.get("seed", 0))
+    try:
+        cfg = ModelConfig(**meta["config"])
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"metadata {METADATA_PREFIX}config of the model is not a valid "
+                         f"config ({e}); re-export it") from None
+    return build_model(cfg, dtype=meta["dtype"], mode=mode, seed=meta.get("seed", 0))
 
 
 def _eager_probe(model: MhcModel, tokens: torch.Tensor) -> tuple[torch.Tensor, Probe]:
@@ -201,7 +210,7 @@ def validate_model(
     report = report or Report(f"validate {onnx_path.name}")
     report.config.update({
         "onnx": str(onnx_path), "config": model.cfg.name, "dtype": dtype_name(dtype),
-        "mode": model.mode, "tokens": f"[{batch}, {seq}] (seed {seed})",
+        "mode": graph_form(proto), "tokens": f"[{batch}, {seq}] (seed {seed})",
         "family": model.cfg.family,
     })
     found = graph_family(proto)
@@ -240,6 +249,24 @@ def validate_model(
     return report
 
 
+def graph_form(proto: onnx.ModelProto) -> str:
+    """What the graph holds, as the report says it: fused boundaries, unfused, ONNX Runtime
+    contrib ops, decomposed."""
+    types = {n.op_type for n in proto.graph.node if n.domain == ONNX_DOMAIN}
+    if any(n.domain == "com.microsoft" and n.op_type.startswith("HyperConnection")
+           for n in proto.graph.node):
+        return "ort (ONNX Runtime's HyperConnection contrib ops, boundaries unfused)"
+    if types & {"MhcPostPre", "MhcPostHead"}:
+        return "fused (mhc nodes, boundaries as MhcPostPre/MhcPostHead)"
+    if types & {"MhcPostMix", "MhcPostCollapse"}:
+        return "fused (mhc nodes, boundaries as MhcPostMix/MhcPostCollapse)"
+    if types & {"MhcMix", "MhcCollapse"}:
+        return "unfused (mhc nodes, boundaries as MhcPost + MhcMix/MhcCollapse)"
+    if types:
+        return "unfused (mhc nodes, boundaries as MhcPost + MhcPre/MhcHead)"
+    return "decomposed (standard ops only)"
+
+
 def _validate_mhc_nodes(report: Report, proto: onnx.ModelProto, provider: str,
                         dtype: torch.dtype) -> None:
     """Where the whole graph cannot run, validate each mhc node type on its own."""
@@ -258,9 +285,10 @@ def _validate_mhc_nodes(report: Report, proto: onnx.ModelProto, provider: str,
             path = Path(tmp) / f"{op_type}.onnx"
             export_single_op(spec, path)
             single = validate_single_op(path, spec, providers=[provider])
-        for c in single.comparisons:
-            c.backend = f"{c.backend} ({op_type} node)"
+        for item in (*single.comparisons, *single.invariants):
+            item.backend = f"{item.backend} ({op_type} node)"
         report.comparisons += single.comparisons
+        report.invariants += single.invariants  # each backend's invariants, not eager's only
         report.notes += single.notes
     report.note(f"{dtype_name(dtype)} validated in {ort_runner.provider_label(provider)} on "
                 f"the mhc nodes alone: {sorted(seen)}")

@@ -1,14 +1,23 @@
-"""Fuzz the command line with bad input: every case must exit 2 with one line, no file.
+"""Fuzz the command line with bad input: every case must fail cleanly, at once, leaving nothing.
 
-    python scripts/fuzz_cli.py --count 200 --seed 1
+    python scripts/fuzz_cli.py --count 1000 --seed 1            # every family
+    python scripts/fuzz_cli.py --count 200 --families hf,outputs
 
-Each case takes a valid command and breaks one thing: a size out of range or
-not a number, an unknown dtype or attribute, an attribute value outside its
-range, an output path that is a directory or lies under a file, a corrupt,
-truncated or missing checkpoint or ONNX file, or flags that conflict. The
-command runs in-process (mhc_export.cli.main); the case passes when it exits
-2, printed exactly one line on stderr naming a flag, file or value, printed no
-traceback, and left no new file in its output folder.
+Each case takes a valid command of one subcommand (export of an op, of the
+own model or of an HF checkpoint; validate; build; diagnose) and breaks one
+thing: a size out of range, not a number or beyond memory; an unknown dtype
+or attribute, or one outside its range; an output path (--out, --report,
+--save-checkpoint, --json, --plot, the engine plan) that is a folder, lies
+under a file or in a read-only folder; a corrupt, truncated or missing
+checkpoint or ONNX file; an HF checkpoint broken as a download can be
+(a shard cut short, an index entry lost, a shard missing, a dtype changed in
+a header, a config.json that disagrees with the weights, bad config JSON);
+flags that conflict or would be ignored; an opset outside the exporter's range.
+
+The command runs in-process (mhc_export.cli.main) with default outputs sent to
+a temporary engines/ folder. A case passes when it exits with its expected
+code (2; 3 where a TensorRT build is asked for and TensorRT is missing),
+printed exactly one line on stderr, no traceback, and left no new file.
 """
 
 from __future__ import annotations
@@ -16,25 +25,27 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import json
 import os
 import random
+import shutil
+import subprocess
 import sys
 import tempfile
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from mhc_export import preflight  # noqa: E402
 from mhc_export.cli import main as cli_main  # noqa: E402
 
-BASES = [
-    ["export", "--op", "pre", "--streams", "4", "--hidden", "16", "--no-validate"],
-    ["export", "--op", "head", "--streams", "3", "--hidden", "8", "--no-validate"],
-    ["export", "--op", "sinkhorn", "--streams", "2", "--no-validate"],
-    ["export", "--config", "tiny", "--no-validate"],
-]
 BAD_SIZES = ["0", "-1", "9", "100", "abc", "1.5", ""]
+HUGE = ["1000000000", "100000000", "4294967296"]
 BAD_DTYPES = ["int8", "float64", "bf16x", "half2"]
+BAD_OPSETS = ["0", "16", "17", "26", "99", "x"]
 BAD_ATTRS = {
     "pre": ["sinkhorn_iters=0", "sinkhorn_iters=-3", "sinkhorn_iters=2.5", "rms_eps=-1",
             "pre_eps=nan", "post_mult=0", "post_mult=-2", "sinkhorn_eps=inf", "bogus=1",
@@ -42,61 +53,388 @@ BAD_ATTRS = {
     "head": ["eps=-0.1", "rms_eps=nan", "iters=3"],
     "sinkhorn": ["iters=0", "eps=-1", "eps=abc"],
 }
+OPS = [["--op", "pre", "--streams", "4", "--hidden", "16"],
+       ["--op", "head", "--streams", "3", "--hidden", "8"],
+       ["--op", "sinkhorn", "--streams", "2"]]
+# config.json keys whose change alters some tensor's shape in the test checkpoint.
+SHAPED_KEYS = {"hidden_size": [48, 96], "vocab_size": [50, 200], "moe_intermediate_size": [16],
+               "n_routed_experts": [2, 8], "q_lora_rank": [16], "o_lora_rank": [8],
+               "head_dim": [16, 64], "num_attention_heads": [2, 8], "hc_mult": [2, 3]}
+EXPECTED = {2}
+EXPECTED_TRT = {2, 3}  # a build without TensorRT exits 3 where the input is otherwise fine
 
 
-def _corrupt(path: Path, rnd: random.Random, kind: str) -> Path:
-    if kind == "random":
-        path.write_bytes(rnd.randbytes(rnd.randint(1, 4096)))
-    elif kind == "empty":
-        path.write_bytes(b"")
-    return path
+class Fuzzer:
+    """Fixtures (made once) and one case generator per family."""
 
+    def __init__(self, tmp: Path, rnd: random.Random, with_hf: bool) -> None:
+        self.tmp, self.rnd = tmp, rnd
+        self.work = tmp / "cases"
+        self.work.mkdir()
+        (tmp / "file").write_text("not a folder")
+        self.ro = tmp / "readonly"
+        self.ro.mkdir()
+        (self.ro / "existing.onnx").write_text("x")
+        self.files: dict[str, Path] = {"file": tmp / "file"}
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            self._own_fixtures()
+            if with_hf:
+                self._hf_fixtures()
+        _make_read_only(self.ro)
+        self.families: dict[str, Callable[[], tuple[list[str], set[int]]]] = {
+            "op": self.case_op, "model": self.case_model, "validate": self.case_validate,
+            "build": self.case_build, "diagnose": self.case_diagnose,
+            "outputs": self.case_outputs, "memory": self.case_memory,
+        }
+        if with_hf:
+            self.families["hf"] = self.case_hf
+            self.families["hf-flags"] = self.case_hf_flags
 
-def make_case(rnd: random.Random, tmp: Path, fixtures: dict[str, Path]) -> list[str]:
-    base = list(rnd.choice(BASES))
-    out = ["--out", str(tmp / "out" / "m.onnx")]
-    kind = rnd.choice(["size", "dtype", "attr", "out", "file", "conflict", "opset"])
-    op = base[2] if base[1] == "--op" else None
-    if kind == "size":
-        flag = rnd.choice(["--streams", "--hidden", "--tokens"] if op else ["--batch", "--seq"])
-        if op == "sinkhorn" and flag == "--hidden":
-            flag = "--streams"
-        if flag in ("--tokens", "--batch", "--seq"):
-            base = [a for a in base if a != "--no-validate"]
-        value = rnd.choice(BAD_SIZES if flag == "--streams" else
-                           [v for v in BAD_SIZES if v not in ("9", "100")])
-        base = _set(base, flag, value)
-    elif kind == "dtype":
-        base = _set(base, "--dtype", rnd.choice(BAD_DTYPES))
-    elif kind == "attr" and op:
-        base += ["--attr", rnd.choice(BAD_ATTRS[op])]
-    elif kind == "out":
-        out = ["--out", str(tmp) if rnd.random() < 0.5 else str(fixtures["file"] / "m.onnx")]
-    elif kind == "file":
-        which = rnd.choice(["checkpoint", "onnx", "missing-checkpoint", "missing-onnx"])
-        bad = tmp / f"bad_{rnd.randint(0, 1 << 30)}"
-        if which == "checkpoint":
-            return ["export", "--checkpoint",
-                    str(_corrupt(bad, rnd, rnd.choice(["random", "empty"]))), *out]
-        if which == "onnx":
-            return ["validate", "--onnx", str(_corrupt(bad, rnd, rnd.choice(["random", "empty"]))),
-                    "--report", str(tmp / "out" / "r.json")]
-        if which == "missing-checkpoint":
-            return ["export", "--checkpoint", str(bad), *out]
-        return ["validate", "--onnx", str(bad)]
-    elif kind == "conflict":
-        return rnd.choice([
-            ["export", "--config", "tiny", "--streams", "3", *out],
-            ["export", "--op", "pre", "--config", "small", *out],
-            ["export", "--op", "sinkhorn", "--dtype", "bfloat16", *out],
-            ["export", "--op", "sinkhorn", "--hidden", "8", *out],
-            ["export", "--op", "post", "--no-validate", "--tokens", "3", *out],
-            ["export", "--config", "tiny", "--seq", "200000", *out],
-            ["export", "--config", "small", "--checkpoint", str(fixtures["ckpt"]), *out],
+    # -- fixtures ---------------------------------------------------------------------
+
+    def _own_fixtures(self) -> None:
+        f = self.files
+        f["tiny"], f["ckpt"] = self.tmp / "tiny.onnx", self.tmp / "tiny.safetensors"
+        assert cli_main(["export", "--config", "tiny", "--no-validate", "--out", str(f["tiny"]),
+                         "--save-checkpoint", str(f["ckpt"])]) == 0
+        f["op"] = self.tmp / "pre.onnx"
+        assert cli_main(["export", *OPS[0], "--no-validate", "--out", str(f["op"])]) == 0
+        from mhc_export.checkpoint import save_checkpoint
+        from mhc_export.model import build_model
+
+        f["small_ckpt"] = self.tmp / "small.safetensors"
+        save_checkpoint(build_model("small", seed=1), f["small_ckpt"])
+
+    def _hf_fixtures(self) -> None:
+        from mhc_export.adapters.hf_testing import make_config, save_random_checkpoint
+
+        cfg = dict(num_hidden_layers=1, layer_types=["sliding_attention"],
+                   mlp_layer_types=["moe"])
+        self.hf_sharded, self.hf_single = self.tmp / "hf_sharded", self.tmp / "hf_single"
+        save_random_checkpoint(self.hf_sharded, make_config(**cfg), seed=1,
+                               max_shard_size="100KB")
+        save_random_checkpoint(self.hf_single, make_config(**cfg), seed=2)
+        self.hf_other = self.tmp / "hf_other"
+        save_random_checkpoint(self.hf_other, make_config(**{**cfg, "hidden_size": 96}), seed=3)
+        self.files["hf_onnx"] = self.tmp / "hf.onnx"
+        assert cli_main(["export", "--hf", str(self.hf_single), "--layers", "0:1",
+                         "--no-validate", "--out", str(self.files["hf_onnx"])]) == 0
+
+    # -- helpers ----------------------------------------------------------------------
+
+    def case_dir(self) -> Path:
+        d = self.work / f"c{self.rnd.randrange(1 << 40):x}"
+        d.mkdir()
+        return d
+
+    def bad_path(self, name: str) -> tuple[Path, str]:
+        """An output path that cannot be written, and how: a folder, under a file, read-only."""
+        kind = self.rnd.choice(["folder", "under-file", "read-only", "read-only-new-dir"])
+        if kind == "folder":
+            d = self.case_dir() / name
+            d.mkdir()
+            return d, kind
+        if kind == "under-file":
+            return self.files["file"] / "sub" / name, kind
+        if kind == "read-only":
+            return self.ro / self.rnd.choice([name, "existing.onnx"]), kind
+        return self.ro / "new" / name, kind
+
+    def corrupt_file(self, path: Path) -> Path:
+        kind = self.rnd.choice(["random", "empty", "truncated"])
+        if kind == "random":
+            path.write_bytes(self.rnd.randbytes(self.rnd.randint(1, 4096)))
+        elif kind == "empty":
+            path.write_bytes(b"")
+        else:
+            data = self.files[self.rnd.choice(["tiny", "ckpt", "op"])].read_bytes()
+            path.write_bytes(data[: self.rnd.randint(1, len(data) - 1)])
+        return path
+
+    def out(self) -> list[str]:
+        return ["--out", str(self.work / "out" / "m.onnx")]
+
+    # -- families ---------------------------------------------------------------------
+
+    def case_op(self) -> tuple[list[str], set[int]]:
+        r = self.rnd
+        base = ["export", *r.choice(OPS), "--no-validate"]
+        op = base[2]
+        kind = r.choice(["size", "dtype", "attr", "opset", "conflict"])
+        if kind == "size":
+            flag = r.choice(["--streams", "--tokens"] + ([] if op == "sinkhorn" else ["--hidden"]))
+            if flag == "--tokens":
+                base.remove("--no-validate")
+            values = BAD_SIZES if flag == "--streams" else [v for v in BAD_SIZES
+                                                            if v not in ("9", "100")]
+            base = _set(base, flag, r.choice(values))
+        elif kind == "dtype":
+            base = _set(base, "--dtype", r.choice(BAD_DTYPES + (["bfloat16"] if op == "sinkhorn"
+                                                                 else [])))
+        elif kind == "attr":
+            base += ["--attr", r.choice(BAD_ATTRS[op])]
+        elif kind == "opset":
+            base += ["--opset", r.choice(BAD_OPSETS)]
+        else:
+            base += r.choice([["--config", "small"], ["--batch", "2"], ["--seq", "3"],
+                              ["--no-fuse"], ["--mode", "decomposed"], ["--seed", "1"],
+                              ["--external-data", "always"], ["--layers", "0:1"],
+                              ["--checkpoint", str(self.files["ckpt"])], ["--tokens", "3"]])
+        return [*base, *self.out()], EXPECTED
+
+    def case_model(self) -> tuple[list[str], set[int]]:
+        r = self.rnd
+        base = ["export", "--config", "tiny", "--no-validate"]
+        kind = r.choice(["size", "dtype", "opset", "conflict", "checkpoint"])
+        if kind == "size":
+            flag = r.choice(["--batch", "--seq"])
+            base = _set([a for a in base if a != "--no-validate"], flag,
+                        r.choice([v for v in BAD_SIZES if v not in ("9", "100")]))
+        elif kind == "dtype":
+            base = _set(base, "--dtype", r.choice(BAD_DTYPES))
+        elif kind == "opset":
+            base += ["--opset", r.choice(BAD_OPSETS)]
+        elif kind == "conflict":
+            base += r.choice([["--streams", "3"], ["--hidden", "8"], ["--attr", "rms_eps=1"],
+                              ["--mode", "decomposed", "--no-fuse"], ["--report", "r.json"],
+                              ["--checkpoint", str(self.files["ckpt"])], ["--layers", "0:1"],
+                              ["--config", "nope"], ["--external-data", "sometimes"]])
+        else:
+            which = r.choice(["corrupt", "missing", "folder", "onnx-as-ckpt"])
+            bad = self.case_dir() / "bad.safetensors"
+            path = {"corrupt": lambda: self.corrupt_file(bad), "missing": lambda: bad,
+                    "folder": lambda: bad.parent, "onnx-as-ckpt": lambda: self.files["tiny"]
+                    }[which]()
+            return ["export", "--checkpoint", str(path), *self.out()], EXPECTED
+        return [*base, *self.out()], EXPECTED
+
+    def case_validate(self) -> tuple[list[str], set[int]]:
+        r = self.rnd
+        f = self.files
+        kind = r.choice(["corrupt", "missing", "folder", "flags", "checkpoint", "memory",
+                         "metadata", "engine"] + (["hf-checkpoint"] if "hf_onnx" in f else []))
+        report = ["--report", str(self.work / "out" / "r.json")]
+        if kind == "corrupt":
+            return ["validate", "--onnx", str(self.corrupt_file(self.case_dir() / "b.onnx")),
+                    *report], EXPECTED
+        if kind == "missing":
+            return ["validate", "--onnx", str(self.work / "none.onnx")], EXPECTED
+        if kind == "folder":
+            return ["validate", "--onnx", str(self.case_dir()), *report], EXPECTED
+        if kind == "flags":
+            return r.choice([
+                ["validate", "--onnx", str(f["tiny"]), "--tokens", "3", *report],
+                ["validate", "--onnx", str(f["op"]), "--batch", "2", *report],
+                ["validate", "--onnx", str(f["op"]), "--checkpoint", str(f["ckpt"]), *report],
+                ["validate", "--onnx", str(f["tiny"]), "--plugins", "x.so", *report],
+                ["validate", "--onnx", str(f["tiny"]), "--seq", r.choice(["0", "-2", "x"])],
+                ["validate", *report],
+            ]), EXPECTED
+        if kind == "checkpoint":
+            bad = r.choice([f["small_ckpt"], self.case_dir(), self.work / "none.safetensors",
+                            self.corrupt_file(self.case_dir() / "c.safetensors")])
+            return ["validate", "--onnx", str(f["tiny"]), "--checkpoint", str(bad),
+                    *report], EXPECTED
+        if kind == "memory":
+            flag = r.choice(["--seq", "--batch"]) if r.random() < 0.6 else "--tokens"
+            target = f["op"] if flag == "--tokens" else f["tiny"]
+            return ["validate", "--onnx", str(target), flag, r.choice(HUGE), *report], EXPECTED
+        if kind == "metadata":
+            return ["validate", "--onnx", str(self.broken_metadata()), *report], EXPECTED
+        if kind == "engine":
+            return ["validate", "--engine", str(r.choice([
+                self.work / "none.plan", self.corrupt_file(self.case_dir() / "e.plan")])),
+                    *report], EXPECTED_TRT
+        other = r.choice([self.hf_other, self.case_dir(), self.work / "nowhere"])
+        return ["validate", "--onnx", str(f["hf_onnx"]), "--checkpoint", str(other),
+                *report], EXPECTED
+
+    def broken_metadata(self) -> Path:
+        import onnx
+
+        proto = onnx.load(self.files["tiny"])
+        key = self.rnd.choice(["mhc_export.config", "mhc_export.dtype", "mhc_export.mode"])
+        value = self.rnd.choice(['{"hidden": 64,', '"float99"', '[1, 2]', "{}", "nan"])
+        for p in proto.metadata_props:
+            if p.key == key:
+                p.value = value
+        path = self.case_dir() / "meta.onnx"
+        onnx.save(proto, path)
+        return path
+
+    def case_build(self) -> tuple[list[str], set[int]]:
+        r = self.rnd
+        f = self.files
+        plan = ["--out", str(self.work / "out" / "m.plan")]
+        kind = r.choice(["onnx", "flags", "out"])
+        if kind == "onnx":
+            bad = r.choice([self.work / "none.onnx", self.case_dir(),
+                            self.corrupt_file(self.case_dir() / "b.onnx")])
+            return ["build", "--onnx", str(bad), *plan], EXPECTED_TRT
+        if kind == "flags":
+            return ["build", "--onnx", str(f["op"]), *plan, *r.choice([
+                ["--decode-max-tokens", r.choice(["0", "-1", "x"])],
+                ["--prefill-max-tokens", r.choice(["0", "x"])],
+                ["--fp16", "--bf16"], ["--strongly-typed", "--fp16"],
+                ["--workspace-mib", "0"], ["--tensorrt", "nvidia"],
+                ["--plugins", str(self.work / "none.so")],
+            ])], EXPECTED_TRT
+        path, _ = self.bad_path("m.plan")
+        return ["build", "--onnx", str(f["op"]), "--out", str(path)], EXPECTED_TRT
+
+    def case_diagnose(self) -> tuple[list[str], set[int]]:
+        r = self.rnd
+        base = ["diagnose", "--samples", "1", "--widths", "8", "16"]
+        kind = r.choice(["widths", "streams", "iters", "samples", "json", "plot", "same"])
+        if kind == "widths":
+            base = _set_list(base, "--widths", r.choice([["0"], ["-8", "16"], ["8", "8"], ["x"],
+                                                         [r.choice(HUGE)], ["64", "1e3"]]))
+        elif kind in ("streams", "iters", "samples"):
+            values = {"streams": ["0", "1", "9", "x"], "iters": ["0", "-1", "x"],
+                      "samples": ["0", "-3", "2.5"]}[kind]
+            base = _set(base, f"--{kind}", r.choice(values))
+        elif kind in ("json", "plot"):
+            path, _ = self.bad_path("d.json" if kind == "json" else "d.png")
+            base += [f"--{kind}", str(path)]
+        else:
+            same = str(self.work / "out" / "d")
+            base += ["--json", same, "--plot", same]
+        return base, EXPECTED
+
+    def case_outputs(self) -> tuple[list[str], set[int]]:
+        """Every output path of every command: a folder, under a file, read-only."""
+        r = self.rnd
+        f = self.files
+        which = r.choice(["op --out", "op --report", "model --out", "model --report",
+                          "model --save-checkpoint", "validate --report", "export plan",
+                          "build --out"] + (["hf --out", "hf --report"] if "hf_onnx" in f
+                                            else []))
+        path, _ = self.bad_path("r.json" if "report" in which else "m.onnx")
+        good_out = str(self.case_dir() / "m.onnx")
+        if which.startswith("op"):
+            base = ["export", *OPS[0], "--tokens", "3"]
+        elif which.startswith("model"):
+            base = ["export", "--config", "tiny", "--seq", "2"]
+        elif which.startswith("hf"):
+            base = ["export", "--hf", str(self.hf_sharded)]
+        elif which == "validate --report":
+            return ["validate", "--onnx", str(f["op"]), "--report", str(path)], EXPECTED
+        elif which == "build --out":
+            return ["build", "--onnx", str(f["op"]), "--out", str(path)], EXPECTED_TRT
+        else:  # the engine plan beside --out is a folder
+            d = self.case_dir()
+            (d / "m.plan").mkdir()
+            return ["export", *OPS[0], "--no-validate", "--out", str(d / "m.onnx"),
+                    "--build-engine"], EXPECTED_TRT
+        flag = which.split()[1]
+        if flag == "--out":
+            return [*base, "--out", str(path)], EXPECTED
+        return [*base, "--out", good_out, flag, str(path)], EXPECTED
+
+    def case_memory(self) -> tuple[list[str], set[int]]:
+        r = self.rnd
+        return r.choice([
+            ["export", "--op", "pre", "--hidden", r.choice(HUGE), *self.out()],
+            ["export", "--op", r.choice(["post", "head", "post_pre"]), "--tokens",
+             r.choice(HUGE), *self.out()],
+            ["export", "--op", "sinkhorn", "--tokens", r.choice(HUGE), *self.out()],
+            ["export", "--config", r.choice(["tiny", "small"]), r.choice(["--seq", "--batch"]),
+             r.choice(HUGE), *self.out()],
+            ["diagnose", "--widths", "64", r.choice(HUGE)],
+        ]), EXPECTED
+
+    def case_hf(self) -> tuple[list[str], set[int]]:
+        """A checkpoint broken as a download can be."""
+        r = self.rnd
+        src = r.choice([self.hf_sharded, self.hf_single])
+        ck = self.case_dir() / "ckpt"
+        shutil.copytree(src, ck)
+        shards = sorted(ck.glob("*.safetensors"))
+        index = ck / "model.safetensors.index.json"
+        kinds = ["truncate", "empty-shard", "dtype", "config-shape", "config-json",
+                 "config-missing", "model-type", "hc-mult", "header-size", "weights-missing"]
+        if index.exists():
+            kinds += ["index-entry", "index-file", "index-json", "shard-missing"]
+        kind = r.choice(kinds)
+        shard = r.choice(shards)
+        cfg_path = ck / "config.json"
+        cfg = json.loads(cfg_path.read_text())
+        if kind == "truncate":
+            data = shard.read_bytes()
+            shard.write_bytes(data[: r.randint(0, len(data) - 1)])
+        elif kind == "empty-shard":
+            shard.write_bytes(b"")
+        elif kind == "dtype":
+            _change_dtype(shard, r)
+        elif kind == "config-shape":
+            key = r.choice(sorted(SHAPED_KEYS))
+            cfg[key] = r.choice(SHAPED_KEYS[key])
+            cfg_path.write_text(json.dumps(cfg))
+        elif kind == "config-json":
+            cfg_path.write_text(cfg_path.read_text()[: r.randint(0, 200)])
+        elif kind == "config-missing":
+            cfg_path.unlink()
+        elif kind == "model-type":
+            cfg_path.write_text(json.dumps({**cfg, "model_type": r.choice(["llama", None, 3])}))
+        elif kind == "hc-mult":
+            cfg_path.write_text(json.dumps({**cfg, "hc_mult": r.choice([0, 9, -1, "4", 2.5])}))
+        elif kind == "header-size":
+            data = shard.read_bytes()
+            shard.write_bytes((len(data) * 2).to_bytes(8, "little") + data[8:])
+        elif kind == "weights-missing":
+            for s in shards:
+                s.unlink()
+        elif kind == "index-entry":
+            idx = json.loads(index.read_text())
+            del idx["weight_map"][r.choice(sorted(idx["weight_map"]))]
+            index.write_text(json.dumps(idx))
+        elif kind == "index-file":
+            idx = json.loads(index.read_text())
+            name = r.choice(sorted(idx["weight_map"]))
+            idx["weight_map"][name] = "model-99999-of-99999.safetensors"
+            index.write_text(json.dumps(idx))
+        elif kind == "index-json":
+            index.write_text(r.choice(["{", "[]", '{"weight_map": 3}', ""]))
+        else:
+            shard.unlink()
+        extra = r.choice([[], ["--layers", "0:1"], ["--dtype", "bfloat16"]])
+        return ["export", "--hf", str(ck), *extra, *self.out()], EXPECTED
+
+    def case_hf_flags(self) -> tuple[list[str], set[int]]:
+        r = self.rnd
+        ck = str(r.choice([self.hf_sharded, self.hf_single]))
+        bad = r.choice([
+            ["--layers", r.choice(["1:0", "0:5", "a:b", "0", "-1:1", ""])],
+            ["--dtype", r.choice(["float16", "int8", "fp8"])],
+            ["--mode", "decomposed"], ["--op", "pre"], ["--config", "tiny"], ["--seed", "2"],
+            ["--checkpoint", str(self.files["ckpt"])], ["--streams", "2"],
+            ["--opset", r.choice(BAD_OPSETS)], ["--no-validate", "--seq", "4"],
+            ["--save-checkpoint", "x.safetensors"],
         ])
-    else:
-        base += ["--opset", rnd.choice(["0", "16", "x"])]
-    return [*base, *out]
+        path = r.choice([ck, str(self.work / "nowhere"), str(self.files["file"]),
+                         str(self.files["ckpt"])]) if r.random() < 0.2 else ck
+        if path != ck:
+            bad = []
+        return ["export", "--hf", path, *bad, *self.out()], EXPECTED
+
+    def cleanup(self) -> None:
+        _make_read_only(self.ro, undo=True)
+
+
+def _change_dtype(shard: Path, r: random.Random) -> None:
+    """Rewrite one tensor's dtype in the header (same header length)."""
+    data = shard.read_bytes()
+    if len(data) < 8:
+        return
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + n])
+    names = [k for k in header if k != "__metadata__"]
+    name = r.choice(names)
+    header[name]["dtype"] = r.choice(["I32", "F16", "I64", "X9", "BOOL", "U8"])
+    text = json.dumps(header).encode()
+    if len(text) > n:  # keep the header length: drop spaces json.dumps put in
+        text = json.dumps(header, separators=(",", ":")).encode()
+    shard.write_bytes(data[:8] + text.ljust(n) + data[8 + n:])
 
 
 def _set(args: list[str], flag: str, value: str) -> list[str]:
@@ -106,9 +444,31 @@ def _set(args: list[str], flag: str, value: str) -> list[str]:
     return [*args, flag, value]
 
 
-def run_case(args: list[str], outdir: Path) -> str | None:
+def _set_list(args: list[str], flag: str, values: list[str]) -> list[str]:
+    i = args.index(flag)
+    j = i + 1
+    while j < len(args) and not args[j].startswith("--"):
+        j += 1
+    return [*args[:i + 1], *values, *args[j:]]
+
+
+def _make_read_only(folder: Path, undo: bool = False) -> None:
+    """Read-only for root too: the immutable flag (chmod does not stop root)."""
+    root = os.geteuid() == 0 and shutil.which("chattr")
+    if undo and root:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+    folder.chmod(0o755 if undo else 0o555)
+    if not undo and root:
+        subprocess.run(["chattr", "+i", str(folder)], check=True)
+
+
+def _snapshot(root: Path) -> set[Path]:
+    return {p for p in root.rglob("*") if p.is_file()}
+
+
+def run_case(args: list[str], expected: set[int], roots: list[Path]) -> str | None:
     """None when the case behaved; else what went wrong."""
-    before = set(outdir.rglob("*")) if outdir.exists() else set()
+    before = set().union(*(_snapshot(r) for r in roots))
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
@@ -118,47 +478,72 @@ def run_case(args: list[str], outdir: Path) -> str | None:
     except BaseException as e:
         return f"raised {type(e).__name__}: {e}"
     text = err.getvalue().strip()
-    after = set(outdir.rglob("*")) if outdir.exists() else set()
-    if rc != 2:
+    left = set().union(*(_snapshot(r) for r in roots)) - before
+    if rc not in expected:
         return f"exit {rc}: {text[:300]}"
     if len(text.splitlines()) != 1:
         return f"{len(text.splitlines())} lines on stderr: {text[:300]}"
     if "Traceback" in text:
         return f"traceback: {text[:300]}"
-    if after - before:
-        return f"left files: {sorted(str(p) for p in after - before)}"
+    if left:
+        return f"left files: {sorted(str(p) for p in left)}"
     return None
 
 
-def fuzz(count: int, seed: int) -> tuple[int, list[tuple[list[str], str]]]:
+def fuzz(count: int, seed: int, families: list[str] | None = None, with_hf: bool | None = None,
+         ) -> tuple[int, list[tuple[list[str], str]], dict[str, int]]:
+    """Run ``count`` cases; (count, failures, cases per family)."""
     rnd = random.Random(seed)
-    failures = []
-    with tempfile.TemporaryDirectory() as d:
+    if with_hf is None:
+        with_hf = _has_hf() and (families is None or any(f.startswith("hf") for f in families))
+    failures: list[tuple[list[str], str]] = []
+    per_family: dict[str, int] = {}
+    with tempfile.TemporaryDirectory() as d, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         tmp = Path(d)
-        (tmp / "file").write_text("not a folder")
-        ckpt = tmp / "tiny.safetensors"
-        with contextlib.redirect_stdout(io.StringIO()):
-            assert cli_main(["export", "--config", "tiny", "--no-validate", "--out",
-                             str(tmp / "tiny.onnx"), "--save-checkpoint", str(ckpt)]) == 0
-        fixtures = {"file": tmp / "file", "ckpt": ckpt}
-        for _ in range(count):
-            args = make_case(rnd, tmp, fixtures)
-            problem = run_case(args, tmp / "out")
-            if problem:
-                failures.append((args, problem))
-    return count, failures
+        saved_dir = preflight.OUTPUT_DIR
+        preflight.OUTPUT_DIR = tmp / "engines"  # default outputs stay in the sandbox
+        fz = Fuzzer(tmp, rnd, with_hf)
+        try:
+            names = [f for f in (families or list(fz.families)) if f in fz.families]
+            roots = [tmp / "cases", tmp / "engines", tmp / "readonly", ROOT / "engines"]
+            for _ in range(count):
+                family = rnd.choice(names)
+                per_family[family] = per_family.get(family, 0) + 1
+                args, expected = fz.families[family]()
+                problem = run_case(args, expected, [r for r in roots if r.exists()])
+                if problem:
+                    failures.append((args, problem))
+                for case in (tmp / "cases").iterdir():
+                    shutil.rmtree(case) if case.is_dir() else case.unlink()
+        finally:
+            fz.cleanup()
+            preflight.OUTPUT_DIR = saved_dir
+    return count, failures, per_family
+
+
+def _has_hf() -> bool:
+    try:
+        import transformers.models.deepseek_v4  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--count", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--families", help="comma-separated subset (default: all): op, model, "
+                                       "validate, build, diagnose, outputs, memory, hf, hf-flags")
     a = ap.parse_args(argv)
-    os.environ.setdefault("PYTHONWARNINGS", "ignore")
-    count, failures = fuzz(a.count, a.seed)
-    print(f"fuzz_cli: {count} bad invocations, seed {a.seed}: {count - len(failures)} exited 2 "
-          f"with one line and no file, {len(failures)} did not")
-    for args, problem in failures[:20]:
+    families = a.families.split(",") if a.families else None
+    count, failures, per_family = fuzz(a.count, a.seed, families)
+    shown = ", ".join(f"{k} {v}" for k, v in sorted(per_family.items()))
+    print(f"fuzz_cli: {count} bad invocations, seed {a.seed} ({shown}): "
+          f"{count - len(failures)} failed cleanly (one line, expected exit, no file), "
+          f"{len(failures)} did not")
+    for args, problem in failures[:30]:
         print("FAIL", " ".join(args), "->", problem)
     return 1 if failures else 0
 

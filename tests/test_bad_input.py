@@ -146,9 +146,7 @@ def test_sinkhorn_dtype(tmp_path, capsys):
 
 # 8. default names carry dtype and mode
 def test_default_names_carry_dtype_and_mode(tmp_path, monkeypatch):
-    from mhc_export.commands import export as export_cmd
-
-    monkeypatch.setattr(export_cmd, "ENGINES_DIR", tmp_path)
+    monkeypatch.setattr(preflight, "OUTPUT_DIR", tmp_path)
     for extra in ([], ["--mode", "decomposed"], ["--dtype", "float16"]):
         assert main(["export", "--config", "tiny", "--no-validate", *extra]) == 0
     assert sorted(p.name for p in tmp_path.glob("*.onnx")) == [

@@ -70,9 +70,9 @@ def test_single_op_export_and_validate(tmp_path, op, capsys):
 
 
 def test_default_single_op_path(tmp_path, monkeypatch):
-    from mhc_export.commands import export as export_cmd
+    from mhc_export import preflight
 
-    monkeypatch.setattr(export_cmd, "ENGINES_DIR", tmp_path)
+    monkeypatch.setattr(preflight, "OUTPUT_DIR", tmp_path)
     assert main(["export", "--op", "post", "--hidden", "16", "--no-validate"]) == 0
     assert (tmp_path / "mhc_post_n4_d16_float32.onnx").is_file()
 
@@ -81,7 +81,7 @@ def test_default_single_op_path(tmp_path, monkeypatch):
     ("args", "message"),
     [
         (["export", "--dtype", "int8"], "unknown dtype 'int8'"),
-        (["export", "--opset", "13"], "opset must be an int >= 17"),
+        (["export", "--opset", "13"], "--opset 13: the exporter writes standard opsets 18..25"),
         (["export", "--op", "pre", "--attr", "iters=3"], "op pre has attributes"),
         (["export", "--op", "pre", "--attr", "sinkhorn_iters"], "expected NAME=VALUE"),
         (["export", "--op", "pre", "--attr", "sinkhorn_iters=many"], "not a valid int"),

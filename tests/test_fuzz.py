@@ -57,8 +57,8 @@ def test_fuzz_detects_a_wrong_backend(monkeypatch, capsys):
 
 def test_cli_bad_input_fuzz():
     fuzz_cli = _script("fuzz_cli")
-    count, failures = fuzz_cli.fuzz(120, seed=3)
-    assert count == 120
+    count, failures, per_family = fuzz_cli.fuzz(120, seed=3)
+    assert count == 120 and sum(per_family.values()) == 120
     assert not failures, failures[:5]
 
 

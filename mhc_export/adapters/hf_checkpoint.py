@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from ..errors import MhcError
 from ..spec import MAX_STREAMS
 from .hf_deepseek_v41 import MODEL_TYPE as V41_MODEL_TYPE
 from .hf_deepseek_v41 import require_transformers
+from .hf_preflight import check_weights, read_headers
 
 MODEL_TYPE = "deepseek_v4"
 INDEX_FILE = "model.safetensors.index.json"
@@ -55,27 +55,25 @@ class CheckpointInfo:
 
 
 def _read_header(path: Path) -> dict[str, Any]:
-    try:
-        with open(path, "rb") as f:
-            (size,) = struct.unpack("<Q", f.read(8))
-            if size > 1 << 30:
-                raise ValueError("header too large")
-            return json.loads(f.read(size))
-    except (OSError, ValueError, struct.error) as e:
-        raise CheckpointError(f"{path} is not a readable safetensors file ({e})") from None
+    # Preflight (hf_preflight): the header checked against the file's size, dtypes, shapes.
+    return read_headers({path})
 
 
-def inspect_checkpoint(path: str | os.PathLike[str]) -> CheckpointInfo:
-    """Check ``path`` is a DeepSeek-V4 checkpoint; return its config and tensor index."""
+def inspect_checkpoint(path: str | os.PathLike[str], flag: str = "--hf") -> CheckpointInfo:
+    """Check ``path`` is a DeepSeek-V4 checkpoint; return its config and tensor index.
+
+    ``flag`` names where the path came from in messages (validate: --checkpoint).
+    """
     from transformers import DeepseekV4Config
 
     path = Path(path)
     if not path.is_dir():
-        raise CheckpointError(f"--hf {path}: not a directory (expected a save_pretrained "
+        raise CheckpointError(f"{flag} {path}: not a directory (expected a save_pretrained "
                               "checkpoint directory)")
     config_file = path / "config.json"
     if not config_file.is_file():
-        raise CheckpointError(f"--hf {path}: no config.json (not a save_pretrained checkpoint)")
+        raise CheckpointError(f"{flag} {path}: no config.json (not a save_pretrained "
+                              "checkpoint)")
     try:
         raw = json.loads(config_file.read_text())
     except (OSError, ValueError) as e:
@@ -108,6 +106,7 @@ def inspect_checkpoint(path: str | os.PathLike[str]) -> CheckpointInfo:
     if missing:
         raise CheckpointError(f"{path / INDEX_FILE} names {len(missing)} tensors its files do not "
                               f"hold (first: {missing[0]})")
+    check_weights(path, config, weight_map)  # preflight: config.json against the weights
     return CheckpointInfo(path, config, weight_map, numels)
 
 
@@ -125,7 +124,7 @@ def _weight_map(path: Path) -> dict[str, Path]:
         return files
     single = path / SINGLE_FILE
     if not single.is_file():
-        raise CheckpointError(f"--hf {path}: no {SINGLE_FILE} or {INDEX_FILE} (weights missing)")
+        raise CheckpointError(f"{path}: no {SINGLE_FILE} or {INDEX_FILE} (weights missing)")
     return {name: single for name in _read_header(single) if name != "__metadata__"}
 
 

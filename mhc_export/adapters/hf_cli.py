@@ -26,18 +26,23 @@ def _say(msg: str) -> None:
 
 def export_hf_command(args: argparse.Namespace, dtype: torch.dtype, external: bool | None):
     """(ONNX path, report or None) for ``mhc-export export --hf PATH``."""
+    from ..commands.export import check_export_outputs
     from .hf_checkpoint import check_memory, inspect_checkpoint, parse_layers
     from .hf_export import build_graph, default_out, export_graph, metadata
+    from .hf_preflight import check_dtype
 
     for name in _NOT_WITH_HF:
         if getattr(args, name, None):
             raise MhcError(f"--{name.replace('_', '-')} does not apply to --hf exports")
     if getattr(args, "mode", None) == "decomposed":
         raise MhcError("--mode decomposed does not apply to --hf exports (mhc nodes only)")
+    check_dtype(dtype)  # preflight
     info = inspect_checkpoint(args.hf)
     layers = parse_layers(args.layers, info.config.num_hidden_layers) if args.layers else None
     need = check_memory(info, dtype, layers)
-    out: Path = args.out or default_out(info, layers, dtype)
+    fuse = not getattr(args, "no_fuse", False)
+    out: Path = args.out or default_out(info, layers, dtype, fuse=fuse)
+    check_export_outputs(args, out)  # preflight: the same output checks as every export
     what = f"layers {layers.start}:{layers.stop}" if layers else "full model"
     _say(f"HF DeepSeek-V4 {info.path} ({what}, {dtype_name(dtype)}, hc_mult "
          f"{info.config.hc_mult}, ~{need / 2**30:.1f} GiB while exporting)")
@@ -46,7 +51,7 @@ def export_hf_command(args: argparse.Namespace, dtype: torch.dtype, external: bo
     graph = build_graph(info, dtype, layers)
     _say(f"  loaded in {time.perf_counter() - t0:.1f}s")
     done = export_graph(graph, out, meta=metadata(info, dtype, layers), opset=args.opset,
-                        external_data=external, fuse=not getattr(args, "no_fuse", False),
+                        external_data=external, fuse=fuse,
                         target=getattr(args, "target", "mhc"), progress=_say)
     counts = {**done.result.mhc_nodes, **done.result.contrib_nodes}
     nodes = ", ".join(f"{k} x{v}" for k, v in sorted(counts.items())) or "none"

@@ -26,9 +26,11 @@ from pathlib import Path
 import torch
 
 from ..onnx_export import ExportResult, export
+from ..preflight import default_output
 from ..spec import DEFAULT_OPSET, dtype_name
 from .hf_checkpoint import CheckpointInfo, load_layers, load_model
 from .hf_deepseek_v4 import adapted
+from .hf_preflight import model_config
 
 SOURCE = "hf_deepseek_v4"
 FULL_INPUTS = ("input_ids",)
@@ -74,10 +76,10 @@ class LayerSlice(torch.nn.Module):
 
         positions = _positions(hidden_streams)
         embeds = hidden_streams[:, :, 0]  # shape and dtype for the mask and RoPE
-        mask = create_sliding_window_causal_mask(
-            config=self.config, inputs_embeds=embeds, attention_mask=None,
-            past_key_values=None, position_ids=positions,
-        )
+        # The cache goes positionally: its keyword is past_key_values before transformers
+        # 5.25 and cache after (the old name warns, and goes in 5.40).
+        mask = create_sliding_window_causal_mask(self.config, embeds, None, None,
+                                                 position_ids=positions)
         rope = {kind: self.rotary_emb(embeds, position_ids=positions, layer_type=kind)
                 for kind in ("main", "compress")}
         for layer in self.layers:
@@ -120,6 +122,7 @@ def metadata(info: CheckpointInfo, dtype: torch.dtype, layers: range | None) -> 
         "mhc_export.dtype": json.dumps(dtype_name(dtype)),
         "mhc_export.layers": json.dumps([layers.start, layers.stop] if layers else None),
         "mhc_export.hc_mult": json.dumps(int(info.config.hc_mult)),
+        "mhc_export.hf_config": json.dumps(model_config(info.config)),  # validate --checkpoint
     }
 
 
@@ -180,7 +183,9 @@ def _hf_model(graph: torch.nn.Module) -> torch.nn.Module:
     return graph.model if isinstance(graph, CausalLMGraph) else graph
 
 
-def default_out(info: CheckpointInfo, layers: range | None, dtype: torch.dtype) -> Path:
+def default_out(info: CheckpointInfo, layers: range | None, dtype: torch.dtype,
+                fuse: bool = True) -> Path:
     name = info.path.resolve().name or "model"
     part = f"_layers{layers.start}-{layers.stop}" if layers else ""
-    return Path("engines") / f"hf_{name}{part}_{dtype_name(dtype)}.onnx"
+    form = "" if fuse else "_unfused"
+    return default_output(f"hf_{name}{part}_{dtype_name(dtype)}{form}.onnx")

@@ -15,6 +15,7 @@ from ..engine.builder import (
     build_engine,
 )
 from ..errors import EXIT_OK
+from ..preflight import check_outputs
 
 
 def add_build_options(parser: argparse.ArgumentParser) -> None:
@@ -124,6 +125,9 @@ def summarize(result: BuildResult) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    result = build_from_args(args.onnx, args, args.out)
+    plan = Path(args.out)
+    check_outputs({"--out": plan, "--out sidecar (<out>.json)": plan.with_name(plan.name + ".json"),
+                   "--timing-cache": args.timing_cache})
+    result = build_from_args(args.onnx, args, plan)
     print(summarize(result), file=sys.stderr)
     return EXIT_OK

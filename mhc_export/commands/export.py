@@ -1,7 +1,7 @@
 """``mhc-export export`` (and ``python export_scripts/export.py``).
 
 With no arguments: build the ``small`` model, export it to
-``engines/mhc_small.onnx``, validate it against ONNX Runtime and eager, print
+``engines/mhc_small_float32.onnx``, validate it against ONNX Runtime and eager, print
 the report; exit 0 only if everything passed. ``--op`` exports a one-node
 model of a single mHC op instead.
 """
@@ -17,13 +17,17 @@ from typing import Any
 import torch
 
 from ..errors import EXIT_OK, EXIT_VALIDATION_FAILED
-from ..preflight import STREAMS_HELP, check_memory, check_output_path, check_streams
+from ..preflight import STREAMS_HELP, check_memory, check_outputs, check_streams, default_output
 from ..spec import ALL_OPS as OPS
-from ..spec import DEFAULT_OPSET, EXPORT_TARGETS, FIRST_ORT_RELEASE, dtype_name, parse_dtype
+from ..spec import (
+    DEFAULT_OPSET,
+    EXPORT_TARGETS,
+    FIRST_ORT_RELEASE,
+    OPSET_HELP,
+    dtype_name,
+    parse_dtype,
+)
 from .build import add_build_options, build_from_args, summarize
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-ENGINES_DIR = REPO_ROOT / "engines"
 
 
 def configure(p: argparse.ArgumentParser) -> None:
@@ -57,10 +61,12 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help="op attribute for --op, e.g. --attr sinkhorn_iters=10 (repeatable)")
     o = p.add_argument_group("output")
     o.add_argument("--out", type=Path,
-                   help="ONNX path (default: engines/mhc_<config>_<dtype>[_decomposed].onnx or "
-                        "engines/mhc_<op>_n<N>_d<D>_<dtype>.onnx)")
+                   help="ONNX path (default, in the checkout's engines/ folder whatever the "
+                        "current directory: mhc_<config>_<dtype>[_decomposed|_unfused].onnx, "
+                        "mhc_<op>_n<N>[_d<D>]_<dtype>.onnx, hf_<dir>[_layersA-B]_<dtype>"
+                        "[_unfused].onnx)")
     o.add_argument("--opset", type=int, default=DEFAULT_OPSET,
-                   help=f"standard ONNX opset (>= 17, default: {DEFAULT_OPSET})")
+                   help=f"standard ONNX opset, {OPSET_HELP} (default: {DEFAULT_OPSET})")
     o.add_argument("--no-fuse", action="store_true",
                    help="keep each layer boundary as MhcPost + MhcPre (MhcHead) instead of one "
                         "MhcPostPre (MhcPostHead) node; V4.1: MhcPost + MhcMix + MhcCollapse "
@@ -167,11 +173,18 @@ def run(args: argparse.Namespace) -> int:
     from ..onnx_export import check_opset
 
     check_opset(args.opset)
-    dtype = parse_dtype(args.dtype)
+    try:
+        dtype = parse_dtype(args.dtype)
+    except ValueError as e:
+        raise ValueError(f"--dtype {args.dtype}: {e}") from None
     check_args(args)
     external = {"auto": None, "always": True, "never": False}[args.external_data]
     if args.layers and not args.hf:
         raise ValueError("--layers applies to --hf exports only")
+    if args.build_engine:  # no TensorRT: say so now (exit 3), not after export and validation
+        from ..engine.trt_module import load_tensorrt
+
+        load_tensorrt(getattr(args, "tensorrt", None))
     if args.hf:
         from ..adapters.hf_cli import export_hf_command
 
@@ -195,14 +208,19 @@ def run(args: argparse.Namespace) -> int:
     return status
 
 
-def _check_outputs(args: argparse.Namespace, out: Path) -> None:
-    check_output_path(out)
-    if args.report:
-        check_output_path(args.report, "--report")
-    if getattr(args, "save_checkpoint", None):
-        check_output_path(args.save_checkpoint, "--save-checkpoint")
-    if args.build_engine:
-        check_output_path(out.with_suffix(".plan"), "--build-engine plan")
+def check_export_outputs(args: argparse.Namespace, out: Path) -> None:
+    """Every file an export will write, checked before any work (own model, op, HF)."""
+    plan = out.with_suffix(".plan") if args.build_engine else None
+    check_outputs({
+        "--out": out,
+        "--out weights (<out>.data)": (None if args.external_data == "never"
+                                       else out.with_name(out.name + ".data")),
+        "--report" if args.report else "report (<out>.report.json)":
+            None if args.no_validate else args.report or out.with_suffix(".report.json"),
+        "--save-checkpoint": getattr(args, "save_checkpoint", None),
+        "--build-engine plan": plan,
+        "--build-engine sidecar": plan.with_name(plan.name + ".json") if plan else None,
+    })
 
 
 def _export_op(args: argparse.Namespace, dtype):
@@ -212,9 +230,14 @@ def _export_op(args: argparse.Namespace, dtype):
     streams = DEFAULT_STREAMS if args.streams is None else args.streams
     hidden = DEFAULT_HIDDEN if args.hidden is None else args.hidden
     spec = SingleOp.create(args.op, streams, hidden, dtype, **parse_attrs(args.attr, args.op))
-    out = args.out or ENGINES_DIR / (
-        f"mhc_{args.op}_n{spec.streams}_d{spec.hidden}_{dtype_name(dtype)}.onnx")
-    _check_outputs(args, out)
+    width = "" if args.op == "sinkhorn" else f"_d{spec.hidden}"  # MhcSinkhorn has no d
+    out = args.out or default_output(
+        f"mhc_{args.op}_n{spec.streams}{width}_{dtype_name(dtype)}.onnx")
+    check_export_outputs(args, out)
+    tokens = 3 if args.no_validate else args.tokens or DEFAULT_TOKENS
+    check_memory(spec.memory_bytes(tokens),
+                 f"{OPS[args.op].op_type} at n={spec.streams}, d={spec.hidden}, T={tokens}",
+                 "lower --hidden/--tokens")
     sizes = f"n={spec.streams}" + ("" if args.op == "sinkhorn" else f", d={spec.hidden}")
     t0 = _progress(f"exporting {OPS[args.op].op_type} ({sizes}, {dtype_name(dtype)}) to {out}")
     export_single_op(spec, out, opset=args.opset)
@@ -222,7 +245,7 @@ def _export_op(args: argparse.Namespace, dtype):
     if args.no_validate:
         return out, None
     t0 = _progress("validating in ONNX Runtime against eager")
-    report = validate_single_op(out, spec, tokens=args.tokens or DEFAULT_TOKENS)
+    report = validate_single_op(out, spec, tokens=tokens)
     _done(t0)
     return out, report
 
@@ -237,10 +260,10 @@ def _export_model(args: argparse.Namespace, dtype, external):
     seed = 0 if args.seed is None else args.seed
     batch, seq = args.batch or DEFAULT_BATCH, args.seq or DEFAULT_SEQ
     cfg = read_config(args.checkpoint) if args.checkpoint else get_config(args.config or "small")
-    suffix = ("" if mode == "fused" else f"_{mode}") + (
-        "_ort" if args.target == "onnxruntime" else "")
-    out = args.out or ENGINES_DIR / f"mhc_{cfg.name}_{dtype_name(dtype)}{suffix}.onnx"
-    _check_outputs(args, out)
+    form = form_name(mode, fuse=not args.no_fuse, target=args.target)
+    suffix = "" if form == "fused" else f"_{form}"
+    out = args.out or default_output(f"mhc_{cfg.name}_{dtype_name(dtype)}{suffix}.onnx")
+    check_export_outputs(args, out)
     if not args.no_validate:
         check_memory(validation_memory(cfg, dtype, batch, seq),
                      f"validating {cfg.name} at batch {batch}, seq {seq}",
@@ -249,7 +272,7 @@ def _export_model(args: argparse.Namespace, dtype, external):
         t0 = _progress(f"loading checkpoint {args.checkpoint}")
         model = cast_model(load_checkpoint(args.checkpoint, mode=mode), dtype)
     else:
-        t0 = _progress(f"building model '{cfg.name}' ({dtype_name(dtype)}, {mode}, seed {seed})")
+        t0 = _progress(f"building model '{cfg.name}' ({dtype_name(dtype)}, {form}, seed {seed})")
         model = build_model(cfg, dtype=dtype, mode=mode, seed=seed)
     _done(t0)
     if args.save_checkpoint:
@@ -279,3 +302,14 @@ def _export_model(args: argparse.Namespace, dtype, external):
     report = validate_model(out, model, batch=batch, seq=seq)
     _done(t0)
     return out, report
+
+
+def form_name(mode: str, *, fuse: bool, target: str = "mhc") -> str:
+    """The export's form as its default name and progress line say it: fused (mhc nodes,
+    boundaries fused), unfused (mhc nodes, --no-fuse), ort (ONNX Runtime's contrib ops,
+    --target onnxruntime) or decomposed (standard ops)."""
+    if target == "onnxruntime":
+        return "ort"
+    if mode == "decomposed":
+        return "decomposed"
+    return "fused" if fuse else "unfused"

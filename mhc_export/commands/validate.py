@@ -89,8 +89,9 @@ def validate_onnx_file(path: Path, *, checkpoint: Path | None = None, batch: int
         if tokens is not None:
             raise ValueError(f"--tokens applies to single-op models; {path} is an HF export "
                              "(use --batch/--seq)")
-        return validate_hf(path, graph_from_metadata(proto, checkpoint),
-                           batch=batch or DEFAULT_BATCH, seq=seq or DEFAULT_SEQ, seed=seed)
+        return validate_hf(path, graph_from_metadata(proto, checkpoint, path),
+                           batch=batch or DEFAULT_BATCH, seq=seq or DEFAULT_SEQ, seed=seed,
+                           checkpoint=checkpoint)
     recorded = read_metadata(proto).get("config")
     if recorded is not None:
         if tokens is not None:

@@ -40,8 +40,8 @@ def plot_sweep(res: SweepResult, path: str | os.PathLike[str]) -> None:
         sd = [res.per_width[d]["dc_x"]["std"] for d in widths]
         ax1.errorbar(widths, dc, yerr=sd, fmt="o", capsize=3, color="C0",
                      label="measured (mean ± std over samples)")
-        alpha = res.exponents.get("dc_x", float("nan"))
-        if len(widths) >= 2:
+        alpha = res.exponents.get("dc_x")
+        if alpha is not None:
             # The fitted line through the geometric means, so it matches the fit exactly.
             import numpy as np
 

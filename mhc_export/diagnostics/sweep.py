@@ -77,25 +77,42 @@ def _mean_std(t: torch.Tensor) -> dict[str, float]:
 class SweepResult:
     config: SweepConfig
     per_width: dict[int, dict[str, Any]] = field(default_factory=dict)
-    exponents: dict[str, float] = field(default_factory=dict)
+    # None (with a note) where no fit exists: one width.
+    exponents: dict[str, float | None] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
     quotient_jacobian: dict[int, dict[str, float]] = field(default_factory=dict)
     error_curve: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def exponent(self) -> float:
-        """alpha in ||DC(x)|| ||x|| ~ d^alpha."""
+    def exponent(self) -> float | None:
+        """alpha in ||DC(x)|| ||x|| ~ d^alpha (None for a one-width sweep)."""
         return self.exponents["dc_x"]
 
     def to_dict(self) -> dict[str, Any]:
+        """Strict JSON: a value that is not finite becomes null, with a note saying why."""
         cfg = asdict(self.config)
         cfg["widths"] = list(self.config.widths)
-        return {
+        notes = list(self.notes)
+        data = _finite_or_null({
             "config": cfg,
             "exponents": self.exponents,
             "per_width": {str(d): v for d, v in self.per_width.items()},
             "quotient_jacobian": {f"K={k}": v for k, v in self.quotient_jacobian.items()},
             "sinkhorn_error_vs_iters": self.error_curve,
-        }
+        }, "", notes)
+        data["notes"] = notes
+        return data
+
+
+def _finite_or_null(obj: Any, where: str, notes: list[str]) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        notes.append(f"{where.lstrip('.')} is null: the value was {obj} (e.g. a singular comb)")
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite_or_null(v, f"{where}.{k}", notes) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_or_null(v, f"{where}[{i}]", notes) for i, v in enumerate(obj)]
+    return obj
 
 
 def fit_power_law(x: list[float] | np.ndarray, y: list[float] | np.ndarray) -> tuple[float, float]:
@@ -175,7 +192,9 @@ def run_sweep(cfg: SweepConfig | None = None) -> SweepResult:
             res.exponents[key] = fit_power_law(
                 widths, [res.per_width[d][key]["mean"] for d in widths])[0]
     else:
-        res.exponents = {k: math.nan for k in ("dc_x", "dp_x", "dq_x")}
+        res.exponents = {k: None for k in ("dc_x", "dp_x", "dq_x")}
+        res.notes.append(f"exponents are null: a power-law fit needs two or more widths, "
+                         f"the sweep has one (d={widths[0]})")
 
     n = cfg.streams
     # The seed's distribution for the width-free diagnostics: standard normal logits.
@@ -211,11 +230,12 @@ def format_sweep(res: SweepResult) -> str:
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
     lines = ["  ".join(h.rjust(w) for h, w in zip(header, widths, strict=True))]
     lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
-    e = res.exponents
+    e = {k: "n/a" if v is None else f"{v:.3f}" for k, v in res.exponents.items()}
     lines.append("")
     lines.append("fitted exponents (log-log least squares over d): "
-                 f"||DC||·||x|| ~ d^{e['dc_x']:.3f}, ||Dpre||·||x|| ~ d^{e['dp_x']:.3f}, "
-                 f"||Dpost||·||x|| ~ d^{e['dq_x']:.3f}")
+                 f"||DC||·||x|| ~ d^{e['dc_x']}, ||Dpre||·||x|| ~ d^{e['dp_x']}, "
+                 f"||Dpost||·||x|| ~ d^{e['dq_x']}")
+    lines += [f"note: {n}" for n in res.notes]
     lines.append("")
     lines.append("quotient Jacobian of Sinkhorn on G^perp (standard normal logits):")
     lines.append(f"{'K':>4}  {'sigma_max':>10}  {'sigma_min':>10}  {'kappa':>10}")
