@@ -27,6 +27,7 @@ from . import ort_runner
 from .invariants import add_output_invariants
 from .model import MhcModel, random_tokens
 from .onnx_functions import FUNCTIONS
+from .ort_target import ORT_DOMAIN
 from .report import Report, tolerance_for
 from .single_op import SingleOp, export_single_op
 from .spec import ALL_OPS as OPS
@@ -253,7 +254,7 @@ def graph_form(proto: onnx.ModelProto) -> str:
     """What the graph holds, as the report says it: fused boundaries, unfused, ONNX Runtime
     contrib ops, decomposed."""
     types = {n.op_type for n in proto.graph.node if n.domain == ONNX_DOMAIN}
-    if any(n.domain == "com.microsoft" and n.op_type.startswith("HyperConnection")
+    if any(n.domain == ORT_DOMAIN and n.op_type.startswith("HyperConnection")
            for n in proto.graph.node):
         return "ort (ONNX Runtime's HyperConnection contrib ops, boundaries unfused)"
     if types & {"MhcPostPre", "MhcPostHead"}:
