@@ -86,7 +86,8 @@ class ModelConfig:
         )
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """JSON-shaped (engram_layers as a list), as the metadata and checkpoints hold it."""
+        return {**asdict(self), "engram_layers": list(self.engram_layers)}
 
 
 _V41_EPS = {"rms_eps": V41_FLASH["rms_eps"], "norm_eps": V41_FLASH["rms_eps"]}
