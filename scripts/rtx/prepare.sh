@@ -16,9 +16,10 @@ py=${PYTHON:-python3}
 [ -f .venv/bin/activate ] && source .venv/bin/activate && py=python
 
 # Keep the carried folders out of git without touching .gitignore (the lead's).
-mkdir -p .git/info
+exclude="$(git rev-parse --git-common-dir)/info/exclude"  # a worktree's .git is a file
+mkdir -p "$(dirname "$exclude")"
 for d in /.rtx_part1/ /.rtx_part2/ /.rtx_run/ /.trt_rtx/; do
-  grep -qxF "$d" .git/info/exclude 2>/dev/null || echo "$d" >> .git/info/exclude
+  grep -qxF "$d" "$exclude" 2>/dev/null || echo "$d" >> "$exclude"
 done
 
 # 1. TensorRT-RTX wheels -> one tar.xz -> two parts.
@@ -54,23 +55,33 @@ cp "$build/libmhc_trt_plugins_trt11.so" "$build/mhc_plugin_harness" .rtx_run/bin
 cp "$build/kernels/libmhc_kernels.so" .rtx_part1/
 strip --strip-unneeded .rtx_run/bin/* .rtx_part1/libmhc_kernels.so 2>/dev/null || true
 
-# 3. ONNX: one single-op model per op, and the tiny full model.
+# 3. ONNX: every kind of model the exporter makes (docs/TENSORRT.md's support table):
+# each single op in bf16 (n=4, d=256), MhcPre in float32 with default and with odd
+# attributes, the tiny and small models fused (default) and plain (--no-fuse), and a
+# tiny random HF DeepSeek-V4 checkpoint exported with --hf.
 n=${MHC_RTX_STREAMS:-4}; d=${MHC_RTX_HIDDEN:-256}
-for op in pre sinkhorn post head; do
-  "$py" export_scripts/export.py --op "$op" --streams "$n" --hidden "$d" --dtype bfloat16 --no-validate \
-    --out ".rtx_run/onnx/${op}_bf16.onnx" > ".rtx_run/onnx/${op}_bf16.export.log" 2>&1 \
-    || { tail -20 ".rtx_run/onnx/${op}_bf16.export.log"; exit 1; }
+export_one() {  # NAME ARGS...: export_scripts/export.py ARGS -> .rtx_run/onnx/NAME.onnx
+  local name=$1; shift
+  "$py" export_scripts/export.py "$@" --no-validate --out ".rtx_run/onnx/$name.onnx" \
+    > ".trt_rtx/$name.export.log" 2>&1 || { tail -20 ".trt_rtx/$name.export.log"; exit 1; }
+}
+for op in pre post head post_pre post_head; do
+  export_one "${op}_bf16" --op "$op" --streams "$n" --hidden "$d" --dtype bfloat16
 done
-"$py" export_scripts/export.py --op pre --streams "$n" --hidden "$d" --dtype float32 --no-validate \
-  --out .rtx_run/onnx/pre_fp32.onnx > .rtx_run/onnx/pre_fp32.export.log 2>&1
+export_one sinkhorn_fp32 --op sinkhorn --streams "$n"  # logits are float32 whatever the model
+export_one pre_fp32 --op pre --streams "$n" --hidden "$d" --dtype float32
 # Attributes far from the defaults: the parsed network must hold them as constants
 # (Loop trip count iters-1 = 6, sinkhorn eps 0.01), not 0 / 0.0 (issue 12.1).
-"$py" export_scripts/export.py --op pre --streams "$n" --hidden "$d" --dtype float32 --no-validate \
-  --attr sinkhorn_iters=7 --attr sinkhorn_eps=0.01 --attr pre_eps=0.05 --attr rms_eps=0.1 \
-  --out .rtx_run/onnx/pre_attrs_fp32.onnx > .rtx_run/onnx/pre_attrs_fp32.export.log 2>&1 \
-  || { tail -20 .rtx_run/onnx/pre_attrs_fp32.export.log; exit 1; }
-"$py" export_scripts/export.py --config tiny --out .rtx_run/onnx/tiny.onnx --no-validate \
-  > .rtx_run/onnx/tiny.export.log 2>&1 || { tail -20 .rtx_run/onnx/tiny.export.log; exit 1; }
+export_one pre_attrs_fp32 --op pre --streams "$n" --hidden "$d" --dtype float32 \
+  --attr sinkhorn_iters=7 --attr sinkhorn_eps=0.01 --attr pre_eps=0.05 --attr rms_eps=0.1
+for config in tiny small; do
+  export_one "$config" --config "$config"
+  export_one "${config}_plain" --config "$config" --no-fuse
+done
+export_one tiny_bf16 --config tiny --dtype bfloat16
+"$py" -c "import sys; from mhc_export.adapters.hf_testing import make_config, save_random_checkpoint
+save_random_checkpoint(sys.argv[1], make_config(), seed=21)" .trt_rtx/hf_tiny_checkpoint
+export_one hf_tiny --hf .trt_rtx/hf_tiny_checkpoint
 rm -f .rtx_run/onnx/*.report.json
 
 du -sh .rtx_part1 .rtx_part2 .rtx_run
