@@ -147,6 +147,14 @@ def child_dlopen(lib: str) -> None:
     ctypes.CDLL(lib)
     found = {name: registry.get_creator(name, "1", "mhc") is not None for name in OPS}
     _emit(step="dlopen", found=found)
+    import numpy as np
+
+    creator = registry.get_creator("MhcSinkhorn", "1", "mhc")
+    if creator is not None:  # its refusal must reach TensorRT-RTX's logger (getLogger)
+        bad = trt.PluginFieldCollection(
+            [trt.PluginField("iters", np.array([0], np.int32), trt.PluginFieldType.INT32)])
+        plugin = creator.create_plugin("rtx_check", bad, trt.TensorRTPhase.BUILD)
+        _emit(step="dlopen_bad_field", created=plugin is not None)
     handle = registry.load_library(lib)
     found = {name: registry.get_creator(name, "1", "mhc") is not None for name in OPS}
     _emit(step="dlopen_then_load_library", ok=handle is not None, found=found)
