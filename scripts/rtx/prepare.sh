@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Run HERE (not on the GPU machine): everything the TensorRT-RTX check needs,
-# in git-ignored folders that the device tool can carry (64 MiB per call):
-#   .trt_rtx/              the two wheels and the packed tar.xz (kept here, never carried)
-#   .rtx_part1/, .rtx_part2/  the tar.xz split in two parts < 35 MB (one per call)
-#   .rtx_run/bin/          libmhc_trt_plugins_trt11.so + mhc_plugin_harness built here (x86-64, sm_80/90/100)
-#   .rtx_run/onnx/         the exported ONNX models (the device's torch is older; exporting here is cheaper)
+# in git-ignored folders:
+#   .trt_rtx/       the two wheels, TensorRT-RTX packed as rtx.tar.xz (kept here, never carried)
+#   .rtx_run/bin/   libmhc_trt_plugins_trt11.so + mhc_plugin_harness built here (x86-64)
+#   .rtx_run/onnx/  the exported ONNX models (exporting here is cheaper than on the device)
+#   .rtx_part1/, .rtx_part2/  all of it as one archive in two halves (scripts/rtx/bundle.sh)
 # Then make two back-to-back device calls (see docs/TENSORRT.md):
-#   1. carry .rtx_part1            command: bash scripts/rtx/device_step1.sh
-#   2. carry .rtx_part2 .rtx_run   command: bash scripts/rtx/device_step2.sh
+#   1. carry .rtx_part1   command: bash scripts/rtx/device_step1.sh
+#   2. carry .rtx_part2   command: bash scripts/rtx/device_step2.sh
+# scripts/rtx_check.sh also runs HERE, without a GPU: MHC_TRT_RTX_DIR=.trt_rtx/pkg
+# MHC_RTX_TARGETS=SM89 (Python 3.12, which the TensorRT-RTX bindings need).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
@@ -36,13 +38,6 @@ if [ ! -f .trt_rtx/rtx.tar.xz ]; then
   ls -d .trt_rtx/pkg/tensorrt_rtx_libs .trt_rtx/pkg/tensorrt_rtx_bindings
   tar -C .trt_rtx/pkg -cJf .trt_rtx/rtx.tar.xz tensorrt_rtx_libs tensorrt_rtx_bindings
 fi
-rm -rf .rtx_part1 .rtx_part2 && mkdir -p .rtx_part1 .rtx_part2
-size=$(stat -c %s .trt_rtx/rtx.tar.xz)
-half=$(( (size + 1) / 2 ))
-head -c "$half" .trt_rtx/rtx.tar.xz > .rtx_part1/rtx.tar.xz.part1
-tail -c +"$((half + 1))" .trt_rtx/rtx.tar.xz > .rtx_part2/rtx.tar.xz.part2
-sha256sum .trt_rtx/rtx.tar.xz | cut -d' ' -f1 > .rtx_part2/rtx.tar.xz.sha256
-
 # 2. Plugin library and harness, built here against the TensorRT 11.1 headers.
 build=${MHC_RTX_PLUGIN_BUILD:-$root/build/plugins-trt11}
 if [ ! -f "$build/libmhc_trt_plugins_trt11.so" ] || [ ! -f "$build/mhc_plugin_harness" ]; then
@@ -51,9 +46,7 @@ if [ ! -f "$build/libmhc_trt_plugins_trt11.so" ] || [ ! -f "$build/mhc_plugin_ha
 fi
 rm -rf .rtx_run && mkdir -p .rtx_run/bin .rtx_run/onnx
 cp "$build/libmhc_trt_plugins_trt11.so" "$build/mhc_plugin_harness" .rtx_run/bin/
-# The kernel library rides with part 1 (64 MiB a call): device_step1.sh parks it in /tmp.
-cp "$build/kernels/libmhc_kernels.so" .rtx_part1/
-strip --strip-unneeded .rtx_run/bin/* .rtx_part1/libmhc_kernels.so 2>/dev/null || true
+strip --strip-unneeded .rtx_run/bin/* 2>/dev/null || true
 
 # 3. ONNX: every kind of model the exporter makes (docs/TENSORRT.md's support table):
 # each single op in bf16 (n=4, d=256), MhcPre in float32 with default and with odd
@@ -84,5 +77,5 @@ save_random_checkpoint(sys.argv[1], make_config(), seed=21)" .trt_rtx/hf_tiny_ch
 export_one hf_tiny --hf .trt_rtx/hf_tiny_checkpoint
 rm -f .rtx_run/onnx/*.report.json
 
-du -sh .rtx_part1 .rtx_part2 .rtx_run
-ls -la .rtx_part1 .rtx_part2 .rtx_run/bin .rtx_run/onnx
+ls -la .rtx_run/bin .rtx_run/onnx
+bash scripts/rtx/bundle.sh
