@@ -28,10 +28,10 @@ export MHC_PLUGIN_BUILD_DIR=$PWD/.rtx_run/bin MHC_PLUGIN_LIB=$PWD/.rtx_run/bin/l
 date -u; nvidia-smi -L; python3 --version; ls /tmp/trt_rtx/tensorrt_rtx_libs | head
 
 echo "==== 1. TensorRT-RTX check"
-timeout 200 bash scripts/rtx_check.sh --out "$out" --timeout 120 2>&1 | tail -60
+timeout 140 bash scripts/rtx_check.sh --out "$out" --timeout 120 --jobs 12 2>&1 | tail -60
 echo "rtx_check exit: ${PIPESTATUS[0]}"
 
 echo "==== 2. pytest -m trt tests (TensorRT-RTX)"
-timeout 150 python3 -m pytest -q -rs -m trt tests 2>&1 | tee "$out/trt_pytest.txt" | tail -15
+timeout 60 python3 -m pytest -q -rs -m trt tests 2>&1 | tee "$out/trt_pytest.txt" | tail -15
 echo "trt pytest exit: ${PIPESTATUS[0]}"
 
