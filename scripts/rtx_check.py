@@ -1,17 +1,21 @@
 """TensorRT-RTX check of the mHC plugin library and the exported ONNX models.
 
 What TensorRT-RTX 1.7 can prove about our plugins (docs/TENSORRT.md): the
-library loads into its plugin registry, the four creators are found by name,
-version and namespace, the ONNX parser maps each mhc node to its creator with
+library loads into its plugin registry, by ``load_library`` and by a bare
+dlopen (its load-time registration, what polygraphy --plugins relies on), the
+creators are found by name, version and namespace, their messages reach
+TensorRT-RTX's logger, the ONNX parser maps each mhc node to its creator with
 the node's attributes as plugin fields, and without the library the parser
-imports the local functions and the builder builds them. Each parse/build runs
-in its own subprocess because TensorRT-RTX has been seen to abort the process
-("terminate called without an active exception") when it adds a plugin layer;
-the parent records exactly how each child ended.
+imports the local functions and the builder builds them (0 plugin layers per
+op). Each parse/build runs in its own subprocess, several at once, because
+TensorRT-RTX has been seen to abort the process ("terminate called without an
+active exception") when it adds a plugin layer; the parent records exactly how
+each child ended.
 
     python scripts/rtx_check.py --plugins LIB --onnx-dir DIR [--out DIR]
 
-needs MHC_TRT_RTX_DIR (or the TensorRT-RTX wheels on sys.path) and a GPU.
+needs MHC_TRT_RTX_DIR (or the TensorRT-RTX wheels on sys.path), and a GPU or
+MHC_RTX_TARGETS=SM89[,...] (TensorRT-RTX then builds ahead of time for those).
 Writes OUT/rtx_check.json, OUT/rtx_check.md and OUT/rtx_logs.txt.
 """
 
@@ -26,10 +30,11 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-OPS = ("MhcPre", "MhcSinkhorn", "MhcPost", "MhcHead")
+OPS = ("MhcPre", "MhcSinkhorn", "MhcPost", "MhcHead", "MhcPostPre", "MhcPostHead")
 INTERESTING = re.compile(
     r"plugin|Plugin|local function|LocalFunction|Mhc|terminate|error|Error|ERROR|Successfully|"
     r"Searching|Importing|unsupported|Unsupported|not found"
@@ -130,6 +135,31 @@ def child_registry(lib: str) -> None:
             )
 
 
+def child_dlopen(lib: str) -> None:
+    """Load the library the way polygraphy --plugins does (a bare dlopen after TensorRT
+    is loaded), then through load_library as well: the creators must be found after
+    each, and load_library must still succeed (the library hands its creators over)."""
+    import ctypes
+
+    trt = _trt().module
+    builder = trt.Builder(_logger(trt))  # noqa: F841  (TensorRT fully initialized)
+    registry = trt.get_plugin_registry()
+    ctypes.CDLL(lib)
+    found = {name: registry.get_creator(name, "1", "mhc") is not None for name in OPS}
+    _emit(step="dlopen", found=found)
+    import numpy as np
+
+    creator = registry.get_creator("MhcSinkhorn", "1", "mhc")
+    if creator is not None:  # its refusal must reach TensorRT-RTX's logger (getLogger)
+        bad = trt.PluginFieldCollection(
+            [trt.PluginField("iters", np.array([0], np.int32), trt.PluginFieldType.INT32)])
+        plugin = creator.create_plugin("rtx_check", bad, trt.TensorRTPhase.BUILD)
+        _emit(step="dlopen_bad_field", created=plugin is not None)
+    handle = registry.load_library(lib)
+    found = {name: registry.get_creator(name, "1", "mhc") is not None for name in OPS}
+    _emit(step="dlopen_then_load_library", ok=handle is not None, found=found)
+
+
 def _scalar_constants(trt, network) -> dict:
     """The one-element constants of a parsed network, by dtype: the Sinkhorn loop's trip
     count and the eps values of a function body end up here (a lost attribute shows as
@@ -166,7 +196,9 @@ def child_build(onnx_path: str, lib: str | None) -> None:
         handle = registry.load_library(lib)
         _emit(step="load_library", ok=handle is not None)
     builder = trt.Builder(logger)
-    network = builder.create_network(0)
+    # Strongly typed, as mhc-export build makes TensorRT-RTX networks (builder.network_flags;
+    # not imported here: the builder needs torch, these children need only onnx).
+    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
     parser = trt.OnnxParser(network, logger)
     ok = parser.parse_from_file(onnx_path)
     errors = [str(parser.get_error(i).desc()) for i in range(parser.num_errors)]
@@ -174,13 +206,28 @@ def child_build(onnx_path: str, lib: str | None) -> None:
     for i in range(network.num_layers):
         lt = str(network.get_layer(i).type).split(".")[-1]
         layer_types[lt] = layer_types.get(lt, 0) + 1
+    import onnx
+
+    from mhc_export.engine import plugin_layers as PL
+
+    node_ops = PL.mhc_node_ops(onnx.load(onnx_path, load_external_data=False))
+    names = PL.network_plugin_layer_names(network, trt) or []
     _emit(
-        step="parse", ok=bool(ok), errors=errors, layers=network.num_layers, layer_types=layer_types
+        step="parse", ok=bool(ok), errors=errors, layers=network.num_layers,
+        layer_types=layer_types,
+        mhc_nodes=dict(sorted(Counter(node_ops.values()).items())),
+        plugin_layers_by_op=PL.count_by_op(names, node_ops),
     )
     if not ok:
         return
     _emit(step="constants", **_scalar_constants(trt, network))
     config = builder.create_builder_config()
+    if targets := os.environ.get("MHC_RTX_TARGETS"):
+        # ahead-of-time build for these GPUs (needed where none is visible)
+        names = targets.split(",")
+        config.num_compute_capabilities = len(names)
+        for i, cc in enumerate(names):
+            config.set_compute_capability(getattr(trt.ComputeCapability, cc), i)
     profile = builder.create_optimization_profile()
     for i in range(network.num_inputs):
         inp = network.get_input(i)
@@ -242,6 +289,9 @@ def _run_child(args: list[str], timeout: float) -> dict:
         "results": results,
         "log_highlights": [ln for ln in out.splitlines() if INTERESTING.search(ln)][-40:],
         "log_tail": out.splitlines()[-15:],
+        "plugins_created": sorted(set(re.findall(r"Successfully created plugin: (\w+)", out))),
+        "logger_received": any(ln.startswith("[TRT ") and "[mhc plugins]" in ln
+                               for ln in out.splitlines()),
         "_full_log": out,
     }
 
@@ -271,13 +321,12 @@ def _summarise(case: dict) -> str:
         parts.append(
             f"engine built ({b['bytes']} bytes, {b['seconds']} s)" if b["ok"] else "build FAILED"
         )
-    if any(
-        "Importing this node as a plugin" in ln or "as a plugin" in ln
-        for ln in case["log_highlights"]
-    ):
-        parts.append("parser: node imported as plugin")
-    if any("Successfully created plugin" in ln for ln in case["log_highlights"]):
-        parts.append("createPlugin succeeded")
+    if "parse" in by and by["parse"].get("plugin_layers_by_op") is not None:
+        parts.append("plugin layers per op: " + ", ".join(
+            f"{k} {v}" for k, v in by["parse"]["plugin_layers_by_op"].items()))
+    if case["plugins_created"]:
+        parts.append("creator found and createPlugin succeeded for "
+                     + ", ".join(case["plugins_created"]))
     if case["terminate_called"]:
         parts.append("process aborted: 'terminate called without an active exception'")
     parts.append(case["ended"])
@@ -292,12 +341,16 @@ def main() -> int:
     ap.add_argument("--onnx-dir", type=Path, help="folder of exported .onnx models")
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "rtx_check_out")))
     ap.add_argument("--timeout", type=float, default=300)
+    ap.add_argument("--jobs", type=int, default=min(8, os.cpu_count() or 1),
+                    help="children run at once")
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
         kind, *rest = a.child
         if kind == "registry":
             child_registry(rest[0])
+        elif kind == "dlopen":
+            child_dlopen(rest[0])
         else:
             child_build(rest[0], rest[1] if len(rest) > 1 and rest[1] != "none" else None)
         return 0
@@ -306,7 +359,7 @@ def main() -> int:
         ap.error("--plugins and --onnx-dir are required")
     lib = str(Path(a.plugins).resolve())
     a.out.mkdir(parents=True, exist_ok=True)
-    cases = [("registry", ["registry", lib])]
+    cases = [("registry", ["registry", lib]), ("dlopen", ["dlopen", lib])]
     for model in sorted(a.onnx_dir.glob("*.onnx")):
         cases.append((f"{model.name} with plugins", ["build", str(model.resolve()), lib]))
         cases.append((f"{model.name} without plugins", ["build", str(model.resolve()), "none"]))
@@ -327,12 +380,17 @@ def main() -> int:
     except OSError:
         report["gpu"] = "unknown"
     logs = []
-    for label, args in cases:
+    # Independent processes: run several at once (each mostly waits on TensorRT-RTX).
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=a.jobs) as pool:
+        done = list(pool.map(lambda c: (c[0], c[1], _run_child(c[1], a.timeout)), cases))
+    for label, args, case in done:
         print(f"== {label}", flush=True)
-        case = _run_child(args, a.timeout)
+        print("   " + (_summarise(case) if label not in ("registry", "dlopen")
+                       else case["ended"]), flush=True)
         logs.append(f"\n\n######## {label}: {' '.join(args)}\n{case.pop('_full_log')}")
         report["cases"][label] = case
-        print("   " + (_summarise(case) if label != "registry" else case["ended"]), flush=True)
         for r in case["results"]:
             print("   " + json.dumps(r), flush=True)
     (a.out / "rtx_logs.txt").write_text("".join(logs)[-15_000_000:])
@@ -346,13 +404,14 @@ def main() -> int:
     for label, case in report["cases"].items():
         what = (
             _summarise(case)
-            if label != "registry"
+            if label not in ("registry", "dlopen")
             else (
                 "; ".join(
                     f"{r.get('op', r.get('case', r['step']))}: "
                     + ", ".join(f"{k}={v}" for k, v in r.items() if k not in ("step", "op", "case"))
                     for r in case["results"]
                 )
+                + f"; messages through TensorRT-RTX's logger: {case['logger_received']}"
                 + f"; {case['ended']}"
             )
         )

@@ -154,6 +154,8 @@ def test_loading_registers_every_creator_once(steps):
     # each creator exactly once, with the spec's fields (the load-time registration
     # runs after the plugin files' field tables are initialized)
     assert sorted(_registered(proc.stdout)) == _every_creator(), proc.stdout
+    # and the plugins log through TensorRT's logger (getLogger after a bare dlopen)
+    assert "LOGGER received" in proc.stdout, proc.stdout + proc.stderr
 
 
 @needs_harness

@@ -400,7 +400,7 @@ def _precision_problem(trt: TensorRT, precision: Precision) -> str | None:
             f"{dtype} (mhc-export export --dtype {dtype} ...) and build it without {flag}")
 
 
-def _network_flags(trt: TensorRT, precision: Precision) -> int:
+def network_flags(trt: TensorRT, precision: Precision) -> int:
     """Network creation flags: STRONGLY_TYPED where the network is not strongly typed
     anyway (TensorRT 11 makes every network so and deprecates the flag)."""
     ndcf = trt.module.NetworkDefinitionCreationFlag
@@ -521,7 +521,7 @@ def build_engine(
 
     logger = make_logger(trt, verbose)
     builder = mod.Builder(logger)
-    network = builder.create_network(_network_flags(trt, precision))
+    network = builder.create_network(network_flags(trt, precision))
     parser = mod.OnnxParser(network, logger)
     # parse_from_file resolves external data (.onnx.data) relative to the model.
     if not parser.parse_from_file(str(onnx_path)):
@@ -673,7 +673,7 @@ def parse_plugin_layers(
     mod = trt.module
     logger = make_logger(trt)
     builder = mod.Builder(logger)
-    network = builder.create_network(_network_flags(trt, Precision()))
+    network = builder.create_network(network_flags(trt, Precision()))
     parser = mod.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         raise EngineBuildError(

@@ -70,6 +70,20 @@ void* findTensorRTSymbol(char const* name, std::string* where) noexcept
     return nullptr;
 }
 
+// The logger of a library loaded by dlopen alone (no setLoggerFinder from
+// TensorRT): TensorRT's exported getLogger, asked at each message.
+class LoadTimeLoggerFinder : public nvinfer1::ILoggerFinder
+{
+public:
+    using GetLoggerFn = nvinfer1::ILogger* (*) ();
+    nvinfer1::ILogger* findLogger() override
+    {
+        return mGetLogger ? mGetLogger() : nullptr;
+    }
+    GetLoggerFn mGetLogger{nullptr};
+};
+LoadTimeLoggerFinder gLoadTimeFinder;
+
 std::mutex gMutex;
 nvinfer1::IPluginRegistry* gRegistry{nullptr}; // the registry the load-time registration used
 std::vector<nvinfer1::IPluginCreatorInterface*> gRegistered;
@@ -167,6 +181,12 @@ void registerOnLoad(CreatorListFn list) noexcept
             }
         }
         gRegistry = registry;
+        gLoadTimeFinder.mGetLogger
+            = reinterpret_cast<LoadTimeLoggerFinder::GetLoggerFn>(findTensorRTSymbol("getLogger", nullptr));
+        if (gLoadTimeFinder.mGetLogger)
+        {
+            setLoggerFinder(&gLoadTimeFinder); // TensorRT's loadLibrary replaces it with its own
+        }
     }
     catch (...)
     {

@@ -268,10 +268,15 @@ private:
 HarnessRegistry gRegistry;
 } // namespace
 
-// libnvinfer exports this; a plugin library loaded by dlopen alone finds it with dlsym.
+// libnvinfer exports these; a plugin library loaded by dlopen alone finds them with dlsym.
 extern "C" __attribute__((visibility("default"))) IPluginRegistry* getPluginRegistry() noexcept
 {
     return &gRegistry;
+}
+
+extern "C" __attribute__((visibility("default"))) ILogger* getLogger() noexcept
+{
+    return &gLogger;
 }
 
 namespace
@@ -724,6 +729,18 @@ int modeRegistry(char const* path, std::string const& steps)
     }
     std::printf("REGISTRY %d creators, %d registerCreator calls, %d deregisterCreator calls\n", nb,
         gRegistry.registerCalls, gRegistry.deregisterCalls);
+    // A bad field through the registered creator: its message must reach this
+    // harness's logger (given by loadLibrary, or found by getLogger after a dlopen).
+    if (auto* c = static_cast<IPluginCreatorV3One*>(gRegistry.getCreator("MhcSinkhorn", "1", "mhc")))
+    {
+        int32_t const badIters = 0;
+        PluginField field("iters", &badIters, PluginFieldType::kINT32, 1);
+        PluginFieldCollection fc{1, &field};
+        gLogger.takeMessages();
+        IPluginV3* p = c->createPlugin("harness", &fc, TensorRTPhase::kBUILD);
+        std::printf("LOGGER %s\n", gLogger.takeMessages().find("iters") != std::string::npos ? "received" : "silent");
+        delete p;
+    }
     return gFailures ? 1 : 0;
 }
 
