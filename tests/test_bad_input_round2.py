@@ -151,6 +151,14 @@ def test_hf_wrong_dtype_in_header(tmp_path, capsys, ckpt):
            name, "I32", "not a float type")
 
 
+def test_hf_index_weight_map_not_a_table(tmp_path, capsys, ckpt):
+    """Found by the fuzzer: an index whose weight_map is a number raised AttributeError."""
+    bad = _copy(ckpt, tmp_path / "ck")
+    (bad / "model.safetensors.index.json").write_text('{"weight_map": 3}')
+    _fails(["export", "--hf", str(bad), "--out", str(tmp_path / "o" / "m.onnx")], capsys,
+           "not a valid safetensors index")
+
+
 # 5. config.json that disagrees with the weights
 def test_hf_config_disagrees_with_weights(tmp_path, capsys, ckpt):
     bad = _copy(ckpt, tmp_path / "ck")
@@ -281,6 +289,16 @@ def test_single_op_memory_precheck(tmp_path, capsys, args):
     _fails(["export", "--op", "pre", *args, "--out", str(out)], capsys,
            "GiB of memory", "lower --hidden/--tokens")
     assert _files(tmp_path) == []
+
+
+def test_validate_single_op_memory_precheck(tmp_path, capsys):
+    """Found by the fuzzer: validate --tokens of a single-op model had no memory check."""
+    out = tmp_path / "p.onnx"
+    assert main(["export", "--op", "pre", "--hidden", "16", "--no-validate", "--out",
+                 str(out)]) == 0
+    _fails(["validate", "--onnx", str(out), "--tokens", "4294967296"], capsys,
+           "GiB of memory", "lower --tokens")
+    assert _files(tmp_path) == ["p.onnx"]
 
 
 def test_diagnose_memory_precheck(tmp_path, capsys):
