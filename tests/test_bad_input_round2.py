@@ -404,6 +404,26 @@ def test_build_engine_checks_tensorrt_first(tmp_path, capsys, monkeypatch):
     assert _files(tmp_path) == []
 
 
+@pytest.mark.parametrize("value", ["{}", "[1, 2]", '"float99"'])
+def test_corrupt_dtype_metadata(tmp_path, capsys, value):
+    """Found by the fuzzer: a dtype recorded as a table or list raised AttributeError."""
+    out = tmp_path / "m.onnx"
+    assert main(["export", "--config", "tiny", "--no-validate", "--out", str(out)]) == 0
+    proto = onnx.load(out)
+    for p in proto.metadata_props:
+        if p.key == "mhc_export.dtype":
+            p.value = value
+    onnx.save(proto, out)
+    _fails(["validate", "--onnx", str(out)], capsys, "dtype")
+
+
+def test_hf_empty_layers_refused(tmp_path, capsys, ckpt):
+    """Found by the fuzzer: --layers '' was taken as no --layers and exported everything."""
+    _fails(["export", "--hf", str(ckpt), "--layers", "", "--out", str(tmp_path / "m.onnx")],
+           capsys, "--layers ''")
+    assert _files(tmp_path) == []
+
+
 # 16. messages that name the flag and say what is wrong
 def test_dtype_message_names_the_flag(tmp_path, capsys):
     _fails(["export", "--dtype", "int8", "--out", str(tmp_path / "m.onnx")], capsys,
