@@ -40,7 +40,8 @@ def check_output_path(path: Path, flag: str = "--out") -> Path:
     """``path`` can be written: not a directory, under a folder that exists or can be made."""
     path = Path(path)
     if path.is_dir():
-        raise ValueError(f"{flag} {path} is a directory; name a file (e.g. {path / 'model.onnx'})")
+        raise ValueError(f"{flag} {path} is a directory; name a file (e.g. "
+                         f"{path / ('model' + (path.suffix or '.onnx'))})")
     parent = path.parent
     while not parent.exists():
         parent = parent.parent

@@ -206,6 +206,8 @@ def parse_dtype(name: str | torch.dtype) -> torch.dtype:
         if name not in RESIDUAL_DTYPES:
             raise ValueError(f"unsupported residual dtype {name}; expected one of {dtype_list()}")
         return name
+    if not isinstance(name, str):  # e.g. a corrupt dtype in a model's metadata
+        raise ValueError(f"dtype {name!r} is not a dtype name; expected one of {dtype_list()}")
     try:
         return DTYPE_NAMES[name.lower()]
     except KeyError:

@@ -89,6 +89,7 @@ class Fuzzer:
         if with_hf:
             self.families["hf"] = self.case_hf
             self.families["hf-flags"] = self.case_hf_flags
+            self.families["hf-memory"] = self.case_hf_memory
 
     # -- fixtures ---------------------------------------------------------------------
 
@@ -116,6 +117,7 @@ class Fuzzer:
         save_random_checkpoint(self.hf_single, make_config(**cfg), seed=2)
         self.hf_other = self.tmp / "hf_other"
         save_random_checkpoint(self.hf_other, make_config(**{**cfg, "hidden_size": 96}), seed=3)
+        self.hf_huge = _huge_checkpoint(self.tmp / "hf_huge")
         self.files["hf_onnx"] = self.tmp / "hf.onnx"
         assert cli_main(["export", "--hf", str(self.hf_single), "--layers", "0:1",
                          "--no-validate", "--out", str(self.files["hf_onnx"])]) == 0
@@ -400,6 +402,12 @@ class Fuzzer:
         extra = r.choice([[], ["--layers", "0:1"], ["--dtype", "bfloat16"]])
         return ["export", "--hf", str(ck), *extra, *self.out()], EXPECTED
 
+    def case_hf_memory(self) -> tuple[list[str], set[int]]:
+        """A consistent checkpoint too large for this machine, even one layer of it."""
+        extra = self.rnd.choice([[], ["--layers", "0:1"], ["--layers", "1:2"],
+                                 ["--dtype", "bfloat16", "--layers", "0:1"]])
+        return ["export", "--hf", str(self.hf_huge), *extra, *self.out()], EXPECTED
+
     def case_hf_flags(self) -> tuple[list[str], set[int]]:
         r = self.rnd
         ck = str(r.choice([self.hf_sharded, self.hf_single]))
@@ -419,6 +427,32 @@ class Fuzzer:
 
     def cleanup(self) -> None:
         _make_read_only(self.ro, undo=True)
+
+
+def _huge_checkpoint(path: Path) -> Path:
+    """A V4-Flash-wide checkpoint whose every layer (bf16, x3 while exporting) is over twice
+    this machine's memory: the header describes every tensor, the data is a sparse file."""
+    from mhc_export.adapters.hf_checkpoint import available_memory
+    from mhc_export.adapters.hf_preflight import expected_tensors
+    from mhc_export.adapters.hf_testing import FLASH_SLICE, make_config
+
+    expert_bytes = 3 * 2048 * 4096 * 2 * 3  # w1, w2, w3 in bf16, x3 while exporting
+    experts = max(8, 2 * available_memory() // expert_bytes + 1)
+    config = make_config(**{**FLASH_SLICE, "n_routed_experts": experts})
+    path.mkdir()
+    config.save_pretrained(path)
+    header, offset = {}, 0
+    for name, t in expected_tensors(config).items():
+        size = t.numel() * t.element_size() // (2 if t.is_floating_point() else 1)
+        dtype = "BF16" if t.is_floating_point() else {8: "I64", 4: "I32"}[t.element_size()]
+        header[name] = {"dtype": dtype, "shape": list(t.shape),
+                        "data_offsets": [offset, offset + size]}
+        offset += size
+    text = json.dumps(header).encode()
+    with open(path / "model.safetensors", "wb") as f:
+        f.write(len(text).to_bytes(8, "little") + text)
+        f.truncate(8 + len(text) + offset)  # sparse: no disk used
+    return path
 
 
 def _change_dtype(shard: Path, r: random.Random) -> None:

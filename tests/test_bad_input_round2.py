@@ -151,6 +151,14 @@ def test_hf_wrong_dtype_in_header(tmp_path, capsys, ckpt):
            name, "I32", "not a float type")
 
 
+def test_hf_index_weight_map_not_a_table(tmp_path, capsys, ckpt):
+    """Found by the fuzzer: an index whose weight_map is a number raised AttributeError."""
+    bad = _copy(ckpt, tmp_path / "ck")
+    (bad / "model.safetensors.index.json").write_text('{"weight_map": 3}')
+    _fails(["export", "--hf", str(bad), "--out", str(tmp_path / "o" / "m.onnx")], capsys,
+           "not a valid safetensors index")
+
+
 # 5. config.json that disagrees with the weights
 def test_hf_config_disagrees_with_weights(tmp_path, capsys, ckpt):
     bad = _copy(ckpt, tmp_path / "ck")
@@ -283,6 +291,16 @@ def test_single_op_memory_precheck(tmp_path, capsys, args):
     assert _files(tmp_path) == []
 
 
+def test_validate_single_op_memory_precheck(tmp_path, capsys):
+    """Found by the fuzzer: validate --tokens of a single-op model had no memory check."""
+    out = tmp_path / "p.onnx"
+    assert main(["export", "--op", "pre", "--hidden", "16", "--no-validate", "--out",
+                 str(out)]) == 0
+    _fails(["validate", "--onnx", str(out), "--tokens", "4294967296"], capsys,
+           "GiB of memory", "lower --tokens")
+    assert _files(tmp_path) == ["p.onnx"]
+
+
 def test_diagnose_memory_precheck(tmp_path, capsys):
     _fails(["diagnose", "--widths", "100000000", "--json", str(tmp_path / "d.json")], capsys,
            "GiB of memory", "lower --widths")
@@ -383,6 +401,26 @@ def test_build_engine_checks_tensorrt_first(tmp_path, capsys, monkeypatch):
     out = tmp_path / "p.onnx"
     _fails(["export", "--op", "pre", "--hidden", "16", "--out", str(out), "--build-engine"],
            capsys, "TensorRT", code=3)
+    assert _files(tmp_path) == []
+
+
+@pytest.mark.parametrize("value", ["{}", "[1, 2]", '"float99"'])
+def test_corrupt_dtype_metadata(tmp_path, capsys, value):
+    """Found by the fuzzer: a dtype recorded as a table or list raised AttributeError."""
+    out = tmp_path / "m.onnx"
+    assert main(["export", "--config", "tiny", "--no-validate", "--out", str(out)]) == 0
+    proto = onnx.load(out)
+    for p in proto.metadata_props:
+        if p.key == "mhc_export.dtype":
+            p.value = value
+    onnx.save(proto, out)
+    _fails(["validate", "--onnx", str(out)], capsys, "dtype")
+
+
+def test_hf_empty_layers_refused(tmp_path, capsys, ckpt):
+    """Found by the fuzzer: --layers '' was taken as no --layers and exported everything."""
+    _fails(["export", "--hf", str(ckpt), "--layers", "", "--out", str(tmp_path / "m.onnx")],
+           capsys, "--layers ''")
     assert _files(tmp_path) == []
 
 

@@ -259,8 +259,8 @@ def test_layer_slice_matches_hf_layers(exported, tmp_path, capsys):
     pos = torch.arange(10).unsqueeze(0).expand(2, -1)
     from transformers.masking_utils import create_sliding_window_causal_mask
 
-    mask = create_sliding_window_causal_mask(config=inner.config, inputs_embeds=streams[:, :, 0],
-                                             attention_mask=None, past_key_values=None,
+    # The cache positionally: past_key_values before transformers 5.25, cache after.
+    mask = create_sliding_window_causal_mask(inner.config, streams[:, :, 0], None, None,
                                              position_ids=pos)
     rope = {k: inner.rotary_emb(streams[:, :, 0], position_ids=pos, layer_type=k)
             for k in ("main", "compress")}

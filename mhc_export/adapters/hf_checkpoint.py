@@ -117,6 +117,9 @@ def _weight_map(path: Path) -> dict[str, Path]:
             mapping = json.loads(index.read_text())["weight_map"]
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise CheckpointError(f"{index}: not a valid safetensors index ({e})") from None
+        if not isinstance(mapping, dict) or not all(isinstance(f, str) for f in mapping.values()):
+            raise CheckpointError(f"{index}: not a valid safetensors index (weight_map is not "
+                                  "a table of tensor name -> file name)")
         files = {name: path / file for name, file in mapping.items()}
         for file in sorted(set(files.values())):
             if not file.is_file():

@@ -38,7 +38,8 @@ def export_hf_command(args: argparse.Namespace, dtype: torch.dtype, external: bo
         raise MhcError("--mode decomposed does not apply to --hf exports (mhc nodes only)")
     check_dtype(dtype)  # preflight
     info = inspect_checkpoint(args.hf)
-    layers = parse_layers(args.layers, info.config.num_hidden_layers) if args.layers else None
+    layers = (None if args.layers is None  # --layers '' is refused, not ignored
+              else parse_layers(args.layers, info.config.num_hidden_layers))
     need = check_memory(info, dtype, layers)
     fuse = not getattr(args, "no_fuse", False)
     out: Path = args.out or default_out(info, layers, dtype, fuse=fuse)

@@ -179,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--dtype {args.dtype}: {e}") from None
     check_args(args)
     external = {"auto": None, "always": True, "never": False}[args.external_data]
-    if args.layers and not args.hf:
+    if args.layers is not None and not args.hf:
         raise ValueError("--layers applies to --hf exports only")
     if args.build_engine:  # no TensorRT: say so now (exit 3), not after export and validation
         from ..engine.trt_module import load_tensorrt

@@ -120,4 +120,7 @@ def validate_onnx_file(path: Path, *, checkpoint: Path | None = None, batch: int
              if v is not None]
     if given:
         raise ValueError(f"{' '.join(given)}: {path} is a single-op model (use --tokens)")
-    return validate_single_op(path, spec, tokens=tokens or DEFAULT_TOKENS, seed=seed)
+    tokens = tokens or DEFAULT_TOKENS
+    check_memory(spec.memory_bytes(tokens), f"validating {path.name} at T={tokens}",
+                 "lower --tokens")
+    return validate_single_op(path, spec, tokens=tokens, seed=seed)
