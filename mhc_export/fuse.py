@@ -12,6 +12,19 @@ consumer, since MhcPostHead does not output R'). R' keeps its name, so every
 other consumer of it still finds it. Attributes come from the MhcPre (MhcHead);
 the result is re-sorted topologically. Works on any graph with the pattern:
 our reference model, and the HF DeepSeek-V4 export.
+
+DeepSeek-V4.1 (delayed pre) boundaries are rewritten the same way:
+
+    MhcPost(x, R, post, comb) -> R'
+    MhcMix(R', fn, s, b) -> p', post', comb'     =>   MhcPostMix(x, R, p, post, comb, fn, s, b)
+    MhcCollapse(R', p) -> y                              -> R', y, p', post', comb'
+
+and the last MhcPost -> MhcCollapse into MhcPostCollapse (again only when the
+collapse is the post's sole consumer). A boundary where anything rewrites the
+stream between the post and the next site (the engram layers) does not match:
+that site's MhcMix and MhcCollapse read the rewritten stream, not R'. Nor does
+one whose collapse weight depends on R' (a site collapsing with its own pre,
+V4's wiring), which MhcPostMix cannot express.
 """
 
 from __future__ import annotations
@@ -20,7 +33,18 @@ from collections import defaultdict
 
 import onnx
 
-from .spec import MHC_HEAD, MHC_POST, MHC_POST_HEAD, MHC_POST_PRE, MHC_PRE, ONNX_DOMAIN
+from .spec import (
+    MHC_COLLAPSE,
+    MHC_HEAD,
+    MHC_MIX,
+    MHC_POST,
+    MHC_POST_COLLAPSE,
+    MHC_POST_HEAD,
+    MHC_POST_MIX,
+    MHC_POST_PRE,
+    MHC_PRE,
+    ONNX_DOMAIN,
+)
 
 
 def fuse_boundaries(graph: onnx.GraphProto) -> dict[str, int]:
@@ -32,7 +56,9 @@ def fuse_boundaries(graph: onnx.GraphProto) -> dict[str, int]:
             consumers[name].append(node)
     graph_outputs = {o.name for o in graph.output}
     replaced: dict[int, onnx.NodeProto | None] = {}  # id(node) -> its replacement (None: drop)
-    fused = {MHC_POST_PRE.op_type: 0, MHC_POST_HEAD.op_type: 0}
+    fused = {MHC_POST_PRE.op_type: 0, MHC_POST_HEAD.op_type: 0,
+             MHC_POST_MIX.op_type: 0, MHC_POST_COLLAPSE.op_type: 0}
+    _fuse_v41(graph, producer, consumers, graph_outputs, replaced, fused)
     for node in graph.node:
         if node.domain != ONNX_DOMAIN or node.op_type not in (MHC_PRE.op_type, MHC_HEAD.op_type):
             continue
@@ -61,6 +87,64 @@ def fuse_boundaries(graph: onnx.GraphProto) -> dict[str, int]:
         nodes = [replaced.get(id(n), n) for n in graph.node]
         _topological(graph, [n for n in nodes if n is not None])
     return fused
+
+
+def _is_mhc(node: onnx.NodeProto, op_type: str) -> bool:
+    return node.domain == ONNX_DOMAIN and node.op_type == op_type
+
+
+def _fuse_v41(graph: onnx.GraphProto, producer, consumers, graph_outputs,
+              replaced: dict[int, onnx.NodeProto | None], fused: dict[str, int]) -> None:
+    """V4.1 boundaries: MhcPost -> (MhcMix, MhcCollapse) and the final MhcPost -> MhcCollapse."""
+    for post in graph.node:
+        if not _is_mhc(post, MHC_POST.op_type) or id(post) in replaced:
+            continue
+        r = post.output[0]
+        readers = consumers[r]
+        mixes = [n for n in readers if _is_mhc(n, MHC_MIX.op_type) and n.input[0] == r]
+        collapses = [n for n in readers if _is_mhc(n, MHC_COLLAPSE.op_type) and n.input[0] == r]
+        if len(collapses) != 1 or len(mixes) > 1:
+            continue
+        collapse = collapses[0]
+        if _depends_on(producer, collapse.input[1], r):
+            continue  # the collapse weight is made from R' (own pre): not a delayed-pre site
+        if mixes:
+            mix = mixes[0]
+            new = onnx.helper.make_node(
+                MHC_POST_MIX.op_type, [*post.input[:1], post.input[1], collapse.input[1],
+                                       *post.input[2:], *mix.input[1:]],
+                [r, collapse.output[0], *mix.output],
+                name=f"{post.name or 'post'}+{mix.name or 'mix'}", domain=ONNX_DOMAIN)
+            new.attribute.extend(mix.attribute)
+            replaced[id(mix)] = None
+            kind = MHC_POST_MIX
+        else:
+            if len(readers) != 1 or r in graph_outputs:
+                continue  # someone else needs the residual MhcPostCollapse would not output
+            new = onnx.helper.make_node(
+                MHC_POST_COLLAPSE.op_type, [post.input[0], post.input[1], collapse.input[1],
+                                            *post.input[2:]],
+                list(collapse.output), name=f"{post.name or 'post'}+{collapse.name or 'collapse'}",
+                domain=ONNX_DOMAIN)
+            kind = MHC_POST_COLLAPSE
+        replaced[id(post)] = new
+        replaced[id(collapse)] = None
+        fused[kind.op_type] += 1
+
+
+def _depends_on(producer, name: str, source: str) -> bool:
+    """Whether tensor ``name`` is computed (transitively) from tensor ``source``."""
+    seen, stack = set(), [name]
+    while stack:
+        cur = stack.pop()
+        if cur == source:
+            return True
+        node = producer.get(cur)
+        if node is None or cur in seen:
+            continue
+        seen.add(cur)
+        stack.extend(_outer_inputs(node))
+    return False
 
 
 def _through_reshapes(producer, name: str):

@@ -13,7 +13,9 @@ from the spec's arithmetic (not tuned to one model):
 * post: within [0, post_mult] (closed, since float32 sigmoid saturates).
 * pre: recovered from layer_input = sum_i pre_i residual_i by least squares,
   within [pre_eps, 1 + pre_eps] up to a per-token bound on the rounding of
-  layer_input.
+  layer_input (V4's MhcPre, which does not output pre).
+* pre_mix: V4.1's MhcMix and MhcPostMix output pre itself; within
+  [pre_eps, 1 + pre_eps] up to the one float32 rounding of sigmoid + pre_eps.
 """
 
 from __future__ import annotations
@@ -204,11 +206,26 @@ def _add_pre(report: Report, backend: str, label: str, layer_input: object, resi
         + (f"; {skipped} collinear tokens skipped" if skipped else ""))
 
 
+def _add_pre_mix(report: Report, backend: str, label: str, pre: torch.Tensor,
+                 pre_eps: float) -> None:
+    p = pre.reshape(-1, pre.shape[-1]) if pre.dim() else pre.reshape(1, 1)
+    excess = torch.maximum(pre_eps - p, p - (1 + pre_eps)).clamp_min(0)
+    value = float(excess.max()) if torch.isfinite(p).all() else math.inf
+    # sigmoid + pre_eps in float32: roundings of a value at most 1 + pre_eps (and of
+    # pre_eps itself, stored as a float32 attribute).
+    report.add_invariant(
+        backend, _name(label, "pre_mix outside [pre_eps, 1+pre_eps]"), value,
+        (1 + pre_eps) * 2.0**-23,
+        f"min {float(p.min()):.4g}, mean {float(p.mean()):.4g}, max {float(p.max()):.4g}, "
+        f"pre_eps {pre_eps:g}")
+
+
 def add_output_invariants(
     report: Report,
     backend: str,
     *,
     comb_mix: torch.Tensor | np.ndarray | None = None,
+    pre_mix: torch.Tensor | np.ndarray | None = None,
     post_mix: torch.Tensor | np.ndarray | None = None,
     post_mult: float = 2.0,
     layer_input: torch.Tensor | np.ndarray | None = None,
@@ -221,7 +238,8 @@ def add_output_invariants(
     """Add the mHC output invariants of one backend's MhcPre outputs to ``report``.
 
     Give whichever outputs the backend produced: comb_mix [T, n, n] (Sinkhorn
-    error, spectral norm, positivity), post_mix [T, n] (range), and
+    error, spectral norm, positivity), post_mix [T, n] (range), pre_mix [T, n]
+    (range; V4.1's MhcMix/MhcPostMix output it), and
     layer_input [T, d] with the residual [T, n, d] it was computed from (pre
     range, pre recovered by least squares). ``label`` prefixes the invariant
     names (e.g. "layer0.attn"); sinkhorn_iters/eps must be the attributes the
@@ -244,5 +262,7 @@ def add_output_invariants(
                   sinkhorn_eps)
     if post_mix is not None:
         _add_post(report, backend, label, _f64("post_mix", post_mix), post_mult)
+    if pre_mix is not None:
+        _add_pre_mix(report, backend, label, _f64("pre_mix", pre_mix), pre_eps)
     if layer_input is not None:
         _add_pre(report, backend, label, layer_input, residual, pre_eps)

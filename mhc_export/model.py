@@ -1,11 +1,22 @@
-"""The reference model: the DeepSeek-V4 block structure around the mHC ops.
+"""The reference model: the DeepSeek-V4 or V4.1 block structure around the mHC ops.
 
+V4 (``family="V4"``):
 ```
 h = embed(tokens); X = repeat h over n streams            # [T, n, d]
 per layer, per sublayer (attention, ffn):
     y, post, comb = MhcPre(X); X = MhcPost(sub(norm(y)), X, post, comb)
 logits = lm_head(final_norm(MhcHead(X)))
 ```
+V4.1 (``family="V4.1"``, delayed pre; no head mix weights):
+```
+h = embed(tokens); X = repeat h over n streams; p = one-hot(0)
+per layer, per sublayer (attention, ffn):
+    p_next, post, comb = MhcMix(X); y = MhcCollapse(X, p)   # the PREVIOUS site's pre
+    X = MhcPost(sub(norm(y)), X, post, comb); p = p_next
+logits = lm_head(final_norm(MhcCollapse(X, p)))
+```
+Site 1's collapse is skipped (y = h): the streams are n copies of h and p is one-hot,
+so MhcCollapse(X, e_0) = h (the spec's "Site 1 may skip its collapse").
 
 ``mode="fused"`` routes the mHC math through the ``mhc::*`` custom ops (one
 ONNX node each on export); ``mode="decomposed"`` uses the plain reference
@@ -23,9 +34,10 @@ from torch import nn
 
 from . import ops, reference
 from .preflight import check_streams
-from .spec import MHC_HEAD, MHC_PRE, num_mixes, parse_dtype
+from .spec import FAMILIES, MHC_HEAD, MHC_PRE, V41_FLASH, num_mixes, parse_dtype
 
 MODES = ("fused", "decomposed")
+_PRE_ATTRS = tuple(MHC_PRE.defaults())
 
 
 @dataclass(frozen=True)
@@ -44,8 +56,12 @@ class ModelConfig:
     post_mult: float = float(MHC_PRE.defaults()["post_mult"])
     sinkhorn_iters: int = int(MHC_PRE.defaults()["sinkhorn_iters"])
     head_eps: float = float(MHC_HEAD.defaults()["eps"])
+    family: str = "V4"  # "V4.1": delayed pre, no head mix (FAMILIES)
 
     def __post_init__(self) -> None:
+        if self.family not in FAMILIES:
+            raise ValueError(f"config {self.name}: family must be one of {FAMILIES}, "
+                             f"got {self.family!r}")
         for field_name in ("vocab_size", "hidden", "streams", "layers", "heads", "ffn_hidden"):
             if getattr(self, field_name) < 1:
                 raise ValueError(f"config {self.name}: {field_name} must be >= 1")
@@ -63,6 +79,8 @@ class ModelConfig:
         return asdict(self)
 
 
+_V41_EPS = {"rms_eps": V41_FLASH["rms_eps"], "norm_eps": V41_FLASH["rms_eps"]}
+
 CONFIGS: dict[str, ModelConfig] = {
     c.name: c
     for c in (
@@ -74,6 +92,16 @@ CONFIGS: dict[str, ModelConfig] = {
         # V4's expert width stands in for the MoE.
         ModelConfig("v4-pro-layer", vocab_size=1024, hidden=7168, streams=4, layers=1,
                     heads=56, ffn_hidden=2048),
+        # V4.1 (delayed pre) with V4.1-Flash's rms_norm_eps = 1e-20 as both the mixes'
+        # rms_eps and the norms' eps, as an exporter of the real model writes them.
+        ModelConfig("tiny-v41", vocab_size=128, hidden=64, streams=4, layers=2, heads=4,
+                    ffn_hidden=128, family="V4.1", **_V41_EPS),
+        ModelConfig("small-v41", vocab_size=1024, hidden=256, streams=4, layers=4, heads=4,
+                    ffn_hidden=704, family="V4.1", **_V41_EPS),
+        # One V4.1-Flash-sized layer (d=5120, n=4) for benchmarks; dense FFN as above.
+        ModelConfig("v41-flash-layer", vocab_size=1024, hidden=V41_FLASH["hidden"],
+                    streams=V41_FLASH["streams"], layers=1, heads=40, ffn_hidden=2048,
+                    family="V4.1", **_V41_EPS),
     )
 }
 
@@ -166,11 +194,35 @@ class Sublayer(nn.Module):
             )
         if probe is not None:
             probe.append((x, y, post, comb))
+        return self._post(self._body(y, batch), x, post, comb, mode)
+
+    def forward_v41(self, x: torch.Tensor, pre: torch.Tensor | None, batch: int, mode: str,
+                    probe: list | None = None, y: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """V4.1 site: mixes from X, the sublayer input collapsed with the PREVIOUS site's
+        ``pre`` (or ``y`` given: site 1's skipped collapse); returns (X', own pre)."""
+        cfg, w = self.cfg, self.mhc
+        attrs = (cfg.rms_eps, cfg.pre_eps, cfg.sinkhorn_eps, cfg.post_mult, cfg.sinkhorn_iters)
+        if mode == "fused":
+            next_pre, post, comb = ops.mix(x, w.hc_fn, w.hc_scale, w.hc_base, *attrs)
+            y = ops.collapse(x, pre) if y is None else y
+        else:
+            next_pre, post, comb = reference.mhc_mix(
+                x, w.hc_fn, w.hc_scale, w.hc_base, **dict(zip(_PRE_ATTRS, attrs, strict=True)))
+            y = reference.mhc_collapse(x, pre) if y is None else y
+        if probe is not None:
+            probe.append((next_pre, post, comb))
+        return self._post(self._body(y, batch), x, post, comb, mode), next_pre
+
+    def _body(self, y: torch.Tensor, batch: int) -> torch.Tensor:
         h = self.norm(y)
         if self.kind == "attention":
-            h = self.body(h.view(batch, -1, cfg.hidden)).reshape(-1, cfg.hidden)
-        else:
-            h = self.body(h)
+            return self.body(h.view(batch, -1, self.cfg.hidden)).reshape(-1, self.cfg.hidden)
+        return self.body(h)
+
+    @staticmethod
+    def _post(h: torch.Tensor, x: torch.Tensor, post: torch.Tensor, comb: torch.Tensor,
+              mode: str) -> torch.Tensor:
         if mode == "fused":
             return ops.post(h, x, post, comb)
         return reference.mhc_post(h, x, post, comb)
@@ -189,7 +241,9 @@ class MhcModel(nn.Module):
         self.sublayers = nn.ModuleList(
             Sublayer(cfg, kind) for _ in range(cfg.layers) for kind in ("attention", "ffn")
         )
-        self.head_mhc = MhcWeights(cfg.streams, cfg.streams * cfg.hidden, 1)
+        # V4.1 has no head mix: the streams end in a collapse with the carried pre.
+        self.head_mhc = (MhcWeights(cfg.streams, cfg.streams * cfg.hidden, 1)
+                         if cfg.family == "V4" else None)
         self.final_norm = RMSNorm(cfg.hidden, cfg.norm_eps)
         self.lm_head = nn.Linear(cfg.hidden, cfg.vocab_size, bias=False)
         # Validation sets this to a list to collect every MhcPre's (residual,
@@ -203,16 +257,29 @@ class MhcModel(nn.Module):
         batch = tokens.shape[0]
         h = self.embed(tokens).reshape(-1, cfg.hidden)
         x = h.unsqueeze(1).expand(-1, cfg.streams, -1).contiguous()
+        y = self._v41_streams(x, h, batch) if cfg.family == "V4.1" else self._v4_streams(x, batch)
+        logits = self.lm_head(self.final_norm(y))
+        return logits.view(batch, -1, cfg.vocab_size)
+
+    def _v4_streams(self, x: torch.Tensor, batch: int) -> torch.Tensor:
+        cfg = self.cfg
         for sub in self.sublayers:
             x = sub(x, batch, self.mode, self.probe)
         w = self.head_mhc
         if self.mode == "fused":
-            y = ops.head(x, w.hc_fn, w.hc_scale, w.hc_base, cfg.rms_eps, cfg.head_eps)
-        else:
-            y = reference.mhc_head(x, w.hc_fn, w.hc_scale, w.hc_base,
-                                   rms_eps=cfg.rms_eps, eps=cfg.head_eps)
-        logits = self.lm_head(self.final_norm(y))
-        return logits.view(batch, -1, cfg.vocab_size)
+            return ops.head(x, w.hc_fn, w.hc_scale, w.hc_base, cfg.rms_eps, cfg.head_eps)
+        return reference.mhc_head(x, w.hc_fn, w.hc_scale, w.hc_base, rms_eps=cfg.rms_eps,
+                                  eps=cfg.head_eps)
+
+    def _v41_streams(self, x: torch.Tensor, h: torch.Tensor, batch: int) -> torch.Tensor:
+        # Site 1 collapses n copies of h with the one-hot seed: that is h itself.
+        pre, y = None, h
+        for sub in self.sublayers:
+            x, pre = sub.forward_v41(x, pre, batch, self.mode, self.probe, y)
+            y = None
+        if self.mode == "fused":
+            return ops.collapse(x, pre)
+        return reference.mhc_collapse(x, pre)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -254,7 +321,8 @@ def build_model(
                 p.copy_(torch.randn(p.shape, generator=gen) / math.sqrt(p.shape[-1]))
         for sub in model.sublayers:
             init_mhc_weights(sub.mhc, cfg.streams, gen)
-        init_mhc_weights(model.head_mhc, cfg.streams, gen)
+        if model.head_mhc is not None:
+            init_mhc_weights(model.head_mhc, cfg.streams, gen)
     return cast_model(model, dtype).to(device).eval()
 
 

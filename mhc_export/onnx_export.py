@@ -76,7 +76,34 @@ def _post_head(x, residual, post_mix, comb_mix, hc_fn, hc_scale, hc_base, rms_ep
                                    rms_eps=rms_eps, eps=eps, **_PLUGIN)
 
 
+def _mix(residual, hc_fn, hc_scale, hc_base, rms_eps, pre_eps, sinkhorn_eps, post_mult,
+         sinkhorn_iters):
+    return NODE_OPS["MhcMix"](
+        residual, hc_fn, hc_scale, hc_base, rms_eps=rms_eps, pre_eps=pre_eps,
+        sinkhorn_eps=sinkhorn_eps, post_mult=post_mult, sinkhorn_iters=sinkhorn_iters, **_PLUGIN)
+
+
+def _collapse(residual, pre_mix):
+    return NODE_OPS["MhcCollapse"](residual, pre_mix, **_PLUGIN)
+
+
+def _post_mix(x, residual, pre_mix, post_mix, comb_mix, hc_fn, hc_scale, hc_base, rms_eps,
+              pre_eps, sinkhorn_eps, post_mult, sinkhorn_iters):
+    return NODE_OPS["MhcPostMix"](
+        x, residual, pre_mix, post_mix, comb_mix, hc_fn, hc_scale, hc_base, rms_eps=rms_eps,
+        pre_eps=pre_eps, sinkhorn_eps=sinkhorn_eps, post_mult=post_mult,
+        sinkhorn_iters=sinkhorn_iters, **_PLUGIN)
+
+
+def _post_collapse(x, residual, pre_mix, post_mix, comb_mix):
+    return NODE_OPS["MhcPostCollapse"](x, residual, pre_mix, post_mix, comb_mix, **_PLUGIN)
+
+
 TRANSLATIONS: dict[Callable, Callable] = {
+    torch.ops.mhc.mix.default: _mix,
+    torch.ops.mhc.collapse.default: _collapse,
+    torch.ops.mhc.post_mix.default: _post_mix,
+    torch.ops.mhc.post_collapse.default: _post_collapse,
     torch.ops.mhc.post_pre.default: _post_pre,
     torch.ops.mhc.post_head.default: _post_head,
     torch.ops.mhc.pre.default: _pre,

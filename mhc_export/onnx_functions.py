@@ -55,7 +55,7 @@ def MhcSinkhorn(
 
 
 @onnxscript.script(mhc, default_opset=op)
-def MhcPre(
+def MhcMix(
     residual, hc_fn: FLOAT, hc_scale: FLOAT, hc_base: FLOAT,
     rms_eps: float = 1e-6, pre_eps: float = 1e-6, sinkhorn_eps: float = 1e-6,
     post_mult: float = 2.0, sinkhorn_iters: int = 20,
@@ -75,14 +75,36 @@ def MhcPre(
     s_post = op.Slice(hc_scale, op.Constant(value_ints=[1]), op.Constant(value_ints=[2]))
     s_comb = op.Slice(hc_scale, op.Constant(value_ints=[2]), op.Constant(value_ints=[3]))
     pre_logit = op.Slice(mixes, zero, n, axis) * s_pre + op.Slice(hc_base, zero, n)
-    pre = op.Sigmoid(pre_logit) + op.Constant(value_float=pre_eps)
+    pre_mix = op.Sigmoid(pre_logit) + op.Constant(value_float=pre_eps)
     post_logit = op.Slice(mixes, n, n2, axis) * s_post + op.Slice(hc_base, n, n2)
     post_mix = op.Sigmoid(post_logit) * op.Constant(value_float=post_mult)
     comb_flat = op.Slice(mixes, n2, end, axis) * s_comb + op.Slice(hc_base, n2, end)
     logits = op.Reshape(comb_flat, op.Concat(op.Constant(value_ints=[-1]), n, n, axis=0))
     comb_mix = MhcSinkhorn(logits, iters=sinkhorn_iters, eps=sinkhorn_eps)
-    mixed = op.ReduceSum(op.Unsqueeze(pre, [-1]) * x3, [1], keepdims=0)
-    layer_input = op.CastLike(mixed, residual)
+    return pre_mix, post_mix, comb_mix
+
+
+@onnxscript.script(mhc, default_opset=op)
+def MhcCollapse(
+    residual, pre_mix: FLOAT, plugin_namespace: str = "mhc", plugin_version: str = "1",
+):
+    # float32 sum over the streams, cast once to the residual dtype; no eps, no scale.
+    mixed = op.ReduceSum(op.Cast(residual, to=1) * op.Unsqueeze(pre_mix, [2]), [1], keepdims=0)
+    return op.CastLike(mixed, residual)
+
+
+@onnxscript.script(mhc, default_opset=op)
+def MhcPre(
+    residual, hc_fn: FLOAT, hc_scale: FLOAT, hc_base: FLOAT,
+    rms_eps: float = 1e-6, pre_eps: float = 1e-6, sinkhorn_eps: float = 1e-6,
+    post_mult: float = 2.0, sinkhorn_iters: int = 20,
+    plugin_namespace: str = "mhc", plugin_version: str = "1",
+):
+    # V4: the site collapses with its own pre (V4.1's MhcMix + MhcCollapse, undelayed).
+    pre_mix, post_mix, comb_mix = MhcMix(
+        residual, hc_fn, hc_scale, hc_base, rms_eps=rms_eps, pre_eps=pre_eps,
+        sinkhorn_eps=sinkhorn_eps, post_mult=post_mult, sinkhorn_iters=sinkhorn_iters)
+    layer_input = MhcCollapse(residual, pre_mix)
     return layer_input, post_mix, comb_mix
 
 
@@ -138,6 +160,32 @@ def MhcPostHead(
                    rms_eps=rms_eps, eps=eps)
 
 
+@onnxscript.script(mhc, default_opset=op)
+def MhcPostMix(
+    x, residual, pre_mix: FLOAT, post_mix: FLOAT, comb_mix: FLOAT, hc_fn: FLOAT,
+    hc_scale: FLOAT, hc_base: FLOAT,
+    rms_eps: float = 1e-6, pre_eps: float = 1e-6, sinkhorn_eps: float = 1e-6,
+    post_mult: float = 2.0, sinkhorn_iters: int = 20,
+    plugin_namespace: str = "mhc", plugin_version: str = "1",
+):
+    # The collapse uses the given pre (site k's, the delayed pre); the collapse and the
+    # mixes read residual_out in the residual dtype, as the unfused ops do.
+    residual_out = MhcPost(x, residual, post_mix, comb_mix)
+    layer_input = MhcCollapse(residual_out, pre_mix)
+    next_pre_mix, next_post_mix, next_comb_mix = MhcMix(
+        residual_out, hc_fn, hc_scale, hc_base, rms_eps=rms_eps, pre_eps=pre_eps,
+        sinkhorn_eps=sinkhorn_eps, post_mult=post_mult, sinkhorn_iters=sinkhorn_iters)
+    return residual_out, layer_input, next_pre_mix, next_post_mix, next_comb_mix
+
+
+@onnxscript.script(mhc, default_opset=op)
+def MhcPostCollapse(
+    x, residual, pre_mix: FLOAT, post_mix: FLOAT, comb_mix: FLOAT,
+    plugin_namespace: str = "mhc", plugin_version: str = "1",
+):
+    return MhcCollapse(MhcPost(x, residual, post_mix, comb_mix), pre_mix)
+
+
 FUNCTIONS = {
     "MhcPre": MhcPre,
     "MhcSinkhorn": MhcSinkhorn,
@@ -145,6 +193,10 @@ FUNCTIONS = {
     "MhcHead": MhcHead,
     "MhcPostPre": MhcPostPre,
     "MhcPostHead": MhcPostHead,
+    "MhcMix": MhcMix,
+    "MhcCollapse": MhcCollapse,
+    "MhcPostMix": MhcPostMix,
+    "MhcPostCollapse": MhcPostCollapse,
 }
 
 

@@ -1,4 +1,6 @@
-"""torch.library custom ops ``mhc::pre``, ``mhc::sinkhorn``, ``mhc::post``, ``mhc::head``.
+"""torch.library custom ops: V4's ``mhc::pre``, ``mhc::sinkhorn``, ``mhc::post``,
+``mhc::head`` (and the fused ``mhc::post_pre``, ``mhc::post_head``), V4.1's ``mhc::mix``,
+``mhc::collapse``, ``mhc::post_mix`` and ``mhc::post_collapse``.
 
 Each op is one opaque node for torch.export, which is what lets the ONNX
 exporter emit one ``mhc`` domain node per op (see :mod:`mhc_export.onnx_export`).
@@ -12,7 +14,8 @@ import torch
 
 from . import reference
 
-__all__ = ["head", "kernel_backend", "post", "post_head", "post_pre", "pre", "sinkhorn"]
+__all__ = ["collapse", "head", "kernel_backend", "mix", "post", "post_collapse", "post_head",
+           "post_mix", "post_pre", "pre", "sinkhorn"]
 
 
 @torch.library.custom_op("mhc::pre", mutates_args=())
@@ -146,6 +149,98 @@ def _post_head_fake(x, residual, post_mix, comb_mix, hc_fn, hc_scale, hc_base, r
     return residual.new_empty((t, d))
 
 
+# ---- DeepSeek-V4.1 (delayed pre) -----------------------------------------------------------
+
+
+@torch.library.custom_op("mhc::mix", mutates_args=())
+def mix(
+    residual: torch.Tensor,
+    hc_fn: torch.Tensor,
+    hc_scale: torch.Tensor,
+    hc_base: torch.Tensor,
+    rms_eps: float,
+    pre_eps: float,
+    sinkhorn_eps: float,
+    post_mult: float,
+    sinkhorn_iters: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return reference.mhc_mix(
+        residual, hc_fn, hc_scale, hc_base, rms_eps=rms_eps, pre_eps=pre_eps,
+        sinkhorn_eps=sinkhorn_eps, post_mult=post_mult, sinkhorn_iters=sinkhorn_iters)
+
+
+def _mixes_like(residual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    t, n, _ = residual.shape
+    return (residual.new_empty((t, n), dtype=torch.float32),
+            residual.new_empty((t, n), dtype=torch.float32),
+            residual.new_empty((t, n, n), dtype=torch.float32))
+
+
+@mix.register_fake
+def _mix_fake(residual, hc_fn, hc_scale, hc_base, *attrs):
+    reference.check_pre_inputs(residual, hc_fn, hc_scale, hc_base)
+    return _mixes_like(residual)
+
+
+@torch.library.custom_op("mhc::collapse", mutates_args=())
+def collapse(residual: torch.Tensor, pre_mix: torch.Tensor) -> torch.Tensor:
+    return reference.mhc_collapse(residual, pre_mix)
+
+
+@collapse.register_fake
+def _collapse_fake(residual, pre_mix):
+    t, _, d = reference.check_collapse_inputs(residual, pre_mix)
+    return residual.new_empty((t, d))
+
+
+@torch.library.custom_op("mhc::post_mix", mutates_args=())
+def post_mix(
+    x: torch.Tensor,
+    residual: torch.Tensor,
+    pre_mix: torch.Tensor,
+    post_mix: torch.Tensor,
+    comb_mix: torch.Tensor,
+    hc_fn: torch.Tensor,
+    hc_scale: torch.Tensor,
+    hc_base: torch.Tensor,
+    rms_eps: float,
+    pre_eps: float,
+    sinkhorn_eps: float,
+    post_mult: float,
+    sinkhorn_iters: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    return reference.mhc_post_mix(
+        x, residual, pre_mix, post_mix, comb_mix, hc_fn, hc_scale, hc_base, rms_eps=rms_eps,
+        pre_eps=pre_eps, sinkhorn_eps=sinkhorn_eps, post_mult=post_mult,
+        sinkhorn_iters=sinkhorn_iters)
+
+
+@post_mix.register_fake
+def _post_mix_fake(x, residual, pre_mix, post_mix, comb_mix, hc_fn, hc_scale, hc_base, *attrs):
+    reference.check_post_inputs(x, residual, post_mix, comb_mix)
+    t, _, d = reference.check_collapse_inputs(residual, pre_mix)
+    reference.check_pre_inputs(residual, hc_fn, hc_scale, hc_base)
+    return (torch.empty_like(residual), residual.new_empty((t, d)), *_mixes_like(residual))
+
+
+@torch.library.custom_op("mhc::post_collapse", mutates_args=())
+def post_collapse(
+    x: torch.Tensor,
+    residual: torch.Tensor,
+    pre_mix: torch.Tensor,
+    post_mix: torch.Tensor,
+    comb_mix: torch.Tensor,
+) -> torch.Tensor:
+    return reference.mhc_post_collapse(x, residual, pre_mix, post_mix, comb_mix)
+
+
+@post_collapse.register_fake
+def _post_collapse_fake(x, residual, pre_mix, post_mix, comb_mix):
+    reference.check_post_inputs(x, residual, post_mix, comb_mix)
+    t, _, d = reference.check_collapse_inputs(residual, pre_mix)
+    return residual.new_empty((t, d))
+
+
 # ---------------------------------------------------------------------------
 # CUDA: our kernels (libmhc_kernels.so) for CUDA tensors, through the dispatcher
 # ---------------------------------------------------------------------------
@@ -166,6 +261,13 @@ def _kernels():
     from . import kernels
 
     return kernels if kernels.available() else None
+
+
+def _kernel(name: str):
+    """The kernel binding ``mhc_export.kernels.<name>`` where the library is loaded and
+    binds that op, else None (the V4.1 ops fall back to the reference until then)."""
+    k = _kernels()
+    return getattr(k, name, None) if k is not None else None
 
 
 @pre.register_kernel("cuda")
@@ -229,3 +331,43 @@ def _post_head_cuda(x, residual, post_mix, comb_mix, hc_fn, hc_scale, hc_base, r
                                        hc_base, rms_eps=rms_eps, eps=eps)
     c = [t.contiguous() for t in (x, residual, post_mix, comb_mix, hc_fn, hc_scale, hc_base)]
     return k.post_head(*c, rms_eps=rms_eps, eps=eps)
+
+
+_PRE_ATTRS = ("rms_eps", "pre_eps", "sinkhorn_eps", "post_mult", "sinkhorn_iters")
+
+
+@mix.register_kernel("cuda")
+def _mix_cuda(residual, hc_fn, hc_scale, hc_base, *attrs):
+    a = dict(zip(_PRE_ATTRS, attrs, strict=True))
+    kernel = _kernel("mix")
+    if kernel is None:
+        return reference.mhc_mix(residual, hc_fn, hc_scale, hc_base, **a)
+    c = [t.contiguous() for t in (residual, hc_fn, hc_scale, hc_base)]
+    return kernel(*c, **a)
+
+
+@collapse.register_kernel("cuda")
+def _collapse_cuda(residual, pre_mix):
+    kernel = _kernel("collapse")
+    if kernel is None:
+        return reference.mhc_collapse(residual, pre_mix)
+    return kernel(residual.contiguous(), pre_mix.contiguous())
+
+
+@post_mix.register_kernel("cuda")
+def _post_mix_cuda(x, residual, pre_mix, post_mix, comb_mix, hc_fn, hc_scale, hc_base, *attrs):
+    a = dict(zip(_PRE_ATTRS, attrs, strict=True))
+    tensors = (x, residual, pre_mix, post_mix, comb_mix, hc_fn, hc_scale, hc_base)
+    kernel = _kernel("post_mix")
+    if kernel is None:
+        return reference.mhc_post_mix(*tensors, **a)
+    return kernel(*[t.contiguous() for t in tensors], **a)
+
+
+@post_collapse.register_kernel("cuda")
+def _post_collapse_cuda(x, residual, pre_mix, post_mix, comb_mix):
+    tensors = (x, residual, pre_mix, post_mix, comb_mix)
+    kernel = _kernel("post_collapse")
+    if kernel is None:
+        return reference.mhc_post_collapse(*tensors)
+    return kernel(*[t.contiguous() for t in tensors])

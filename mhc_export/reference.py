@@ -1,4 +1,4 @@
-"""Eager PyTorch reference of the four mHC ops (``shared/spec/mhc_ops.md``).
+"""Eager PyTorch reference of the mHC ops, V4 and V4.1 (``shared/spec/mhc_ops.md``).
 
 Plain torch math with float32 accumulation. This is the ground truth that the
 custom ops, the ONNX function bodies, the CUDA kernels and the TensorRT
@@ -16,11 +16,16 @@ from .spec import MAX_STREAMS, RESIDUAL_DTYPES, SINKHORN_INITS, dtype_list, num_
 
 __all__ = [
     "check_attributes",
+    "check_collapse_inputs",
     "check_head_inputs",
     "check_post_inputs",
     "check_pre_inputs",
+    "mhc_collapse",
     "mhc_head",
+    "mhc_mix",
     "mhc_post",
+    "mhc_post_collapse",
+    "mhc_post_mix",
     "mhc_pre",
     "pre_mixes",
     "sinkhorn",
@@ -145,6 +150,12 @@ def check_post_inputs(
     return t, n, d
 
 
+def check_collapse_inputs(residual: torch.Tensor, pre_mix: torch.Tensor) -> tuple[int, int, int]:
+    t, n, d = _check_residual("residual", residual)
+    _check_f32("pre_mix", pre_mix, (t, n), residual)
+    return t, n, d
+
+
 def _check_logits(logits: torch.Tensor) -> None:
     _check_tensor("logits", logits)
     if logits.dim() < 2 or logits.shape[-1] != logits.shape[-2]:
@@ -244,8 +255,13 @@ def mhc_pre(
         rms_eps=rms_eps, pre_eps=pre_eps, sinkhorn_eps=sinkhorn_eps,
         post_mult=post_mult, sinkhorn_iters=sinkhorn_iters, sinkhorn_init=sinkhorn_init,
     )
-    layer_input = torch.einsum("tn,tnd->td", pre, residual.float()).to(residual.dtype)
-    return layer_input, post, comb
+    return _collapse(residual, pre), post, comb
+
+
+def _collapse(residual: torch.Tensor, pre: torch.Tensor) -> torch.Tensor:
+    """sum_i pre[t, i] * residual[t, i] in float32, cast once (MhcPre and MhcCollapse share
+    it, so MhcPre(X) == (MhcCollapse(X, pre), post, comb) holds bit for bit)."""
+    return torch.einsum("tn,tnd->td", pre, residual.float()).to(residual.dtype)
 
 
 def mhc_post(
@@ -318,3 +334,64 @@ def mhc_post_head(
     """MhcPostHead, the last boundary: MhcHead(MhcPost(...)) on the rounded residual."""
     return mhc_head(mhc_post(x, residual, post_mix, comb_mix), hc_fn, hc_scale, hc_base,
                     rms_eps=rms_eps, eps=eps)
+
+
+# ---------------------------------------------------------------------------
+# DeepSeek-V4.1: single-pass mHC (delayed pre). A site's collapse uses the
+# previous site's pre; its own pre is an output that the next site consumes.
+# ---------------------------------------------------------------------------
+
+
+def mhc_mix(
+    residual: torch.Tensor,
+    hc_fn: torch.Tensor,
+    hc_scale: torch.Tensor,
+    hc_base: torch.Tensor,
+    **pre_attrs: float | int | str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """MhcMix: (pre_mix [T, n], post_mix [T, n], comb_mix [T, n, n]), float32; the first five
+    lines of MhcPre, with pre output instead of applied. Attributes: MhcPre's."""
+    return pre_mixes(residual, hc_fn, hc_scale, hc_base, **pre_attrs)  # type: ignore[arg-type]
+
+
+def mhc_collapse(residual: torch.Tensor, pre_mix: torch.Tensor) -> torch.Tensor:
+    """MhcCollapse: layer_input[t] = sum_i pre_mix[t, i] * residual[t, i], float32 sum, cast
+    once to the residual dtype. No eps, RMS factor or scale: pre_mix is used as given."""
+    check_collapse_inputs(residual, pre_mix)
+    return _collapse(residual, pre_mix)
+
+
+def mhc_post_mix(
+    x: torch.Tensor,
+    residual: torch.Tensor,
+    pre_mix: torch.Tensor,
+    post_mix: torch.Tensor,
+    comb_mix: torch.Tensor,
+    hc_fn: torch.Tensor,
+    hc_scale: torch.Tensor,
+    hc_base: torch.Tensor,
+    **pre_attrs: float | int | str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """MhcPostMix, the single-pass boundary: the post of site k, the collapse for site k+1
+    with site k's own ``pre_mix``, and site k+1's mixes.
+
+    Returns (residual_out, layer_input, next_pre_mix, next_post_mix, next_comb_mix). The
+    collapse and the mixes read residual_out rounded to the residual dtype.
+    """
+    check_collapse_inputs(residual, pre_mix)
+    residual_out = mhc_post(x, residual, post_mix, comb_mix)
+    mixes = mhc_mix(residual_out, hc_fn, hc_scale, hc_base, **pre_attrs)
+    return (residual_out, _collapse(residual_out, pre_mix), *mixes)
+
+
+def mhc_post_collapse(
+    x: torch.Tensor,
+    residual: torch.Tensor,
+    pre_mix: torch.Tensor,
+    post_mix: torch.Tensor,
+    comb_mix: torch.Tensor,
+) -> torch.Tensor:
+    """MhcPostCollapse, V4.1's last boundary: MhcCollapse(MhcPost(...), pre_mix), the post
+    result rounded to the residual dtype first."""
+    check_collapse_inputs(residual, pre_mix)
+    return _collapse(mhc_post(x, residual, post_mix, comb_mix), pre_mix)

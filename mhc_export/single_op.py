@@ -18,7 +18,7 @@ from . import ops, reference
 from .onnx_export import ExportResult, export
 from .preflight import check_streams
 from .spec import ALL_OPS as OPS
-from .spec import DEFAULT_OPSET, ONNX_DOMAIN, num_mixes, parse_dtype
+from .spec import DEFAULT_OPSET, MHC_PRE, ONNX_DOMAIN, V41_OPS, num_mixes, parse_dtype
 
 _ELEM_DTYPES = {
     onnx.TensorProto.FLOAT: torch.float32,
@@ -87,8 +87,44 @@ class _PostHeadOp(torch.nn.Module):
                              self.attrs["rms_eps"], self.attrs["eps"])
 
 
+class _MixOp(torch.nn.Module):
+    def __init__(self, attrs: dict[str, Any]) -> None:
+        super().__init__()
+        self.attrs = attrs
+
+    def forward(self, residual, hc_fn, hc_scale, hc_base):
+        return ops.mix(residual, hc_fn, hc_scale, hc_base, *self.attrs.values())
+
+
+class _CollapseOp(torch.nn.Module):
+    def __init__(self, attrs: dict[str, Any]) -> None:
+        super().__init__()
+
+    def forward(self, residual, pre_mix):
+        return ops.collapse(residual, pre_mix)
+
+
+class _PostMixOp(torch.nn.Module):
+    def __init__(self, attrs: dict[str, Any]) -> None:
+        super().__init__()
+        self.attrs = attrs
+
+    def forward(self, x, residual, pre_mix, post_mix, comb_mix, hc_fn, hc_scale, hc_base):
+        return ops.post_mix(x, residual, pre_mix, post_mix, comb_mix, hc_fn, hc_scale, hc_base,
+                            *self.attrs.values())
+
+
+class _PostCollapseOp(torch.nn.Module):
+    def __init__(self, attrs: dict[str, Any]) -> None:
+        super().__init__()
+
+    def forward(self, x, residual, pre_mix, post_mix, comb_mix):
+        return ops.post_collapse(x, residual, pre_mix, post_mix, comb_mix)
+
+
 _MODULES = {"pre": _PreOp, "sinkhorn": _SinkhornOp, "post": _PostOp, "head": _HeadOp,
-            "post_pre": _PostPreOp, "post_head": _PostHeadOp}
+            "post_pre": _PostPreOp, "post_head": _PostHeadOp, "mix": _MixOp,
+            "collapse": _CollapseOp, "post_mix": _PostMixOp, "post_collapse": _PostCollapseOp}
 
 
 @dataclass(frozen=True)
@@ -142,6 +178,8 @@ class SingleOp:
             return {"logits": randn(tokens, n, n, scale=2.0)}
         residual = randn(tokens, n, d).to(self.dtype)
         post_inputs = {}
+        if self.op in V41_OPS:
+            return self._v41_inputs(tokens, residual, randn, g)
         if self.op in ("post", "post_pre", "post_head"):
             comb = reference.sinkhorn(randn(tokens, n, n, scale=2.0))
             post_inputs = {
@@ -159,6 +197,24 @@ class SingleOp:
             "hc_fn": randn(rows, k, scale=k ** -0.5),
             "hc_scale": 0.5 + torch.rand(scales, generator=g),
             "hc_base": randn(rows, scale=0.5),
+        }
+        return {name: values[name] for name in OPS[self.op].inputs}
+
+    def _v41_inputs(self, tokens: int, residual: torch.Tensor, randn, g: torch.Generator
+                    ) -> dict[str, torch.Tensor]:
+        """V4.1 inputs: pre_mix in (pre_eps, 1 + pre_eps) as an MhcMix makes it."""
+        n, d = self.streams, self.hidden
+        k, m = n * d, num_mixes(n)
+        pre_eps = float(self.attrs.get("pre_eps", MHC_PRE.defaults()["pre_eps"]))
+        values = {
+            "x": randn(tokens, d).to(self.dtype),
+            "residual": residual,
+            "pre_mix": torch.rand(tokens, n, generator=g) + pre_eps,
+            "post_mix": 2.0 * torch.rand(tokens, n, generator=g),
+            "comb_mix": reference.sinkhorn(randn(tokens, n, n, scale=2.0)),
+            "hc_fn": randn(m, k, scale=k ** -0.5),
+            "hc_scale": 0.5 + torch.rand(3, generator=g),
+            "hc_base": randn(m, scale=0.5),
         }
         return {name: values[name] for name in OPS[self.op].inputs}
 

@@ -112,6 +112,48 @@ MHC_POST_HEAD = OpContract(
     attributes=MHC_HEAD.attributes,
 )
 
+# ---- DeepSeek-V4.1: single-pass mHC (delayed pre), spec "DeepSeek-V4.1" on ------------
+# A site's mixes come from its own input, but its collapse uses the PREVIOUS
+# site's pre; the mix order everywhere is hc_fn's row order (pre, post, comb).
+MHC_MIX = OpContract(
+    op_type="MhcMix",
+    torch_name="mhc::mix",
+    inputs=("residual", "hc_fn", "hc_scale", "hc_base"),
+    outputs=("pre_mix", "post_mix", "comb_mix"),
+    attributes=MHC_PRE.attributes,
+)
+MHC_COLLAPSE = OpContract(
+    op_type="MhcCollapse",
+    torch_name="mhc::collapse",
+    inputs=("residual", "pre_mix"),
+    outputs=("layer_input",),
+)
+MHC_POST_MIX = OpContract(
+    op_type="MhcPostMix",
+    torch_name="mhc::post_mix",
+    inputs=("x", "residual", "pre_mix", "post_mix", "comb_mix", "hc_fn", "hc_scale",
+            "hc_base"),
+    outputs=("residual_out", "layer_input", "next_pre_mix", "next_post_mix", "next_comb_mix"),
+    attributes=MHC_PRE.attributes,
+)
+MHC_POST_COLLAPSE = OpContract(
+    op_type="MhcPostCollapse",
+    torch_name="mhc::post_collapse",
+    inputs=("x", "residual", "pre_mix", "post_mix", "comb_mix"),
+    outputs=("y",),
+)
+
+V41_FLASH_RMS_EPS = 1e-20
+"""V4.1-Flash's ``rms_norm_eps``: both ``rms_eps`` of the mixes and the eps of every
+weighted RMSNorm. Exporters write it explicitly (the MhcMix default stays 1e-6)."""
+V41_FLASH = {"streams": 4, "hidden": 5120, "layers": 40, "engram_layers": (1, 14),
+             "rms_eps": V41_FLASH_RMS_EPS}
+"""DeepSeek-V4.1-Flash's mHC sizes (the spec's "DeepSeek-V4.1" section)."""
+
+FAMILIES = ("V4", "V4.1")
+"""Model families: V4 collapses each site with its own pre (MhcPre), V4.1 with the
+previous site's (MhcMix + MhcCollapse, delayed pre)."""
+
 OPS: dict[str, OpContract] = {
     "pre": MHC_PRE,
     "sinkhorn": MHC_SINKHORN,
@@ -124,7 +166,21 @@ FUSED_OPS: dict[str, OpContract] = {
     "post_pre": MHC_POST_PRE,
     "post_head": MHC_POST_HEAD,
 }
-ALL_OPS: dict[str, OpContract] = {**OPS, **FUSED_OPS}
+# V4.1's ops (the spec's "DeepSeek-V4.1" section): nodes, flat local functions,
+# torch custom ops, single-op fixtures.
+V41_OPS: dict[str, OpContract] = {
+    "mix": MHC_MIX,
+    "collapse": MHC_COLLAPSE,
+    "post_mix": MHC_POST_MIX,
+    "post_collapse": MHC_POST_COLLAPSE,
+}
+ALL_OPS: dict[str, OpContract] = {**OPS, **FUSED_OPS, **V41_OPS}
+# The ops that have a TensorRT plugin in plugins/ (the harness and the bad-ONNX
+# checks iterate over these); the V4.1 plugins join when they exist.
+PLUGIN_OPS: dict[str, OpContract] = {**OPS, **FUSED_OPS}
+# Which family each node type belongs to (MhcPost and MhcSinkhorn serve both).
+V41_OP_TYPES = frozenset(c.op_type for c in V41_OPS.values())
+V4_ONLY_OP_TYPES = frozenset(c.op_type for c in (MHC_PRE, MHC_HEAD, MHC_POST_PRE, MHC_POST_HEAD))
 PLUGIN_ATTRIBUTES = _PLUGIN_ATTRS
 
 

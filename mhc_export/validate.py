@@ -3,8 +3,9 @@
 Every available provider runs the model; every output is compared with the
 eager model in the same dtype under the dtype's documented tolerance
 (:data:`mhc_export.report.RELATIVE_TOLERANCE`). Each backend's MhcPre outputs
-are also checked for the mHC invariants (doubly stochastic comb, spectral norm,
-gate ranges), so a broken backend shows up as a broken invariant too. A
+(V4) or MhcMix outputs (V4.1) are also checked for the mHC invariants (doubly
+stochastic comb, spectral norm, gate ranges), so a broken backend shows up as a
+broken invariant too. The report names the model's family (V4 or V4.1). A
 provider that cannot run the graph (ONNX Runtime's CPU provider has no bf16
 kernels for most standard ops) is named in the report, and that dtype is then
 validated on the mHC nodes alone, which run in float32 inside.
@@ -29,7 +30,18 @@ from .onnx_functions import FUNCTIONS
 from .report import Report, tolerance_for
 from .single_op import SingleOp, export_single_op
 from .spec import ALL_OPS as OPS
-from .spec import MHC_POST_PRE, MHC_PRE, ONNX_DOMAIN, dtype_name, parse_dtype
+from .spec import (
+    MHC_MIX,
+    MHC_POST_MIX,
+    MHC_POST_PRE,
+    MHC_PRE,
+    ONNX_DOMAIN,
+    V4_ONLY_OP_TYPES,
+    V41_OP_TYPES,
+    V41_OPS,
+    dtype_name,
+    parse_dtype,
+)
 
 METADATA_PREFIX = "mhc_export."
 _OP_BY_TYPE = {c.op_type: key for key, c in OPS.items()}
@@ -37,10 +49,13 @@ _OP_BY_TYPE = {c.op_type: key for key, c in OPS.items()}
 
 @dataclass
 class Probe:
-    """Per-MhcPre-node tensors collected from one backend, concatenated over nodes."""
+    """Per-site tensors collected from one backend, concatenated over nodes: each V4
+    MhcPre's (residual, layer_input, post_mix, comb_mix), each V4.1 MhcMix's
+    (pre_mix, post_mix, comb_mix)."""
 
     residual: list[torch.Tensor] = field(default_factory=list)
     layer_input: list[torch.Tensor] = field(default_factory=list)
+    pre_mix: list[torch.Tensor] = field(default_factory=list)
     post_mix: list[torch.Tensor] = field(default_factory=list)
     comb_mix: list[torch.Tensor] = field(default_factory=list)
 
@@ -50,17 +65,38 @@ class Probe:
         self.post_mix.append(post_mix.detach().cpu())
         self.comb_mix.append(comb_mix.detach().cpu())
 
+    def add_mixes(self, pre_mix, post_mix, comb_mix) -> None:
+        self.pre_mix.append(pre_mix.detach().cpu())
+        self.post_mix.append(post_mix.detach().cpu())
+        self.comb_mix.append(comb_mix.detach().cpu())
+
+    def add_site(self, tensors) -> None:
+        """A group as the model's probe or _probe_model lists it: 4 tensors (V4), 3 (V4.1)."""
+        (self.add if len(tensors) == 4 else self.add_mixes)(*tensors)
+
     def check(self, report: Report, backend: str, attrs: dict[str, Any]) -> None:
         if not self.comb_mix:
             return
+        def cat(xs: list[torch.Tensor]) -> torch.Tensor | None:
+            return torch.cat(xs) if xs else None
+
         add_output_invariants(
             report, backend,
-            comb_mix=torch.cat(self.comb_mix), post_mix=torch.cat(self.post_mix),
-            post_mult=float(attrs["post_mult"]), layer_input=torch.cat(self.layer_input),
-            residual=torch.cat(self.residual), pre_eps=float(attrs["pre_eps"]),
+            comb_mix=cat(self.comb_mix), post_mix=cat(self.post_mix), pre_mix=cat(self.pre_mix),
+            post_mult=float(attrs["post_mult"]), layer_input=cat(self.layer_input),
+            residual=cat(self.residual), pre_eps=float(attrs["pre_eps"]),
             sinkhorn_iters=int(attrs["sinkhorn_iters"]),
             sinkhorn_eps=float(attrs["sinkhorn_eps"]),
         )
+
+
+def graph_family(proto: onnx.ModelProto) -> str | None:
+    """"V4.1" or "V4" from the mhc node types in the graph, None where they do not tell
+    (no mhc nodes, or only MhcPost/MhcSinkhorn, which both families use)."""
+    types = {n.op_type for n in proto.graph.node if n.domain == ONNX_DOMAIN}
+    if types & V41_OP_TYPES:
+        return "V4.1"
+    return "V4" if types & V4_ONLY_OP_TYPES else None
 
 
 def validation_memory(cfg, dtype, batch: int, seq: int) -> int:
@@ -108,7 +144,7 @@ def _eager_probe(model: MhcModel, tokens: torch.Tensor) -> tuple[torch.Tensor, P
         with torch.no_grad():
             logits = model(tokens)
         for tensors in model.probe:
-            probe.add(*tensors)
+            probe.add_site(tensors)
     finally:
         model.probe = None
     return logits, probe
@@ -116,7 +152,8 @@ def _eager_probe(model: MhcModel, tokens: torch.Tensor) -> tuple[torch.Tensor, P
 
 def _probe_model(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, list[list[str]]]:
     """A copy of ``proto`` whose graph also outputs, for every MhcPre (MhcPostPre) node, the
-    residual its pre half read and its layer_input, post_mix and comb_mix."""
+    residual its pre half read and its layer_input, post_mix and comb_mix; for every
+    MhcMix (MhcPostMix) node, its (next) pre_mix, post_mix and comb_mix."""
     probed = onnx.ModelProto()
     probed.CopyFrom(proto)
     inferred = onnx.shape_inference.infer_shapes(probed)
@@ -130,8 +167,10 @@ def _probe_model(proto: onnx.ModelProto) -> tuple[onnx.ModelProto, list[list[str
         # (the residual the pre half read, layer_input, post_mix, comb_mix)
         if node.op_type == MHC_PRE.op_type:
             names = [node.input[0], *node.output]
-        elif node.op_type == MHC_POST_PRE.op_type:
+        elif node.op_type in (MHC_POST_PRE.op_type, MHC_MIX.op_type):
             names = list(node.output)
+        elif node.op_type == MHC_POST_MIX.op_type:
+            names = list(node.output[2:])
         else:
             continue
         groups.append(names)
@@ -162,7 +201,12 @@ def validate_model(
     report.config.update({
         "onnx": str(onnx_path), "config": model.cfg.name, "dtype": dtype_name(dtype),
         "mode": model.mode, "tokens": f"[{batch}, {seq}] (seed {seed})",
+        "family": model.cfg.family,
     })
+    found = graph_family(proto)
+    if found is not None and found != model.cfg.family:
+        report.add_invariant("onnx graph", f"mhc nodes of the {model.cfg.family} family", 1.0,
+                             0.0, f"the graph has {found} nodes")
     tokens = random_tokens(model.cfg, batch, seq, seed=seed)
     expected, eager_probe = _eager_probe(model, tokens)
     cfg = model.cfg
@@ -171,7 +215,8 @@ def validate_model(
     eager_probe.check(report, "eager", attrs)
     probed, groups = _probe_model(proto)
     if not groups:
-        report.note("no MhcPre nodes in the graph (decomposed export): invariants from eager only")
+        report.note("no MhcPre or MhcMix nodes in the graph (decomposed export): invariants "
+                    "from eager only")
     with tempfile.TemporaryDirectory() as tmp:
         probed_path = Path(tmp) / onnx_path.name
         onnx.save_model(probed, probed_path, save_as_external_data=_has_external(proto),
@@ -189,7 +234,7 @@ def validate_model(
             report.compare(backend, "eager", "logits", outs["logits"], expected, tol)
             probe = Probe()
             for names in groups:
-                probe.add(*(outs[n] for n in names))
+                probe.add_site([outs[n] for n in names])
             probe.check(report, backend, attrs)
     return report
 
@@ -228,12 +273,16 @@ def _streams_hidden(proto: onnx.ModelProto) -> tuple[int, int]:
         if node.domain == ONNX_DOMAIN and node.op_type in fn_input:
             n, k = inits[node.input[fn_input[node.op_type]]].dims
             return int(n), int(k) // int(n)
-    for node in proto.graph.node:  # a layer slice has no head: MhcPre's hc_fn is [n(n+2), n*d]
-        if node.domain == ONNX_DOMAIN and node.op_type == "MhcPre" and node.input[1] in inits:
-            rows, k = inits[node.input[1]].dims
+    # A layer slice or a V4.1 model has no head: the mixes' hc_fn is [n(n+2), n*d].
+    mix_fn = {"MhcPre": 1, "MhcMix": 1, "MhcPostPre": 4, "MhcPostMix": 5}
+    for node in proto.graph.node:
+        if node.domain == ONNX_DOMAIN and node.op_type in mix_fn \
+                and node.input[mix_fn[node.op_type]] in inits:
+            rows, k = inits[node.input[mix_fn[node.op_type]]].dims
             n = round((int(rows) + 1) ** 0.5) - 1
             return n, int(k) // n
-    raise ValueError("model has no MhcHead, MhcPostHead or MhcPre node to read n and d from")
+    raise ValueError("model has no MhcHead, MhcPostHead, MhcPre or MhcMix node (with its "
+                     "weights) to read n and d from")
 
 
 def validate_single_op(
@@ -248,8 +297,11 @@ def validate_single_op(
     report = Report(f"validate {Path(onnx_path).name}")
     sizes = {"streams": spec.streams} if spec.op == "sinkhorn" else {
         "streams": spec.streams, "hidden": spec.hidden}
+    family = "V4.1" if spec.op in V41_OPS else (
+        "V4 and V4.1" if spec.op in ("post", "sinkhorn") else "V4")
     report.config.update({"onnx": str(onnx_path), "op": OPS[spec.op].op_type, **sizes,
-                          "dtype": dtype_name(spec.dtype), "tokens": tokens, **spec.attrs})
+                          "dtype": dtype_name(spec.dtype), "tokens": tokens,
+                          "family": family, **spec.attrs})
     inputs = spec.random_inputs(tokens, seed=seed)
     expected = spec.reference(inputs)
     names = OPS[spec.op].outputs
@@ -271,6 +323,12 @@ def validate_single_op(
             else:  # the fused boundary's pre half reads the residual it wrote
                 probe.add(outs["residual_out"], outs["layer_input"], outs["next_post_mix"],
                           outs["next_comb_mix"])
+            probe.check(report, backend, spec.attrs)
+        elif spec.op in ("mix", "post_mix"):
+            names = ("pre_mix", "post_mix", "comb_mix") if spec.op == "mix" else (
+                "next_pre_mix", "next_post_mix", "next_comb_mix")
+            probe = Probe()
+            probe.add_mixes(*(outs[n] for n in names))
             probe.check(report, backend, spec.attrs)
     if not report.comparisons:
         report.note("no ONNX Runtime provider could run this model")

@@ -23,6 +23,9 @@ ODD_ATTRS: dict[str, dict[str, float | int]] = {
 # The fused boundaries take the attributes of the op they end in.
 ODD_ATTRS["post_pre"] = ODD_ATTRS["pre"]
 ODD_ATTRS["post_head"] = ODD_ATTRS["head"]
+# V4.1: MhcMix and MhcPostMix take MhcPre's attributes; the collapses take none.
+ODD_ATTRS["mix"] = ODD_ATTRS["post_mix"] = ODD_ATTRS["pre"]
+ODD_ATTRS["collapse"] = ODD_ATTRS["post_collapse"] = {}
 
 
 def sinkhorn_f64(logits: torch.Tensor, iters: int = 20, eps: float = 1e-6) -> torch.Tensor:
@@ -89,6 +92,42 @@ def head_f64(
     w = torch.sigmoid(m * hc_scale.to(torch.float64)[0] + hc_base.to(torch.float64)) + eps
     x = residual.to(torch.float64)
     return sum(w[:, i : i + 1] * x[:, i, :] for i in range(n))
+
+
+def mix_f64(
+    residual: torch.Tensor, hc_fn: torch.Tensor, hc_scale: torch.Tensor, hc_base: torch.Tensor,
+    **attrs: float | int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """MhcMix: (pre, post, comb), float64."""
+    _, post, comb, pre = pre_f64(residual, hc_fn, hc_scale, hc_base, **attrs)
+    return pre, post, comb
+
+
+def collapse_f64(residual: torch.Tensor, pre_mix: torch.Tensor) -> torch.Tensor:
+    """MhcCollapse: sum_i pre[:, i] * residual[:, i], float64; no eps, no scale."""
+    x = residual.to(torch.float64)
+    p = pre_mix.to(torch.float64)
+    return sum(p[:, i : i + 1] * x[:, i, :] for i in range(x.shape[1]))
+
+
+def post_mix_f64(
+    x: torch.Tensor, residual: torch.Tensor, pre_mix: torch.Tensor, post_mix: torch.Tensor,
+    comb_mix: torch.Tensor, hc_fn: torch.Tensor, hc_scale: torch.Tensor, hc_base: torch.Tensor,
+    **attrs: float | int,
+) -> list[torch.Tensor]:
+    """MhcPostMix: [residual_out, layer_input, next_pre, next_post, next_comb]. The post is
+    rounded to the residual dtype (the spec's rounding point 1) before the collapse (with the
+    given, i.e. previous, pre) and the mixes read it; everything else is float64."""
+    r = post_f64(x, residual, post_mix, comb_mix).to(residual.dtype)
+    return [r, collapse_f64(r, pre_mix), *mix_f64(r, hc_fn, hc_scale, hc_base, **attrs)]
+
+
+def post_collapse_f64(
+    x: torch.Tensor, residual: torch.Tensor, pre_mix: torch.Tensor, post_mix: torch.Tensor,
+    comb_mix: torch.Tensor,
+) -> torch.Tensor:
+    """MhcPostCollapse: the collapse of the post rounded to the residual dtype."""
+    return collapse_f64(post_f64(x, residual, post_mix, comb_mix).to(residual.dtype), pre_mix)
 
 
 def rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:

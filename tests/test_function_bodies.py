@@ -85,10 +85,12 @@ def test_reference_evaluator_runs_every_fixture(fixtures, op):
 
 
 def test_nested_body_is_what_tensorrt_gets_wrong(fixtures):
-    """The emulation must see the old defect: MhcPre calling MhcSinkhorn with references."""
+    """The emulation must see the old defect: MhcPre calling MhcMix calling MhcSinkhorn,
+    with attribute references."""
     spec, path = fixtures["pre"]
     model = onnx.load(path)
-    nested = [FUNCTIONS[name].to_function_proto() for name in ("MhcPre", "MhcSinkhorn")]
+    nested = [FUNCTIONS[name].to_function_proto()
+              for name in ("MhcPre", "MhcCollapse", "MhcMix", "MhcSinkhorn")]
     for fn in nested:
         for imp in fn.opset_import:
             if imp.domain == "":

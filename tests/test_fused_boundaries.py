@@ -195,7 +195,8 @@ def test_pass_on_a_hand_built_graph():
     head = _mhc("MhcHead", ["R2", "hfn", "hs", "hb"], ["out"], eps=0.5)
     g = _graph([post, side, pre, post2, head], ["x", "R", "p", "c", "fn", "s", "b", "hfn",
                                                 "hs", "hb"], ["out", "R1copy"])
-    assert fuse_boundaries(g) == {"MhcPostPre": 1, "MhcPostHead": 1}
+    assert fuse_boundaries(g) == {"MhcPostPre": 1, "MhcPostHead": 1, "MhcPostMix": 0,
+                                  "MhcPostCollapse": 0}
     assert sorted(n.op_type for n in g.node) == ["Identity", "MhcPostHead", "MhcPostPre"]
     seen = {i.name for i in g.input}
     for n in g.node:  # still topologically sorted: every input made before it is read
@@ -220,7 +221,8 @@ def test_pass_leaves_graphs_without_the_pattern_alone():
     g = _graph([pre, post, head], ["R", "fn", "s", "b", "hfn", "hs", "hb"], ["out", "R2"])
     before = onnx.GraphProto()
     before.CopyFrom(g)
-    assert fuse_boundaries(g) == {"MhcPostPre": 0, "MhcPostHead": 0}
+    assert fuse_boundaries(g) == {"MhcPostPre": 0, "MhcPostHead": 0, "MhcPostMix": 0,
+                                  "MhcPostCollapse": 0}
     assert g == before
 
 
