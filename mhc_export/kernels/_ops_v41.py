@@ -7,30 +7,9 @@ import ctypes
 
 import torch
 
-from ..reference import check_post_inputs, check_pre_inputs
+from ..reference import check_collapse_inputs, check_post_inputs, check_pre_inputs
 from ._lib import DTYPE_CODES, load, raise_for_status
 from ._ops import _output, _pre_params, _ptr, _require_cuda, _stream, _workspace
-
-
-def _check_pre_mix(pre_mix: torch.Tensor, t: int, n: int, like: torch.Tensor) -> None:
-    """pre_mix must be float32 [T, n] on the residual's device (spec: MhcCollapse)."""
-    if not isinstance(pre_mix, torch.Tensor):
-        raise TypeError(f"pre_mix must be a torch.Tensor, got {type(pre_mix).__name__}")
-    if pre_mix.dtype != torch.float32:
-        raise TypeError(f"pre_mix must be float32, got {pre_mix.dtype}")
-    if tuple(pre_mix.shape) != (t, n):
-        raise ValueError(f"pre_mix must have shape [T, n] = {[t, n]}, got {list(pre_mix.shape)}")
-    if pre_mix.device != like.device:
-        raise ValueError(f"pre_mix is on {pre_mix.device} but residual is on {like.device}")
-
-
-def _residual_shape(residual: torch.Tensor) -> tuple[int, int, int]:
-    if not isinstance(residual, torch.Tensor):
-        raise TypeError(f"residual must be a torch.Tensor, got {type(residual).__name__}")
-    if residual.dim() != 3:
-        raise ValueError(f"residual must have rank 3 [T, n, d], got shape {list(residual.shape)}")
-    t, n, d = residual.shape
-    return t, n, d
 
 
 def mix(
@@ -72,10 +51,7 @@ def collapse(
 ) -> torch.Tensor:
     """MhcCollapse: layer_input [T, d] = sum_i pre_mix[:, i] * residual[:, i]."""
     lib = load()
-    t, n, d = _residual_shape(residual)
-    if residual.dtype not in DTYPE_CODES:
-        raise TypeError(f"residual must be bfloat16, float16 or float32, got {residual.dtype}")
-    _check_pre_mix(pre_mix, t, n, residual)
+    t, n, d = check_collapse_inputs(residual, pre_mix)
     _require_cuda(residual=residual, pre_mix=pre_mix)
     y = _output("layer_input", out, (t, d), residual.dtype, residual.device)
     with torch.cuda.device(residual.device):
@@ -106,7 +82,7 @@ def post_mix(
     lib = load()
     t, n, d = check_post_inputs(x, residual, post_mix, comb_mix)
     check_pre_inputs(residual, hc_fn, hc_scale, hc_base)
-    _check_pre_mix(pre_mix, t, n, residual)
+    check_collapse_inputs(residual, pre_mix)
     params = _pre_params(rms_eps, pre_eps, sinkhorn_eps, post_mult, sinkhorn_iters)
     _require_cuda(x=x, residual=residual, pre_mix=pre_mix, post_mix=post_mix, comb_mix=comb_mix,
                   hc_fn=hc_fn, hc_scale=hc_scale, hc_base=hc_base)
@@ -142,7 +118,7 @@ def post_collapse(
     """MhcPostCollapse: y [T, d] = MhcCollapse(MhcPost(x, residual, post, comb), pre_mix)."""
     lib = load()
     t, n, d = check_post_inputs(x, residual, post_mix, comb_mix)
-    _check_pre_mix(pre_mix, t, n, residual)
+    check_collapse_inputs(residual, pre_mix)
     _require_cuda(x=x, residual=residual, pre_mix=pre_mix, post_mix=post_mix, comb_mix=comb_mix)
     y = _output("y", out, (t, d), residual.dtype, residual.device)
     with torch.cuda.device(residual.device):
