@@ -20,6 +20,10 @@ MHC_PLUGIN_EXPORT nvinfer1::IPluginCreatorInterface* const* getCreators(int32_t&
         mhc::plugin::getMhcHeadCreator(),
         mhc::plugin::getMhcPostPreCreator(),
         mhc::plugin::getMhcPostHeadCreator(),
+        mhc::plugin::getMhcMixCreator(),
+        mhc::plugin::getMhcCollapseCreator(),
+        mhc::plugin::getMhcPostMixCreator(),
+        mhc::plugin::getMhcPostCollapseCreator(),
     };
     nbCreators = static_cast<int32_t>(sizeof(creators) / sizeof(creators[0]));
     return creators;
