@@ -105,7 +105,9 @@ mhcStatus_t launchCollapse(const void* x, const void* res, const float* pre_mix,
 
 // ---- finish: split sums -> pre / post / comb (+ the decode collapse) -------------
 
-constexpr int kV41FinishThreads = 128;
+// 256 threads: sumSplitsBlock's 8 groups of 32 sum the decode path's K/256
+// splits (d=5120: 80) in 10 loads per thread, one batch.
+constexpr int kV41FinishThreads = 256;
 
 struct FinishArgs {
     const float* part;
@@ -174,13 +176,57 @@ __global__ void __launch_bounds__(kV41FinishThreads) v41FinishKernel(const Finis
                          a.comb_mix + t * N * N);
 }
 
+// Large T (the stream and two-pass paths): a block per kWideTokens tokens.
+// Thread j sums value j of the block's [tokens][V] partials over the splits in
+// split order (loads issued in batches of 8 before the adds), then one thread
+// per token computes its gates and Sinkhorn. ~T / 16 blocks of short latency,
+// instead of a block and a one-thread Sinkhorn chain per token.
+constexpr int kWideTokens = 16;
+
+template <int N>
+__global__ void __launch_bounds__(kV41FinishThreads) v41FinishWideKernel(const FinishArgs a) {
+    constexpr int M = (2 + N) * N, V = M + 1, TB = kWideTokens;
+    __shared__ float mix[TB * V];
+    const int64_t t0 = int64_t(blockIdx.x) * TB;
+    const int ntb = int(a.ntok - t0 < TB ? a.ntok - t0 : TB);
+    pdlWait();
+    const int64_t sstride = a.ntok * V;  // floats between two splits of one value
+    for (int j = threadIdx.x; j < ntb * V; j += kV41FinishThreads) {
+        const float* p = a.part + t0 * V + j;
+        float s = 0.f;
+        for (int k = 0; k < a.splits; k += 8) {
+            float v[8];
+#pragma unroll
+            for (int q = 0; q < 8; ++q) v[q] = k + q < a.splits ? p[int64_t(k + q) * sstride] : 0.f;
+#pragma unroll
+            for (int q = 0; q < 8; ++q) s += v[q];  // + 0.0f past the last split: no change
+        }
+        mix[j] = s;
+    }
+    __syncthreads();
+    if (int(threadIdx.x) >= ntb) return;
+    const int64_t t = t0 + threadIdx.x;
+    const float* m = mix + threadIdx.x * V;
+    const float r = 1.0f / sqrtf(m[M] / (float(N) * float(a.d)) + a.p.rms_eps);
+    const float s0 = a.hc_scale[0], s1 = a.hc_scale[1], s2 = a.hc_scale[2];
+#pragma unroll
+    for (int i = 0; i < N; ++i) {
+        a.pre_mix[t * N + i] = sigmoidf(m[i] * r * s0 + a.hc_base[i]) + a.p.pre_eps;
+        a.post_mix[t * N + i] = a.p.post_mult * sigmoidf(m[N + i] * r * s1 + a.hc_base[N + i]);
+    }
+    combFromMixes<N>(m, r, s2, a.hc_base, a.p.sinkhorn_iters, a.p.sinkhorn_eps,
+                     a.comb_mix + t * N * N);
+}
+
 // PDL launch (the finish's blocks wait in griddepcontrol.wait); a refused
-// attribute outside a capture falls back to a plain launch with the same results.
+// attribute outside a capture falls back to a plain launch with the same
+// results. wide: the large-T finish (no layer_input; its own split order).
 template <typename T, int N>
-mhcStatus_t launchFinish(const FinishArgs& fa, cudaStream_t stream) {
+mhcStatus_t launchFinish(const FinishArgs& fa, cudaStream_t stream, bool wide) {
     const int cb = fa.layer_input ? int(ceilDiv(fa.d / 8, kV41FinishThreads)) : 0;
     cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3(unsigned(fa.ntok), unsigned(cb + 1));
+    cfg.gridDim = wide ? dim3(unsigned(ceilDiv(fa.ntok, kWideTokens)))
+                       : dim3(unsigned(fa.ntok), unsigned(cb + 1));
     cfg.blockDim = dim3(kV41FinishThreads);
     cfg.stream = stream;
     cudaLaunchAttribute attr[1];
@@ -189,12 +235,15 @@ mhcStatus_t launchFinish(const FinishArgs& fa, cudaStream_t stream) {
     cfg.attrs = attr;
     cfg.numAttrs = deviceCcMajor() >= 9 ? 1 : 0;
     const bool capturing = streamIsCapturing(stream);
-    if (cudaLaunchKernelEx(&cfg, v41FinishKernel<T, N>, fa) != cudaSuccess) {
+    auto launch = [&]() {
+        return wide ? cudaLaunchKernelEx(&cfg, v41FinishWideKernel<N>, fa)
+                    : cudaLaunchKernelEx(&cfg, v41FinishKernel<T, N>, fa);
+    };
+    if (launch() != cudaSuccess) {
         if (capturing || cfg.numAttrs == 0) return checkLaunch("mhc V4.1 finish kernel");
         cudaGetLastError();
         cfg.numAttrs = 0;
-        if (cudaLaunchKernelEx(&cfg, v41FinishKernel<T, N>, fa) != cudaSuccess)
-            return checkLaunch("mhc V4.1 finish kernel");
+        if (launch() != cudaSuccess) return checkLaunch("mhc V4.1 finish kernel");
     }
     return checkLaunch("mhc V4.1 finish kernel");
 }
@@ -626,7 +675,7 @@ mhcStatus_t runMixes(const MixCall& c, cudaStream_t stream) {
                 return fail(MHC_STATUS_NOT_SUPPORTED,
                             "mhc V4.1 stream kernel: not enough shared memory on this device");
             fa.splits = streamSplits(c.d);
-            return launchFinish<T, N>(fa, stream);
+            return launchFinish<T, N>(fa, stream, true);
         }
     }
     if (path == MixPath::kDecode) {
@@ -642,7 +691,7 @@ mhcStatus_t runMixes(const MixCall& c, cudaStream_t stream) {
                                          c.ntok, K, stream);
         }
         if (st != MHC_STATUS_SUCCESS) return st;
-        return launchFinish<T, N>(fa, stream);
+        return launchFinish<T, N>(fa, stream, false);
     }
     // Two-pass: residual_out and layer_input in one elementwise pass, then the
     // FFMA projection of residual_out.
@@ -656,7 +705,7 @@ mhcStatus_t runMixes(const MixCall& c, cudaStream_t stream) {
     const int splits = launchMix<T, M>(src, c.fn, c.part, c.ntok, K, stream);
     if (splits < 0) return MHC_STATUS_CUDA_ERROR;
     fa.splits = splits;
-    return launchFinish<T, N>(fa, stream);
+    return launchFinish<T, N>(fa, stream, true);
 }
 
 size_t mixWorkspace(int64_t T, int n, int d) {
