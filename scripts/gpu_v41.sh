@@ -5,7 +5,7 @@
 # MhcPostPre in the same run) and ncu profiles of MhcPostMix. Logs, JSON and the
 # ncu report go to $OUT (or out/gpu_v41).
 #   scripts/gpu_v41.sh [steps...]   steps (default: build tests bench ncu):
-#     build tests harness bench ncu
+#     build tests harness bench ncu stalls
 #   env: BENCH_T (T list), BENCH_D (d list), TEST_K (pytest -k filter)
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -43,10 +43,19 @@ for step in $steps; do
         tests/test_plugin_harness.py -k "mix or collapse" --junitxml="$out/harness.xml" \
         > "$out/harness.txt" 2>&1 || rc=1
       tail -8 "$out/harness.txt" ;;
-    bench)
+    bench)  # the default schedule, then MHC_V41_BALANCE=1 (every SM) in the same run
       timeout ${BENCH_TIMEOUT:-240} python3 benchmarks/bench_v41.py \
         --t-list ${BENCH_T:-1,8,64,512,4096,16384} --d-list ${BENCH_D:-5120,7168} \
-        --json "$out/bench_v41.json" 2>&1 | tee "$out/bench.txt" || rc=1 ;;
+        --json "$out/bench_v41.json" 2>&1 | tee "$out/bench.txt" || rc=1
+      echo "== MHC_V41_BALANCE=1"
+      MHC_V41_BALANCE=1 timeout ${BENCH_TIMEOUT:-240} python3 benchmarks/bench_v41.py \
+        --t-list ${BENCH_T:-1,8,64,512,4096,16384} --d-list ${BENCH_D:-5120,7168} \
+        --json "$out/bench_v41_balanced.json" 2>&1 | tee "$out/bench_balanced.txt" || rc=1 ;;
+    stalls)  # where the stream kernel's warps wait, per issued instruction
+      timeout 120 ncu --metrics "regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio" \
+        -k regex:v41StreamKernel --launch-skip 2 --launch-count 1 \
+        python3 scripts/profile_kernel.py post_mix 4096 5120 > "$out/stalls.txt" 2>&1 || rc=1
+      grep -E "stalled" "$out/stalls.txt" | sort -k3 -n -r | head -8 ;;
     ncu)
       sec="--section SpeedOfLight --section Occupancy --section LaunchStats \
         --section MemoryWorkloadAnalysis --section WarpStateStats --section SchedulerStats"

@@ -198,7 +198,7 @@ def test_t0_and_bad_inputs():
         kernels.post_mix(*bad_d)
 
 
-_STREAM_OFF = r"""
+_IN_PROCESS = r"""
 import sys, torch
 from mhc_export import kernels
 v = [a.cuda() for a in torch.load(sys.argv[1])]
@@ -206,21 +206,38 @@ torch.save([r.cpu() for r in kernels.post_mix(*v)], sys.argv[2])
 """
 
 
-def test_stream_kernel_matches_the_two_pass_path(tmp_path):
-    """The bf16 stream kernel (tensor cores) against the two-pass FFMA path
-    (MHC_V41_STREAM=0, its own process): residual_out and layer_input bit for bit,
-    both paths' mixes within the float64 tolerance."""
-    v = boundary_inputs(517, 4, 1000, torch.bfloat16, _gen(4242))
+def _post_mix_in_process(v, env: dict[str, str], tmp_path: Path) -> list[torch.Tensor]:
+    """kernels.post_mix(*v) in a process of its own with `env` (path switches are read
+    once per process)."""
     src, dst = tmp_path / "in.pt", tmp_path / "out.pt"
     torch.save([a.cpu() for a in v], src)
     root = Path(__file__).resolve().parents[1]
-    proc = subprocess.run([sys.executable, "-c", _STREAM_OFF, str(src), str(dst)], cwd=root,
-                          env={**os.environ, "MHC_V41_STREAM": "0", "PYTHONPATH": str(root)},
+    proc = subprocess.run([sys.executable, "-c", _IN_PROCESS, str(src), str(dst)], cwd=root,
+                          env={**os.environ, **env, "PYTHONPATH": str(root)},
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    two_pass = [a.cuda() for a in torch.load(dst)]
+    return [a.cuda() for a in torch.load(dst)]
+
+
+def test_stream_kernel_matches_the_two_pass_path(tmp_path):
+    """The bf16 stream kernel (tensor cores) against the two-pass FFMA path
+    (MHC_V41_STREAM=0): residual_out and layer_input bit for bit, both paths' mixes
+    within the float64 tolerance."""
+    v = boundary_inputs(517, 4, 1000, torch.bfloat16, _gen(4242))
+    two_pass = _post_mix_in_process(v, {"MHC_V41_STREAM": "0"}, tmp_path)
     stream = kernels.post_mix(*v)
     assert torch.equal(stream[0], two_pass[0]) and torch.equal(stream[1], two_pass[1])
     exp = mix_f64(stream[0], *v[5:])
     for a, b, e in zip(stream[2:], two_pass[2:], exp, strict=True):
         assert rel_err(a, e) < TOL_GATE and rel_err(b, e) < TOL_GATE
+
+
+@pytest.mark.parametrize(("t", "d"), [(517, 1000), (4099, 5120), (300, 7168)])
+def test_balanced_schedule_is_bit_identical(t, d, tmp_path):
+    """MHC_V41_BALANCE=1 (every SM, CTAs crossing column splits) computes each partial
+    as the grid schedule does: every output equal bit for bit."""
+    v = boundary_inputs(t, 4, d, torch.bfloat16, _gen(t + d))
+    balanced = _post_mix_in_process(v, {"MHC_V41_BALANCE": "1"}, tmp_path)
+    grid = kernels.post_mix(*v)
+    for i, (a, b) in enumerate(zip(grid, balanced, strict=True)):
+        assert torch.equal(a, b), f"output {i} differs"

@@ -280,6 +280,7 @@ struct V41Args {
     float* part;  // [splits][T][M + 1]
     int64_t ntok, tiles;
     int d, groups, stages;
+    int splits, balanced;
 };
 
 __device__ __forceinline__ void ssAdd(const uint32_t (&w)[4], float& ss) {
@@ -306,43 +307,76 @@ __global__ void __launch_bounds__(kV41Threads, 1) v41StreamKernel(const V41Args 
     extern __shared__ __align__(16) unsigned char smem[];
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int g = lane >> 2, tig = lane & 3;
-    const int split = blockIdx.x, grp = blockIdx.y;
     const int d = a.d, S = a.stages;
     const int64_t K = int64_t(N) * d;
-    const int col = split * kV41Cols + warp * 32 + tig * 8;
-    const bool cvalid = col < d;
-    const int ntiles = a.tiles > grp ? int((a.tiles - 1 - grp) / a.groups + 1) : 0;
+    // Work items (column split, 16-token tile). Grid mode: CTA (s, g) takes split s,
+    // tiles g, g + groups, ... . Balanced mode (1-D grid over every SM): CTA b takes
+    // the items [b * total / ctas, (b + 1) * total / ctas) in split-major order, so
+    // its split changes at most a few times (the B fragments are reloaded then).
+    // Either way each (split, token) partial is computed the same way: same bits.
+    int64_t lo = 0;
+    int ntiles;
+    if (a.balanced) {
+        const int64_t total = int64_t(a.splits) * a.tiles;
+        lo = int64_t(blockIdx.x) * total / gridDim.x;
+        ntiles = int(int64_t(blockIdx.x + 1) * total / gridDim.x - lo);
+    } else {
+        const int grp = blockIdx.y;
+        ntiles = a.tiles > grp ? int((a.tiles - 1 - grp) / a.groups + 1) : 0;
+    }
+    auto itemOf = [&](int it, int& sp) -> int64_t {  // split and first token of step it
+        if (a.balanced) {
+            const int64_t i = lo + it;
+            sp = int(i / a.tiles);
+            return (i - int64_t(sp) * a.tiles) * TT;
+        }
+        sp = blockIdx.x;
+        return (int64_t(blockIdx.y) + int64_t(it) * a.groups) * TT;
+    };
+    auto colOf = [&](int sp) { return sp * kV41Cols + warp * 32 + tig * 8; };
     float* red = reinterpret_cast<float*>(smem + G::STAGE * S);  // [2][W][TT][V]
 
     // Resident B fragments: rows nt*8+g of hc_fn at this thread's 8 columns of
     // each stream, split once into bf16 hi + lo (as mhc_stream.cuh's default).
     uint32_t bhi[N][NT][4], blo[N][NT][4];
+    int bsplit = -1;
+    auto loadB = [&](int sp) {
+        const int col = colOf(sp);
 #pragma unroll
-    for (int j = 0; j < N; ++j)
+        for (int j = 0; j < N; ++j)
 #pragma unroll
-        for (int nt = 0; nt < NT; ++nt) {
-            const int m = nt * 8 + g;
-            float4 f0 = make_float4(0.f, 0.f, 0.f, 0.f), f1 = f0;
-            if (cvalid && m < M) {
-                const float4* p = reinterpret_cast<const float4*>(a.fn + int64_t(m) * K +
-                                                                  int64_t(j) * d + col);
-                f0 = __ldg(p);
-                f1 = __ldg(p + 1);
+            for (int nt = 0; nt < NT; ++nt) {
+                const int m = nt * 8 + g;
+                float4 f0 = make_float4(0.f, 0.f, 0.f, 0.f), f1 = f0;
+                if (col < d && m < M) {
+                    const float4* p = reinterpret_cast<const float4*>(a.fn + int64_t(m) * K +
+                                                                      int64_t(j) * d + col);
+                    f0 = __ldg(p);
+                    f1 = __ldg(p + 1);
+                }
+                const float fv[8] = {f0.x, f0.y, f0.z, f0.w, f1.x, f1.y, f1.z, f1.w};
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    bhi[j][nt][e] = packBf2(fv[2 * e], fv[2 * e + 1]);
+                    const float2 h = unpackBf2(bhi[j][nt][e]);
+                    blo[j][nt][e] = packBf2(fv[2 * e] - h.x, fv[2 * e + 1] - h.y);
+                }
             }
-            const float fv[8] = {f0.x, f0.y, f0.z, f0.w, f1.x, f1.y, f1.z, f1.w};
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                bhi[j][nt][e] = packBf2(fv[2 * e], fv[2 * e + 1]);
-                const float2 h = unpackBf2(bhi[j][nt][e]);
-                blo[j][nt][e] = packBf2(fv[2 * e] - h.x, fv[2 * e + 1] - h.y);
-            }
-        }
+        bsplit = sp;
+    };
+    if (ntiles > 0) {
+        int sp0;
+        itemOf(0, sp0);
+        loadB(sp0);
+    }
 
-    auto tile0 = [&](int it) { return (int64_t(grp) + int64_t(it) * a.groups) * TT; };
     // Loads of tile `it` into stage s; one commit group per call, even empty.
     auto issue = [&](int it, int s) {
         if (it < ntiles) {
-            const int64_t t0 = tile0(it);
+            int sp;
+            const int64_t t0 = itemOf(it, sp);
+            const int col = colOf(sp);
+            const bool cvalid = col < d;
             uint4* st = reinterpret_cast<uint4*>(smem + G::STAGE * s);
 #pragma unroll
             for (int h = 0; h < 2; ++h) {
@@ -374,7 +408,11 @@ __global__ void __launch_bounds__(kV41Threads, 1) v41StreamKernel(const V41Args 
 
     // Tile it: post, residual_out, layer_input, projection, warp partials.
     auto compute = [&](int it) {
-        const int64_t t0 = tile0(it);
+        int sp;
+        const int64_t t0 = itemOf(it, sp);
+        if (sp != bsplit) loadB(sp);  // CTA-uniform (balanced mode only)
+        const int col = colOf(sp);
+        const bool cvalid = col < d;
         const unsigned char* st = smem + G::STAGE * (it % S);
         const uint4* data = reinterpret_cast<const uint4*>(st);
         uint32_t A[2][N][4];
@@ -478,7 +516,8 @@ __global__ void __launch_bounds__(kV41Threads, 1) v41StreamKernel(const V41Args 
     };
     // The CTA's partial of tile it: its warps' partials summed in warp order.
     auto reduce = [&](int it) {
-        const int64_t t0 = tile0(it);
+        int split;
+        const int64_t t0 = itemOf(it, split);
         const float* rp = red + (it & 1) * W * TT * V;
         for (int j = tid; j < TT * V; j += kV41Threads) {
             const int tt = j / V;
@@ -551,6 +590,15 @@ inline bool v41StreamEnabled() {
     }();
     return on;
 }
+// MHC_V41_BALANCE=1: the balanced 1-D item split over every SM instead of the
+// (splits x groups) grid (d=5120: 120 of 132 SMs busy), same results bit for bit.
+inline bool v41Balanced() {
+    static const bool on = [] {
+        const char* e = getenv("MHC_V41_BALANCE");
+        return e && e[0] == '1' && e[1] == 0;
+    }();
+    return on;
+}
 inline int v41StagesEnv() {
     static const int s = [] {
         const char* e = getenv("MHC_V41_STAGES");
@@ -612,13 +660,23 @@ mhcStatus_t launchStream(V41Args a, cudaStream_t stream, bool* fits) {
     }
     const int splits = streamSplits(a.d);
     a.tiles = ceilDiv(a.ntok, kV41TT);
-    int64_t groups = numSMs() / splits;
-    if (groups < 1) groups = 1;
-    if (groups > a.tiles) groups = a.tiles;
-    if (groups > 65535) groups = 65535;
-    a.groups = int(groups);
+    a.splits = splits;
     a.stages = stages;
-    kern<<<dim3(unsigned(splits), unsigned(groups)), kV41Threads, smem, stream>>>(a);
+    dim3 grid;
+    if (v41Balanced()) {
+        const int64_t total = int64_t(splits) * a.tiles;
+        a.balanced = 1;
+        grid = dim3(unsigned(total < numSMs() ? total : numSMs()));
+    } else {
+        int64_t groups = numSMs() / splits;
+        if (groups < 1) groups = 1;
+        if (groups > a.tiles) groups = a.tiles;
+        if (groups > 65535) groups = 65535;
+        a.groups = int(groups);
+        a.balanced = 0;
+        grid = dim3(unsigned(splits), unsigned(groups));
+    }
+    kern<<<grid, kV41Threads, smem, stream>>>(a);
     return checkLaunch("mhc V4.1 stream kernel");
 }
 
