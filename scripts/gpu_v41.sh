@@ -52,9 +52,11 @@ for step in $steps; do
         --t-list ${BENCH_T:-1,8,64,512,4096,16384} --d-list ${BENCH_D:-5120,7168} \
         --json "$out/bench_v41_balanced.json" 2>&1 | tee "$out/bench_balanced.txt" || rc=1 ;;
     stalls)  # where the stream kernel's warps wait, per issued instruction
-      timeout 120 ncu --metrics "regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio" \
+      timeout 120 ncu --section SpeedOfLight --section Occupancy \
+        --metrics "regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio" \
         -k regex:v41StreamKernel --launch-skip 2 --launch-count 1 \
         python3 scripts/profile_kernel.py post_mix 4096 5120 > "$out/stalls.txt" 2>&1 || rc=1
+      grep -E "^    (Duration|DRAM Throughput|Achieved Occupancy)" "$out/stalls.txt"
       grep -E "stalled" "$out/stalls.txt" | sort -k3 -n -r | head -8 ;;
     ncu)
       sec="--section SpeedOfLight --section Occupancy --section LaunchStats \
