@@ -23,6 +23,7 @@ def export_model(
     metadata: dict[str, str] | None = None,
     verbose: bool = False,
     fuse: bool = True,
+    target: str = "mhc",
 ) -> ExportResult:
     # Example sizes > 1: torch.export specialises dims of size 0 and 1.
     tokens = random_tokens(model.cfg, batch=2, seq=5)
@@ -31,5 +32,5 @@ def export_model(
         return export(
             model, (tokens,), path, input_names=INPUT_NAMES, output_names=OUTPUT_NAMES,
             dynamic_shapes=(dims,), opset=opset, external_data=external_data,
-            metadata=metadata, verbose=verbose, fuse=fuse,
+            metadata=metadata, verbose=verbose, fuse=fuse, target=target,
         )

@@ -17,7 +17,7 @@ import os
 import tempfile
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import onnx
@@ -26,8 +26,10 @@ import torch
 from . import ops  # noqa: F401  (registers torch.ops.mhc.*)
 from .fuse import fuse_boundaries
 from .onnx_functions import NODE_OPS, function_protos
+from .ort_target import ensure_opset, to_onnxruntime
 from .spec import (
     DEFAULT_OPSET,
+    EXPORT_TARGETS,
     MIN_OPSET,
     ONNX_DOMAIN,
     ONNX_DOMAIN_VERSION,
@@ -119,6 +121,7 @@ class ExportResult:
     mhc_nodes: dict[str, int]
     external_data: Path | None
     opset: int
+    contrib_nodes: dict[str, int] = field(default_factory=dict)  # com.microsoft (--target)
 
 
 def check_opset(opset: int) -> int:
@@ -140,15 +143,20 @@ def export(
     metadata: dict[str, str] | None = None,
     verbose: bool = False,
     fuse: bool = True,
+    target: str = "mhc",
 ) -> ExportResult:
     """Export ``module(*args)`` to ``path`` with mhc nodes + local functions.
 
     ``external_data=None`` moves weights to ``<path>.data`` only when they are
     larger than EXTERNAL_DATA_THRESHOLD. ``fuse`` rewrites each MhcPost ->
-    MhcPre (MhcHead) boundary into one MhcPostPre (MhcPostHead) node
-    (:mod:`mhc_export.fuse`).
+    MhcPre (MhcHead) boundary into one MhcPostPre (MhcPostHead) node, and each
+    V4.1 boundary into MhcPostMix (MhcPostCollapse) (:mod:`mhc_export.fuse`).
+    ``target="onnxruntime"`` instead emits ONNX Runtime's contrib ops for the
+    collapses and posts (:mod:`mhc_export.ort_target`); that graph is unfused.
     """
     check_opset(opset)
+    if target not in EXPORT_TARGETS:
+        raise ValueError(f"unknown export target {target!r}; expected one of {EXPORT_TARGETS}")
     path = Path(path)
     with _quiet(not verbose):
         program = torch.onnx.export(
@@ -159,7 +167,11 @@ def export(
         )
     proto = program.model_proto
     model_opset = next(o.version for o in proto.opset_import if o.domain == "")
-    if fuse:
+    contrib: dict[str, int] = {}
+    if target == "onnxruntime":
+        contrib = {k: v for k, v in to_onnxruntime(proto.graph).items() if v}
+        ensure_opset(proto)
+    elif fuse:
         fuse_boundaries(proto.graph)
     counts = _mhc_node_counts(proto)
     if counts:
@@ -173,7 +185,7 @@ def export(
     if external_data is None:
         external_data = weight_bytes > EXTERNAL_DATA_THRESHOLD
     data_path = save_model(proto, path, external_data=external_data)
-    return ExportResult(path, counts, data_path, model_opset)
+    return ExportResult(path, counts, data_path, model_opset, contrib)
 
 
 def _mhc_node_counts(proto: onnx.ModelProto) -> dict[str, int]:

@@ -150,6 +150,13 @@ V41_FLASH = {"streams": 4, "hidden": 5120, "layers": 40, "engram_layers": (1, 14
              "rms_eps": V41_FLASH_RMS_EPS}
 """DeepSeek-V4.1-Flash's mHC sizes (the spec's "DeepSeek-V4.1" section)."""
 
+EXPORT_TARGETS = ("mhc", "onnxruntime")
+"""mhc: mhc nodes + local functions (TensorRT plugins, any runtime); onnxruntime: MhcCollapse
+and MhcPost (and MhcPre's collapse) as ONNX Runtime's com.microsoft HyperConnectionPreMix /
+HyperConnectionPostMix contrib ops (mhc_export.ort_target)."""
+FIRST_ORT_RELEASE = "1.31.0"
+"""The first ONNX Runtime release whose builds register both contrib ops (1.30.0 has neither)."""
+
 FAMILIES = ("V4", "V4.1")
 """Model families: V4 collapses each site with its own pre (MhcPre), V4.1 with the
 previous site's (MhcMix + MhcCollapse, delayed pre)."""

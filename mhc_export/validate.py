@@ -91,12 +91,13 @@ class Probe:
 
 
 def graph_family(proto: onnx.ModelProto) -> str | None:
-    """"V4.1" or "V4" from the mhc node types in the graph, None where they do not tell
-    (no mhc nodes, or only MhcPost/MhcSinkhorn, which both families use)."""
+    """"V4" or "V4.1" from the mhc node types in the graph, None where they do not tell
+    (no mhc nodes, or only MhcPost/MhcSinkhorn, which both families use). V4's nodes
+    decide first: an ONNX Runtime target splits V4's MhcPre into MhcMix + a contrib op."""
     types = {n.op_type for n in proto.graph.node if n.domain == ONNX_DOMAIN}
-    if types & V41_OP_TYPES:
-        return "V4.1"
-    return "V4" if types & V4_ONLY_OP_TYPES else None
+    if types & V4_ONLY_OP_TYPES:
+        return "V4"
+    return "V4.1" if types & V41_OP_TYPES else None
 
 
 def validation_memory(cfg, dtype, batch: int, seq: int) -> int:

@@ -22,6 +22,8 @@ import torch
 
 from ..errors import MhcError
 from ..spec import MAX_STREAMS
+from .hf_deepseek_v41 import MODEL_TYPE as V41_MODEL_TYPE
+from .hf_deepseek_v41 import require_transformers
 
 MODEL_TYPE = "deepseek_v4"
 INDEX_FILE = "model.safetensors.index.json"
@@ -78,6 +80,8 @@ def inspect_checkpoint(path: str | os.PathLike[str]) -> CheckpointInfo:
         raw = json.loads(config_file.read_text())
     except (OSError, ValueError) as e:
         raise CheckpointError(f"{config_file}: not valid JSON ({e})") from None
+    if isinstance(raw, dict) and raw.get("model_type") == V41_MODEL_TYPE:
+        require_transformers(str(config_file))  # raises: V4.1 is not loadable yet
     if not isinstance(raw, dict) or raw.get("model_type") != MODEL_TYPE:
         found = raw.get("model_type") if isinstance(raw, dict) else None
         raise CheckpointError(f"{config_file}: model_type is {found!r}, expected "

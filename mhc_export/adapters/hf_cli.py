@@ -47,8 +47,9 @@ def export_hf_command(args: argparse.Namespace, dtype: torch.dtype, external: bo
     _say(f"  loaded in {time.perf_counter() - t0:.1f}s")
     done = export_graph(graph, out, meta=metadata(info, dtype, layers), opset=args.opset,
                         external_data=external, fuse=not getattr(args, "no_fuse", False),
-                        progress=_say)
-    nodes = ", ".join(f"{k} x{v}" for k, v in sorted(done.result.mhc_nodes.items())) or "none"
+                        target=getattr(args, "target", "mhc"), progress=_say)
+    counts = {**done.result.mhc_nodes, **done.result.contrib_nodes}
+    nodes = ", ".join(f"{k} x{v}" for k, v in sorted(counts.items())) or "none"
     _say(f"  mhc nodes: {nodes}"
          + (f"; weights in {done.result.external_data}" if done.result.external_data else ""))
     if args.no_validate:

@@ -138,6 +138,7 @@ def export_graph(
     opset: int = DEFAULT_OPSET,
     external_data: bool | None = None,
     fuse: bool = True,
+    target: str = "mhc",
     progress: Callable[[str], None] = lambda msg: None,
 ) -> HfExport:
     """Trace ``graph`` with the export forms bound, translate, check and write ``path``."""
@@ -164,7 +165,7 @@ def export_graph(
         progress(f"translating to ONNX, checking, writing {path}")
         result = export(program, (), path, input_names=names, output_names=outputs,
                         dynamic_shapes=(), opset=opset, external_data=external_data,
-                        metadata=meta, fuse=fuse)
+                        metadata=meta, fuse=fuse, target=target)
         seconds["translating+writing"] = time.perf_counter() - t0
         progress(f"  done in {seconds['translating+writing']:.1f}s")
     return HfExport(result, graph, seconds)

@@ -19,7 +19,7 @@ import torch
 from ..errors import EXIT_OK, EXIT_VALIDATION_FAILED
 from ..preflight import STREAMS_HELP, check_memory, check_output_path, check_streams
 from ..spec import ALL_OPS as OPS
-from ..spec import DEFAULT_OPSET, dtype_name, parse_dtype
+from ..spec import DEFAULT_OPSET, EXPORT_TARGETS, FIRST_ORT_RELEASE, dtype_name, parse_dtype
 from .build import add_build_options, build_from_args, summarize
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -63,7 +63,13 @@ def configure(p: argparse.ArgumentParser) -> None:
                    help=f"standard ONNX opset (>= 17, default: {DEFAULT_OPSET})")
     o.add_argument("--no-fuse", action="store_true",
                    help="keep each layer boundary as MhcPost + MhcPre (MhcHead) instead of one "
-                        "MhcPostPre (MhcPostHead) node")
+                        "MhcPostPre (MhcPostHead) node; V4.1: MhcPost + MhcMix + MhcCollapse "
+                        "instead of MhcPostMix (MhcPostCollapse)")
+    o.add_argument("--target", choices=EXPORT_TARGETS, default="mhc",
+                   help="mhc: mhc nodes + local functions, for any runtime (default); "
+                        "onnxruntime: MhcCollapse and MhcPost (and MhcPre's collapse) as ONNX "
+                        "Runtime's com.microsoft HyperConnectionPreMix/PostMix contrib ops "
+                        f"(ONNX Runtime >= {FIRST_ORT_RELEASE}; unfused; docs/ONNXRUNTIME.md)")
     o.add_argument("--external-data", choices=("auto", "always", "never"), default="auto",
                    help="weights in a side file <out>.data (auto: only when > 1 GiB)")
     v = p.add_argument_group("validation")
@@ -96,6 +102,14 @@ def _refuse(flags: list[str], why: str) -> None:
 
 def check_args(args: argparse.Namespace) -> None:
     """Refuse conflicting or ignored flags and bad sizes, before any work starts."""
+    if args.target == "onnxruntime":
+        _refuse(_given(args, "no_fuse"), "the onnxruntime target is always unfused")
+        _refuse(_given(args, "build_engine"), "TensorRT cannot parse the onnxruntime target's "
+                "com.microsoft ops; build from a --target mhc export")
+        _refuse(_given(args, "op"), "--target onnxruntime applies to full-model exports")
+        if args.mode == "decomposed":
+            raise ValueError("--target onnxruntime: a decomposed export has no mhc nodes to "
+                             "map onto ONNX Runtime's ops")
     if args.op:
         _refuse(_given(args, "config", "checkpoint", "save_checkpoint", "mode", "seed", "batch",
                        "seq", "no_fuse"), "applies to full-model exports, not to --op")
@@ -223,7 +237,8 @@ def _export_model(args: argparse.Namespace, dtype, external):
     seed = 0 if args.seed is None else args.seed
     batch, seq = args.batch or DEFAULT_BATCH, args.seq or DEFAULT_SEQ
     cfg = read_config(args.checkpoint) if args.checkpoint else get_config(args.config or "small")
-    suffix = "" if mode == "fused" else f"_{mode}"
+    suffix = ("" if mode == "fused" else f"_{mode}") + (
+        "_ort" if args.target == "onnxruntime" else "")
     out = args.out or ENGINES_DIR / f"mhc_{cfg.name}_{dtype_name(dtype)}{suffix}.onnx"
     _check_outputs(args, out)
     if not args.no_validate:
@@ -245,15 +260,17 @@ def _export_model(args: argparse.Namespace, dtype, external):
         "mhc_export.dtype": json.dumps(dtype_name(dtype)),
         "mhc_export.mode": json.dumps(mode),
         "mhc_export.seed": json.dumps(seed),
-        "mhc_export.fused": json.dumps(not args.no_fuse),
+        "mhc_export.fused": json.dumps(not args.no_fuse and args.target == "mhc"),
+        "mhc_export.target": json.dumps(args.target),
         "mhc_export.checkpoint": json.dumps(
             str(args.checkpoint.resolve()) if args.checkpoint else None),
     }
     t0 = _progress(f"exporting to {out} (opset {args.opset})")
     result = export_model(model, out, opset=args.opset, external_data=external,
-                          metadata=metadata, fuse=not args.no_fuse)
+                          metadata=metadata, fuse=not args.no_fuse, target=args.target)
     _done(t0)
-    nodes = ", ".join(f"{k} x{v}" for k, v in sorted(result.mhc_nodes.items())) or "none"
+    counts = {**result.mhc_nodes, **result.contrib_nodes}
+    nodes = ", ".join(f"{k} x{v}" for k, v in sorted(counts.items())) or "none"
     print(f"[mhc-export]   mhc nodes: {nodes}"
           + (f"; weights in {result.external_data}" if result.external_data else ""))
     if args.no_validate:
