@@ -111,7 +111,7 @@ def _fuse_v41(graph: onnx.GraphProto, producer, consumers, graph_outputs,
         if mixes:
             mix = mixes[0]
             new = onnx.helper.make_node(
-                MHC_POST_MIX.op_type, [*post.input[:1], post.input[1], collapse.input[1],
+                MHC_POST_MIX.op_type, [post.input[0], post.input[1], collapse.input[1],
                                        *post.input[2:], *mix.input[1:]],
                 [r, collapse.output[0], *mix.output],
                 name=f"{post.name or 'post'}+{mix.name or 'mix'}", domain=ONNX_DOMAIN)

@@ -57,11 +57,21 @@ class ModelConfig:
     sinkhorn_iters: int = int(MHC_PRE.defaults()["sinkhorn_iters"])
     head_eps: float = float(MHC_HEAD.defaults()["eps"])
     family: str = "V4"  # "V4.1": delayed pre, no head mix (FAMILIES)
+    # V4.1: layers whose attention site first rewrites the whole stream (Engram, in
+    # V4.1-Flash on layers 1 and 14); those boundaries stay unfused.
+    engram_layers: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
             raise ValueError(f"config {self.name}: family must be one of {FAMILIES}, "
                              f"got {self.family!r}")
+        object.__setattr__(self, "engram_layers", tuple(self.engram_layers))  # JSON: lists
+        if self.engram_layers and self.family != "V4.1":
+            raise ValueError(f"config {self.name}: engram_layers are a V4.1 feature")
+        bad = [i for i in self.engram_layers if not 0 <= i < self.layers]
+        if bad:
+            raise ValueError(f"config {self.name}: engram_layers {bad} outside "
+                             f"0..{self.layers - 1}")
         for field_name in ("vocab_size", "hidden", "streams", "layers", "heads", "ffn_hidden"):
             if getattr(self, field_name) < 1:
                 raise ValueError(f"config {self.name}: {field_name} must be >= 1")
@@ -76,7 +86,8 @@ class ModelConfig:
         )
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """JSON-shaped (engram_layers as a list), as the metadata and checkpoints hold it."""
+        return {**asdict(self), "engram_layers": list(self.engram_layers)}
 
 
 _V41_EPS = {"rms_eps": V41_FLASH["rms_eps"], "norm_eps": V41_FLASH["rms_eps"]}
@@ -96,8 +107,9 @@ CONFIGS: dict[str, ModelConfig] = {
         # rms_eps and the norms' eps, as an exporter of the real model writes them.
         ModelConfig("tiny-v41", vocab_size=128, hidden=64, streams=4, layers=2, heads=4,
                     ffn_hidden=128, family="V4.1", **_V41_EPS),
+        # Engram on layer 1, as V4.1-Flash (layers 1 and 14): one boundary stays plain.
         ModelConfig("small-v41", vocab_size=1024, hidden=256, streams=4, layers=4, heads=4,
-                    ffn_hidden=704, family="V4.1", **_V41_EPS),
+                    ffn_hidden=704, family="V4.1", engram_layers=(1,), **_V41_EPS),
         # One V4.1-Flash-sized layer (d=5120, n=4) for benchmarks; dense FFN as above.
         ModelConfig("v41-flash-layer", vocab_size=1024, hidden=V41_FLASH["hidden"],
                     streams=V41_FLASH["streams"], layers=1, heads=40, ffn_hidden=2048,
@@ -164,6 +176,18 @@ class MhcWeights(nn.Module):
         self.hc_fn = nn.Parameter(torch.empty(rows, cols, dtype=torch.float32))
         self.hc_scale = nn.Parameter(torch.empty(scales, dtype=torch.float32))
         self.hc_base = nn.Parameter(torch.empty(rows, dtype=torch.float32))
+
+
+class Engram(nn.Module):
+    """Stand-in for V4.1's Engram: a learned rewrite of every stream (X + X W), enough to
+    put a non-mhc reader and writer of the stream between a post and the next site."""
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(hidden, hidden, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.proj(x)
 
 
 class Sublayer(nn.Module):
@@ -244,6 +268,7 @@ class MhcModel(nn.Module):
         # V4.1 has no head mix: the streams end in a collapse with the carried pre.
         self.head_mhc = (MhcWeights(cfg.streams, cfg.streams * cfg.hidden, 1)
                          if cfg.family == "V4" else None)
+        self.engrams = nn.ModuleDict({str(i): Engram(cfg.hidden) for i in cfg.engram_layers})
         self.final_norm = RMSNorm(cfg.hidden, cfg.norm_eps)
         self.lm_head = nn.Linear(cfg.hidden, cfg.vocab_size, bias=False)
         # Validation sets this to a list to collect every MhcPre's (residual,
@@ -272,9 +297,16 @@ class MhcModel(nn.Module):
                                   eps=cfg.head_eps)
 
     def _v41_streams(self, x: torch.Tensor, h: torch.Tensor, batch: int) -> torch.Tensor:
-        # Site 1 collapses n copies of h with the one-hot seed: that is h itself.
+        # Site 1 collapses n copies of h with the one-hot seed: that is h itself, unless
+        # an engram rewrites the stream first (then the one-hot is a real input).
         pre, y = None, h
-        for sub in self.sublayers:
+        if "0" in self.engrams:
+            pre = torch.zeros_like(x[:, :, 0], dtype=torch.float32)
+            pre[:, 0] = 1.0
+            y = None
+        for i, sub in enumerate(self.sublayers):
+            if i % 2 == 0 and str(i // 2) in self.engrams:  # attention site of layer i // 2
+                x = self.engrams[str(i // 2)](x)
             x, pre = sub.forward_v41(x, pre, batch, self.mode, self.probe, y)
             y = None
         if self.mode == "fused":

@@ -6,8 +6,9 @@
     python scripts/mutants.py --json out.json # also write the results
 
 Each mutant is one plausible one-line bug in mhc_export/reference.py,
-mhc_export/onnx_functions.py, mhc_export/invariants.py or the kernels' Python
-binding (mhc_export/kernels/_ops.py, _lib.py). The runner copies the tree into
+mhc_export/onnx_functions.py, mhc_export/invariants.py, the V4.1 model and fusion pass
+(mhc_export/model.py, fuse.py) or the kernels' Python binding
+(mhc_export/kernels/_ops.py, _lib.py). The runner copies the tree into
 a scratch folder once, applies one mutant there at a time (the working tree is
 never touched), and runs that mutant's targeted test subset with pytest
 (-x, CPU only). A mutant is killed when pytest fails. Before the mutants, the
@@ -39,12 +40,19 @@ INV = "mhc_export/invariants.py"
 OPS = "mhc_export/kernels/_ops.py"
 LIB = "mhc_export/kernels/_lib.py"
 
+MODEL = "mhc_export/model.py"
+FUSE = "mhc_export/fuse.py"
+
 SUBSETS = {
-    REF: ["tests/test_reference.py", "tests/test_model_and_ops.py"],
-    ONNX: ["tests/test_function_bodies.py"],
-    INV: ["tests/test_invariants.py"],
+    REF: ["tests/test_reference.py", "tests/test_model_and_ops.py", "tests/test_v41_ops.py"],
+    ONNX: ["tests/test_function_bodies.py",
+           "tests/test_v41_onnx.py::test_fixture_in_ort_reference_evaluator_and_tensorrt_rule"],
+    INV: ["tests/test_invariants.py", "tests/test_v41_ops.py::test_pre_mix_invariant_bounds"],
     OPS: ["tests/test_kernels_attributes.py"],
     LIB: ["tests/test_kernels_attributes.py"],
+    MODEL: ["tests/test_v41_model.py"],
+    FUSE: ["tests/test_v41_onnx.py::test_pass_fuses_v41_boundaries",
+           "tests/test_v41_onnx.py::test_pass_leaves_engram_and_own_pre_boundaries_alone"],
 }
 
 
@@ -89,8 +97,8 @@ MUTANTS = [
     Mutant("R12", REF, "if not math.isfinite(value) or value <= 0:",
            "if not math.isfinite(value) or value < 0:", "post_mult = 0 accepted"),
     # --- the ONNX function bodies ----------------------------------------------------
-    Mutant("O1", ONNX, "pre = op.Sigmoid(pre_logit) + op.Constant(value_float=pre_eps)",
-           "pre = op.Sigmoid(pre_logit)", "MhcPre: + pre_eps dropped (issue 13)"),
+    Mutant("O1", ONNX, "pre_mix = op.Sigmoid(pre_logit) + op.Constant(value_float=pre_eps)",
+           "pre_mix = op.Sigmoid(pre_logit)", "MhcMix (MhcPre's body): + pre_eps dropped"),
     Mutant("O2", ONNX, "op.Constant(value_float=rms_eps)", "op.Constant(value_float=1e-6)",
            "MhcPre: rms_eps replaced by the constant 1e-6 (issue 13)", nth=1),
     Mutant("O3", ONNX, "op.Sigmoid(mixes * hc_scale + hc_base) + op.Constant(value_float=eps)",
@@ -119,7 +127,7 @@ MUTANTS = [
     Mutant("I1", INV, "kappa ** max(2 * iters - 3, 0)", "kappa ** max(iters - 3, 0)",
            "Sinkhorn bound: contraction exponent 2*iters-3 -> iters-3 (issue 13)"),
     Mutant("I2", INV, "torch.maximum(pre_eps - p, p - (1 + pre_eps))", "(p - (1 + pre_eps))",
-           "pre lower bound (pre_eps - p) dropped (issue 13)"),
+           "pre lower bound (pre_eps - p) dropped (issue 13)", nth=1),
     Mutant("I3", INV, "torch.maximum(-p, p - post_mult)", "(p - post_mult)",
            "post lower bound (post < 0) dropped"),
     Mutant("I4", INV, "bound = converge + 2 * eps / (1 - kappa).clamp_min(1e-12) + deficit",
@@ -135,6 +143,20 @@ MUTANTS = [
     Mutant("I9", INV, "converge = torch.expm1(dist.clamp_max(math.log(n + 1.0)))",
            "converge = torch.expm1(dist.clamp_max(math.log(n + 1.0))) * 8",
            "Sinkhorn bound 8x looser"),
+    # --- DeepSeek-V4.1 (issue 23): the delayed pre and its checks ----------------------
+    Mutant("V1", REF, "return (residual_out, _collapse(residual_out, pre_mix), *mixes)",
+           "return (residual_out, _collapse(residual_out, mixes[0]), *mixes)",
+           "MhcPostMix collapses with the site's own pre (V4's wiring)"),
+    Mutant("V2", ONNX, "layer_input = MhcCollapse(residual_out, pre_mix)",
+           "layer_input = MhcCollapse(residual, pre_mix)",
+           "MhcPostMix body collapses the input residual, not residual_out"),
+    Mutant("V3", INV, "(1 + pre_eps) * 2.0**-23,", "(1 + pre_eps) * 2.0**-23 + 0.01,",
+           "pre_mix range limit loosened by 0.01"),
+    Mutant("V4", MODEL, "y = ops.collapse(x, pre) if y is None else y",
+           "y = ops.collapse(x, next_pre) if y is None else y",
+           "V4.1 model collapses each site with its own pre"),
+    Mutant("V5", FUSE, "if _depends_on(producer, collapse.input[1], r):", "if False:",
+           "fusion pass fuses a site that collapses with its own pre"),
     # --- the kernels' Python binding -------------------------------------------------
     Mutant("K1", OPS, "PreParams(rms_eps, pre_eps, sinkhorn_eps, post_mult, sinkhorn_iters)",
            "PreParams(pre_eps, rms_eps, sinkhorn_eps, post_mult, sinkhorn_iters)",

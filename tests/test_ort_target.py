@@ -167,3 +167,31 @@ def test_target_command_line(tmp_path, capsys):
         assert needle in capsys.readouterr().err
     assert not (tmp_path / "x.onnx").exists()
     assert FIRST_ORT_RELEASE == "1.31.0"
+
+
+def test_target_on_an_hf_deepseek_v4_checkpoint(tmp_path, capsys):
+    """The HF DeepSeek-V4 export with --target onnxruntime: contrib ops, HF eager parity,
+    and validation with the invariants on the MhcMix nodes the target splits MhcPre into."""
+    pytest.importorskip("transformers.models.deepseek_v4",
+                        reason="transformers >= 5.23 (pip install -e '.[hf]') is not installed")
+    from mhc_export.adapters.hf_testing import make_config, save_random_checkpoint
+
+    ckpt, out = tmp_path / "ckpt", tmp_path / "hf_ort.onnx"
+    model = save_random_checkpoint(ckpt, make_config(), seed=2)
+    assert main(["export", "--hf", str(ckpt), "--target", "onnxruntime", "--seq", "7",
+                 "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "RESULT: PASS" in said and "family: V4" in said
+    assert "pre_mix outside [pre_eps, 1+pre_eps]" in said
+    layers = model.config.num_hidden_layers
+    kinds: dict[str, int] = {}
+    for node in onnx.load(out).graph.node:
+        if node.domain in ("mhc", ORT_DOMAIN):
+            kinds[node.op_type] = kinds.get(node.op_type, 0) + 1
+    assert kinds == {"MhcMix": 2 * layers, "HyperConnectionPreMix": 2 * layers,
+                     "HyperConnectionPostMix": 2 * layers, "MhcHead": 1}
+    x = torch.randint(0, 97, (2, 9), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref = model(x, use_cache=False).logits
+    got = ort_runner.run(ort_runner.session(out, "CPUExecutionProvider"), {"input_ids": x})
+    assert rel_err(got["logits"], ref) < 1e-5

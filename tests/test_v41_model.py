@@ -29,7 +29,9 @@ def forward_f64_v41(model, tokens: torch.Tensor, *, own_pre: bool = False) -> to
     x = h.unsqueeze(1).expand(-1, cfg.streams, -1).to(model.dtype)
     p = torch.zeros(x.shape[0], cfg.streams, dtype=torch.float64)
     p[:, 0] = 1.0  # the one-hot seed, no eps
-    for sub in model.sublayers:
+    for i, sub in enumerate(model.sublayers):
+        if i % 2 == 0 and str(i // 2) in model.engrams:  # the model's own engram stand-in
+            x = model.engrams[str(i // 2)](x)
         w = sub.mhc
         p_next, post, comb = mix_f64(x, w.hc_fn, w.hc_scale, w.hc_base, **a)
         y = collapse_f64(x, p_next if own_pre else p)
@@ -44,15 +46,17 @@ def forward_f64_v41(model, tokens: torch.Tensor, *, own_pre: bool = False) -> to
     return model.lm_head(model.final_norm(y.to(model.dtype))).view(batch, -1, cfg.vocab_size)
 
 
+@pytest.mark.parametrize("engram", [(), (1,), (0, 1)], ids=str)
 @pytest.mark.parametrize("mode", ["fused", "decomposed"])
-def test_v41_model_matches_a_float64_forward_with_odd_attributes(mode):
-    cfg = get_config("tiny-v41", **ODD_V41)
+def test_v41_model_matches_a_float64_forward_with_odd_attributes(mode, engram):
+    cfg = get_config("tiny-v41", engram_layers=engram, **ODD_V41)
     model = build_model(cfg, mode=mode, seed=3)
     tokens = random_tokens(cfg, 2, 7, seed=4)
     with torch.no_grad():
         got, exp = model(tokens), forward_f64_v41(model, tokens)
         v4_wiring = forward_f64_v41(model, tokens, own_pre=True)
-        default = forward_f64_v41(build_model("tiny-v41", mode=mode, seed=3), tokens)
+        default = forward_f64_v41(
+            build_model(get_config("tiny-v41", engram_layers=engram), mode=mode, seed=3), tokens)
     assert got.shape == (2, 7, cfg.vocab_size)
     assert torch.isfinite(got).all() and got.std() > 0.1
     assert rel_err(got, exp) < 2e-5
@@ -87,10 +91,15 @@ def test_v41_configs_and_weights():
     assert model.sublayers[0].mhc.hc_fn.dtype == torch.float32
     with pytest.raises(ValueError, match="family must be one of"):
         get_config("tiny", family="V5")
+    assert get_config("small-v41").engram_layers == (1,)
+    with pytest.raises(ValueError, match=r"engram_layers are a V4\.1 feature"):
+        get_config("tiny", engram_layers=(1,))
+    with pytest.raises(ValueError, match=r"engram_layers \[2\] outside 0..1"):
+        get_config("tiny-v41", engram_layers=(2,))
 
 
 def test_v41_prefill_equals_incremental_and_checkpoint_roundtrip(tmp_path):
-    model = build_model("tiny-v41", dtype="float16", seed=2)
+    model = build_model(get_config("tiny-v41", engram_layers=(1,)), dtype="float16", seed=2)
     tokens = random_tokens(model.cfg, 1, 9, seed=2)
     path = tmp_path / "v41.safetensors"
     save_checkpoint(model, path)

@@ -142,12 +142,35 @@ def test_v41_model_fused_and_plain_agree(tiny_v41_pair):
     b = ort_runner.run(ort_runner.session(plain, "CPUExecutionProvider"), {"tokens": tokens})
     assert rel_err(a["logits"], b["logits"].double()) < 1e-5
     assert rel_err(a["logits"], eager) < 1e-4
-    refev = ReferenceEvaluator(str(fused)).run(None, {"tokens": tokens.numpy()})[0]
-    assert rel_err(torch.from_numpy(np.asarray(refev)), eager) < 1e-4
-    trt = inline_like_tensorrt(f)
-    c = ort_runner.run(ort_runner.session(trt.SerializeToString(), "CPUExecutionProvider"),
-                       {"tokens": tokens})
-    assert rel_err(c["logits"], eager) < 1e-4
+    for path in (fused, plain):
+        onnx.checker.check_model(onnx.load(path), full_check=True)
+        refev = ReferenceEvaluator(str(path)).run(None, {"tokens": tokens.numpy()})[0]
+        assert rel_err(torch.from_numpy(np.asarray(refev)), eager) < 1e-4
+        trt = inline_like_tensorrt(onnx.load(path))
+        c = ort_runner.run(ort_runner.session(trt.SerializeToString(), "CPUExecutionProvider"),
+                           {"tokens": tokens})
+        assert rel_err(c["logits"], eager) < 1e-4
+
+
+@pytest.mark.parametrize(("engram", "extra"), [((1,), 0), ((0, 1), 1)], ids=str)
+def test_engram_boundaries_stay_plain(tmp_path, engram, extra):
+    """The spec's node-count table with E engram layers among 1..L-1 (site 1's collapse
+    skipped; an engram on layer 0 brings it back: one more MhcCollapse)."""
+    model = build_model(get_config("tiny-v41", engram_layers=engram, **ODD_V41), seed=2)
+    big_l, e = model.cfg.layers, sum(1 for i in engram if i > 0)
+    path = tmp_path / "engram.onnx"
+    export_model(model, path)
+    assert _kinds(path) == {"MhcMix": 1 + e, "MhcCollapse": e + extra, "MhcPost": e,
+                            "MhcPostMix": 2 * big_l - 1 - e, "MhcPostCollapse": 1}
+    tokens = random_tokens(model.cfg, 2, 5, seed=4)
+    with torch.no_grad():
+        eager = model(tokens)
+    got = ort_runner.run(ort_runner.session(path, "CPUExecutionProvider"), {"tokens": tokens})
+    assert rel_err(got["logits"], eager) < 1e-4
+    trt = inline_like_tensorrt(onnx.load(path))
+    got = ort_runner.run(ort_runner.session(trt.SerializeToString(), "CPUExecutionProvider"),
+                         {"tokens": tokens})
+    assert rel_err(got["logits"], eager) < 1e-4
 
 
 @pytest.mark.parametrize("which", ["fused", "plain"])

@@ -170,3 +170,25 @@ def test_bad_inputs_are_named():
         reference.mhc_mix(v[1], *v[5:], rms_eps=-1e-20)
     with pytest.raises(TypeError, match=re.escape("x dtype torch.float16 must match")):
         reference.mhc_post_collapse(v[0].half(), *v[1:5])
+
+
+def test_pre_mix_invariant_bounds():
+    """V4.1's pre_mix range check: MhcMix outputs pass, a pre_mix off by 1e-3 fails."""
+    from mhc_export.invariants import add_output_invariants
+    from mhc_export.report import Report
+
+    args = random_pre_inputs(64, 4, 32, torch.float32, seed=21)
+    pre, post, comb = reference.mhc_mix(*args, **ODD)
+    name = "pre_mix outside [pre_eps, 1+pre_eps]"
+    eps = ODD["pre_eps"]
+    for value, ok in ((None, True), (eps - 1e-3, False), (1 + eps + 1e-3, False)):
+        bad = pre.clone()
+        if value is not None:
+            bad[5, 2] = value
+        report = Report("t")
+        add_output_invariants(report, "x", pre_mix=bad, post_mix=post, comb_mix=comb,
+                              pre_eps=eps, post_mult=ODD["post_mult"],
+                              sinkhorn_iters=ODD["sinkhorn_iters"],
+                              sinkhorn_eps=ODD["sinkhorn_eps"])
+        (inv,) = [i for i in report.invariants if i.name == name]
+        assert inv.passed is ok, (value, inv)
