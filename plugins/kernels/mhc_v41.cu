@@ -592,6 +592,8 @@ inline bool v41StreamEnabled() {
 }
 // MHC_V41_BALANCE=1: the balanced 1-D item split over every SM instead of the
 // (splits x groups) grid (d=5120: 120 of 132 SMs busy), same results bit for bit.
+// Measured 3-8% slower at T >= 4096 (docs/journal/v41_kernels.md, run 2): the
+// kernel is not limited by the number of SMs pulling memory, so it is opt-in.
 inline bool v41Balanced() {
     static const bool on = [] {
         const char* e = getenv("MHC_V41_BALANCE");
