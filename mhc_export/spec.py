@@ -187,8 +187,8 @@ V41_OPS: dict[str, OpContract] = {
 }
 ALL_OPS: dict[str, OpContract] = {**OPS, **FUSED_OPS, **V41_OPS}
 # The ops that have a TensorRT plugin in plugins/ (the harness and the bad-ONNX
-# checks iterate over these); the V4.1 plugins join when they exist.
-PLUGIN_OPS: dict[str, OpContract] = {**OPS, **FUSED_OPS}
+# checks iterate over these): all of them.
+PLUGIN_OPS: dict[str, OpContract] = {**OPS, **FUSED_OPS, **V41_OPS}
 # Which family each node type belongs to (MhcPost and MhcSinkhorn serve both).
 V41_OP_TYPES = frozenset(c.op_type for c in V41_OPS.values())
 V4_ONLY_OP_TYPES = frozenset(c.op_type for c in (MHC_PRE, MHC_HEAD, MHC_POST_PRE, MHC_POST_HEAD))

@@ -23,6 +23,10 @@ nvinfer1::IPluginCreatorInterface* const* creatorList(int32_t& nbCreators) noexc
         mhc::plugin::getMhcHeadCreator(),
         mhc::plugin::getMhcPostPreCreator(),
         mhc::plugin::getMhcPostHeadCreator(),
+        mhc::plugin::getMhcMixCreator(),
+        mhc::plugin::getMhcCollapseCreator(),
+        mhc::plugin::getMhcPostMixCreator(),
+        mhc::plugin::getMhcPostCollapseCreator(),
     };
     nbCreators = static_cast<int32_t>(sizeof(creators) / sizeof(creators[0]));
     return creators;

@@ -19,7 +19,8 @@ from mhc_export.spec import num_mixes
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("op", choices=("pre", "head", "post", "post_pre", "post_head"))
+    ap.add_argument("op", choices=("pre", "head", "post", "post_pre", "post_head", "post_mix",
+                                   "mix"))
     ap.add_argument("t", type=int)
     ap.add_argument("d", type=int)
     ap.add_argument("--n", type=int, default=4)
@@ -32,6 +33,7 @@ def main() -> int:
     res = torch.randn(t, n, d, device="cuda", generator=g).bfloat16()
     x = torch.randn(t, d, device="cuda", generator=g).bfloat16()
     post = torch.rand(t, n, device="cuda", generator=g) * 2
+    pre = torch.rand(t, n, device="cuda", generator=g)
     comb = torch.rand(t, n, n, device="cuda", generator=g)
     fn = torch.randn(rows, k, device="cuda", generator=g) / k**0.5
     scale = torch.rand(1 if args.op.endswith("head") else 3, device="cuda", generator=g) + 0.5
@@ -43,6 +45,10 @@ def main() -> int:
             kernels.head(res, fn, scale, base)
         elif args.op == "post":
             kernels.post(x, res, post, comb)
+        elif args.op == "post_mix":
+            kernels.post_mix(x, res, pre, post, comb, fn, scale, base)
+        elif args.op == "mix":
+            kernels.mix(res, fn, scale, base)
         elif args.op == "post_pre":
             kernels.post_pre(x, res, post, comb, fn, scale, base)
         else:

@@ -16,7 +16,7 @@ from pathlib import Path
 import onnx
 import pytest
 
-from mhc_export import preflight
+from mhc_export import preflight, spec
 from mhc_export.cli import main
 from mhc_export.onnx_check import mhc_node_problems
 from mhc_export.single_op import SingleOp, export_single_op
@@ -311,3 +311,34 @@ def test_check_output_path_unit(tmp_path):
     assert preflight.check_output_path(tmp_path / "new" / "deeper" / "m.onnx")
     with pytest.raises(ValueError, match="is a directory"):
         preflight.check_output_path(tmp_path)
+
+
+# V4.1's plugin nodes: the plugin identity refusals, through validate and build
+# (tests/test_v41_onnx.py covers their attribute and arity checks in validate).
+@pytest.fixture(scope="module")
+def v41_models(tmp_path_factory):
+    models = {}
+    for op in ("post_mix", "post_collapse"):
+        path = tmp_path_factory.mktemp(op) / f"{op}.onnx"
+        export_single_op(SingleOp.create(op, 4, 16, "float32"), path)
+        models[op] = onnx.load(path)
+    return models
+
+
+@pytest.mark.parametrize(("op", "change", "needle"), [
+    ("post_mix", lambda n: _set(n, "plugin_namespace", "other"), "plugin_namespace 'other'"),
+    ("post_collapse", lambda n: _set(n, "plugin_version", "2"),
+     "plugin_version '2' is not provided"),
+])
+def test_bad_v41_plugin_identity_is_named(v41_models, op, change, needle, tmp_path, capsys):
+    model = v41_models[op]
+    bad = _mutated(model, change)
+    problems = mhc_node_problems(bad)
+    assert len(problems) == 1 and needle in problems[0], problems
+    assert spec.ALL_OPS[op].op_type in problems[0]
+    path = tmp_path / "bad.onnx"
+    onnx.save(bad, path)
+    _fails(["validate", "--onnx", str(path)], capsys, needle)
+    _fails(["build", "--onnx", str(path), "--out", str(tmp_path / "b.plan")], capsys, needle)
+    assert not (tmp_path / "b.plan").exists()
+    assert not mhc_node_problems(model)

@@ -22,7 +22,17 @@ import numpy as np
 import pytest
 import torch
 from builds import find_harness
-from f64_reference import ODD_ATTRS, head_f64, post_f64, pre_f64, rel_err, sinkhorn_f64
+from f64_reference import (
+    ODD_ATTRS,
+    collapse_f64,
+    head_f64,
+    mix_f64,
+    post_collapse_f64,
+    post_f64,
+    pre_f64,
+    rel_err,
+    sinkhorn_f64,
+)
 
 from mhc_export import build_layout as layout
 from mhc_export import spec
@@ -230,6 +240,8 @@ def _make_case(op: str, t: int, n: int, d: int, dtype: torch.dtype, g: torch.Gen
             "post_mix": (post, torch.float32),
             "comb_mix": (comb, torch.float32),
         }
+    if op in spec.V41_OPS:
+        return _make_v41_case(op, t, n, d, dtype, g)
     if op == "sinkhorn":
         inputs = {"logits": randn(t, n, n, scale=2.0).float()}
         return inputs, {
@@ -272,6 +284,49 @@ def _make_case(op: str, t: int, n: int, d: int, dtype: torch.dtype, g: torch.Gen
     return inputs, {"y": (head_f64(*inputs.values(), **a), dtype)}
 
 
+def _make_v41_case(op: str, t: int, n: int, d: int, dtype: torch.dtype, g: torch.Generator):
+    """V4.1's ops: inputs in the spec's order and the float64 outputs (the collapse and
+    the mixes of a boundary read the post rounded to the residual dtype)."""
+    a, k, m = _ATTRS[op], n * d, spec.num_mixes(n)
+
+    def randn(*shape, scale=1.0):
+        return torch.randn(*shape, generator=g, dtype=torch.float64) * scale
+
+    x, residual = randn(t, d).to(dtype), randn(t, n, d).to(dtype)
+    pre = (torch.rand(t, n, generator=g, dtype=torch.float64) + 1e-6).float()
+    post = (2 * torch.rand(t, n, generator=g, dtype=torch.float64)).float()
+    comb = sinkhorn_f64(randn(t, n, n)).float()
+    w = {"hc_fn": randn(m, k, scale=1 / math.sqrt(k)).float(),
+         "hc_scale": (torch.rand(3, generator=g, dtype=torch.float64) + 0.5).float(),
+         "hc_base": randn(m, scale=0.5).float()}
+    f32 = torch.float32
+    if op == "mix":
+        exp = mix_f64(residual, *w.values(), **a)
+        return {"residual": residual, **w}, dict(zip(
+            ("pre_mix", "post_mix", "comb_mix"), ((e, f32) for e in exp), strict=True))
+    if op == "collapse":
+        return {"residual": residual, "pre_mix": pre}, {
+            "layer_input": (collapse_f64(residual, pre), dtype)}
+    inputs = {"x": x, "residual": residual, "pre_mix": pre, "post_mix": post, "comb_mix": comb}
+    if op == "post_collapse":
+        return inputs, {"y": (post_collapse_f64(*inputs.values()), dtype)}
+    r = post_f64(x, residual, post, comb)
+    # The collapse and the mixes read residual_out as the plugin wrote it (the spec's
+    # rounding point 1): a float32 post may round a few elements to the neighbouring
+    # bf16 value, which moves a small-d token's mixes by ~1e-4 against float64's post.
+    wv = list(w.values())
+
+    def mixes(i):
+        return lambda read: mix_f64(read("residual_out", dtype, (t, n, d)), *wv, **a)[i]
+
+    return {**inputs, **w}, {
+        "residual_out": (r, dtype),
+        "layer_input": (lambda read: collapse_f64(read("residual_out", dtype, (t, n, d)), pre),
+                        dtype),
+        **{name: (mixes(i), f32)
+           for i, name in enumerate(("next_pre_mix", "next_post_mix", "next_comb_mix"))}}
+
+
 def _run_and_compare(op: str, dtype_name: str, n: int, d: int, ts: list[int], tmp: Path, seed: int):
     dtype = _TORCH[dtype_name]
     g = torch.Generator().manual_seed(seed)
@@ -310,6 +365,8 @@ def _run_and_compare(op: str, dtype_name: str, n: int, d: int, ts: list[int], tm
     errors = []
     for t, refs in expected.items():
         for name, (ref, out_dtype) in refs.items():
+            if callable(ref):  # a reference of the plugin's own outputs (V4.1's post_mix)
+                ref = ref(lambda nm, dt, shape, t=t: _read(tmp / f"T{t}.{nm}.out.bin", dt, shape))
             got = _read(tmp / f"T{t}.{name}.out.bin", out_dtype, tuple(ref.shape))
             assert torch.isfinite(got.double()).all(), (
                 f"{op} {dtype_name} T={t} {name}: non-finite output"

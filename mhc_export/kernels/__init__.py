@@ -21,17 +21,22 @@ from ._lib import (
     version,
 )
 from ._ops import head, post, post_head, post_pre, pre, sinkhorn
+from ._ops_v41 import collapse, mix, post_collapse, post_mix
 
 __all__ = [
     "DTYPE_CODES",
     "STATUS_NAMES",
     "available",
     "check_shape",
+    "collapse",
     "head",
     "library_path",
     "load",
+    "mix",
     "post",
+    "post_collapse",
     "post_head",
+    "post_mix",
     "post_pre",
     "pre",
     "sinkhorn",

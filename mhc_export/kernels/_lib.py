@@ -99,6 +99,26 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.mhcPostHead.argtypes = [vp, vp, fp, fp, fp, fp, fp, vp, i64, i32, i32, st,
                                 ctypes.POINTER(HeadParams), vp, sz, vp]
     lib.mhcPostHead.restype = st
+    _declare_v41(lib)
+
+
+def _declare_v41(lib: ctypes.CDLL) -> None:
+    """The DeepSeek-V4.1 entry points (mhc_v41.cu)."""
+    vp, fp, i64, i32, sz, st = (
+        ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int32, ctypes.c_size_t,
+        ctypes.c_int,
+    )
+    pp = ctypes.POINTER(PreParams)
+    for name in ("mhcMixWorkspaceSize", "mhcPostMixWorkspaceSize"):
+        getattr(lib, name).argtypes = [i64, i32, i32, st]
+        getattr(lib, name).restype = sz
+    lib.mhcMix.argtypes = [vp, fp, fp, fp, fp, fp, fp, i64, i32, i32, st, pp, vp, sz, vp]
+    lib.mhcCollapse.argtypes = [vp, fp, vp, i64, i32, i32, st, vp]
+    lib.mhcPostMix.argtypes = [vp, vp, fp, fp, fp, fp, fp, fp, vp, vp, fp, fp, fp, i64, i32, i32,
+                               st, pp, vp, sz, vp]
+    lib.mhcPostCollapse.argtypes = [vp, vp, fp, fp, fp, vp, i64, i32, i32, st, vp]
+    for name in ("mhcMix", "mhcCollapse", "mhcPostMix", "mhcPostCollapse"):
+        getattr(lib, name).restype = st
 
 
 def _try_load() -> None:

@@ -282,6 +282,11 @@ nvinfer1::IPluginCreatorV3One* getMhcPostCreator() noexcept;
 nvinfer1::IPluginCreatorV3One* getMhcHeadCreator() noexcept;
 nvinfer1::IPluginCreatorV3One* getMhcPostPreCreator() noexcept;
 nvinfer1::IPluginCreatorV3One* getMhcPostHeadCreator() noexcept;
+// DeepSeek-V4.1 (plugins/common/mhcV41.h).
+nvinfer1::IPluginCreatorV3One* getMhcMixCreator() noexcept;
+nvinfer1::IPluginCreatorV3One* getMhcCollapseCreator() noexcept;
+nvinfer1::IPluginCreatorV3One* getMhcPostMixCreator() noexcept;
+nvinfer1::IPluginCreatorV3One* getMhcPostCollapseCreator() noexcept;
 
 } // namespace plugin
 } // namespace mhc

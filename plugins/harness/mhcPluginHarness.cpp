@@ -424,6 +424,12 @@ struct OpSpec
     std::vector<FieldExpect> fields;
 };
 
+std::vector<FieldExpect> const kMIX_FIELDS = {{"rms_eps", PluginFieldType::kFLOAT32, FieldExpect::kEPS},
+    {"pre_eps", PluginFieldType::kFLOAT32, FieldExpect::kEPS},
+    {"sinkhorn_eps", PluginFieldType::kFLOAT32, FieldExpect::kEPS},
+    {"post_mult", PluginFieldType::kFLOAT32, FieldExpect::kPOSITIVE},
+    {"sinkhorn_iters", PluginFieldType::kINT32, FieldExpect::kITERS}};
+
 std::vector<OpSpec> const kOPS = {
     {"pre", "MhcPre", {{"residual", "Tnd", true}, {"hc_fn", "MK", false}, {"hc_scale", "3", false}, {"hc_base", "M", false}},
         {{"layer_input", "Td", true}, {"post_mix", "Tn", false}, {"comb_mix", "Tnn", false}},
@@ -455,6 +461,20 @@ std::vector<OpSpec> const kOPS = {
             {"hc_fn", "nK", false}, {"hc_scale", "1", false}, {"hc_base", "n", false}},
         {{"y", "Td", true}},
         {{"rms_eps", PluginFieldType::kFLOAT32, FieldExpect::kEPS}, {"eps", PluginFieldType::kFLOAT32, FieldExpect::kEPS}}},
+    // DeepSeek-V4.1 (spec "DeepSeek-V4.1"): MhcPre's fields on the mixes ops, none on the collapses.
+    {"mix", "MhcMix", {{"residual", "Tnd", true}, {"hc_fn", "MK", false}, {"hc_scale", "3", false}, {"hc_base", "M", false}},
+        {{"pre_mix", "Tn", false}, {"post_mix", "Tn", false}, {"comb_mix", "Tnn", false}}, kMIX_FIELDS},
+    {"collapse", "MhcCollapse", {{"residual", "Tnd", true}, {"pre_mix", "Tn", false}}, {{"layer_input", "Td", true}}, {}},
+    {"post_mix", "MhcPostMix",
+        {{"x", "Td", true}, {"residual", "Tnd", true}, {"pre_mix", "Tn", false}, {"post_mix", "Tn", false},
+            {"comb_mix", "Tnn", false}, {"hc_fn", "MK", false}, {"hc_scale", "3", false}, {"hc_base", "M", false}},
+        {{"residual_out", "Tnd", true}, {"layer_input", "Td", true}, {"next_pre_mix", "Tn", false},
+            {"next_post_mix", "Tn", false}, {"next_comb_mix", "Tnn", false}},
+        kMIX_FIELDS},
+    {"post_collapse", "MhcPostCollapse",
+        {{"x", "Td", true}, {"residual", "Tnd", true}, {"pre_mix", "Tn", false}, {"post_mix", "Tn", false},
+            {"comb_mix", "Tnn", false}},
+        {{"y", "Td", true}}, {}},
 };
 
 int64_t dimValue(char code, int64_t t, int64_t n, int64_t d)

@@ -112,6 +112,42 @@ MHC_API mhcStatus_t mhcPostHead(const void* x, const void* residual, const float
                                 mhcDtype_t dtype, const mhcHeadParams* params, void* workspace,
                                 size_t workspace_size, cudaStream_t stream);
 
+// ---- DeepSeek-V4.1, single-pass mHC (mhc_v41.cu; spec "DeepSeek-V4.1") ----------
+// Mixes are float32: pre_mix / post_mix [T, n], comb_mix [T, n, n]. params are
+// MhcPre's attributes (mhcPreParams; V4.1-Flash passes rms_eps = 1e-20).
+
+// MhcMix: residual [T, n, d] -> pre_mix, post_mix, comb_mix (no collapse).
+MHC_API size_t mhcMixWorkspaceSize(int64_t T, int32_t n, int32_t d, mhcDtype_t dtype);
+MHC_API mhcStatus_t mhcMix(const void* residual, const float* hc_fn, const float* hc_scale,
+                           const float* hc_base, float* pre_mix, float* post_mix,
+                           float* comb_mix, int64_t T, int32_t n, int32_t d, mhcDtype_t dtype,
+                           const mhcPreParams* params, void* workspace, size_t workspace_size,
+                           cudaStream_t stream);
+
+// MhcCollapse: layer_input[t, c] = sum_i pre_mix[t, i] * residual[t, i, c] (float32, cast once).
+MHC_API mhcStatus_t mhcCollapse(const void* residual, const float* pre_mix, void* layer_input,
+                                int64_t T, int32_t n, int32_t d, mhcDtype_t dtype,
+                                cudaStream_t stream);
+
+// MhcPostMix, a V4.1 boundary: residual_out = MhcPost(x, residual, post_mix, comb_mix),
+// layer_input = MhcCollapse(residual_out, pre_mix), next_* = MhcMix(residual_out, hc_*).
+// residual_out must not alias residual, next_pre_mix not pre_mix.
+MHC_API size_t mhcPostMixWorkspaceSize(int64_t T, int32_t n, int32_t d, mhcDtype_t dtype);
+MHC_API mhcStatus_t mhcPostMix(const void* x, const void* residual, const float* pre_mix,
+                               const float* post_mix, const float* comb_mix, const float* hc_fn,
+                               const float* hc_scale, const float* hc_base, void* residual_out,
+                               void* layer_input, float* next_pre_mix, float* next_post_mix,
+                               float* next_comb_mix, int64_t T, int32_t n, int32_t d,
+                               mhcDtype_t dtype, const mhcPreParams* params, void* workspace,
+                               size_t workspace_size, cudaStream_t stream);
+
+// MhcPostCollapse, the last V4.1 boundary: y = MhcCollapse(MhcPost(x, residual, post_mix,
+// comb_mix), pre_mix). No workspace.
+MHC_API mhcStatus_t mhcPostCollapse(const void* x, const void* residual, const float* pre_mix,
+                                    const float* post_mix, const float* comb_mix, void* y,
+                                    int64_t T, int32_t n, int32_t d, mhcDtype_t dtype,
+                                    cudaStream_t stream);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif

@@ -1,0 +1,129 @@
+"""The DeepSeek-V4.1 ops over the C API (mhc_v41.cu): MhcMix, MhcCollapse,
+MhcPostMix and MhcPostCollapse, taking and returning CUDA torch tensors."""
+
+from __future__ import annotations
+
+import ctypes
+
+import torch
+
+from ..reference import check_collapse_inputs, check_post_inputs, check_pre_inputs
+from ._lib import DTYPE_CODES, load, raise_for_status
+from ._ops import _output, _pre_params, _ptr, _require_cuda, _stream, _workspace
+
+
+def mix(
+    residual: torch.Tensor,
+    hc_fn: torch.Tensor,
+    hc_scale: torch.Tensor,
+    hc_base: torch.Tensor,
+    *,
+    rms_eps: float = 1e-6,
+    pre_eps: float = 1e-6,
+    sinkhorn_eps: float = 1e-6,
+    post_mult: float = 2.0,
+    sinkhorn_iters: int = 20,
+    out: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """MhcMix: (pre_mix [T, n], post_mix [T, n], comb_mix [T, n, n]), all float32."""
+    lib = load()
+    t, n, d = check_pre_inputs(residual, hc_fn, hc_scale, hc_base)
+    params = _pre_params(rms_eps, pre_eps, sinkhorn_eps, post_mult, sinkhorn_iters)
+    _require_cuda(residual=residual, hc_fn=hc_fn, hc_scale=hc_scale, hc_base=hc_base)
+    dev = residual.device
+    o = out if out is not None else (None, None, None)
+    pre = _output("pre_mix", o[0], (t, n), torch.float32, dev)
+    post = _output("post_mix", o[1], (t, n), torch.float32, dev)
+    comb = _output("comb_mix", o[2], (t, n, n), torch.float32, dev)
+    code = DTYPE_CODES[residual.dtype]
+    ws_bytes = int(lib.mhcMixWorkspaceSize(t, n, d, code))
+    ws = _workspace(ws_bytes, dev)
+    with torch.cuda.device(dev):
+        status = lib.mhcMix(
+            _ptr(residual), _ptr(hc_fn), _ptr(hc_scale), _ptr(hc_base), _ptr(pre), _ptr(post),
+            _ptr(comb), t, n, d, code, ctypes.byref(params), _ptr(ws), ws_bytes, _stream(dev))
+    raise_for_status(status, "mhcMix")
+    return pre, post, comb
+
+
+def collapse(
+    residual: torch.Tensor, pre_mix: torch.Tensor, *, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """MhcCollapse: layer_input [T, d] = sum_i pre_mix[:, i] * residual[:, i]."""
+    lib = load()
+    t, n, d = check_collapse_inputs(residual, pre_mix)
+    _require_cuda(residual=residual, pre_mix=pre_mix)
+    y = _output("layer_input", out, (t, d), residual.dtype, residual.device)
+    with torch.cuda.device(residual.device):
+        status = lib.mhcCollapse(_ptr(residual), _ptr(pre_mix), _ptr(y), t, n, d,
+                                 DTYPE_CODES[residual.dtype], _stream(residual.device))
+    raise_for_status(status, "mhcCollapse")
+    return y
+
+
+def post_mix(
+    x: torch.Tensor,
+    residual: torch.Tensor,
+    pre_mix: torch.Tensor,
+    post_mix: torch.Tensor,
+    comb_mix: torch.Tensor,
+    hc_fn: torch.Tensor,
+    hc_scale: torch.Tensor,
+    hc_base: torch.Tensor,
+    *,
+    rms_eps: float = 1e-6,
+    pre_eps: float = 1e-6,
+    sinkhorn_eps: float = 1e-6,
+    post_mult: float = 2.0,
+    sinkhorn_iters: int = 20,
+    out: tuple[torch.Tensor, ...] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """MhcPostMix: (residual_out, layer_input, next_pre_mix, next_post_mix, next_comb_mix)."""
+    lib = load()
+    t, n, d = check_post_inputs(x, residual, post_mix, comb_mix)
+    check_pre_inputs(residual, hc_fn, hc_scale, hc_base)
+    check_collapse_inputs(residual, pre_mix)
+    params = _pre_params(rms_eps, pre_eps, sinkhorn_eps, post_mult, sinkhorn_iters)
+    _require_cuda(x=x, residual=residual, pre_mix=pre_mix, post_mix=post_mix, comb_mix=comb_mix,
+                  hc_fn=hc_fn, hc_scale=hc_scale, hc_base=hc_base)
+    dev = residual.device
+    o = out if out is not None else (None,) * 5
+    res_out = _output("residual_out", o[0], (t, n, d), residual.dtype, dev)
+    layer_input = _output("layer_input", o[1], (t, d), residual.dtype, dev)
+    pre2 = _output("next_pre_mix", o[2], (t, n), torch.float32, dev)
+    post2 = _output("next_post_mix", o[3], (t, n), torch.float32, dev)
+    comb2 = _output("next_comb_mix", o[4], (t, n, n), torch.float32, dev)
+    code = DTYPE_CODES[residual.dtype]
+    ws_bytes = int(lib.mhcPostMixWorkspaceSize(t, n, d, code))
+    ws = _workspace(ws_bytes, dev)
+    with torch.cuda.device(dev):
+        status = lib.mhcPostMix(
+            _ptr(x), _ptr(residual), _ptr(pre_mix), _ptr(post_mix), _ptr(comb_mix), _ptr(hc_fn),
+            _ptr(hc_scale), _ptr(hc_base), _ptr(res_out), _ptr(layer_input), _ptr(pre2),
+            _ptr(post2), _ptr(comb2), t, n, d, code, ctypes.byref(params), _ptr(ws), ws_bytes,
+            _stream(dev))
+    raise_for_status(status, "mhcPostMix")
+    return res_out, layer_input, pre2, post2, comb2
+
+
+def post_collapse(
+    x: torch.Tensor,
+    residual: torch.Tensor,
+    pre_mix: torch.Tensor,
+    post_mix: torch.Tensor,
+    comb_mix: torch.Tensor,
+    *,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """MhcPostCollapse: y [T, d] = MhcCollapse(MhcPost(x, residual, post, comb), pre_mix)."""
+    lib = load()
+    t, n, d = check_post_inputs(x, residual, post_mix, comb_mix)
+    check_collapse_inputs(residual, pre_mix)
+    _require_cuda(x=x, residual=residual, pre_mix=pre_mix, post_mix=post_mix, comb_mix=comb_mix)
+    y = _output("y", out, (t, d), residual.dtype, residual.device)
+    with torch.cuda.device(residual.device):
+        status = lib.mhcPostCollapse(
+            _ptr(x), _ptr(residual), _ptr(pre_mix), _ptr(post_mix), _ptr(comb_mix), _ptr(y), t,
+            n, d, DTYPE_CODES[residual.dtype], _stream(residual.device))
+    raise_for_status(status, "mhcPostCollapse")
+    return y

@@ -1,0 +1,243 @@
+"""GPU tests of DeepSeek-V4.1's CUDA kernels (mhcMix, mhcCollapse, mhcPostMix,
+mhcPostCollapse; plugins/kernels/mhc_v41.cu) against the float64 reference.
+
+Every output is poisoned with NaN before the launch and every element checked;
+inputs are fresh random draws. Besides float64, each fused op must equal the
+unfused composition of our kernels bit for bit (the spec's "exactly the
+composition": residual_out = MhcPost's bits, layer_input = MhcCollapse of those
+bits, the next mixes = MhcMix of those bits), and the mixes must be bit-identical
+run to run. Skips with the reason where there is no GPU or no library.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from f64_reference import collapse_f64, mix_f64, post_collapse_f64, post_f64, rel_err, sinkhorn_f64
+
+from mhc_export import kernels, ops
+from mhc_export.spec import V41_FLASH_RMS_EPS, num_mixes
+
+pytestmark = [pytest.mark.gpu, pytest.mark.needs_build("kernels")]
+
+DEV = torch.device("cuda")
+TOL_OUT = {torch.bfloat16: 1e-2, torch.float16: 2e-3, torch.float32: 2e-5}
+TOL_GATE = 2e-5
+ALL_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+ODD = {"rms_eps": 0.1, "pre_eps": 0.05, "sinkhorn_eps": 1e-2, "post_mult": 1.3,
+       "sinkhorn_iters": 7}
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator(device=DEV).manual_seed(seed)
+
+
+def _nan(shape, dtype) -> torch.Tensor:
+    return torch.full(shape, float("nan"), dtype=dtype, device=DEV)
+
+
+def boundary_inputs(t, n, d, dtype, g, scale=1.0):
+    """x, residual, pre_mix (as an MhcMix makes it), post_mix, comb_mix, then site
+    k+1's hc_fn, hc_scale, hc_base."""
+    k = n * d
+    return [
+        (torch.randn(t, d, device=DEV, generator=g) * scale).to(dtype),
+        (torch.randn(t, n, d, device=DEV, generator=g) * scale).to(dtype),
+        torch.rand(t, n, device=DEV, generator=g) + 1e-6,
+        2 * torch.rand(t, n, device=DEV, generator=g),
+        sinkhorn_f64(torch.randn(t, n, n, device=DEV, generator=g) * 2).float(),
+        torch.randn(num_mixes(n), k, device=DEV, generator=g) / k**0.5,
+        0.5 + torch.rand(3, device=DEV, generator=g) * 1.5,
+        torch.randn(num_mixes(n), device=DEV, generator=g) * 0.5,
+    ]
+
+
+def run_post_mix(v, **attrs):
+    t, n, d = v[1].shape
+    dt = v[1].dtype
+    out = (_nan((t, n, d), dt), _nan((t, d), dt), _nan((t, n), torch.float32),
+           _nan((t, n), torch.float32), _nan((t, n, n), torch.float32))
+    got = kernels.post_mix(*v, out=out, **attrs)
+    torch.cuda.synchronize()
+    names = ("residual_out", "layer_input", "next_pre_mix", "next_post_mix", "next_comb_mix")
+    for name, o in zip(names, got, strict=True):
+        assert torch.isfinite(o).all(), f"{name}: unwritten (NaN) or non-finite elements"
+    return got
+
+
+def check_boundary(t, n, d, dtype, seed, **attrs):
+    """MhcPostMix against float64 and against the unfused kernels (bit for bit), and
+    MhcPostCollapse against float64 and MhcPost + MhcCollapse (bit for bit)."""
+    v = boundary_inputs(t, n, d, dtype, _gen(seed))
+    got = run_post_mix(v, **attrs)
+    res_out, li = got[0], got[1]
+    # residual_out against float64's post; layer_input and the mixes against float64
+    # on the residual_out the kernel wrote (the contract: they read those bits).
+    assert rel_err(res_out, post_f64(*v[:2], *v[3:5])) < TOL_OUT[dtype], "residual_out"
+    assert rel_err(li, collapse_f64(res_out, v[2])) < TOL_OUT[dtype], "layer_input"
+    exp = mix_f64(res_out, *v[5:], **attrs)
+    for name, a, e in zip(("pre", "post", "comb"), got[2:], exp, strict=True):
+        err = rel_err(a, e)
+        assert err < TOL_GATE, f"next_{name}_mix rel err {err:.3g} (T={t} n={n} d={d} {dtype})"
+    # The unfused composition of our kernels: the same bits.
+    assert torch.equal(res_out, kernels.post(v[0], v[1], v[3], v[4])), "residual_out != MhcPost"
+    assert torch.equal(li, kernels.collapse(res_out, v[2])), "layer_input != MhcCollapse"
+    mix = kernels.mix(res_out, *v[5:], **attrs)
+    for name, a, b in zip(("pre", "post", "comb"), got[2:], mix, strict=True):
+        assert torch.equal(a, b), f"next_{name}_mix != MhcMix(residual_out)"
+    y = _nan((t, d), dtype)
+    kernels.post_collapse(*v[:5], out=y)
+    torch.cuda.synchronize()
+    assert torch.isfinite(y).all(), "post_collapse: unwritten elements"
+    assert rel_err(y, post_collapse_f64(*v[:5])) < TOL_OUT[dtype], "post_collapse"
+    assert torch.equal(y, li), "MhcPostCollapse != MhcCollapse(MhcPost(...))"
+    return v, got
+
+
+# --- MhcPostMix / MhcPostCollapse, every path --------------------------------------
+
+@pytest.mark.parametrize("t", [1, 2, 3, 64, 65, 512, 4096])
+@pytest.mark.parametrize("d", [5120, 7168])
+def test_post_mix_v41_flash_widths(t, d):
+    # T <= 64: decode kernels; above: the bf16 stream kernel (partial tiles at 65).
+    check_boundary(t, 4, d, torch.bfloat16, seed=100 + t + d, rms_eps=V41_FLASH_RMS_EPS)
+
+
+@pytest.mark.parametrize("dtype", ALL_DTYPES, ids=str)
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 6, 7, 8])
+@pytest.mark.parametrize("t", [1, 37, 300])
+def test_post_mix_every_n_and_dtype(t, n, dtype):
+    # d = 1000: no multiple of the 32-column warp group nor of the 256-column CTA.
+    check_boundary(t, n, 1000, dtype, seed=1000 * n + t, **ODD)
+
+
+@pytest.mark.parametrize(("t", "n", "d"), [(2, 4, 8), (129, 4, 24), (4099, 4, 264),
+                                           (67, 3, 40), (300, 1, 520)])
+def test_post_mix_small_and_odd_d(t, n, d):
+    for dtype in ALL_DTYPES:
+        check_boundary(t, n, d, dtype, seed=7 * t + d)
+
+
+def test_mix_rms_eps_1e20_and_tiny_inputs():
+    # V4.1-Flash's rms_eps with a residual of 1e-15: the eps must not dominate.
+    for t in (1, 300):
+        v = boundary_inputs(t, 4, 5120, torch.float32, _gen(5 + t), scale=1e-15)
+        got = kernels.mix(v[1], *v[5:], rms_eps=V41_FLASH_RMS_EPS)
+        exp = mix_f64(v[1], *v[5:], rms_eps=V41_FLASH_RMS_EPS)
+        for a, e in zip(got, exp, strict=True):
+            assert rel_err(a, e) < TOL_GATE
+
+
+def test_post_mix_uses_the_given_pre_not_its_own():
+    """The V4 wiring (collapse with the site's own new pre) must not pass for V4.1."""
+    v = boundary_inputs(300, 4, 1024, torch.bfloat16, _gen(11))
+    got = run_post_mix(v)
+    own = kernels.collapse(got[0], got[2])
+    assert rel_err(own, collapse_f64(got[0], v[2])) > 10 * TOL_OUT[torch.bfloat16]
+    assert rel_err(got[1], collapse_f64(got[0], v[2])) < TOL_OUT[torch.bfloat16]
+
+
+def test_deterministic_run_to_run():
+    for t in (1, 64, 4099):
+        v, first = check_boundary(t, 4, 5120, torch.bfloat16, seed=77 + t)
+        for _ in range(2):
+            again = kernels.post_mix(*v)
+            for a, b in zip(first, again, strict=True):
+                assert torch.equal(a, b), f"T={t}: not bit-identical run to run"
+
+
+@pytest.mark.parametrize("t", [1, 600])
+def test_cuda_graph_replays(t):
+    v = boundary_inputs(t, 4, 5120, torch.bfloat16, _gen(21 + t))
+    ref = kernels.post_mix(*v)
+    outs = tuple(torch.empty_like(r) for r in ref)
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        kernels.post_mix(*v, out=outs)
+    torch.cuda.current_stream().wait_stream(s)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        kernels.post_mix(*v, out=outs)
+    for _ in range(3):
+        for o in outs:
+            o.fill_(float("nan"))
+        graph.replay()
+        torch.cuda.synchronize()
+        assert all(torch.equal(a, b) for a, b in zip(outs, ref, strict=True))
+
+
+def test_torch_ops_dispatch_to_the_kernels():
+    v = boundary_inputs(70, 4, 512, torch.bfloat16, _gen(3))
+    attrs = (1e-6, 1e-6, 1e-6, 2.0, 20)
+    via_op = ops.post_mix(*v, *attrs)
+    direct = kernels.post_mix(*v)
+    assert all(torch.equal(a, b) for a, b in zip(via_op, direct, strict=True))
+    assert torch.equal(ops.collapse(v[1], v[2]), kernels.collapse(v[1], v[2]))
+    assert torch.equal(ops.post_collapse(*v[:5]), kernels.post_collapse(*v[:5]))
+    assert all(torch.equal(a, b) for a, b in
+               zip(ops.mix(v[1], *v[5:], *attrs), kernels.mix(v[1], *v[5:]), strict=True))
+
+
+def test_t0_and_bad_inputs():
+    v = boundary_inputs(0, 4, 64, torch.bfloat16, _gen(1))
+    assert kernels.post_mix(*v)[0].shape == (0, 4, 64)
+    v = boundary_inputs(4, 4, 64, torch.bfloat16, _gen(2))
+    res = v[1].clone()
+    with pytest.raises(ValueError, match="alias"):
+        kernels.post_mix(v[0], res, *v[2:], out=(res, None, None, None, None))
+    with pytest.raises(ValueError, match="pre_mix"):
+        kernels.collapse(v[1], v[2][:, :3].contiguous())
+    bad_d = boundary_inputs(2, 4, 12, torch.bfloat16, _gen(3))
+    with pytest.raises(ValueError, match="d=12"):
+        kernels.post_mix(*bad_d)
+
+
+_IN_PROCESS = r"""
+import sys, torch
+from mhc_export import kernels
+v = [a.cuda() for a in torch.load(sys.argv[1])]
+torch.save([r.cpu() for r in kernels.post_mix(*v)], sys.argv[2])
+"""
+
+
+def _post_mix_in_process(v, env: dict[str, str], tmp_path: Path) -> list[torch.Tensor]:
+    """kernels.post_mix(*v) in a process of its own with `env` (path switches are read
+    once per process)."""
+    src, dst = tmp_path / "in.pt", tmp_path / "out.pt"
+    torch.save([a.cpu() for a in v], src)
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "-c", _IN_PROCESS, str(src), str(dst)], cwd=root,
+                          env={**os.environ, **env, "PYTHONPATH": str(root)},
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return [a.cuda() for a in torch.load(dst)]
+
+
+def test_stream_kernel_matches_the_two_pass_path(tmp_path):
+    """The bf16 stream kernel (tensor cores) against the two-pass FFMA path
+    (MHC_V41_STREAM=0): residual_out and layer_input bit for bit, both paths' mixes
+    within the float64 tolerance."""
+    v = boundary_inputs(517, 4, 1000, torch.bfloat16, _gen(4242))
+    two_pass = _post_mix_in_process(v, {"MHC_V41_STREAM": "0"}, tmp_path)
+    stream = kernels.post_mix(*v)
+    assert torch.equal(stream[0], two_pass[0]) and torch.equal(stream[1], two_pass[1])
+    exp = mix_f64(stream[0], *v[5:])
+    for a, b, e in zip(stream[2:], two_pass[2:], exp, strict=True):
+        assert rel_err(a, e) < TOL_GATE and rel_err(b, e) < TOL_GATE
+
+
+@pytest.mark.parametrize(("t", "d"), [(517, 1000), (4099, 5120), (300, 7168)])
+def test_balanced_schedule_is_bit_identical(t, d, tmp_path):
+    """MHC_V41_BALANCE=1 (every SM, CTAs crossing column splits) computes each partial
+    as the grid schedule does: every output equal bit for bit."""
+    v = boundary_inputs(t, 4, d, torch.bfloat16, _gen(t + d))
+    balanced = _post_mix_in_process(v, {"MHC_V41_BALANCE": "1"}, tmp_path)
+    grid = kernels.post_mix(*v)
+    for i, (a, b) in enumerate(zip(grid, balanced, strict=True)):
+        assert torch.equal(a, b), f"output {i} differs"
