@@ -5,8 +5,8 @@
 # (JSON to $OUT), ncu DRAM / L2 bytes of one call.
 #   device tool: cd .dev/<branch> && scripts/gpu_prefill.sh [steps]
 # steps (default: smoke tests bench boundary ncu): smoke tests bench sweep boundary ncu
-# env: MODES (bench, boundary: "auto legacy twopass"), SWEEP (sweep: chunked variants),
-# BENCH_T, SWEEP_T, TESTS_K, NCU_JOBS.
+# env: MODES (bench: "auto legacy twopass"), BOUNDARY_MODES ("auto legacy"), SWEEP
+# (sweep: chunked variants), BENCH_T, MODE_T, SWEEP_T, SWEEP_OPS, BOUNDARY_T, TESTS_K, NCU_JOBS.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 out=${OUT:-$root/out/gpu_prefill}
@@ -34,6 +34,7 @@ mode_env() {
     twopass) echo MHC_PREFILL=twopass ;;
     chunked) echo MHC_PREFILL=chunked ;;
     nopdl) echo MHC_PREFILL=chunked MHC_PREFILL_PDL=0 ;;
+    pdl1) echo MHC_PREFILL=chunked MHC_PREFILL_PDL=1 ;;
     frac*) echo MHC_PREFILL=chunked MHC_PREFILL_L2_FRAC=0.${1#frac} ;;
     kr*) echo MHC_PREFILL=chunked MHC_PREFILL_KR=${1#kr} ;;
     tt*) echo MHC_PREFILL=chunked MHC_PREFILL_TT=${1#tt} ;;
@@ -51,11 +52,10 @@ for step in $steps; do
   t1=$(date +%s)
   case $step in
     smoke)  # a hang or a crash shows here in seconds
-      for mode in auto chunked twopass; do
-        for job in "pre 4099 7168" "head 4099 7168" "post_pre 4099 7168" "pre 300 1024 --n 2"; do
-          env $(mode_env $mode) timeout 60 python3 scripts/profile_kernel.py $job 2>&1 | tail -1 \
-            || { rc=1; echo "SMOKE FAILED: $mode $job"; }
-        done
+      for job in "auto:pre 4099 7168" "auto:post_pre 4099 7168" "twopass:head 1000 4096" \
+                 "chunked:pre 300 1024 --n 2"; do
+        env $(mode_env ${job%%:*}) timeout 60 python3 scripts/profile_kernel.py ${job#*:} 2>&1 \
+          | tail -1 || { rc=1; echo "SMOKE FAILED: $job"; }
       done ;;
     tests)
       timeout ${TEST_TIMEOUT:-240} python3 -m pytest -q -p no:cacheprovider -x -rP \
@@ -64,16 +64,18 @@ for step in $steps; do
       [ "${PIPESTATUS[0]}" = 0 ] || rc=1 ;;
     bench)  # every path at the issue's sizes, the two-pass torch baseline beside the table's
       for mode in ${MODES:-auto legacy twopass}; do
-        extra=(--no-twopass --peer none)
-        [ "$mode" = auto ] && extra=()
-        bench "$mode" pre,head "${BENCH_T:-1,64,512,4096,16384}" "${extra[@]}"
+        if [ "$mode" = auto ]; then
+          bench auto pre,head "${BENCH_T:-1,64,512,4096,16384}"
+        else
+          bench "$mode" pre,head "${MODE_T:-512,4096,16384}" --no-twopass --peer none
+        fi
       done ;;
     sweep)  # chunked variants (l2 share, slices per CTA, tokens per CTA, PDL)
       for mode in ${SWEEP:-nopdl frac20 frac45 kr2}; do
-        bench "$mode" pre,head "${SWEEP_T:-512,4096,16384}" --no-twopass --peer none
+        bench "$mode" "${SWEEP_OPS:-pre,head}" "${SWEEP_T:-512,4096,16384}" --no-twopass --peer none
       done ;;
     boundary)
-      for mode in ${MODES:-auto legacy}; do
+      for mode in ${BOUNDARY_MODES:-auto legacy}; do
         env $(mode_env $mode) timeout 200 python3 benchmarks/bench_boundary.py \
           --t-list ${BOUNDARY_T:-1,64,512,4096,16384} --json "$out/prefill_boundary_$mode.json" \
           > "$out/boundary_$mode.txt" 2>&1 || rc=1
@@ -84,9 +86,12 @@ for step in $steps; do
       for job in ${NCU_JOBS:-"auto:pre:4096" "twopass:pre:4096" "legacy:pre:4096" "auto:head:4096" "auto:post_pre:4096"}; do
         IFS=: read -r mode op t <<< "$job"
         f=$out/ncu_${mode}_${op}_$t.csv
-        env $(mode_env $mode) timeout 120 ncu --profile-from-start off --cache-control none \
-          --metrics "$m" --csv python3 scripts/profile_kernel.py $op $t 7168 --calls 3 \
-          --profile-call 2 > "$f" 2>&1 || rc=1
+        for metrics in "$m" "dram__bytes_read.sum,dram__bytes_write.sum,gpu__time_duration.sum"; do
+          env $(mode_env $mode) timeout 120 ncu --profile-from-start off --cache-control none \
+            --metrics "$metrics" --csv python3 scripts/profile_kernel.py $op $t 7168 --calls 3 \
+            --profile-call 2 > "$f" 2>&1 || rc=1
+          grep -q '"Metric Name"' "$f" && break  # else an unknown L2 metric: DRAM alone
+        done
         python3 - "$f" "$mode $op T=$t d=7168" <<'EOF'
 import csv, sys
 from collections import defaultdict

@@ -75,6 +75,7 @@ struct PfArgs {
     int d;
     int slices;         // K / kPfSlice
     int tt, kr, splits, ft, nbuf, stages;
+    int pdl;            // 2: projection CTAs release the next launch once their loads are out
     float rms_eps, pre_eps, sinkhorn_eps, post_mult;  // head: pre_eps = eps
     int sinkhorn_iters;
 };
@@ -332,6 +333,10 @@ __device__ __forceinline__ void pfProject(const PfArgs& a, int chunk, int pb,
         waitGroupsLeft(S - 2);  // stage q has landed (this thread's copies)
         __syncthreads();        // ... everyone's; stage q-1 and redw[(q+1) & 1] are free
         issue(q + S - 1);
+        // pdl == 2: every load of this CTA is in flight; let the next launch's
+        // CTAs take the SM slots of this launch's tail (PDL's condition needs
+        // every CTA of this launch; the finish CTAs have passed their wait).
+        if (a.pdl == 2 && q == (Q > S ? Q - S : 0)) pdlLaunchDependents();
         if constexpr (POST) {
             postStage(q);
             __syncthreads();
@@ -349,10 +354,14 @@ __device__ __forceinline__ void pfProject(const PfArgs& a, int chunk, int pb,
 
 // ---- Finish role -----------------------------------------------------------------
 
+// Residual vectors of the finish loop in flight per thread (16 16-byte loads:
+// 4 vectors of 4 streams): one L2 round trip per few vectors, not per vector.
+constexpr int pfFinUnroll(int n) { return n <= 4 ? 4 : 2; }
+
 template <int N, bool HEAD, bool POST>
 __device__ __forceinline__ void pfFinish(const PfArgs& a, int chunk, int fb, unsigned char* smem) {
     using G = PfGeom<N, HEAD>;
-    constexpr int ROWS = G::ROWS, V = G::V;
+    constexpr int ROWS = G::ROWS, V = G::V, U = pfFinUnroll(N);
     const int ft = a.ft, tid = threadIdx.x;
     float* mix = reinterpret_cast<float*>(smem);  // [ft][V]
     float* wts = mix + ft * V;                    // [ft][N]
@@ -361,9 +370,32 @@ __device__ __forceinline__ void pfFinish(const PfArgs& a, int chunk, int fb, uns
     const int64_t cend = cbeg + a.ct < a.ntok ? cbeg + a.ct : a.ntok;
     const int64_t t0 = cbeg + int64_t(fb) * ft;
     const int nft = int(cend - t0 < ft ? cend - t0 : ft);
+    // MhcPre: the last warp computes post_mix and the Sinkhorn comb_mix (one lane
+    // per token) while the other warps write layer_input.
+    const int workers = HEAD ? kPfThreads : kPfThreads - 32;
+    // POST: residual_out was written by the launch before (complete and visible
+    // after griddepcontrol.wait); every source is read through L2.
+    const __nv_bfloat16* src = POST ? a.res_out : a.res;
+    const int vecs = a.d / 8, total = nft * vecs;
+    uint4 u[U][N];
+    auto load = [&](int vb) {
+#pragma unroll
+        for (int k = 0; k < U; ++k) {
+            const int v = vb + k * workers;
+            if (v < total) {
+                const int j = v / vecs, c = (v - j * vecs) * 8;
+                const __nv_bfloat16* xt = src + (t0 + j) * int64_t(N) * a.d + c;
+#pragma unroll
+                for (int ii = 0; ii < N; ++ii)
+                    u[k][ii] = __ldcg(reinterpret_cast<const uint4*>(xt + int64_t(ii) * a.d));
+            }
+        }
+    };
+    if (tid < workers) load(tid);  // in flight during the split sums below
+
     // The ft tokens' values are contiguous in each split: value i (< ft * V) is
     // summed by group grp over the splits grp, grp + G2, ... in ascending order,
-    // eight L2 loads in flight; then the groups in group order.
+    // 16 L2 loads in flight; then the groups in group order.
     const float* part = a.part + int64_t(chunk % a.nbuf) * a.part_buf + (t0 - cbeg) * V;
     const int nv = ft * V;
     int vp = 32;
@@ -372,13 +404,13 @@ __device__ __forceinline__ void pfFinish(const PfArgs& a, int chunk, int fb, uns
     float s = 0.f;
     if (i < nv) {
         const int64_t step = a.ct * V;
-        for (int k = grp; k < a.splits; k += 8 * G2) {
-            float v[8];
+        for (int k = grp; k < a.splits; k += 16 * G2) {
+            float v[16];
 #pragma unroll
-            for (int j = 0; j < 8; ++j)
+            for (int j = 0; j < 16; ++j)
                 v[j] = k + j * G2 < a.splits ? __ldcg(part + int64_t(k + j * G2) * step + i) : 0.f;
 #pragma unroll
-            for (int j = 0; j < 8; ++j) s += v[j];
+            for (int j = 0; j < 16; ++j) s += v[j];
         }
     }
     scratch[tid] = s;
@@ -397,11 +429,7 @@ __device__ __forceinline__ void pfFinish(const PfArgs& a, int chunk, int fb, uns
         wts[tid] = sigmoidf(m[ii] * rr * a.hc_scale[0] + a.hc_base[ii]) + a.pre_eps;
     }
     __syncthreads();
-    int workers = kPfThreads;
     if constexpr (!HEAD) {
-        // The last warp: post_mix and the Sinkhorn comb_mix, one lane per token,
-        // while the other warps write layer_input.
-        workers = kPfThreads - 32;
         if (tid >= workers) {
             const int j = tid - workers;
             if (j < nft) {
@@ -419,29 +447,26 @@ __device__ __forceinline__ void pfFinish(const PfArgs& a, int chunk, int fb, uns
             return;
         }
     }
-    // POST: residual_out was written by the launch before (visible after its
-    // completion, which griddepcontrol.wait waited for); read through L2.
-    const __nv_bfloat16* src = POST ? a.res_out : a.res;
-    const int vecs = a.d / 8;
-    for (int v = tid; v < nft * vecs; v += workers) {
-        const int j = v / vecs, c = (v - j * vecs) * 8;
-        const __nv_bfloat16* xt = src + (t0 + j) * int64_t(N) * a.d + c;
-        uint4 u[N];
+    for (int vb = tid; vb < total; vb += U * workers) {
+        if (vb != tid) load(vb);
 #pragma unroll
-        for (int ii = 0; ii < N; ++ii)
-            u[ii] = __ldcg(reinterpret_cast<const uint4*>(xt + int64_t(ii) * a.d));
-        float o[8];
+        for (int k = 0; k < U; ++k) {
+            const int v = vb + k * workers;
+            if (v >= total) break;
+            const int j = v / vecs, c = (v - j * vecs) * 8;
+            float o[8];
 #pragma unroll
-        for (int e = 0; e < 8; ++e) o[e] = 0.f;
+            for (int e = 0; e < 8; ++e) o[e] = 0.f;
 #pragma unroll
-        for (int ii = 0; ii < N; ++ii) {
-            float xv[8];
-            unpack8(u[ii], xv);
-            const float w = wts[j * N + ii];
+            for (int ii = 0; ii < N; ++ii) {
+                float xv[8];
+                unpack8(u[k][ii], xv);
+                const float w = wts[j * N + ii];
 #pragma unroll
-            for (int e = 0; e < 8; ++e) o[e] = fmaf(w, xv[e], o[e]);
+                for (int e = 0; e < 8; ++e) o[e] = fmaf(w, xv[e], o[e]);
+            }
+            store8(a.out + (t0 + j) * int64_t(a.d) + c, o);
         }
-        store8(a.out + (t0 + j) * int64_t(a.d) + c, o);
     }
 }
 
@@ -540,7 +565,7 @@ inline bool prefillRule(int family, int n, int64_t T, int d, PrefillRule& out) {
     }
     if (env.mode < 0 && !found) return false;
     if (!found) out = PrefillRule{family, 8, n, n, 1, INT64_MAX, 8, 1 << 24, env.mode, 128,
-                                  family == kPfFamHead ? 16 : 4, 1, 0.30f, 1};
+                                  family == kPfFamHead ? 16 : 4, 1, 0.25f, 2};
     if (env.mode >= 0) out.path = env.mode;
     if (env.l2_frac > 0.f) out.l2_frac = env.l2_frac;
     if (env.tt >= 16 && env.tt % 16 == 0) out.tt = env.tt;
@@ -639,6 +664,7 @@ inline int launchPrefill(PfArgs a, const PfPlan& p, cudaStream_t stream) {
     a.ft = p.ft;
     a.nbuf = p.nbuf;
     a.stages = p.stages;
+    a.pdl = p.pdl;
     a.part_buf = int64_t(p.splits) * p.ct * PfGeom<N, HEAD>::V;
     const bool capturing = streamIsCapturing(stream);
     bool pdl = p.pdl != 0 && deviceCcMajor() >= 9;

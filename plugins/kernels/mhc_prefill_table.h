@@ -37,15 +37,17 @@ struct PrefillRule {
     int ft;                // tokens per finish CTA
     int kr;                // kPfChunked: 512-element K slices per projection CTA
     float l2_frac;         // kPfChunked: share of L2 one chunk's residual may fill
-    int pdl;               // kPfChunked: chain the chunk launches with PDL
+    int pdl;               // kPfChunked: 0 plain launches; PDL-chained, the next launch
+                           // released by the projection CTAs at exit (1) or once
+                           // their last loads are issued (2)
 };
 
 // bfloat16 residuals only (the tensor-core projection takes x exactly as bf16).
 constexpr PrefillRule kPrefillRules[] = {
     // family      cc  n      T                 d             path        tt   ft  kr  l2     pdl
-    {kPfFamPre,    9,  4, 4,  2048, INT64_MAX,  2048, 1 << 24, kPfChunked, 128, 4,  1,  0.30f, 1},
+    {kPfFamPre,    9,  4, 4,  2048, INT64_MAX,  2048, 1 << 24, kPfChunked, 128, 4,  1,  0.25f, 2},
     {kPfFamPre,    9,  4, 4,  128, 2047,        2048, 1 << 24, kPfTwoPass, 128, 4,  1,  0.30f, 0},
-    {kPfFamHead,   9,  4, 4,  2048, INT64_MAX,  2048, 1 << 24, kPfChunked, 128, 16, 1,  0.30f, 1},
+    {kPfFamHead,   9,  4, 4,  2048, INT64_MAX,  2048, 1 << 24, kPfChunked, 128, 16, 1,  0.25f, 2},
     {kPfFamHead,   9,  4, 4,  128, 2047,        2048, 1 << 24, kPfTwoPass, 128, 16, 1,  0.30f, 0},
 };
 
