@@ -27,19 +27,22 @@ if [ ! -f "$lib" ]; then
 fi
 export MHC_KERNELS_LIB=$lib MHC_REQUIRE_PLUGIN_BUILDS=1 MHC_REQUIRE_GPU=1
 rc=0
-# The environment of a benchmark mode: the table (auto) or one path forced.
+# The environment of a benchmark mode: the table (auto), a path forced, and/or a
+# row parameter overridden; parts joined by '+', e.g. chunked+ft1+frac40.
 mode_env() {
-  case $1 in
-    legacy) echo MHC_PREFILL=legacy ;;                   # the paths before issue 22
-    twopass) echo MHC_PREFILL=twopass ;;
-    chunked) echo MHC_PREFILL=chunked ;;
-    nopdl) echo MHC_PREFILL=chunked MHC_PREFILL_PDL=0 ;;
-    pdl1) echo MHC_PREFILL=chunked MHC_PREFILL_PDL=1 ;;
-    frac*) echo MHC_PREFILL=chunked MHC_PREFILL_L2_FRAC=0.${1#frac} ;;
-    kr*) echo MHC_PREFILL=chunked MHC_PREFILL_KR=${1#kr} ;;
-    tt*) echo MHC_PREFILL=chunked MHC_PREFILL_TT=${1#tt} ;;
-    ft*) echo MHC_PREFILL=chunked MHC_PREFILL_FT=${1#ft} ;;
-  esac                                                   # auto: the table
+  local part
+  for part in ${1//+/ }; do
+    case $part in
+      legacy|twopass|chunked) echo MHC_PREFILL=$part ;;   # legacy: the paths before issue 22
+      nopdl) echo MHC_PREFILL_PDL=0 ;;
+      hint*) echo MHC_PREFILL_HINTS=${part#hint} ;;
+      pdl*) echo MHC_PREFILL_PDL=${part#pdl} ;;
+      frac*) echo MHC_PREFILL_L2_FRAC=0.${part#frac} ;;
+      kr*) echo MHC_PREFILL_KR=${part#kr} ;;
+      tt*) echo MHC_PREFILL_TT=${part#tt} ;;
+      ft*) echo MHC_PREFILL_FT=${part#ft} ;;
+    esac                                                  # auto: the table
+  done
 }
 bench() {  # bench MODE OPS T-LIST EXTRA...
   local mode=$1 ops=$2 tl=$3; shift 3
@@ -101,12 +104,17 @@ if not rows or "Metric Name" not in rows[0]:
 h = rows[0]; name, val, unit = h.index("Metric Name"), h.index("Metric Value"), h.index("Metric Unit")
 kid = h.index("ID")
 scale = {"byte": 1, "Kbyte": 1e3, "Mbyte": 1e6, "Gbyte": 1e9, "sector": 32, "nsecond": 1e-3,
-         "usecond": 1, "msecond": 1e3}
+         "ns": 1e-3, "usecond": 1, "us": 1, "msecond": 1e3, "ms": 1e3}
 tot, launches = defaultdict(float), set()
 for r in rows[1:]:
     launches.add(r[kid])
     tot[r[name]] += float(r[val].replace(",", "")) * scale.get(r[unit], 1)
 mb = lambda k: tot.get(k, float("nan")) / 1e6
+dur = [float(r[val].replace(",", "")) * scale.get(r[unit], 1) for r in rows[1:]
+       if r[name] == "gpu__time_duration.sum"]
+units = sorted({r[unit] for r in rows[1:] if r[name] == "gpu__time_duration.sum"})
+print(f"   launch durations ({units}): " + " ".join(f"{x:.1f}" for x in dur[:6])
+      + (f" ... {dur[-1]:.1f}" if len(dur) > 6 else ""))
 print(f"== ncu {sys.argv[2]}: {len(launches)} launches, DRAM read {mb('dram__bytes_read.sum'):.1f} MB,"
       f" write {mb('dram__bytes_write.sum'):.1f} MB, L2 read from SMs"
       f" {mb('lts__t_sectors_srcunit_tex_op_read.sum'):.1f} MB (hits"
@@ -117,4 +125,6 @@ EOF
   esac
   echo "step $step: $(( $(date +%s) - t1 )) s"
 done
+# One archive: the device tool returns only a few files per call.
+(cd "$out" && tar czf prefill_run.tgz --exclude prefill_run.tgz . && find . -type f ! -name prefill_run.tgz -delete)
 exit $rc

@@ -76,6 +76,7 @@ struct PfArgs {
     int slices;         // K / kPfSlice
     int tt, kr, splits, ft, nbuf, stages;
     int pdl;            // 2: projection CTAs release the next launch once their loads are out
+    int hints;          // L2 eviction hints (pfPolicy)
     float rms_eps, pre_eps, sinkhorn_eps, post_mult;  // head: pre_eps = eps
     int sinkhorn_iters;
 };
@@ -103,6 +104,34 @@ __device__ __forceinline__ void pfCopy16(void* dst, const void* src, bool valid)
                  "r"(valid ? 16 : 0)
                  : "memory");
 }
+// L2 eviction hints (a.hints): the projection's residual loads evict_last, so a
+// chunk waits in L2 for its finish; the finish's residual loads and its output
+// stores evict_first (their last use), so they leave before the waiting chunk.
+__device__ __forceinline__ uint64_t pfPolicy(bool last) {
+    uint64_t p;
+    if (last) asm volatile("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;" : "=l"(p));
+    else asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(p));
+    return p;
+}
+__device__ __forceinline__ void pfCopy16Hint(void* dst, const void* src, bool valid, uint64_t pol) {
+    const unsigned s = unsigned(__cvta_generic_to_shared(dst));
+    asm volatile("cp.async.cg.shared.global.L2::cache_hint [%0], [%1], 16, %2, %3;\n" ::"r"(s),
+                 "l"(src), "r"(valid ? 16 : 0), "l"(pol)
+                 : "memory");
+}
+__device__ __forceinline__ uint4 pfLoadHint(const void* p, uint64_t pol) {
+    uint4 u;
+    asm volatile("ld.global.cg.L2::cache_hint.v4.u32 {%0,%1,%2,%3}, [%4], %5;\n"
+                 : "=r"(u.x), "=r"(u.y), "=r"(u.z), "=r"(u.w)
+                 : "l"(p), "l"(pol));
+    return u;
+}
+__device__ __forceinline__ void pfStoreHint(void* p, const uint4& u, uint64_t pol) {
+    asm volatile("st.global.L2::cache_hint.v4.u32 [%0], {%1,%2,%3,%4}, %5;\n" ::"l"(p), "r"(u.x),
+                 "r"(u.y), "r"(u.z), "r"(u.w), "l"(pol)
+                 : "memory");
+}
+
 __device__ __forceinline__ void pfCopy4(void* dst, const void* src, bool valid) {
     const unsigned s = unsigned(__cvta_generic_to_shared(dst));
     asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(s), "l"(src),
@@ -150,6 +179,7 @@ __device__ __forceinline__ void pfProject(const PfArgs& a, int chunk, int pb,
     const int ns = a.slices - s0 < a.kr ? a.slices - s0 : a.kr;
     const int Q = ns * mtiles, S = a.stages;
 
+    const uint64_t keep = a.hints ? pfPolicy(true) : 0;
     // Stage q: tokens t0 + (q % mtiles) * 16 .. +15 of slice s0 + q / mtiles.
     auto issue = [&](int q) {
         if (q < Q) {
@@ -164,7 +194,8 @@ __device__ __forceinline__ void pfProject(const PfArgs& a, int chunk, int pb,
                 const bool ok = tb + row < cend;
                 const __nv_bfloat16* src =
                     a.res + (ok ? (tb + row) * K + int64_t(i) * a.d + int64_t(r) * CW + c : 0);
-                pfCopy16(xs + row * kPfStride + e, src, ok);
+                if (a.hints) pfCopy16Hint(xs + row * kPfStride + e, src, ok, keep);
+                else pfCopy16(xs + row * kPfStride + e, src, ok);
             }
             if constexpr (POST) {
                 __nv_bfloat16* xx = reinterpret_cast<__nv_bfloat16*>(st + lay.res_bytes);
@@ -378,6 +409,7 @@ __device__ __forceinline__ void pfFinish(const PfArgs& a, int chunk, int fb, uns
     const __nv_bfloat16* src = POST ? a.res_out : a.res;
     const int vecs = a.d / 8, total = nft * vecs;
     uint4 u[U][N];
+    const uint64_t drop = a.hints ? pfPolicy(false) : 0;
     auto load = [&](int vb) {
 #pragma unroll
         for (int k = 0; k < U; ++k) {
@@ -387,7 +419,8 @@ __device__ __forceinline__ void pfFinish(const PfArgs& a, int chunk, int fb, uns
                 const __nv_bfloat16* xt = src + (t0 + j) * int64_t(N) * a.d + c;
 #pragma unroll
                 for (int ii = 0; ii < N; ++ii)
-                    u[k][ii] = __ldcg(reinterpret_cast<const uint4*>(xt + int64_t(ii) * a.d));
+                    u[k][ii] = a.hints ? pfLoadHint(xt + int64_t(ii) * a.d, drop)
+                                       : __ldcg(reinterpret_cast<const uint4*>(xt + int64_t(ii) * a.d));
             }
         }
     };
@@ -465,7 +498,17 @@ __device__ __forceinline__ void pfFinish(const PfArgs& a, int chunk, int fb, uns
 #pragma unroll
                 for (int e = 0; e < 8; ++e) o[e] = fmaf(w, xv[e], o[e]);
             }
-            store8(a.out + (t0 + j) * int64_t(a.d) + c, o);
+            __nv_bfloat16* dst = a.out + (t0 + j) * int64_t(a.d) + c;
+            if (a.hints) {
+                uint4 w;
+                w.x = packBf2(o[0], o[1]);
+                w.y = packBf2(o[2], o[3]);
+                w.z = packBf2(o[4], o[5]);
+                w.w = packBf2(o[6], o[7]);
+                pfStoreHint(dst, w, drop);
+            } else {
+                store8(dst, o);
+            }
         }
     }
 }
@@ -489,7 +532,7 @@ __global__ void __launch_bounds__(kPfThreads, 2)
 
 struct PfPlan {
     int path = kPfLegacy;
-    int tt = 128, ft = 4, kr = 1, splits = 1, nbuf = 1, stages = 4, pdl = 0;
+    int tt = 128, ft = 4, kr = 1, splits = 1, nbuf = 1, stages = 4, pdl = 0, hints = 0;
     int64_t ct = 0, chunks = 0;
     size_t smem = 0, ws = 0;
 };
@@ -519,12 +562,12 @@ inline int deviceSMs() {
 // Switches, read once per process. MHC_PREFILL: unset or "auto" = the table;
 // "legacy" = the paths before issue 22; "twopass" / "chunked" = that path
 // wherever it applies (tests, benchmarks). MHC_PREFILL_L2_FRAC, _TT, _FT, _KR,
-// _PDL override the row's parameters. MHC_STREAM / MHC_FUSED (set, MHC_PREFILL unset)
+// _PDL, _HINTS override the row's parameters. MHC_STREAM / MHC_FUSED (set, MHC_PREFILL unset)
 // keep their meaning: the legacy paths they select.
 struct PfEnv {
     int mode = -1;  // -1 table, else a PrefillPath
     float l2_frac = 0.f;
-    int tt = 0, ft = 0, kr = 0, pdl = -1;
+    int tt = 0, ft = 0, kr = 0, pdl = -1, hints = -1;
 };
 inline const PfEnv& prefillEnv() {
     static const PfEnv env = [] {
@@ -542,6 +585,7 @@ inline const PfEnv& prefillEnv() {
         if (const char* v = getenv("MHC_PREFILL_FT")) e.ft = atoi(v);
         if (const char* v = getenv("MHC_PREFILL_KR")) e.kr = atoi(v);
         if (const char* v = getenv("MHC_PREFILL_PDL")) e.pdl = atoi(v);
+        if (const char* v = getenv("MHC_PREFILL_HINTS")) e.hints = atoi(v);
         return e;
     }();
     return env;
@@ -565,13 +609,14 @@ inline bool prefillRule(int family, int n, int64_t T, int d, PrefillRule& out) {
     }
     if (env.mode < 0 && !found) return false;
     if (!found) out = PrefillRule{family, 8, n, n, 1, INT64_MAX, 8, 1 << 24, env.mode, 128,
-                                  family == kPfFamHead ? 16 : 4, 1, 0.25f, 2};
+                                  family == kPfFamHead ? 16 : 4, 1, 0.25f, 2, 1, 1};
     if (env.mode >= 0) out.path = env.mode;
     if (env.l2_frac > 0.f) out.l2_frac = env.l2_frac;
     if (env.tt >= 16 && env.tt % 16 == 0) out.tt = env.tt;
     if (env.ft > 0) out.ft = env.ft;
     if (env.kr > 0) out.kr = env.kr;
     if (env.pdl >= 0) out.pdl = env.pdl;
+    if (env.hints >= 0) out.hints = env.hints;
     return out.path != kPfLegacy;
 }
 
@@ -588,6 +633,7 @@ inline bool prefillPlan(int64_t T, int d, const PrefillRule& r, PfPlan& p) {
         p.tt = r.tt;
         p.ft = r.ft;
         p.pdl = r.pdl;
+        p.hints = r.hints;
         p.stages = POST ? 3 : 4;
         int64_t unit = 16;  // chunks and finish groups: a multiple of 16 and of ft
         while (unit % r.ft != 0) unit += 16;
@@ -665,6 +711,7 @@ inline int launchPrefill(PfArgs a, const PfPlan& p, cudaStream_t stream) {
     a.nbuf = p.nbuf;
     a.stages = p.stages;
     a.pdl = p.pdl;
+    a.hints = p.hints;
     a.part_buf = int64_t(p.splits) * p.ct * PfGeom<N, HEAD>::V;
     const bool capturing = streamIsCapturing(stream);
     bool pdl = p.pdl != 0 && deviceCcMajor() >= 9;
@@ -718,6 +765,8 @@ inline int runPrefill(const PfArgs& a, size_t workspace_size, cudaStream_t strea
     } else {
         PrefillRule rule;
         if (!prefillRule(HEAD ? kPfFamHead : kPfFamPre, N, a.ntok, a.d, rule)) return 0;
+        // The fused boundary where the row measured it faster (or a path is forced).
+        if (POST && !rule.boundary && prefillEnv().mode < 0) return 0;
         PfPlan p;
         if (!prefillPlan<N, HEAD, POST>(a.ntok, a.d, rule, p) || p.ws > workspace_size) return 0;
         return launchPrefill<N, HEAD, POST>(a, p, stream);

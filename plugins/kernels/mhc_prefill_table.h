@@ -13,9 +13,9 @@
 //    and the finish of chunk c in one launch, so the finish reads chunk c from
 //    L2; chunk size = l2_frac * the device's L2 (cudaDevAttrL2CacheSize) over the
 //    bytes of one token's residual.
-// MhcPostPre takes the pre family's row (its chunked/two-pass kernels also apply
-// the post and write residual_out) only where MhcPre takes the same row, so that
-// MhcPostPre stays bit-identical to MhcPost + MhcPre.
+// MhcPostPre takes the pre family's row: with `boundary` its projection CTAs also
+// apply the post and write residual_out (the same plan as MhcPre's, so MhcPostPre
+// stays bit-identical to MhcPost + MhcPre), without it MhcPost then MhcPre run.
 #ifndef MHC_PREFILL_TABLE_H
 #define MHC_PREFILL_TABLE_H
 
@@ -40,15 +40,16 @@ struct PrefillRule {
     int pdl;               // kPfChunked: 0 plain launches; PDL-chained, the next launch
                            // released by the projection CTAs at exit (1) or once
                            // their last loads are issued (2)
+    int hints;             // L2 eviction hints: residual kept for the finish, streams first out
+    int boundary;          // MhcPostPre: 1 the fused kernel (post applied by the projection
+                           // CTAs), 0 MhcPost then MhcPre on this row
 };
 
 // bfloat16 residuals only (the tensor-core projection takes x exactly as bf16).
 constexpr PrefillRule kPrefillRules[] = {
-    // family      cc  n      T                 d             path        tt   ft  kr  l2     pdl
-    {kPfFamPre,    9,  4, 4,  2048, INT64_MAX,  2048, 1 << 24, kPfChunked, 128, 4,  1,  0.25f, 2},
-    {kPfFamPre,    9,  4, 4,  128, 2047,        2048, 1 << 24, kPfTwoPass, 128, 4,  1,  0.30f, 0},
-    {kPfFamHead,   9,  4, 4,  2048, INT64_MAX,  2048, 1 << 24, kPfChunked, 128, 16, 1,  0.25f, 2},
-    {kPfFamHead,   9,  4, 4,  128, 2047,        2048, 1 << 24, kPfTwoPass, 128, 16, 1,  0.30f, 0},
+    // family    cc  n     T                d            path        tt   ft kr  l2     pdl hints bnd
+    {kPfFamPre,  9,  4, 4, 512, INT64_MAX,  2048, 1 << 24, kPfTwoPass, 128, 4, 1,  0.25f, 2,  1,    0},
+    {kPfFamHead, 9,  4, 4, 4096, INT64_MAX, 4096, 6143,    kPfTwoPass, 128, 16, 1, 0.25f, 2,  1,    0},
 };
 
 }  // namespace mhc
