@@ -85,7 +85,7 @@ for step in $steps; do
         echo "== boundary $mode"; grep -E "^d=" "$out/boundary_$mode.txt"
       done ;;
     ncu)  # one call's DRAM and L2 bytes, summed over its launches (caches kept between them)
-      m="dram__bytes_read.sum,dram__bytes_write.sum,lts__t_sectors_srcunit_tex_op_read.sum,lts__t_sectors_srcunit_tex_op_read_lookup_hit.sum,gpu__time_duration.sum"
+      m=${NCU_METRICS:-dram__bytes_read.sum,dram__bytes_write.sum,lts__t_sectors_srcunit_tex_op_read.sum,lts__t_sectors_srcunit_tex_op_read_lookup_hit.sum,gpu__time_duration.sum}
       for job in ${NCU_JOBS:-"auto:pre:4096" "twopass:pre:4096" "legacy:pre:4096" "auto:head:4096" "auto:post_pre:4096"}; do
         IFS=: read -r mode op t <<< "$job"
         f=$out/ncu_${mode}_${op}_$t.csv

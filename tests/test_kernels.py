@@ -614,8 +614,9 @@ def test_prefill_paths_match_float64(tmp_path):
 
 
 def test_prefill_garbage_workspace(monkeypatch):
-    # The table's chunked (T=2100, d=7168) and two-pass (T=1000, d=4096) rows on a
-    # workspace poisoned with 0xFF bytes: the same results as on a fresh one.
+    # Whatever the table picks at T=2100, d=7168 and T=1000, d=4096 (the forced
+    # paths run in test_prefill_paths_match_float64), on a workspace poisoned with
+    # 0xFF bytes: the same results as on a fresh one.
     from mhc_export.kernels import _ops
 
     real = _ops._workspace
