@@ -145,6 +145,15 @@ __device__ __forceinline__ void ldmatrixX4(uint32_t (&r)[4], const void* p) {
                  : "r"(s)
                  : "memory");
 }
+// mma16816 without `volatile`: the compiler may interleave independent MMAs and
+// the loads around them (a pure function of its operands).
+__device__ __forceinline__ void pfMma(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2,
+                                      uint32_t a3, uint32_t b0, uint32_t b1) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, "
+        "{%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
 __device__ __forceinline__ void unpack8(const uint4& u, float (&v)[8]) {
     const uint32_t w[4] = {u.x, u.y, u.z, u.w};
 #pragma unroll
@@ -316,12 +325,17 @@ __device__ __forceinline__ void pfProject(const PfArgs& a, int chunk, int pb,
             ss1 = fmaf(p1.y, p1.y, ss1);
             ss1 = fmaf(p3.x, p3.x, ss1);
             ss1 = fmaf(p3.y, p3.y, ss1);
+            // Term-major: consecutive MMAs go to different accumulators, so they
+            // overlap instead of waiting on each other's results.
 #pragma unroll
-            for (int nt = 0; nt < NT; ++nt) {
-                mma16816(acc[nt], af[0], af[1], af[2], af[3], blo[ks][nt][0], blo[ks][nt][1]);
-                mma16816(acc[nt], af[0], af[1], af[2], af[3], bmid[ks][nt][0], bmid[ks][nt][1]);
-                mma16816(acc[nt], af[0], af[1], af[2], af[3], bhi[ks][nt][0], bhi[ks][nt][1]);
-            }
+            for (int nt = 0; nt < NT; ++nt)
+                pfMma(acc[nt], af[0], af[1], af[2], af[3], blo[ks][nt][0], blo[ks][nt][1]);
+#pragma unroll
+            for (int nt = 0; nt < NT; ++nt)
+                pfMma(acc[nt], af[0], af[1], af[2], af[3], bmid[ks][nt][0], bmid[ks][nt][1]);
+#pragma unroll
+            for (int nt = 0; nt < NT; ++nt)
+                pfMma(acc[nt], af[0], af[1], af[2], af[3], bhi[ks][nt][0], bhi[ks][nt][1]);
         }
         ss0 += __shfl_xor_sync(0xffffffffu, ss0, 1);
         ss0 += __shfl_xor_sync(0xffffffffu, ss0, 2);
@@ -696,8 +710,12 @@ inline int launchPrefill(PfArgs a, const PfPlan& p, cudaStream_t stream) {
     const int dev = currentDevice();
     const bool cached = dev >= 0 && dev < kMaxCachedDevices;
     if (!cached || p.smem > smem_set[dev].load(std::memory_order_relaxed)) {
+        // The largest shared-memory carveout: two ~105 KB CTAs per SM (the driver's
+        // default carveout may leave room for one).
         if (cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                 int(p.smem)) != cudaSuccess) {
+                                 int(p.smem)) != cudaSuccess ||
+            cudaFuncSetAttribute(kern, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                 int(cudaSharedmemCarveoutMaxShared)) != cudaSuccess) {
             cudaGetLastError();
             return 0;
         }
