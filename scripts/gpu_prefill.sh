@@ -126,5 +126,6 @@ EOF
   echo "step $step: $(( $(date +%s) - t1 )) s"
 done
 # One archive: the device tool returns only a few files per call.
-(cd "$out" && tar czf prefill_run.tgz --exclude prefill_run.tgz . && find . -type f ! -name prefill_run.tgz -delete)
+tgz=$(mktemp /tmp/prefill_run.XXXXXX.tgz)
+tar czf "$tgz" -C "$out" . && find "$out" -mindepth 1 -delete && mv "$tgz" "$out/prefill_run.tgz"
 exit $rc

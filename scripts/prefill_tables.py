@@ -1,9 +1,9 @@
 """Markdown tables, one per op, of a scripts/gpu_prefill.sh run (issue 22).
 
-    python3 scripts/prefill_tables.py benchmarks/results/2026-12-06-h100
+    python3 scripts/prefill_tables.py benchmarks/results/2026-12-06-h100 [prefix]
 
-Reads prefill_bench_<mode>.json (bench_kernels.py) and prefill_boundary_<mode>.json
-(bench_boundary.py) from the folder: the table's choice (auto) beside the forced
+Reads <prefix>_bench_<mode>.json (bench_kernels.py) and <prefix>_boundary_<mode>.json
+(bench_boundary.py) from the folder (prefix: prefill): the table's choice (auto) beside the forced
 paths of the same run (legacy = before issue 22, twopass, chunked variants).
 """
 
@@ -23,7 +23,9 @@ def _load(folder: Path, prefix: str) -> dict[str, dict]:
     return out
 
 
-def _target(op: str, t: int) -> str:
+def _target(op: str, t: int, d: int = 7168) -> str:
+    if d not in (4096, 7168):
+        return ""
     if t >= 4096:
         return f"<= {TARGET.get(op, 1.4)}x"
     if t == 512:
@@ -41,7 +43,7 @@ def op_table(op: str, runs: dict[str, dict]) -> list[str]:
         if r["n"] != 4:
             continue
         cells = [str(t), str(d), f"{r['kernel_us']:.2f}", f"{r['floor_us']:.2f}",
-                 f"{r['x_floor']:.2f}", _target(op, t)]
+                 f"{r['x_floor']:.2f}", _target(op, t, d)]
         for m in others:
             o = next((x for x in runs[m]["results"]
                       if x["op"] == op and x["T"] == t and x["d"] == d), None)
@@ -60,7 +62,7 @@ def boundary_table(runs: dict[str, dict]) -> list[str]:
     for r in sorted(runs["auto"]["rows"], key=lambda r: (-r["d"], r["T"])):
         cells = [str(r["T"]), str(r["d"]), f"{r['fused_us']:.2f}", f"{r['floor_us']:.2f}",
                  f"{r['fused_x_floor']:.2f}",
-                 "<= 1.4x" if r["T"] >= 4096 else ("<= 2.2x" if r["T"] == 512 else ""),
+                 _target("postpre", r["T"], r["d"]),
                  f"{r['post_plus_pre_us']:.2f}"]
         for m, run in runs.items():
             if m == "auto":
@@ -73,12 +75,13 @@ def boundary_table(runs: dict[str, dict]) -> list[str]:
 
 def main() -> int:
     folder = Path(sys.argv[1])
-    bench = _load(folder, "prefill_bench")
-    bound = _load(folder, "prefill_boundary")
+    prefix = sys.argv[2] if len(sys.argv) > 2 else "prefill"
+    bench = _load(folder, f"{prefix}_bench")
+    bound = _load(folder, f"{prefix}_boundary")
     if "auto" in bench:
         a = bench["auto"]
-        print(f"{a['device']}, {a['date']}, copy bandwidth {a['copy_bandwidth_TBps']:.3f} TB/s, "
-              f"bf16, n=4, CUDA-graph replays, inputs rotated past L2.\n")
+        print(f"{a.get('device', a.get('device_line'))}, {a.get('date', a.get('env'))}: bf16, "
+              "n=4, CUDA-graph replays, inputs rotated past L2.\n")
         for op, name in (("pre", "MhcPre"), ("head", "MhcHead")):
             print(f"### {name}\n")
             print("\n".join(op_table(op, bench)) + "\n")
