@@ -10,7 +10,10 @@ bundle (`.peers/flashinfer`, benchmarks/peers/flashinfer_mhc.py) the MhcPre and 
 at n=4 also time FlashInfer 0.7.2's mhc kernels in the same harness, once their
 outputs pass the float64 reference: `fi us` (pre: a float32 projection, then
 `mhc_pre_big_fuse`; post: `mhc_post`), `x fi` = ours / FlashInfer's (< 1: ours
-is faster) and `fi fin us` (pre: `mhc_pre_big_fuse` alone).
+is faster) and `fi fin us` (pre: `mhc_pre_big_fuse` alone). The MhcPre and MhcHead
+rows also time a two-pass torch baseline (benchmarks/peers/torch_twopass.py:
+`torch.mm` of the 3-term bf16 split of hc_fn, a float32 norm, then our finish
+kernel alone), checked against our outputs first: `tp us` and `x tp` = ours / it.
 
     python3 benchmarks/bench_kernels.py --json out.json
 """
@@ -32,7 +35,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from peers import flashinfer_mhc
+from peers import flashinfer_mhc, torch_twopass
 
 from mhc_export import kernels, reference
 from mhc_export.spec import num_mixes
@@ -182,6 +185,24 @@ def time_peer(fi, op: str, sets: list[tuple], row: dict) -> None:
         row["fi_status"] = f"peer failed while timed: {type(exc).__name__}: {exc}"[:300]
 
 
+def time_twopass(op: str, sets: list[tuple], row: dict) -> None:
+    """The two-pass torch baseline's time for this row, after its outputs on the
+    first input set agree with ours; a failing baseline is recorded, not timed."""
+    try:
+        ours = IMPLS[op][0](*sets[0])
+        row["tp_rel_err"] = torch_twopass.check(op, sets[0], ours if isinstance(ours, tuple)
+                                                else (ours,))
+        t_s, row["tp_timing"] = time_calls(torch_twopass.calls(op, sets))
+        row["tp_us"] = t_s * 1e6
+        row["x_tp"] = row["kernel_us"] / row["tp_us"]
+        row["tp_status"] = "ok"
+    except AssertionError as exc:
+        row["tp_status"] = f"baseline wrong: {exc}"
+    except Exception as exc:  # e.g. torch.mm without out_dtype: keep the table
+        row["tp_status"] = f"baseline failed: {type(exc).__name__}: {exc}"[:300]
+    torch.cuda.empty_cache()
+
+
 def _peer_cells(r: dict) -> str:
     """The table's FlashInfer columns: times, or why there are none."""
     if r.get("fi_status", "ok") != "ok":
@@ -199,6 +220,8 @@ def main() -> int:
     ap.add_argument("--no-eager", action="store_true",
                     help="skip the eager baseline (kernel-only sweeps while iterating)")
     ap.add_argument("--t-list", default="", help="comma-separated T values (default: all)")
+    ap.add_argument("--no-twopass", action="store_true",
+                    help="skip the two-pass torch baseline (benchmarks/peers/torch_twopass.py)")
     ap.add_argument("--peer", choices=("auto", "flashinfer", "none"), default="auto",
                     help="time FlashInfer 0.7.2's mHC kernels next to ours (pre and post, n=4): "
                          "auto = when its bundle (.peers/flashinfer, or "
@@ -284,12 +307,16 @@ def main() -> int:
                     traceback.print_exc()
             if fi is not None and flashinfer_mhc.supports(op, n, d, dtype):
                 time_peer(fi, op, sets, row)
+            if op in ("pre", "head") and not args.no_twopass:
+                time_twopass(op, sets, row)
             results.append(row)
             print(f"{op:8s} T={t:6d} d={d:5d} n={n} kernel {row['kernel_us']:9.2f} us "
                   f"floor {row['floor_us']:9.2f} us x{row['x_floor']:.2f} "
                   f"eager {row['eager_us']:9.1f} us compile "
                   f"{row.get('compile_us', math.nan):9.1f} us"
-                  + (f" fi {_peer_cells(row)}" if "fi_status" in row else ""), flush=True)
+                  + (f" fi {_peer_cells(row)}" if "fi_status" in row else "")
+                  + (f" tp {row.get('tp_us', math.nan):9.2f} us" if "tp_status" in row else ""),
+                  flush=True)
             del sets
             torch.cuda.empty_cache()
 
@@ -309,14 +336,15 @@ def main() -> int:
     args.json.write_text(json.dumps(out, indent=1))
     hdr = (f"{'op':8s} {'T':>6s} {'d':>5s} {'n':>2s} {'kernel us':>10s} {'floor us':>9s} "
            f"{'xfloor':>6s} {'TB/s':>5s} {'eager us':>9s} {'x eager':>8s} {'compile us':>10s} "
-           f"{'x comp':>7s} {'fi us':>9s} {'x fi':>6s} {'fi fin us':>11s}")
+           f"{'x comp':>7s} {'fi us':>9s} {'x fi':>6s} {'fi fin us':>11s} {'tp us':>9s} "
+           f"{'x tp':>6s}")
     print("\n" + hdr)
     for r in results:
         print(f"{r['op']:8s} {r['T']:6d} {r['d']:5d} {r['n']:2d} {r['kernel_us']:10.2f} "
               f"{r['floor_us']:9.2f} {r['x_floor']:6.2f} {r['achieved_TBps']:5.2f} "
               f"{r['eager_us']:9.1f} {r['speedup_eager']:8.1f} "
               f"{r.get('compile_us', math.nan):10.1f} {r.get('speedup_compile', math.nan):7.1f} "
-              f"{_peer_cells(r)}")
+              f"{_peer_cells(r)} {r.get('tp_us', math.nan):9.2f} {r.get('x_tp', math.nan):6.2f}")
     print(f"compile: {compile_status}; json: {args.json}")
     return 0
 

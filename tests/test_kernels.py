@@ -185,7 +185,7 @@ def test_pre_garbage_workspace(monkeypatch):
                 assert torch.equal(a, b), f"T={t} {dtype}: results differ with a poisoned workspace"
 
 
-@pytest.mark.parametrize("t", [1, 8, 64])
+@pytest.mark.parametrize("t", [1, 8, 64, 2100])
 def test_pre_cuda_graph_replays(t):
     # Several calls captured in one CUDA graph, replayed several times with new
     # inputs copied in: every replay matches the reference and the eager call.
@@ -581,3 +581,57 @@ def test_decode_kernels_match_the_large_t_paths(tmp_path):
     for key in inp:
         if key.startswith("postpre"):
             assert torch.equal(got["decode"][key][0], got["no-decode"][key][0])
+
+
+# --- The prefill paths (issue 22: mhc_prefill.cuh) -----------------------------------
+# Forced by MHC_PREFILL in their own processes; the chunked path with a small
+# l2_frac, so that a T=4099 call has ~130 chunks (partial last chunk, partial
+# tiles, every partial buffer reused many times), with and without PDL.
+_PREFILL_PATHS = {
+    "chunked": {"MHC_PREFILL": "chunked", "MHC_PREFILL_L2_FRAC": "0.04"},
+    "chunked-nopdl": {"MHC_PREFILL": "chunked", "MHC_PREFILL_L2_FRAC": "0.04",
+                      "MHC_PREFILL_PDL": "0"},
+    "chunked-kr2": {"MHC_PREFILL": "chunked", "MHC_PREFILL_KR": "2", "MHC_PREFILL_TT": "64"},
+    "twopass": {"MHC_PREFILL": "twopass"},
+    "legacy": {"MHC_PREFILL": "legacy"},
+}
+
+
+def test_prefill_paths_match_float64(tmp_path):
+    # n=4 at the V4 widths, n=1, 2 (other slice layouts) and n=8 (head only; the
+    # pre falls back), T past chunk and tile boundaries.
+    inp = _path_inputs(((4099, 4, 7168), (1000, 4, 4096), (333, 4, 1024), (150, 2, 512),
+                        (131, 1, 1536), (77, 8, 64)), _gen(4545))
+    got = _run_paths(tmp_path, inp, _PREFILL_PATHS)
+    for key in inp:
+        if key.startswith("postpre"):
+            # The post half is the MhcPost kernel's arithmetic on every path.
+            for name in ("chunked", "chunked-kr2", "twopass"):
+                assert torch.equal(got[name][key][0], got["legacy"][key][0]), (name, key)
+        # PDL changes when launches start, never what they compute.
+        for a, b in zip(got["chunked"][key], got["chunked-nopdl"][key], strict=True):
+            assert torch.equal(a, b), f"{key}: chunked with and without PDL differ"
+
+
+def test_prefill_garbage_workspace(monkeypatch):
+    # Whatever the table picks at T=2100, d=7168 and T=1000, d=4096 (the forced
+    # paths run in test_prefill_paths_match_float64), on a workspace poisoned with
+    # 0xFF bytes: the same results as on a fresh one.
+    from mhc_export.kernels import _ops
+
+    real = _ops._workspace
+    for t, d in ((2100, 7168), (1000, 4096)):
+        residual, w, first = check_pre(t, 4, d, torch.bfloat16, seed=950 + t)
+        g = _gen(960 + t)
+        hw = make_weights(4, d, 4, 1, g)
+        y = kernels.head(residual, *hw)
+        v = _boundary_inputs(t, 4, d, torch.bfloat16, False, g)
+        pp = kernels.post_pre(*v)
+        monkeypatch.setattr(_ops, "_workspace",
+                            lambda nbytes, device: real(nbytes, device).fill_(0xFF))
+        for a, b in zip(first, run_pre(residual, *w), strict=True):
+            assert torch.equal(a, b), f"T={t}: pre differs with a poisoned workspace"
+        assert torch.equal(y, kernels.head(residual, *hw)), f"T={t}: head differs"
+        for a, b in zip(pp, kernels.post_pre(*v), strict=True):
+            assert torch.equal(a, b), f"T={t}: post_pre differs"
+        monkeypatch.setattr(_ops, "_workspace", real)

@@ -1,6 +1,6 @@
 // MhcPostPre and MhcPostHead, the fused layer boundaries (contract: shared/spec/mhc_ops.md).
 //
-// Three implementations, the same results (the pre half reads residual_out
+// Four implementations, the same results (the pre half reads residual_out
 // rounded to the residual dtype, as the contract says):
 //  * small T (mhc_decode.cuh, every dtype): the post folded into the decode
 //    mixes kernel, PDL-chained to the pre (head) finish kernel: two launches;
@@ -9,10 +9,14 @@
 //    and written to residual_out, and the pre (head) half projects those bits
 //    without reading them back. It measured slower than the composition at
 //    d=7168 (docs/kernels_notes.md, v6), so it runs only under MHC_STREAM=1;
+//  * the prefill paths (mhc_prefill.cuh, bf16, where the table picks them):
+//    the projection kernel applies the post, writes residual_out and projects
+//    the rounded bits; the finish reads residual_out back (from L2 when chunked);
 //  * the composition behind one call: MhcPost writes residual_out, then the
 //    MhcPre (MhcHead) path reads it back.
 #include "mhc_common.cuh"
 #include "mhc_decode.cuh"
+#include "mhc_prefill.cuh"
 #include "mhc_stream.cuh"
 
 using namespace mhc;
@@ -79,6 +83,24 @@ extern "C" MHC_API mhcStatus_t mhcPostPre(const void* x, const void* residual,
         return postPreDecode(DecodePost{x, residual, post_mix, comb_mix, residual_out}, hc_fn,
                              hc_scale, hc_base, layer_input, next_post_mix, next_comb_mix, T, n,
                              d, dtype, *params, workspace, stream);
+    if (dtype == MHC_DTYPE_BFLOAT16) {
+        // The prefill paths, where MhcPre takes the same plan (prefillRule is
+        // MhcPre's): the pre half then equals MhcPre on residual_out bit for bit.
+        int launched = 0;
+        dispatchN(n, [&](auto nc) {
+            constexpr int N = decltype(nc)::value;
+            PfArgs a = prefillPreArgs(static_cast<const __nv_bfloat16*>(residual), hc_fn, hc_scale,
+                                      hc_base, static_cast<__nv_bfloat16*>(layer_input),
+                                      next_post_mix, next_comb_mix, T, n, d, *params, workspace);
+            a.x = static_cast<const __nv_bfloat16*>(x);
+            a.post_in = post_mix;
+            a.comb_in = comb_mix;
+            a.res_out = static_cast<__nv_bfloat16*>(residual_out);
+            launched = runPrefill<N, false, true>(a, workspace_size, stream);
+            return MHC_STATUS_SUCCESS;
+        });
+        if (launched != 0) return launched > 0 ? ok() : MHC_STATUS_CUDA_ERROR;
+    }
     if (dtype == MHC_DTYPE_BFLOAT16) {
         int launched = 0;
         dispatchN(n, [&](auto nc) {

@@ -4,6 +4,7 @@
 #include "mhc_decode.cuh"
 #include "mhc_fused.cuh"
 #include "mhc_mix.cuh"
+#include "mhc_prefill.cuh"
 #include "mhc_stream.cuh"
 
 namespace mhc {
@@ -70,9 +71,16 @@ mhcStatus_t launchHeadFinish(const T* x, const float* part, int splits, const fl
 template <typename T, int N>
 mhcStatus_t runHead(const void* residual, const float* hc_fn, const float* hc_scale,
                     const float* hc_base, void* y, int64_t ntok, int d, const mhcHeadParams& p,
-                    void* workspace, cudaStream_t stream) {
+                    void* workspace, size_t workspace_size, cudaStream_t stream) {
     const T* x = static_cast<const T*>(residual);
     if constexpr (std::is_same<T, __nv_bfloat16>::value) {
+        if (!takesDecodePath(ntok, int64_t(N) * d)) {
+            const int pf = runPrefill<N, true, false>(
+                prefillHeadArgs(x, hc_fn, hc_scale, hc_base, static_cast<T*>(y), ntok, N, d, p,
+                                workspace),
+                workspace_size, stream);
+            if (pf != 0) return pf > 0 ? MHC_STATUS_SUCCESS : MHC_STATUS_CUDA_ERROR;
+        }
         const int sk = launchStream<N, true, false>(
             headStreamArgs(x, hc_fn, hc_scale, hc_base, static_cast<T*>(y), ntok, d, p), stream);
         if (sk != 0) return sk > 0 ? MHC_STATUS_SUCCESS : MHC_STATUS_CUDA_ERROR;
@@ -94,17 +102,20 @@ mhcStatus_t runHead(const void* residual, const float* hc_fn, const float* hc_sc
     return launchHeadFinish<T, N>(x, part, splits, hc_scale, hc_base, y, ntok, d, p, stream);
 }
 
-inline size_t headWorkspaceBytes(int64_t T, int n, int d) {
-    return smallOrLargeWorkspaceBytes(T, int64_t(n) * d, n);
+inline size_t headWorkspaceBytes(int64_t T, int n, int d, mhcDtype_t dtype) {
+    const size_t a = smallOrLargeWorkspaceBytes(T, int64_t(n) * d, n);
+    const size_t b = prefillWorkspaceBytes(T, n, d, dtype, true);
+    return a > b ? a : b;
 }
 
 template <typename T>
 mhcStatus_t dispatchHead(const void* residual, const float* hc_fn, const float* hc_scale,
                          const float* hc_base, void* y, int64_t ntok, int n, int d,
-                         const mhcHeadParams& p, void* workspace, cudaStream_t stream) {
+                         const mhcHeadParams& p, void* workspace, size_t workspace_size,
+                         cudaStream_t stream) {
     return dispatchN(n, [&](auto nc) {
         return runHead<T, decltype(nc)::value>(residual, hc_fn, hc_scale, hc_base, y, ntok, d, p,
-                                               workspace, stream);
+                                               workspace, workspace_size, stream);
     });
 }
 
@@ -143,7 +154,7 @@ using namespace mhc;
 extern "C" MHC_API size_t mhcHeadWorkspaceSize(int64_t T, int32_t n, int32_t d,
                                                mhcDtype_t dtype) {
     if (checkShape(T, n, d, dtype) != MHC_STATUS_SUCCESS) return 0;
-    return headWorkspaceBytes(T, n, d);
+    return headWorkspaceBytes(T, n, d, dtype);
 }
 
 extern "C" MHC_API mhcStatus_t mhcHead(const void* residual, const float* hc_fn,
@@ -160,7 +171,7 @@ extern "C" MHC_API mhcStatus_t mhcHead(const void* residual, const float* hc_fn,
             (st = checkPtr(hc_fn, "hc_fn", true)) || (st = checkPtr(hc_scale, "hc_scale", false)) ||
             (st = checkPtr(hc_base, "hc_base", false)) || (st = checkPtr(y, "y", true)))
             return st;
-        const size_t need = headWorkspaceBytes(T, n, d);
+        const size_t need = headWorkspaceBytes(T, n, d, dtype);
         if (workspace_size < need)
             return fail(MHC_STATUS_WORKSPACE_TOO_SMALL,
                         "mhcHead: workspace_size=%zu bytes but this call needs %zu "
@@ -168,9 +179,31 @@ extern "C" MHC_API mhcStatus_t mhcHead(const void* residual, const float* hc_fn,
         if ((st = checkPtr(workspace, "workspace", true))) return st;
         return dispatchDtype(dtype, [&](auto type) {
             return dispatchHead<decltype(type)>(residual, hc_fn, hc_scale, hc_base, y, T, n, d,
-                                                *params, workspace, stream);
+                                                *params, workspace, workspace_size, stream);
         });
     } catch (...) {
         return fail(MHC_STATUS_CUDA_ERROR, "mhcHead: unexpected internal exception");
     }
+}
+
+extern "C" MHC_API mhcStatus_t mhcHeadFinish(const void* residual, const float* mixes,
+                                             const float* hc_scale, const float* hc_base, void* y,
+                                             int64_t T, int32_t n, int32_t d, mhcDtype_t dtype,
+                                             const mhcHeadParams* params, cudaStream_t stream) {
+    mhcStatus_t st = checkShape(T, n, d, dtype);
+    if (st != MHC_STATUS_SUCCESS) return st;
+    if ((st = checkHeadParams(params, "mhcHeadFinish")) != MHC_STATUS_SUCCESS) return st;
+    if (T == 0) return ok();
+    if ((st = checkPtr(residual, "residual", true)) || (st = checkPtr(mixes, "mixes", false)) ||
+        (st = checkPtr(hc_scale, "hc_scale", false)) ||
+        (st = checkPtr(hc_base, "hc_base", false)) || (st = checkPtr(y, "y", true)))
+        return st;
+    return dispatchDtype(dtype, [&](auto type) {
+        using T_ = decltype(type);
+        return dispatchN(n, [&](auto nc) {
+            return launchHeadFinish<T_, decltype(nc)::value>(static_cast<const T_*>(residual),
+                                                             mixes, 1, hc_scale, hc_base, y, T,
+                                                             d, *params, stream);
+        });
+    });
 }

@@ -93,6 +93,19 @@ MHC_API mhcStatus_t mhcHead(const void* residual, const float* hc_fn, const floa
                             mhcDtype_t dtype, const mhcHeadParams* params, void* workspace,
                             size_t workspace_size, cudaStream_t stream);
 
+// The finish passes alone, for baselines that compute the projection elsewhere
+// (benchmarks): mixes [T][rows + 1] float32 = (hc_fn @ x, sum(x^2)) per token,
+// rows = (2+n)*n (pre) or n (head); the rest as mhcPre / mhcHead.
+MHC_API mhcStatus_t mhcPreFinish(const void* residual, const float* mixes, const float* hc_scale,
+                                 const float* hc_base, void* layer_input, float* post_mix,
+                                 float* comb_mix, int64_t T, int32_t n, int32_t d,
+                                 mhcDtype_t dtype, const mhcPreParams* params,
+                                 cudaStream_t stream);
+MHC_API mhcStatus_t mhcHeadFinish(const void* residual, const float* mixes, const float* hc_scale,
+                                  const float* hc_base, void* y, int64_t T, int32_t n, int32_t d,
+                                  mhcDtype_t dtype, const mhcHeadParams* params,
+                                  cudaStream_t stream);
+
 // MhcPostPre, a layer boundary: residual_out = MhcPost(x, residual, post_mix, comb_mix), then
 // MhcPre(residual_out, hc_fn, hc_scale, hc_base) -> layer_input, next_post_mix, next_comb_mix.
 // residual_out must not alias residual.

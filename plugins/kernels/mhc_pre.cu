@@ -3,6 +3,7 @@
 #include "mhc_decode.cuh"
 #include "mhc_fused.cuh"
 #include "mhc_mix.cuh"
+#include "mhc_prefill.cuh"
 #include "mhc_stream.cuh"
 
 namespace mhc {
@@ -46,7 +47,7 @@ template <typename T, int N>
 mhcStatus_t runPre(const void* residual, const float* hc_fn, const float* hc_scale,
                    const float* hc_base, void* layer_input, float* post_mix, float* comb_mix,
                    int64_t ntok, int d, const mhcPreParams& p, void* workspace,
-                   cudaStream_t stream) {
+                   size_t workspace_size, cudaStream_t stream) {
     constexpr int M = (2 + N) * N;
     const int K = N * d;
     float* part = static_cast<float*>(workspace);
@@ -55,6 +56,11 @@ mhcStatus_t runPre(const void* residual, const float* hc_fn, const float* hc_sca
         return runPreDecode<T, N>(x, hc_fn, hc_scale, hc_base, static_cast<T*>(layer_input),
                                   post_mix, comb_mix, ntok, d, p, part, stream);
     if constexpr (std::is_same<T, __nv_bfloat16>::value) {
+        const int pf = runPrefill<N, false, false>(
+            prefillPreArgs(x, hc_fn, hc_scale, hc_base, static_cast<T*>(layer_input), post_mix,
+                           comb_mix, ntok, N, d, p, workspace),
+            workspace_size, stream);
+        if (pf != 0) return pf > 0 ? MHC_STATUS_SUCCESS : MHC_STATUS_CUDA_ERROR;
         const int sk = launchStream<N, false, false>(
             preStreamArgs(x, hc_fn, hc_scale, hc_base, static_cast<T*>(layer_input), post_mix,
                           comb_mix, ntok, d, p),
@@ -78,15 +84,18 @@ template <typename T>
 mhcStatus_t dispatchPre(const void* residual, const float* hc_fn, const float* hc_scale,
                         const float* hc_base, void* layer_input, float* post_mix,
                         float* comb_mix, int64_t ntok, int n, int d, const mhcPreParams& p,
-                        void* workspace, cudaStream_t stream) {
+                        void* workspace, size_t workspace_size, cudaStream_t stream) {
     return dispatchN(n, [&](auto nc) {
         return runPre<T, decltype(nc)::value>(residual, hc_fn, hc_scale, hc_base, layer_input,
-                                              post_mix, comb_mix, ntok, d, p, workspace, stream);
+                                              post_mix, comb_mix, ntok, d, p, workspace,
+                                              workspace_size, stream);
     });
 }
 
-inline size_t preWorkspaceBytes(int64_t T, int n, int d) {
-    return smallOrLargeWorkspaceBytes(T, int64_t(n) * d, (2 + n) * n);
+inline size_t preWorkspaceBytes(int64_t T, int n, int d, mhcDtype_t dtype) {
+    const size_t a = smallOrLargeWorkspaceBytes(T, int64_t(n) * d, (2 + n) * n);
+    const size_t b = prefillWorkspaceBytes(T, n, d, dtype, false);
+    return a > b ? a : b;
 }
 
 }  // namespace
@@ -128,7 +137,7 @@ using namespace mhc;
 
 extern "C" MHC_API size_t mhcPreWorkspaceSize(int64_t T, int32_t n, int32_t d, mhcDtype_t dtype) {
     if (checkShape(T, n, d, dtype) != MHC_STATUS_SUCCESS) return 0;
-    return preWorkspaceBytes(T, n, d);
+    return preWorkspaceBytes(T, n, d, dtype);
 }
 
 extern "C" MHC_API mhcStatus_t mhcPre(const void* residual, const float* hc_fn,
@@ -149,7 +158,7 @@ extern "C" MHC_API mhcStatus_t mhcPre(const void* residual, const float* hc_fn,
             (st = checkPtr(post_mix, "post_mix", false)) ||
             (st = checkPtr(comb_mix, "comb_mix", false)))
             return st;
-        const size_t need = preWorkspaceBytes(T, n, d);
+        const size_t need = preWorkspaceBytes(T, n, d, dtype);
         if (workspace_size < need)
             return fail(MHC_STATUS_WORKSPACE_TOO_SMALL,
                         "mhcPre: workspace_size=%zu bytes but this call needs %zu "
@@ -158,9 +167,37 @@ extern "C" MHC_API mhcStatus_t mhcPre(const void* residual, const float* hc_fn,
         return dispatchDtype(dtype, [&](auto type) {
             return dispatchPre<decltype(type)>(residual, hc_fn, hc_scale, hc_base, layer_input,
                                                post_mix, comb_mix, T, n, d, *params, workspace,
-                                               stream);
+                                               workspace_size, stream);
         });
     } catch (...) {
         return fail(MHC_STATUS_CUDA_ERROR, "mhcPre: unexpected internal exception");
     }
+}
+
+extern "C" MHC_API mhcStatus_t mhcPreFinish(const void* residual, const float* mixes,
+                                            const float* hc_scale, const float* hc_base,
+                                            void* layer_input, float* post_mix, float* comb_mix,
+                                            int64_t T, int32_t n, int32_t d, mhcDtype_t dtype,
+                                            const mhcPreParams* params, cudaStream_t stream) {
+    mhcStatus_t st = checkShape(T, n, d, dtype);
+    if (st != MHC_STATUS_SUCCESS) return st;
+    if ((st = checkPreParams(params, "mhcPreFinish")) != MHC_STATUS_SUCCESS) return st;
+    if (T == 0) return ok();
+    if ((st = checkPtr(residual, "residual", true)) || (st = checkPtr(mixes, "mixes", false)) ||
+        (st = checkPtr(hc_scale, "hc_scale", false)) ||
+        (st = checkPtr(hc_base, "hc_base", false)) ||
+        (st = checkPtr(layer_input, "layer_input", true)) ||
+        (st = checkPtr(post_mix, "post_mix", false)) ||
+        (st = checkPtr(comb_mix, "comb_mix", false)))
+        return st;
+    return dispatchDtype(dtype, [&](auto type) {
+        using T_ = decltype(type);
+        return dispatchN(n, [&](auto nc) {
+            // The two-pass finish kernel with one split: mixes are its partials.
+            preFinishKernel<T_, decltype(nc)::value><<<unsigned(T), kFinishThreads, 0, stream>>>(
+                static_cast<const T_*>(residual), mixes, 1, hc_scale, hc_base,
+                static_cast<T_*>(layer_input), post_mix, comb_mix, T, d, *params);
+            return checkLaunch("mhcPreFinish kernel");
+        });
+    });
 }
