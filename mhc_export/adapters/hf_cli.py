@@ -26,8 +26,10 @@ def _say(msg: str) -> None:
 
 def export_hf_command(args: argparse.Namespace, dtype: torch.dtype, external: bool | None):
     """(ONNX path, report or None) for ``mhc-export export --hf PATH``."""
-    from .hf_checkpoint import check_memory, inspect_checkpoint, parse_layers
+    from .hf_checkpoint import inspect_checkpoint, parse_layers
     from .hf_export import build_graph, default_out, export_graph, metadata
+    from .hf_loader import plan
+    from .hf_memory import check_memory
 
     for name in _NOT_WITH_HF:
         if getattr(args, name, None):
@@ -36,16 +38,19 @@ def export_hf_command(args: argparse.Namespace, dtype: torch.dtype, external: bo
         raise MhcError("--mode decomposed does not apply to --hf exports (mhc nodes only)")
     info = inspect_checkpoint(args.hf)
     layers = parse_layers(args.layers, info.config.num_hidden_layers) if args.layers else None
-    need = check_memory(info, dtype, layers)
-    out: Path = args.out or default_out(info, layers, dtype)
+    weights = getattr(args, "weights", None) or "dequantized"
+    checked = plan(info, layers, dtype)  # every tensor of the selection present and in shape
+    need = check_memory(info, dtype, layers, weights)
+    out: Path = args.out or default_out(info, layers, dtype, weights)
     what = f"layers {layers.start}:{layers.stop}" if layers else "full model"
-    _say(f"HF DeepSeek-V4 {info.path} ({what}, {dtype_name(dtype)}, hc_mult "
-         f"{info.config.hc_mult}, ~{need / 2**30:.1f} GiB while exporting)")
+    _say(f"HF DeepSeek-V4 {info.path} ({info.layout} layout, {what}, {dtype_name(dtype)}, "
+         f"{weights} weights, hc_mult {info.config.hc_mult}, ~"
+         f"{(need.need - need.base) / 2**30:.1f} GiB while exporting)")
     t0 = time.perf_counter()
     _say("loading checkpoint")
-    graph = build_graph(info, dtype, layers)
+    graph = build_graph(info, dtype, layers, weights, checked)
     _say(f"  loaded in {time.perf_counter() - t0:.1f}s")
-    done = export_graph(graph, out, meta=metadata(info, dtype, layers), opset=args.opset,
+    done = export_graph(graph, out, meta=metadata(info, dtype, layers, weights), opset=args.opset,
                         external_data=external, fuse=not getattr(args, "no_fuse", False),
                         progress=_say)
     nodes = ", ".join(f"{k} x{v}" for k, v in sorted(done.result.mhc_nodes.items())) or "none"

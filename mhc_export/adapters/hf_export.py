@@ -27,8 +27,9 @@ import torch
 
 from ..onnx_export import ExportResult, export
 from ..spec import DEFAULT_OPSET, dtype_name
-from .hf_checkpoint import CheckpointInfo, load_layers, load_model
+from .hf_checkpoint import CheckpointInfo
 from .hf_deepseek_v4 import adapted
+from .hf_loader import Plan, build, plan
 
 SOURCE = "hf_deepseek_v4"
 FULL_INPUTS = ("input_ids",)
@@ -105,16 +106,30 @@ def example_inputs(graph: torch.nn.Module, *, batch: int, seq: int, seed: int,
     return inputs
 
 
-def build_graph(info: CheckpointInfo, dtype: torch.dtype,
-                layers: range | None) -> torch.nn.Module:
-    """The eager HF module the export traces (and validation re-runs): HF's own forwards."""
-    if layers is None:
-        return CausalLMGraph(load_model(info, dtype))
-    return LayerSlice(*load_layers(info, layers, dtype)).eval()
+def build_graph(info: CheckpointInfo, dtype: torch.dtype, layers: range | None,
+                weights: str = "dequantized", checked: Plan | None = None) -> torch.nn.Module:
+    """The eager HF module the export traces: HF's forwards, weights read by our loader.
+
+    ``weights="native"`` keeps FP8/FP4 tensors in their stored form, decoded by
+    the graph itself (:mod:`.hf_native`).
+    """
+    p = checked or plan(info, layers, dtype)
+    keep = None
+    if weights == "native":
+        from .hf_native import keep_stored as keep
+    modules = build(info, p, dtype, keep=keep)
+    graph = CausalLMGraph(modules) if layers is None else LayerSlice(p.config, modules)
+    if weights == "native":
+        from .hf_native import bind_stored
+
+        bind_stored(graph, modules.stored_weights)
+    return graph.eval()
 
 
-def metadata(info: CheckpointInfo, dtype: torch.dtype, layers: range | None) -> dict[str, str]:
+def metadata(info: CheckpointInfo, dtype: torch.dtype, layers: range | None,
+             weights: str = "dequantized") -> dict[str, str]:
     return {
+        "mhc_export.weights": json.dumps(weights),
         "mhc_export.source": json.dumps(SOURCE),
         "mhc_export.hf_checkpoint": json.dumps(str(info.path.resolve())),
         "mhc_export.dtype": json.dumps(dtype_name(dtype)),
@@ -179,7 +194,9 @@ def _hf_model(graph: torch.nn.Module) -> torch.nn.Module:
     return graph.model if isinstance(graph, CausalLMGraph) else graph
 
 
-def default_out(info: CheckpointInfo, layers: range | None, dtype: torch.dtype) -> Path:
+def default_out(info: CheckpointInfo, layers: range | None, dtype: torch.dtype,
+                weights: str = "dequantized") -> Path:
     name = info.path.resolve().name or "model"
     part = f"_layers{layers.start}-{layers.stop}" if layers else ""
-    return Path("engines") / f"hf_{name}{part}_{dtype_name(dtype)}.onnx"
+    form = "_native" if weights == "native" else ""
+    return Path("engines") / f"hf_{name}{part}_{dtype_name(dtype)}{form}.onnx"

@@ -41,15 +41,17 @@ def is_hf_export(proto: onnx.ModelProto) -> bool:
 def graph_from_metadata(proto: onnx.ModelProto,
                         checkpoint: str | os.PathLike[str] | None = None) -> torch.nn.Module:
     """Rebuild the eager HF graph an export came from (``checkpoint`` overrides the path)."""
-    from .hf_checkpoint import check_memory, inspect_checkpoint
+    from .hf_checkpoint import inspect_checkpoint
     from .hf_export import build_graph
+    from .hf_memory import check_memory
 
     meta = read_metadata(proto)
     info = inspect_checkpoint(checkpoint or meta["hf_checkpoint"])
     dtype = parse_dtype(meta["dtype"])
     layers = range(*meta["layers"]) if meta.get("layers") else None
-    check_memory(info, dtype, layers)
-    return build_graph(info, dtype, layers)
+    weights = meta.get("weights") or "dequantized"
+    check_memory(info, dtype, layers, weights)
+    return build_graph(info, dtype, layers, weights)
 
 
 def _graph_dtype(graph: torch.nn.Module) -> torch.dtype:
