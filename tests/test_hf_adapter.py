@@ -21,7 +21,6 @@ pytest.importorskip("transformers.models.deepseek_v4",
                     reason="transformers >= 5.23 (pip install -e '.[hf]') is not installed")
 
 from mhc_export import ort_runner
-from mhc_export.adapters import hf_checkpoint
 from mhc_export.adapters.hf_deepseek_v4 import MARK, adapt, adapted
 from mhc_export.adapters.hf_testing import make_config, random_model, save_random_checkpoint
 from mhc_export.cli import main

@@ -122,7 +122,8 @@ def build_graph(info: CheckpointInfo, dtype: torch.dtype, layers: range | None,
     if weights == "native":
         from .hf_native import bind_stored
 
-        bind_stored(graph, modules.stored_weights)
+        bind_stored(modules, modules.stored_weights)
+    graph.checkpoint_info, graph.selection = info, layers  # what validation re-reads
     return graph.eval()
 
 

@@ -79,6 +79,12 @@ class Stored:
             out = w * scale.repeat_interleave(FP4_GROUP, -1)[..., : w.shape[-1]]
         return out.reshape(self.shape).to(dtype)
 
+    def part(self, expert: int) -> Stored:
+        """Expert ``expert`` of a stacked ``[E, ...]`` tensor."""
+        scale = None if self.scale is None else self.scale[expert]
+        return Stored(self.kind, self.data[expert], self.shape[1:], scale, self.block,
+                      self.source)
+
     def nbytes(self) -> int:
         s = 0 if self.scale is None else self.scale.numel() * self.scale.element_size()
         return self.data.numel() * self.data.element_size() + s

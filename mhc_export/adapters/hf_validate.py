@@ -20,7 +20,7 @@ import onnx
 import torch
 
 from .. import ort_runner
-from ..report import Report, tolerance_for
+from ..report import Comparison, Report, tolerance_for
 from ..spec import dtype_name, parse_dtype
 from ..validate import (
     Probe,
@@ -31,7 +31,7 @@ from ..validate import (
     read_metadata,
 )
 from .hf_deepseek_v4 import MhcAttrs, model_config
-from .hf_export import FULL_OUTPUTS, SLICE_OUTPUTS, SOURCE, CausalLMGraph, example_inputs
+from .hf_export import FULL_INPUTS, FULL_OUTPUTS, SLICE_OUTPUTS, SOURCE, CausalLMGraph
 
 
 def is_hf_export(proto: onnx.ModelProto) -> bool:
@@ -96,25 +96,57 @@ def validate_hf(
     providers: list[str] | None = None,
     report: Report | None = None,
 ) -> Report:
-    """ONNX Runtime vs HF eager on fresh random inputs, plus mHC invariants per backend."""
+    """The export against an independent reading of the checkpoint, plus mHC invariants.
+
+    Every weight the export holds is compared with the float64 reading of the
+    files (:mod:`.hf_truth`); the ONNX output with HF's float64 model on those
+    weights (:func:`.hf_reference.reference_run`, which says what it ran).
+    """
+    from .hf_reference import reference_run, weights_error
+
     onnx_path = Path(onnx_path)
-    proto = onnx.load(os.fspath(onnx_path))
+    proto = onnx.load(os.fspath(onnx_path), load_external_data=False)
     dtype = _graph_dtype(graph)
     tol = tolerance_for(dtype)
+    info, layers = graph.checkpoint_info, graph.selection
     full = isinstance(graph, CausalLMGraph)
     output = (FULL_OUTPUTS if full else SLICE_OUTPUTS)[0]
     meta = read_metadata(proto)
     report = report or Report(f"validate {onnx_path.name}")
-    inputs = example_inputs(graph, batch=batch, seq=seq, seed=seed, dtype=dtype)
     report.config.update({
         "onnx": str(onnx_path), "hf_checkpoint": meta.get("hf_checkpoint"),
-        "layers": meta.get("layers") or "all", "dtype": dtype_name(dtype),
-        "inputs": {k: list(v.shape) for k, v in inputs.items()}, "seed": seed,
-        "reference": "HF transformers eager (DeepseekV4, HF's own forwards)",
+        "layout": info.layout, "layers": meta.get("layers") or "all",
+        "dtype": dtype_name(dtype), "weights": meta.get("weights") or "dequantized", "seed": seed,
     })
-    expected, eager_probe = _eager_probe(graph, inputs)
+    err, count, worst, lacking = weights_error(graph, info.path, layers)
+    if lacking:
+        err, worst = float("inf"), f"{lacking[0]} has no tensor in the independent reading"
+    report.comparisons.append(Comparison(
+        "mhc-export loader", "independent float64 reading of the files", f"{count} weights",
+        dtype_name(dtype), [count], err, err, tol, err <= tol, f"worst: {worst}"))
+    ref = reference_run(info, layers, batch=batch, seq=seq, seed=seed)
+    if isinstance(ref, str):
+        report.config["reference"] = "none (weights only)"
+        report.note(f"output not compared: {ref}")
+        return report
+    inputs64, expected, label = ref
+    report.config["reference"] = label
+    names = FULL_INPUTS if full else graph.input_names()
+    inputs = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in inputs64.items()
+              if k in names}
+    report.config["inputs"] = {k: list(v.shape) for k, v in inputs.items()}
+    _, eager_probe = _eager_probe(graph, inputs)
     attrs: dict[str, Any] = MhcAttrs.from_config(model_config(_hf(graph))).pre()
     eager_probe.check(report, "HF eager", attrs)
+    _run_onnx(report, onnx_path, proto, inputs, expected, output, label, dtype, tol, attrs,
+              providers)
+    return report
+
+
+def _run_onnx(report: Report, onnx_path: Path, proto: onnx.ModelProto, inputs, expected,
+              output: str, label: str, dtype: torch.dtype, tol: float, attrs, providers) -> None:
+    """ONNX Runtime per provider against the reference, invariants on every MhcPre node."""
+    proto = onnx.load(os.fspath(onnx_path))
     probed, groups = _probe_model(proto)
     if not groups:
         report.note("no MhcPre nodes in the graph: invariants from HF eager only")
@@ -122,6 +154,7 @@ def validate_hf(
         probed_path = Path(tmp) / onnx_path.name
         onnx.save_model(probed, probed_path, save_as_external_data=_has_external(proto),
                         location=probed_path.name + ".data")
+        del probed, proto
         for provider in providers or ort_runner.available_providers():
             backend = ort_runner.provider_label(provider)
             try:
@@ -129,14 +162,13 @@ def validate_hf(
             except Exception as e:  # ORT raises its own exception types
                 report.note(f"{backend} cannot run this {dtype_name(dtype)} graph: "
                             f"{_first_line(e)}")
-                _validate_mhc_nodes(report, proto, provider, dtype)
+                _validate_mhc_nodes(report, onnx.load(os.fspath(onnx_path)), provider, dtype)
                 continue
-            report.compare(backend, "HF eager", output, outs[output], expected, tol)
+            report.compare(backend, label, output, outs[output], expected, tol)
             probe = Probe()
             for names in groups:
                 probe.add(*(outs[n] for n in names))
             probe.check(report, backend, attrs)
-    return report
 
 
 def _hf(graph: torch.nn.Module) -> torch.nn.Module:
