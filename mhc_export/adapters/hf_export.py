@@ -16,6 +16,7 @@ Graphs:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -178,9 +179,12 @@ def export_graph(
         progress(f"  traced in {seconds['tracing']:.1f}s")
         t0 = time.perf_counter()
         progress(f"translating to ONNX, checking, writing {path}")
-        result = export(program, (), path, input_names=names, output_names=outputs,
-                        dynamic_shapes=(), opset=opset, external_data=external_data,
-                        metadata=meta, fuse=fuse)
+        from .hf_native import is_native, stored_forms_kept
+
+        with stored_forms_kept() if is_native(graph) else contextlib.nullcontext():
+            result = export(program, (), path, input_names=names, output_names=outputs,
+                            dynamic_shapes=(), opset=opset, external_data=external_data,
+                            metadata=meta, fuse=fuse)
         seconds["translating+writing"] = time.perf_counter() - t0
         progress(f"  done in {seconds['translating+writing']:.1f}s")
     return HfExport(result, graph, seconds)

@@ -19,6 +19,8 @@ One V4-Flash layer is then about 3.5 GB in the ONNX instead of 13 GB (bf16).
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch.nn.utils import parametrize
 
@@ -86,3 +88,30 @@ def bind_stored(modules: torch.nn.Module, kept: dict[str, Stored]) -> None:
         setattr(owner, attr, torch.nn.Parameter(torch.empty(0, dtype=dtype),
                                                 requires_grad=False))
         parametrize.register_parametrization(owner, attr, _Decode(s, dtype), unsafe=True)
+
+
+def is_native(graph: torch.nn.Module) -> bool:
+    return any(isinstance(m, _Decode) for m in graph.modules())
+
+
+@contextlib.contextmanager
+def stored_forms_kept():
+    """Keep the exporter's constant folding off the decode chains.
+
+    onnxscript folds any op whose inputs are all initializers (below 8192
+    elements), which would turn small stored weights back into float ones.
+    Every decode chain starts with a ``Cast`` of a stored initializer; adding
+    ``Cast`` to the folder's keep-list for the export leaves the chains as
+    they are (other constant casts stay unfolded too: a handful of nodes).
+    """
+    from onnxscript.optimizer import _constant_folding as folding
+
+    keep = folding.DEFAULT_CONSTANT_FOLD_BLACKLIST
+    added = "Cast" not in keep
+    if added:
+        keep.append("Cast")
+    try:
+        yield
+    finally:
+        if added:
+            keep.remove("Cast")
