@@ -43,10 +43,13 @@ V4_FLASH: dict[str, Any] = dict(
     num_experts_per_tok=6, n_routed_experts=256, n_shared_experts=1, o_groups=8,
     o_lora_rank=1024, index_n_heads=64, index_head_dim=128, index_topk=512,
     sliding_window=128, hc_mult=4, hc_sinkhorn_iters=20, hc_eps=1e-6, rms_norm_eps=1e-6,
-    # Two sliding-window layers, then CSA and HCA interleaved.
+    # compress_ratios [0, 0, 4, 128, 4, 128, ..., 4] (+ 0 for MTP): two sliding-window
+    # layers, then CSA (even layers) and HCA (odd layers) interleaved.
     layer_types=["sliding_attention"] * 2 + ["compressed_sparse_attention",
                                              "heavily_compressed_attention"] * 20
     + ["compressed_sparse_attention"],
+    rope_scaling={"type": "yarn", "factor": 16, "original_max_position_embeddings": 65536,
+                  "beta_fast": 32, "beta_slow": 1},
     mlp_layer_types=["hash_moe"] * 3 + ["moe"] * 40,
 )
 _RATIO = {"sliding_attention": 0, "compressed_sparse_attention": 4,
@@ -318,3 +321,103 @@ def flash_config(**overrides: Any):
     from transformers import DeepseekV4Config
 
     return DeepseekV4Config(**{**V4_FLASH, **overrides})
+
+
+def write_real_layers(path: str | Path, config, layers: list[int], *, seed: int = 0,
+                      top: bool = True) -> int:
+    """A published-layout checkpoint of a real-size config holding only some layers.
+
+    Random stored codes are written tensor by tensor (no float model: one
+    V4-Flash layer is 6.6B values): FP4 bytes uniform, FP8 codes of
+    N(0, 64), UE8M0 scales around 2**-9 (FP4) and 2**-13 (FP8), so weights are
+    of the size trained ones have. One shard per layer plus one for the tensors
+    outside the stack (``top``). Returns the bytes written.
+    """
+    from transformers import DeepseekV4ForCausalLM
+
+    opts = dict(weights="fp8", experts="fp4", scale_fmt="ue8m0", block=(128, 128))
+    with torch.device("meta"):
+        state = dict(DeepseekV4ForCausalLM(config).state_dict())
+    groups: dict[str, dict] = {}
+    for hf_name, t in state.items():
+        m = _LAYER.match(hf_name)
+        if (m is None and not top) or (m is not None and int(m.group(2)) not in layers):
+            continue
+        file = ("model-top.safetensors" if m is None
+                else f"model-layer{int(m.group(2)):03d}.safetensors")
+        for name, piece, _ in _pieces(hf_name, t, "native"):
+            kind = storage(name, "fp8", "fp4")
+            groups.setdefault(file, {}).update(_header_entry(name, tuple(piece.shape), kind,
+                                                             "native", opts))
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    gen = torch.Generator().manual_seed(seed)
+    total, weight_map = 0, {}
+    for file, entries in groups.items():
+        total += _write_streaming(path / file, entries, gen, config)
+        weight_map.update({n: file for n in entries})
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (path / "model.safetensors.index.json").write_text(json.dumps(index, indent=1))
+    (path / "config.json").write_text(json.dumps(_published_config(config, opts), indent=2))
+    return total
+
+
+def _write_streaming(file: Path, entries: dict, gen: torch.Generator, config) -> int:
+    header, offset = {}, 0
+    for name, (dtype, shape) in entries.items():
+        n = _SIZE[dtype]
+        for s in shape:
+            n *= s
+        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + n]}
+        offset += n
+    blob = json.dumps(header).encode()
+    blob += b" " * (-len(blob) % 8)
+    with open(file, "wb") as f:
+        f.write(struct.pack("<Q", len(blob)) + blob)
+        for name, (dtype, shape) in entries.items():
+            rows = shape[0] if shape else 1
+            step = max(1, (1 << 26) // max(1, _numel(shape[1:])))
+            for r0 in range(0, rows, step):
+                part = (min(step, rows - r0), *shape[1:]) if shape else ()
+                t = _random_stored(name, dtype, part, gen, config)
+                f.write(t.contiguous().view(torch.uint8).numpy().tobytes())
+    return offset
+
+
+def _numel(shape) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
+
+
+def _random_stored(name: str, dtype: str, shape: tuple[int, ...], gen: torch.Generator,
+                   config) -> torch.Tensor:
+    """Random values of a trained checkpoint's size, in the stored dtype."""
+    def randn() -> torch.Tensor:
+        return torch.randn(shape, generator=gen)
+
+    if dtype == "I8":
+        return torch.randint(0, 256, shape, generator=gen, dtype=torch.uint8)
+    if dtype == "F8_E4M3":
+        return (randn() * 64).clamp(-E4M3_MAX, E4M3_MAX).to(torch.float8_e4m3fn)
+    if dtype == "F8_E8M0":  # FP4 scales 2**-9, FP8 scales 2**-13, +-1 octave
+        centre = 127 - (9 if ".experts." in name else 13)
+        return (centre + torch.randint(-1, 2, shape, generator=gen)).to(torch.uint8)
+    if dtype == "I64":
+        k = config.num_experts_per_tok
+        scores = torch.rand((*shape[:-1], config.n_routed_experts), generator=gen)
+        return scores.argsort(-1)[..., :k]
+    if name.endswith(("_fn", ".fn")):
+        value = randn() * 0.5 / shape[-1] ** 0.5 * 8
+    elif name.endswith(("_scale", ".scale")):
+        value = 0.5 + 1.5 * torch.rand(shape, generator=gen)
+    elif name.endswith(("_base", "attn_sink")):
+        value = randn()
+    elif name.endswith((".ape", "gate.bias")):
+        value = randn() * 0.5
+    elif "norm" in name:
+        value = 1 + 0.1 * randn()
+    else:
+        value = randn() * 0.02
+    return value.to(torch.float32 if dtype == "F32" else torch.bfloat16)
