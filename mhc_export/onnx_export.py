@@ -157,11 +157,18 @@ def _mhc_node_counts(proto: onnx.ModelProto) -> dict[str, int]:
     return counts
 
 
+_STORED_TYPES = (onnx.TensorProto.UINT8, onnx.TensorProto.FLOAT8E4M3FN)
+
+
 def _check(proto: onnx.ModelProto) -> None:
     """Full checker + strict shape inference; every graph output must get a shape."""
     if proto.ByteSize() < (1 << 31) - (1 << 20):
         onnx.checker.check_model(proto, full_check=True)
-        inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=True, data_prop=True)
+        # Data propagation evaluates integer ops on constants: on stored weights decoded
+        # in-graph (uint8/float8 codes, --weights native) that is tens of GB.
+        stored = any(t.data_type in _STORED_TYPES for t in proto.graph.initializer)
+        inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=True,
+                                                     data_prop=not stored)
     else:  # too large for in-memory checks: check a weight-less copy
         light = onnx.ModelProto()
         light.CopyFrom(proto)

@@ -101,6 +101,10 @@ def plan(info: CheckpointInfo, layers: range | None, dtype: torch.dtype) -> Plan
         if layers is not None and (layer is None or layer not in layers):
             continue
         mapped = hf_name_of(name, layers.start if layers else 0)
+        orphan = _orphan_scale(info, name)
+        if orphan:
+            raise CheckpointError(f"{info.path}: missing tensor {orphan} (its scale {name} is "
+                                  "present)")
         if mapped is None or mapped[0] not in expected:
             raise CheckpointError(f"{info.path}: unexpected tensor {name} (not part of a "
                                   "DeepSeek-V4 model of this config)")
@@ -119,6 +123,15 @@ def _scale_names(info: CheckpointInfo) -> set[str]:
         if dtype in _QUANT:
             out.add(_scale_of(info, name))
     return out
+
+
+def _orphan_scale(info: CheckpointInfo, name: str) -> str | None:
+    """The weight a scale belongs to, when the weight itself is missing."""
+    for suffix, weight in ((".scale", name.removesuffix(".scale") + ".weight"),
+                           ("_scale_inv", name.removesuffix("_scale_inv"))):
+        if name.endswith(suffix) and weight not in info.headers:
+            return weight
+    return None
 
 
 def _scale_of(info: CheckpointInfo, name: str) -> str:

@@ -88,6 +88,15 @@ def _f64_bytes(reader: IndependentReader, layers: range | None) -> int:
     return int(total * _F64_FACTOR)
 
 
+def _holds(reader: IndependentReader, layers: range) -> bool:
+    """Whether the files hold the embedding and every layer of ``layers`` (a full run)."""
+    found = {int(m.group(1)) for n in reader.headers
+             if (m := re.match(r"^(?:model\.)?layers\.(\d+)\.", n))}
+    has_embed = any(n.removeprefix("model.") in ("embed.weight", "embed_tokens.weight")
+                    for n in reader.headers)
+    return has_embed and set(layers) <= found
+
+
 def _hf_model(config: Any, reader: IndependentReader, layers: range | None,
               n_layers: int) -> torch.nn.Module:
     """HF's DeepseekV4ForCausalLM of ``n_layers`` layers (or the slice's layers) in float64."""
@@ -154,7 +163,7 @@ def reference_run(info: CheckpointInfo, layers: range | None, *, batch: int, seq
             logits = model(input_ids=ids, position_ids=positions, use_cache=False).logits
         return {"input_ids": ids}, logits, MODEL_REFERENCE
     last = layers.stop - 1
-    if _f64_bytes(reader, range(0, layers.stop)) <= have:
+    if _holds(reader, range(0, layers.stop)) and _f64_bytes(reader, range(0, layers.stop)) <= have:
         model = _hf_model(info.config, reader, None, layers.stop)
         seen: dict[str, torch.Tensor] = {}
         hooks = [model.model.layers[layers.start].register_forward_pre_hook(
