@@ -101,11 +101,11 @@ def plan(info: CheckpointInfo, layers: range | None, dtype: torch.dtype) -> Plan
         if layers is not None and (layer is None or layer not in layers):
             continue
         mapped = hf_name_of(name, layers.start if layers else 0)
-        orphan = _orphan_scale(info, name)
-        if orphan:
-            raise CheckpointError(f"{info.path}: missing tensor {orphan} (its scale {name} is "
-                                  "present)")
         if mapped is None or mapped[0] not in expected:
+            orphan = _orphan_scale(info, name)
+            if orphan:
+                raise CheckpointError(f"{info.path}: missing tensor {orphan} (its scale {name} "
+                                      "is present)")
             raise CheckpointError(f"{info.path}: unexpected tensor {name} (not part of a "
                                   "DeepSeek-V4 model of this config)")
         hf_name, expert, part = mapped
