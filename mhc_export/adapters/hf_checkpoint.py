@@ -1,12 +1,13 @@
-"""Reading a DeepSeek-V4 checkpoint written by ``save_pretrained``, checked before any work.
+"""Reading a DeepSeek-V4 checkpoint directory, checked before any work.
 
 :func:`inspect_checkpoint` validates the directory (config.json of model_type
 ``deepseek_v4``, an hc_mult the ops support, every safetensors file the index
-names) and sizes the weights from the safetensors headers alone, so a
-checkpoint too large for this machine fails in a second with a message
-instead of after minutes of loading. :func:`load_model` loads the full model;
-:func:`load_layers` builds only decoder layers A..B-1 and reads only their
-tensors, which is how one layer of a 284B model fits on a small machine.
+names) and reads every tensor's dtype and shape from the safetensors headers
+alone, so a checkpoint that cannot be exported fails in a second with a
+message instead of after minutes of loading. Both layouts are read (the
+published one with DeepSeek's names, and save_pretrained's):
+:mod:`.hf_layout` maps the names, :mod:`.hf_loader` loads a selection,
+:mod:`.hf_memory` sizes it.
 """
 
 from __future__ import annotations
@@ -57,11 +58,12 @@ def inspect_checkpoint(path: str | os.PathLike[str]) -> CheckpointInfo:
 
     path = Path(path)
     if not path.is_dir():
-        raise CheckpointError(f"--hf {path}: not a directory (expected a save_pretrained "
+        raise CheckpointError(f"--hf {path}: not a directory (expected a DeepSeek-V4 "
                               "checkpoint directory)")
     config_file = path / "config.json"
     if not config_file.is_file():
-        raise CheckpointError(f"--hf {path}: no config.json (not a save_pretrained checkpoint)")
+        raise CheckpointError(f"--hf {path}: no config.json (not a DeepSeek-V4 checkpoint "
+                              "directory)")
     try:
         raw = json.loads(config_file.read_text())
     except (OSError, ValueError) as e:
