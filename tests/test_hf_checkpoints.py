@@ -269,3 +269,23 @@ def test_full_model_hf_layout_export_passes_against_hf_float64(tmp_path, capsys)
     assert main(["export", "--hf", str(path), "--out", str(out), "--seq", "12"]) == 0
     text = capsys.readouterr().out
     assert "RESULT: PASS" in text and "HF DeepseekV4ForCausalLM (float64)" in text
+
+
+def test_memory_estimate_within_25_percent_of_peak_rss(tmp_path):
+    """One real-width layer (8 experts) exported with native weights in a fresh process."""
+    import subprocess
+
+    from v4_checkpoints import write_real_layers
+
+    path = tmp_path / "medium"
+    write_real_layers(path, flash_config(n_routed_experts=8, vocab_size=1000), [3], top=False)
+    code = ("import resource, sys\nfrom mhc_export.cli import main\nrc = main(sys.argv[1:])\n"
+            "print('PEAK_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\nsys.exit(rc)")
+    proc = subprocess.run([sys.executable, "-c", code, "export", "--hf", str(path), "--layers",
+                           "3:4", "--weights", "native", "--no-validate",
+                           "--out", str(tmp_path / "m.onnx")],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    estimate = float(re.search(r"~([\d.]+) GiB peak resident", proc.stdout)[1]) * 2**30
+    peak = int(re.search(r"PEAK_KB (\d+)", proc.stdout)[1]) * 1024
+    assert abs(estimate - peak) <= 0.25 * peak, (estimate / 2**30, peak / 2**30)

@@ -44,8 +44,9 @@ def export_hf_command(args: argparse.Namespace, dtype: torch.dtype, external: bo
     out: Path = args.out or default_out(info, layers, dtype, weights)
     what = f"layers {layers.start}:{layers.stop}" if layers else "full model"
     _say(f"HF DeepSeek-V4 {info.path} ({info.layout} layout, {what}, {dtype_name(dtype)}, "
-         f"{weights} weights, hc_mult {info.config.hc_mult}, ~"
-         f"{(need.need - need.base) / 2**30:.1f} GiB while exporting)")
+         f"{weights} weights, hc_mult {info.config.hc_mult}; estimate ~"
+         f"{(need.need - need.base) / 2**30:.2f} GiB while exporting, ~"
+         f"{need.need / 2**30:.2f} GiB peak resident)")
     t0 = time.perf_counter()
     _say("loading checkpoint")
     graph = build_graph(info, dtype, layers, weights, checked)
