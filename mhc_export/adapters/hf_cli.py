@@ -64,7 +64,7 @@ def export_hf_command(args: argparse.Namespace, dtype: torch.dtype, external: bo
     batch = 2 if args.batch is None else args.batch
     seq = 16 if args.seq is None else args.seq
     t0 = time.perf_counter()
-    _say(f"validating in ONNX Runtime against HF eager (batch {batch}, seq {seq})")
+    _say(f"validating against an independent reading of the files (batch {batch}, seq {seq})")
     report = validate_hf(out, graph, batch=batch, seq=seq)
     _say(f"  validated in {time.perf_counter() - t0:.1f}s")
     return out, report
