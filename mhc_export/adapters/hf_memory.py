@@ -5,7 +5,8 @@ which is never loaded): FP4 bytes hold two values, FP8 one, scales are
 counted as stored, and each value costs the export dtype's size (the stored
 size for quantized tensors kept by ``--weights native``). The export holds
 the weights in torch, in the ONNX proto and while serialising
-(:data:`EXPORT_FACTOR`), on top of what the process already uses.
+(:data:`EXPORT_FACTOR`), plus the traced graph itself (:data:`EXPORT_OVERHEAD`), on top of
+what the process already uses.
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ from .hf_layout import is_mtp, layer_of
 # Weights are held about this many times while exporting (torch, ONNX proto, serialising):
 # measured peak RSS / estimate in docs/HF.md "Your checkpoint".
 EXPORT_FACTOR = 3.0
+# Plus the traced program and the ONNX graph without its weights (torch.export, onnxscript):
+# about 1 GiB whatever the weights, measured as the gap between peak RSS and base + 3 x
+# weights on a real-width layer of 8 experts (docs/HF.md "Your checkpoint").
+EXPORT_OVERHEAD = 1 << 30
 _SIZE = {"F64": 8, "F32": 4, "BF16": 2, "F16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1,
          "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1}
 WEIGHTS = ("dequantized", "native")
@@ -35,7 +40,7 @@ class Estimate:
 
     @property
     def need(self) -> int:
-        return self.base + int(self.weight_bytes * EXPORT_FACTOR)
+        return self.base + int(self.weight_bytes * EXPORT_FACTOR) + EXPORT_OVERHEAD
 
 
 def _selected(info: CheckpointInfo, layers: range | None) -> list[str]:
@@ -135,7 +140,8 @@ def check_memory(info: CheckpointInfo, dtype: torch.dtype, layers: range | None,
     raise CheckpointError(
         f"exporting {_describe(layers, dtype, weights)} of {info.path} needs about "
         f"{(est.need - est.base) / 2**30:.1f} GiB ({est.values / 1e9:.2f}B values, "
-        f"{est.weight_bytes / 2**30:.1f} GiB of weights x{EXPORT_FACTOR:g} while exporting) "
+        f"{est.weight_bytes / 2**30:.1f} GiB of weights x{EXPORT_FACTOR:g} while exporting, "
+        f"+{EXPORT_OVERHEAD / 2**30:g} GiB for the graph) "
         f"but only {have / 2**30:.1f} GiB is available.{hint}")
 
 
