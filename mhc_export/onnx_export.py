@@ -199,16 +199,43 @@ def _mhc_node_counts(proto: onnx.ModelProto) -> dict[str, int]:
     return counts
 
 
+_STORED_TYPES = (onnx.TensorProto.UINT8, onnx.TensorProto.FLOAT8E4M3FN)
+
+
+def _size(proto: onnx.ModelProto) -> int:
+    """Serialized size; upb's ByteSize raises above 2 GiB, so count the weights first."""
+    weights = sum(len(t.raw_data) for t in proto.graph.initializer)
+    return weights if weights >= 1 << 31 else proto.ByteSize()
+
+
+def _weightless(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """``proto`` with its initializers as graph inputs, built without copying their data."""
+    light = onnx.ModelProto(ir_version=proto.ir_version, producer_name=proto.producer_name)
+    light.opset_import.extend(proto.opset_import)
+    light.functions.extend(proto.functions)
+    light.metadata_props.extend(proto.metadata_props)
+    src, dst = proto.graph, light.graph
+    dst.name = src.name
+    dst.node.extend(src.node)
+    dst.input.extend(src.input)
+    dst.output.extend(src.output)
+    dst.value_info.extend(src.value_info)
+    for t in src.initializer:  # as typed graph inputs: checked and inferred, no data
+        dst.input.append(onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+    return light
+
+
 def _check(proto: onnx.ModelProto) -> None:
     """Full checker + strict shape inference; every graph output must get a shape."""
-    if proto.ByteSize() < (1 << 31) - (1 << 20):
+    if _size(proto) < (1 << 31) - (1 << 20):
         onnx.checker.check_model(proto, full_check=True)
-        inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=True, data_prop=True)
+        # Data propagation evaluates integer ops on constants: on stored weights decoded
+        # in-graph (uint8/float8 codes, --weights native) that is tens of GB.
+        stored = any(t.data_type in _STORED_TYPES for t in proto.graph.initializer)
+        inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=True,
+                                                     data_prop=not stored)
     else:  # too large for in-memory checks: check a weight-less copy
-        light = onnx.ModelProto()
-        light.CopyFrom(proto)
-        for init in light.graph.initializer:
-            init.ClearField("raw_data")
+        light = _weightless(proto)
         onnx.checker.check_model(light, full_check=False)
         inferred = onnx.shape_inference.infer_shapes(light, strict_mode=True)
     for out in inferred.graph.output:

@@ -38,9 +38,14 @@ def provider_label(provider: str) -> str:
     return "onnxruntime-" + provider.removesuffix("ExecutionProvider").lower()
 
 
-def session(path: str | os.PathLike[str], provider: str) -> ort.InferenceSession:
+def session(path: str | os.PathLike[str], provider: str,
+            fold_constants: bool = True) -> ort.InferenceSession:
+    """``fold_constants=False`` for graphs that decode stored weights (--weights native):
+    ORT's constant folding would materialise every decoded weight at session creation."""
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    if not fold_constants:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     return ort.InferenceSession(os.fspath(path), opts, providers=[provider])
 
 

@@ -21,7 +21,6 @@ pytest.importorskip("transformers.models.deepseek_v4",
                     reason="transformers >= 5.23 (pip install -e '.[hf]') is not installed")
 
 from mhc_export import ort_runner
-from mhc_export.adapters import hf_checkpoint
 from mhc_export.adapters.hf_deepseek_v4 import MARK, adapt, adapted
 from mhc_export.adapters.hf_testing import make_config, random_model, save_random_checkpoint
 from mhc_export.cli import main
@@ -318,19 +317,6 @@ def test_bad_inputs_exit_2_one_line_nothing_written(tmp_path, capsys):
         assert rc == 2, name
         assert len(err.splitlines()) == 1 and message in err, (name, err)
         assert not outdir.exists(), name
-
-
-def test_too_large_for_memory_fails_early_suggesting_layers(tmp_path, monkeypatch):
-    ckpt = tmp_path / "ckpt"
-    save_random_checkpoint(ckpt)
-    info = hf_checkpoint.inspect_checkpoint(ckpt)
-    monkeypatch.setattr(hf_checkpoint, "available_memory", lambda: 1000)
-    with pytest.raises(hf_checkpoint.CheckpointError, match="--layers 0:1"):
-        hf_checkpoint.check_memory(info, torch.float32, None)
-    monkeypatch.setattr(hf_checkpoint, "available_memory", lambda: 1 << 40)
-    full = hf_checkpoint.check_memory(info, torch.float32, None)
-    one = hf_checkpoint.check_memory(info, torch.float32, range(1, 2))
-    assert 0 < one < full
 
 
 def test_sqrt_softplus_form_is_bit_identical_in_bf16():

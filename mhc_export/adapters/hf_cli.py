@@ -27,8 +27,10 @@ def _say(msg: str) -> None:
 def export_hf_command(args: argparse.Namespace, dtype: torch.dtype, external: bool | None):
     """(ONNX path, report or None) for ``mhc-export export --hf PATH``."""
     from ..commands.export import check_export_outputs
-    from .hf_checkpoint import check_memory, inspect_checkpoint, parse_layers
+    from .hf_checkpoint import inspect_checkpoint, parse_layers
     from .hf_export import build_graph, default_out, export_graph, metadata
+    from .hf_loader import plan
+    from .hf_memory import check_memory
     from .hf_preflight import check_dtype
 
     for name in _NOT_WITH_HF:
@@ -40,20 +42,24 @@ def export_hf_command(args: argparse.Namespace, dtype: torch.dtype, external: bo
     info = inspect_checkpoint(args.hf)
     layers = (None if args.layers is None  # --layers '' is refused, not ignored
               else parse_layers(args.layers, info.config.num_hidden_layers))
-    need = check_memory(info, dtype, layers)
+    weights = getattr(args, "weights", None) or "dequantized"
+    checked = plan(info, layers, dtype)  # every tensor of the selection present and in shape
+    need = check_memory(info, dtype, layers, weights)
     fuse = not getattr(args, "no_fuse", False)
-    out: Path = args.out or default_out(info, layers, dtype, fuse=fuse)
+    target = getattr(args, "target", "mhc")
+    out: Path = args.out or default_out(info, layers, dtype, weights, fuse=fuse, target=target)
     check_export_outputs(args, out)  # preflight: the same output checks as every export
     what = f"layers {layers.start}:{layers.stop}" if layers else "full model"
-    _say(f"HF DeepSeek-V4 {info.path} ({what}, {dtype_name(dtype)}, hc_mult "
-         f"{info.config.hc_mult}, ~{need / 2**30:.1f} GiB while exporting)")
+    _say(f"HF DeepSeek-V4 {info.path} ({info.layout} layout, {what}, {dtype_name(dtype)}, "
+         f"{weights} weights, hc_mult {info.config.hc_mult}; estimate ~"
+         f"{(need.need - need.base) / 2**30:.2f} GiB while exporting, ~"
+         f"{need.need / 2**30:.2f} GiB peak resident)")
     t0 = time.perf_counter()
     _say("loading checkpoint")
-    graph = build_graph(info, dtype, layers)
+    graph = build_graph(info, dtype, layers, weights, checked)
     _say(f"  loaded in {time.perf_counter() - t0:.1f}s")
-    done = export_graph(graph, out, meta=metadata(info, dtype, layers), opset=args.opset,
-                        external_data=external, fuse=fuse,
-                        target=getattr(args, "target", "mhc"), progress=_say)
+    done = export_graph(graph, out, meta=metadata(info, dtype, layers, weights), opset=args.opset,
+                        external_data=external, fuse=fuse, target=target, progress=_say)
     counts = {**done.result.mhc_nodes, **done.result.contrib_nodes}
     nodes = ", ".join(f"{k} x{v}" for k, v in sorted(counts.items())) or "none"
     _say(f"  mhc nodes: {nodes}"
@@ -65,7 +71,7 @@ def export_hf_command(args: argparse.Namespace, dtype: torch.dtype, external: bo
     batch = 2 if args.batch is None else args.batch
     seq = 16 if args.seq is None else args.seq
     t0 = time.perf_counter()
-    _say(f"validating in ONNX Runtime against HF eager (batch {batch}, seq {seq})")
+    _say(f"validating against an independent reading of the files (batch {batch}, seq {seq})")
     report = validate_hf(out, graph, batch=batch, seq=seq)
     _say(f"  validated in {time.perf_counter() - t0:.1f}s")
     return out, report

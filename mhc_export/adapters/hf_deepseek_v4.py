@@ -169,7 +169,8 @@ def adapt(model: torch.nn.Module, *, export: bool = False) -> Adaptation:
         bindings.update(forms())
     result = Adaptation(attrs)
     for module in model.modules():
-        entry = bindings.get(type(module))
+        # Through the MRO: a parametrized module (--weights native) is a subclass.
+        entry = next((bindings[c] for c in type(module).__mro__ if c in bindings), None)
         if entry is None:
             continue
         if getattr(module, MARK, False):

@@ -16,6 +16,7 @@ Graphs:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -28,8 +29,9 @@ import torch
 from ..onnx_export import ExportResult, export
 from ..preflight import default_output
 from ..spec import DEFAULT_OPSET, dtype_name
-from .hf_checkpoint import CheckpointInfo, load_layers, load_model
+from .hf_checkpoint import CheckpointInfo
 from .hf_deepseek_v4 import adapted
+from .hf_loader import Plan, build, plan
 from .hf_preflight import model_config
 
 SOURCE = "hf_deepseek_v4"
@@ -107,16 +109,31 @@ def example_inputs(graph: torch.nn.Module, *, batch: int, seq: int, seed: int,
     return inputs
 
 
-def build_graph(info: CheckpointInfo, dtype: torch.dtype,
-                layers: range | None) -> torch.nn.Module:
-    """The eager HF module the export traces (and validation re-runs): HF's own forwards."""
-    if layers is None:
-        return CausalLMGraph(load_model(info, dtype))
-    return LayerSlice(*load_layers(info, layers, dtype)).eval()
+def build_graph(info: CheckpointInfo, dtype: torch.dtype, layers: range | None,
+                weights: str = "dequantized", checked: Plan | None = None) -> torch.nn.Module:
+    """The eager HF module the export traces: HF's forwards, weights read by our loader.
+
+    ``weights="native"`` keeps FP8/FP4 tensors in their stored form, decoded by
+    the graph itself (:mod:`.hf_native`).
+    """
+    p = checked or plan(info, layers, dtype)
+    keep = None
+    if weights == "native":
+        from .hf_native import keep_stored as keep
+    modules = build(info, p, dtype, keep=keep)
+    graph = CausalLMGraph(modules) if layers is None else LayerSlice(p.config, modules)
+    if weights == "native":
+        from .hf_native import bind_stored
+
+        bind_stored(modules, modules.stored_weights)
+    graph.checkpoint_info, graph.selection = info, layers  # what validation re-reads
+    return graph.eval()
 
 
-def metadata(info: CheckpointInfo, dtype: torch.dtype, layers: range | None) -> dict[str, str]:
+def metadata(info: CheckpointInfo, dtype: torch.dtype, layers: range | None,
+             weights: str = "dequantized") -> dict[str, str]:
     return {
+        "mhc_export.weights": json.dumps(weights),
         "mhc_export.source": json.dumps(SOURCE),
         "mhc_export.hf_checkpoint": json.dumps(str(info.path.resolve())),
         "mhc_export.dtype": json.dumps(dtype_name(dtype)),
@@ -166,9 +183,12 @@ def export_graph(
         progress(f"  traced in {seconds['tracing']:.1f}s")
         t0 = time.perf_counter()
         progress(f"translating to ONNX, checking, writing {path}")
-        result = export(program, (), path, input_names=names, output_names=outputs,
-                        dynamic_shapes=(), opset=opset, external_data=external_data,
-                        metadata=meta, fuse=fuse, target=target)
+        from .hf_native import is_native, stored_forms_kept
+
+        with stored_forms_kept() if is_native(graph) else contextlib.nullcontext():
+            result = export(program, (), path, input_names=names, output_names=outputs,
+                            dynamic_shapes=(), opset=opset, external_data=external_data,
+                            metadata=meta, fuse=fuse, target=target)
         seconds["translating+writing"] = time.perf_counter() - t0
         progress(f"  done in {seconds['translating+writing']:.1f}s")
     return HfExport(result, graph, seconds)
@@ -184,8 +204,9 @@ def _hf_model(graph: torch.nn.Module) -> torch.nn.Module:
 
 
 def default_out(info: CheckpointInfo, layers: range | None, dtype: torch.dtype,
-                fuse: bool = True) -> Path:
+                weights: str = "dequantized", fuse: bool = True, target: str = "mhc") -> Path:
     name = info.path.resolve().name or "model"
     part = f"_layers{layers.start}-{layers.stop}" if layers else ""
-    form = "" if fuse else "_unfused"
+    form = ("_native" if weights == "native" else "") + ("" if fuse else "_unfused")
+    form += "_ort" if target == "onnxruntime" else ""
     return default_output(f"hf_{name}{part}_{dtype_name(dtype)}{form}.onnx")

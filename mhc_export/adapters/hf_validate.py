@@ -20,7 +20,7 @@ import onnx
 import torch
 
 from .. import ort_runner
-from ..report import Report, tolerance_for
+from ..report import Comparison, Report, tolerance_for
 from ..spec import dtype_name, parse_dtype
 from ..validate import (
     Probe,
@@ -32,7 +32,7 @@ from ..validate import (
     read_metadata,
 )
 from .hf_deepseek_v4 import MhcAttrs, model_config
-from .hf_export import FULL_OUTPUTS, SLICE_OUTPUTS, SOURCE, CausalLMGraph, example_inputs
+from .hf_export import FULL_INPUTS, FULL_OUTPUTS, SLICE_OUTPUTS, SOURCE, CausalLMGraph
 from .hf_ties import IndexTies
 
 
@@ -45,8 +45,9 @@ def graph_from_metadata(proto: onnx.ModelProto,
                         onnx_path: str | os.PathLike[str] = "the model") -> torch.nn.Module:
     """Rebuild the eager HF graph an export came from (``checkpoint`` overrides the path,
     after checking it holds the same model: the config recorded at export)."""
-    from .hf_checkpoint import check_memory, inspect_checkpoint
+    from .hf_checkpoint import inspect_checkpoint
     from .hf_export import build_graph
+    from .hf_memory import check_memory
     from .hf_preflight import check_same_model
 
     meta = read_metadata(proto)
@@ -61,8 +62,9 @@ def graph_from_metadata(proto: onnx.ModelProto,
                                        "(--checkpoint names another)")
     dtype = parse_dtype(meta["dtype"])
     layers = range(*meta["layers"]) if meta.get("layers") else None
-    check_memory(info, dtype, layers)
-    return build_graph(info, dtype, layers)
+    weights = meta.get("weights") or "dequantized"
+    check_memory(info, dtype, layers, weights)
+    return build_graph(info, dtype, layers, weights)
 
 
 def _graph_dtype(graph: torch.nn.Module) -> torch.dtype:
@@ -108,34 +110,70 @@ def validate_hf(
     report: Report | None = None,
     checkpoint: str | os.PathLike[str] | None = None,
 ) -> Report:
-    """ONNX Runtime vs HF eager on fresh random inputs, plus mHC invariants per backend.
+    """The export against an independent reading of the checkpoint, plus mHC invariants.
 
+    Every weight the export holds is compared with the float64 reading of the
+    files (:mod:`.hf_truth`); the ONNX output with HF's float64 model on those
+    weights (:func:`.hf_reference.reference_run`, which says what it ran).
     ``checkpoint``: the weights ``graph`` was built from, when not the recorded ones.
     """
+    from .hf_reference import reference_run, weights_error
+
     onnx_path = Path(onnx_path)
-    proto = onnx.load(os.fspath(onnx_path))
+    proto = onnx.load(os.fspath(onnx_path), load_external_data=False)
     dtype = _graph_dtype(graph)
     tol = tolerance_for(dtype)
+    info, layers = graph.checkpoint_info, graph.selection
     full = isinstance(graph, CausalLMGraph)
     output = (FULL_OUTPUTS if full else SLICE_OUTPUTS)[0]
     meta = read_metadata(proto)
     report = report or Report(f"validate {onnx_path.name}")
-    inputs = example_inputs(graph, batch=batch, seq=seq, seed=seed, dtype=dtype)
     report.config.update({
         "onnx": str(onnx_path),
         "hf_checkpoint": str(Path(checkpoint).resolve()) if checkpoint
         else meta.get("hf_checkpoint"),
         **({"recorded_hf_checkpoint": meta.get("hf_checkpoint")} if checkpoint else {}),
-        "layers": meta.get("layers") or "all", "dtype": dtype_name(dtype),
-        "mode": graph_form(proto),
-        "inputs": {k: list(v.shape) for k, v in inputs.items()}, "seed": seed,
-        "reference": "HF transformers eager (DeepseekV4, HF's own forwards)",
-        "family": "V4",
+        "layout": info.layout, "layers": meta.get("layers") or "all",
+        "dtype": dtype_name(dtype), "weights": meta.get("weights") or "dequantized",
+        "mode": graph_form(proto), "family": "V4", "seed": seed,
     })
+    err, count, worst, lacking = weights_error(graph, info.path, layers)
+    if lacking:
+        err, worst = float("inf"), f"{lacking[0]} has no tensor in the independent reading"
+    report.comparisons.append(Comparison(
+        "mhc-export loader", "independent float64 reading of the files", f"{count} weights",
+        dtype_name(dtype), [count], err, err, tol, err <= tol, f"worst: {worst}"))
+    ref = reference_run(info, layers, batch=batch, seq=seq, seed=seed)
+    if isinstance(ref, str):
+        report.config["reference"] = "none (weights only)"
+        report.note(f"output not compared: {ref}")
+        return report
+    inputs64, expected, label = ref
+    report.config["reference"] = label
+    names = FULL_INPUTS if full else graph.input_names()
+    inputs = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in inputs64.items()
+              if k in names}
+    report.config["inputs"] = {k: list(v.shape) for k, v in inputs.items()}
+    # Ties are counted on the eager run in the export's dtype: the scores ONNX Runtime sees.
     with IndexTies(graph) as ties:
-        expected, eager_probe = _eager_probe(graph, inputs)
+        _, eager_probe = _eager_probe(graph, inputs)
     attrs: dict[str, Any] = MhcAttrs.from_config(model_config(_hf(graph))).pre()
     eager_probe.check(report, "HF eager", attrs)
+    _run_onnx(report, onnx_path, proto, inputs, expected, output, label, dtype, tol, attrs,
+              providers, ties)
+    if ties.found:
+        report.note(f"indexer top-k ties in the eager run: {ties.summary()}; which of the "
+                    "tied entries a top-k keeps is implementation-defined (torch and ONNX "
+                    "Runtime may differ), so outputs can differ there (docs/HF.md)")
+    return report
+
+
+def _run_onnx(report: Report, onnx_path: Path, proto: onnx.ModelProto, inputs, expected,
+              output: str, label: str, dtype: torch.dtype, tol: float, attrs, providers,
+              ties: IndexTies) -> None:
+    """ONNX Runtime per provider against the reference, invariants on every MhcPre node."""
+    proto = onnx.load(os.fspath(onnx_path))
+    native = read_metadata(proto).get("weights") == "native"
     probed, groups = _probe_model(proto)
     if not groups:
         report.note("no MhcPre or MhcMix nodes in the graph: invariants from HF eager only")
@@ -143,27 +181,24 @@ def validate_hf(
         probed_path = Path(tmp) / onnx_path.name
         onnx.save_model(probed, probed_path, save_as_external_data=_has_external(proto),
                         location=probed_path.name + ".data")
+        del probed, proto
         for provider in providers or ort_runner.available_providers():
             backend = ort_runner.provider_label(provider)
             try:
-                outs = ort_runner.run(ort_runner.session(probed_path, provider), inputs)
+                sess = ort_runner.session(probed_path, provider, fold_constants=not native)
+                outs = ort_runner.run(sess, inputs)
             except Exception as e:  # ORT raises its own exception types
                 report.note(f"{backend} cannot run this {dtype_name(dtype)} graph: "
                             f"{_first_line(e)}")
-                _validate_mhc_nodes(report, proto, provider, dtype)
+                _validate_mhc_nodes(report, onnx.load(os.fspath(onnx_path)), provider, dtype)
                 continue
-            c = report.compare(backend, "HF eager", output, outs[output], expected, tol)
+            c = report.compare(backend, label, output, outs[output], expected, tol)
             if not c.passed and ties.found:
                 c.detail = f"the reference run has indexer top-k ties: {ties.summary()}"
             probe = Probe()
             for names in groups:  # MhcMix groups where --target onnxruntime split MhcPre
                 probe.add_site([outs[n] for n in names])
             probe.check(report, backend, attrs)
-    if ties.found:
-        report.note(f"indexer top-k ties in the HF eager run: {ties.summary()}; which of the "
-                    "tied entries a top-k keeps is implementation-defined (torch and ONNX "
-                    "Runtime may differ), so outputs can differ there (docs/HF.md)")
-    return report
 
 
 def _hf(graph: torch.nn.Module) -> torch.nn.Module:

@@ -46,11 +46,14 @@ def configure(p: argparse.ArgumentParser) -> None:
     g.add_argument("--save-checkpoint", type=Path, help="also save the weights as safetensors")
     h = p.add_argument_group("HF transformers DeepSeek-V4 (mhc_export/adapters, docs/HF.md)")
     h.add_argument("--hf", type=Path, metavar="PATH",
-                   help="export a DeepSeek-V4 checkpoint directory written by save_pretrained "
-                        "(input_ids -> logits)")
+                   help="export a DeepSeek-V4 checkpoint directory, as published (native "
+                        "names, FP8/FP4) or written by save_pretrained (input_ids -> logits)")
     h.add_argument("--layers", metavar="A:B",
                    help="with --hf: export decoder layers A..B-1 alone (residual streams in "
                         "and out)")
+    h.add_argument("--weights", choices=("dequantized", "native"),
+                   help="with --hf: dequantized (default: FP8/FP4 decoded to --dtype) or "
+                        "native (FP8/FP4 kept as stored, decoded in the graph)")
     s = p.add_argument_group("single op (writes a one-node model instead of the full model)")
     s.add_argument("--op", choices=sorted(OPS), help="export only this op")
     s.add_argument("--streams", type=int,
@@ -179,8 +182,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--dtype {args.dtype}: {e}") from None
     check_args(args)
     external = {"auto": None, "always": True, "never": False}[args.external_data]
-    if args.layers is not None and not args.hf:
-        raise ValueError("--layers applies to --hf exports only")
+    if (args.layers is not None or args.weights) and not args.hf:
+        flag = "layers" if args.layers is not None else "weights"
+        raise ValueError(f"--{flag} applies to --hf exports only")
     if args.build_engine:  # no TensorRT: say so now (exit 3), not after export and validation
         from ..engine.trt_module import load_tensorrt
 

@@ -1,0 +1,1 @@
+"""Test fixtures shared by tests/, fuzzers and measurement scripts (no downloads)."""
