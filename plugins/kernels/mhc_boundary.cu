@@ -8,7 +8,7 @@
 //    residual and x are read once, the post update is applied in shared memory
 //    and written to residual_out, and the pre (head) half projects those bits
 //    without reading them back. It measured slower than the composition at
-//    d=7168 (docs/kernels_notes.md, v6), so it runs only under MHC_STREAM=1;
+//    d=7168 (docs/journal/kernels_notes.md, v6), so it runs only under MHC_STREAM=1;
 //  * the composition behind one call: MhcPost writes residual_out, then the
 //    MhcPre (MhcHead) path reads it back.
 #include "mhc_common.cuh"
