@@ -12,7 +12,6 @@ validated on the mHC nodes alone, which run in float32 inside.
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -22,8 +21,10 @@ from typing import Any
 import onnx
 import torch
 
+from . import metadata as md
 from . import ort_runner
 from .invariants import add_output_invariants
+from .metadata import read_metadata
 from .model import MhcModel, random_tokens
 from .onnx_functions import FUNCTIONS
 from .report import Report, tolerance_for
@@ -31,7 +32,6 @@ from .single_op import SingleOp, export_single_op
 from .spec import ALL_OPS as OPS
 from .spec import MHC_POST_PRE, MHC_PRE, ONNX_DOMAIN, dtype_name, parse_dtype
 
-METADATA_PREFIX = "mhc_export."
 _OP_BY_TYPE = {c.op_type: key for key, c in OPS.items()}
 
 
@@ -72,13 +72,6 @@ def validation_memory(cfg, dtype, batch: int, seq: int) -> int:
                             elem=torch.empty((), dtype=dtype).element_size())
 
 
-def read_metadata(proto: onnx.ModelProto) -> dict[str, Any]:
-    return {
-        p.key.removeprefix(METADATA_PREFIX): json.loads(p.value)
-        for p in proto.metadata_props if p.key.startswith(METADATA_PREFIX)
-    }
-
-
 def model_from_metadata(proto: onnx.ModelProto, checkpoint: str | os.PathLike[str] | None = None
                         ) -> MhcModel | None:
     """Rebuild the eager model a full-model export came from (None for other graphs).
@@ -90,14 +83,14 @@ def model_from_metadata(proto: onnx.ModelProto, checkpoint: str | os.PathLike[st
     from .model import ModelConfig, build_model, cast_model
 
     meta = read_metadata(proto)
-    if "config" not in meta:
+    if md.CONFIG not in meta:
         return None
-    mode = meta.get("mode", "fused")
-    ckpt = checkpoint or meta.get("checkpoint")
+    mode = meta.get(md.MODE, "fused")
+    ckpt = checkpoint or meta.get(md.CHECKPOINT)
     if ckpt:
-        return cast_model(load_checkpoint(ckpt, mode=mode), parse_dtype(meta["dtype"]))
-    return build_model(ModelConfig(**meta["config"]), dtype=meta["dtype"], mode=mode,
-                       seed=meta.get("seed", 0))
+        return cast_model(load_checkpoint(ckpt, mode=mode), parse_dtype(meta[md.DTYPE]))
+    return build_model(ModelConfig(**meta[md.CONFIG]), dtype=meta[md.DTYPE], mode=mode,
+                       seed=meta.get(md.SEED, 0))
 
 
 def _eager_probe(model: MhcModel, tokens: torch.Tensor) -> tuple[torch.Tensor, Probe]:

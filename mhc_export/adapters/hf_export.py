@@ -16,7 +16,6 @@ Graphs:
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable
@@ -25,12 +24,12 @@ from pathlib import Path
 
 import torch
 
+from ..metadata import hf_metadata
 from ..onnx_export import ExportResult, export
 from ..spec import DEFAULT_OPSET, dtype_name
 from .hf_checkpoint import CheckpointInfo, load_layers, load_model
 from .hf_deepseek_v4 import adapted
 
-SOURCE = "hf_deepseek_v4"
 FULL_INPUTS = ("input_ids",)
 FULL_OUTPUTS = ("logits",)
 SLICE_OUTPUTS = ("hidden_streams_out",)
@@ -114,13 +113,8 @@ def build_graph(info: CheckpointInfo, dtype: torch.dtype,
 
 
 def metadata(info: CheckpointInfo, dtype: torch.dtype, layers: range | None) -> dict[str, str]:
-    return {
-        "mhc_export.source": json.dumps(SOURCE),
-        "mhc_export.hf_checkpoint": json.dumps(str(info.path.resolve())),
-        "mhc_export.dtype": json.dumps(dtype_name(dtype)),
-        "mhc_export.layers": json.dumps([layers.start, layers.stop] if layers else None),
-        "mhc_export.hc_mult": json.dumps(int(info.config.hc_mult)),
-    }
+    return hf_metadata(str(info.path.resolve()), dtype_name(dtype), layers,
+                       int(info.config.hc_mult))
 
 
 @dataclass

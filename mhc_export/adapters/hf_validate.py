@@ -19,7 +19,9 @@ from typing import Any
 import onnx
 import torch
 
+from .. import metadata as md
 from .. import ort_runner
+from ..metadata import read_metadata
 from ..report import Report, tolerance_for
 from ..spec import dtype_name, parse_dtype
 from ..validate import (
@@ -28,14 +30,9 @@ from ..validate import (
     _has_external,
     _probe_model,
     _validate_mhc_nodes,
-    read_metadata,
 )
 from .hf_deepseek_v4 import MhcAttrs, model_config
-from .hf_export import FULL_OUTPUTS, SLICE_OUTPUTS, SOURCE, CausalLMGraph, example_inputs
-
-
-def is_hf_export(proto: onnx.ModelProto) -> bool:
-    return read_metadata(proto).get("source") == SOURCE
+from .hf_export import FULL_OUTPUTS, SLICE_OUTPUTS, CausalLMGraph, example_inputs
 
 
 def graph_from_metadata(proto: onnx.ModelProto,
@@ -45,9 +42,9 @@ def graph_from_metadata(proto: onnx.ModelProto,
     from .hf_export import build_graph
 
     meta = read_metadata(proto)
-    info = inspect_checkpoint(checkpoint or meta["hf_checkpoint"])
-    dtype = parse_dtype(meta["dtype"])
-    layers = range(*meta["layers"]) if meta.get("layers") else None
+    info = inspect_checkpoint(checkpoint or meta[md.HF_CHECKPOINT])
+    dtype = parse_dtype(meta[md.DTYPE])
+    layers = range(*meta[md.LAYERS]) if meta.get(md.LAYERS) else None
     check_memory(info, dtype, layers)
     return build_graph(info, dtype, layers)
 
@@ -105,8 +102,8 @@ def validate_hf(
     report = report or Report(f"validate {onnx_path.name}")
     inputs = example_inputs(graph, batch=batch, seq=seq, seed=seed, dtype=dtype)
     report.config.update({
-        "onnx": str(onnx_path), "hf_checkpoint": meta.get("hf_checkpoint"),
-        "layers": meta.get("layers") or "all", "dtype": dtype_name(dtype),
+        "onnx": str(onnx_path), "hf_checkpoint": meta.get(md.HF_CHECKPOINT),
+        "layers": meta.get(md.LAYERS) or "all", "dtype": dtype_name(dtype),
         "inputs": {k: list(v.shape) for k, v in inputs.items()}, "seed": seed,
         "reference": "HF transformers eager (DeepseekV4, HF's own forwards)",
     })
