@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import importlib
 import inspect
+import json
 import os
 import pkgutil
 import re
@@ -286,6 +287,19 @@ def test_metadata_round_trips():
     assert metadata.is_hf_export(hf)
 
 
+def test_metadata_optional_fields_and_bad_json():
+    meta = metadata.model_metadata({}, "float32", "fused", 0, False, "/w.safetensors",
+                                   target="onnxruntime")
+    assert list(meta)[-2:] == ["mhc_export.target", "mhc_export.checkpoint"]
+    hf = metadata.hf_metadata("/ckpt", "float32", None, 4, hf_config={"hc_mult": 4})
+    assert json.loads(hf["mhc_export.hf_config"]) == {"hc_mult": 4}
+    assert json.loads(hf["mhc_export.layers"]) is None
+    proto = onnx.ModelProto()
+    onnx.helper.set_model_props(proto, {"mhc_export.dtype": "{not json", "other": "x"})
+    with pytest.raises(ValueError, match=r"metadata mhc_export\.dtype of the model is not valid"):
+        metadata.read_metadata(proto)
+
+
 def _string_constants(path: Path) -> list[str]:
     return [n.value for n in ast.walk(ast.parse(path.read_text()))
             if isinstance(n, ast.Constant) and isinstance(n.value, str)]
@@ -295,7 +309,7 @@ def test_metadata_keys_are_spelled_in_one_module():
     keys = {metadata.PREFIX + k for k in (
         metadata.CONFIG, metadata.DTYPE, metadata.MODE, metadata.SEED, metadata.FUSED,
         metadata.CHECKPOINT, metadata.SOURCE, metadata.HF_CHECKPOINT, metadata.LAYERS,
-        metadata.HC_MULT)} | {metadata.SOURCE_HF}
+        metadata.HC_MULT, metadata.TARGET, metadata.HF_CONFIG)} | {metadata.SOURCE_HF}
     spelled = {}
     for path in PACKAGE.rglob("*.py"):
         where = path.relative_to(ROOT).as_posix()
