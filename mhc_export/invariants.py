@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from .report import Report
+from .spec import POST_MULT, PRE_EPS, SINKHORN_EPS, SINKHORN_ITERS
 
 __all__ = ["add_output_invariants", "recover_pre", "sinkhorn_error_bound"]
 
@@ -54,7 +55,9 @@ def _f64(name: str, x: object) -> torch.Tensor:
     raise TypeError(f"{name} must be a torch.Tensor or numpy array, got {type(x).__name__}")
 
 
-def sinkhorn_error_bound(comb: torch.Tensor, iters: int = 20, eps: float = 1e-6) -> torch.Tensor:
+def sinkhorn_error_bound(
+    comb: torch.Tensor, iters: int = SINKHORN_ITERS, eps: float = SINKHORN_EPS
+) -> torch.Tensor:
     """Per-matrix upper bound on eps_K that a correct V4 Sinkhorn output can have.
 
     Sinkhorn only rescales rows and columns, so the cross ratios of the output
@@ -93,7 +96,7 @@ def recover_pre(
     layer_input: torch.Tensor | np.ndarray,
     residual: torch.Tensor | np.ndarray,
     *,
-    pre_eps: float = 1e-6,
+    pre_eps: float = PRE_EPS,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Least-squares pre [T, n] from layer_input [T, d] = sum_i pre_i residual[:, i],
     and a per-token bound [T] on its error from the rounding of layer_input.
@@ -227,13 +230,13 @@ def add_output_invariants(
     comb_mix: torch.Tensor | np.ndarray | None = None,
     pre_mix: torch.Tensor | np.ndarray | None = None,
     post_mix: torch.Tensor | np.ndarray | None = None,
-    post_mult: float = 2.0,
+    post_mult: float = POST_MULT,
     layer_input: torch.Tensor | np.ndarray | None = None,
     residual: torch.Tensor | np.ndarray | None = None,
-    pre_eps: float = 1e-6,
+    pre_eps: float = PRE_EPS,
     label: str = "",
-    sinkhorn_iters: int = 20,
-    sinkhorn_eps: float = 1e-6,
+    sinkhorn_iters: int = SINKHORN_ITERS,
+    sinkhorn_eps: float = SINKHORN_EPS,
 ) -> None:
     """Add the mHC output invariants of one backend's MhcPre outputs to ``report``.
 

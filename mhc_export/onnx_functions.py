@@ -25,7 +25,21 @@ from onnxscript import opset18 as op
 from onnxscript.values import Op, Opset
 
 from .onnx_inline import calls_any, flatten, key
-from .spec import ALL_OPS, ONNX_DOMAIN, ONNX_DOMAIN_VERSION, PLUGIN_ATTRIBUTES, OpContract
+from .spec import (
+    ALL_OPS,
+    HEAD_EPS,
+    ONNX_DOMAIN,
+    ONNX_DOMAIN_VERSION,
+    PLUGIN_ATTRIBUTES,
+    PLUGIN_NAMESPACE,
+    PLUGIN_VERSION,
+    POST_MULT,
+    PRE_EPS,
+    RMS_EPS,
+    SINKHORN_EPS,
+    SINKHORN_ITERS,
+    OpContract,
+)
 
 mhc = Opset(ONNX_DOMAIN, ONNX_DOMAIN_VERSION)
 
@@ -41,8 +55,8 @@ _ATTR_TYPES = {
 
 @onnxscript.script(mhc, default_opset=op)
 def MhcSinkhorn(
-    logits: FLOAT, iters: int = 20, eps: float = 1e-6,
-    plugin_namespace: str = "mhc", plugin_version: str = "1",
+    logits: FLOAT, iters: int = SINKHORN_ITERS, eps: float = SINKHORN_EPS,
+    plugin_namespace: str = PLUGIN_NAMESPACE, plugin_version: str = PLUGIN_VERSION,
 ) -> FLOAT:
     e = op.Constant(value_float=eps)
     c = op.Softmax(logits, axis=-1) + e
@@ -57,9 +71,9 @@ def MhcSinkhorn(
 @onnxscript.script(mhc, default_opset=op)
 def MhcMix(
     residual, hc_fn: FLOAT, hc_scale: FLOAT, hc_base: FLOAT,
-    rms_eps: float = 1e-6, pre_eps: float = 1e-6, sinkhorn_eps: float = 1e-6,
-    post_mult: float = 2.0, sinkhorn_iters: int = 20,
-    plugin_namespace: str = "mhc", plugin_version: str = "1",
+    rms_eps: float = RMS_EPS, pre_eps: float = PRE_EPS, sinkhorn_eps: float = SINKHORN_EPS,
+    post_mult: float = POST_MULT, sinkhorn_iters: int = SINKHORN_ITERS,
+    plugin_namespace: str = PLUGIN_NAMESPACE, plugin_version: str = PLUGIN_VERSION,
 ):
     x3 = op.Cast(residual, to=1)
     n = op.Shape(x3, start=1, end=2)
@@ -111,7 +125,7 @@ def MhcPre(
 @onnxscript.script(mhc, default_opset=op)
 def MhcPost(
     x, residual, post_mix: FLOAT, comb_mix: FLOAT,
-    plugin_namespace: str = "mhc", plugin_version: str = "1",
+    plugin_namespace: str = PLUGIN_NAMESPACE, plugin_version: str = PLUGIN_VERSION,
 ):
     # out[t, j] = post[t, j] * x[t] + sum_i comb[t, i, j] * residual[t, i]
     mixed = op.MatMul(op.Transpose(comb_mix, perm=[0, 2, 1]), op.Cast(residual, to=1))
@@ -122,8 +136,8 @@ def MhcPost(
 @onnxscript.script(mhc, default_opset=op)
 def MhcHead(
     residual, hc_fn: FLOAT, hc_scale: FLOAT, hc_base: FLOAT,
-    rms_eps: float = 1e-6, eps: float = 1e-6,
-    plugin_namespace: str = "mhc", plugin_version: str = "1",
+    rms_eps: float = RMS_EPS, eps: float = HEAD_EPS,
+    plugin_namespace: str = PLUGIN_NAMESPACE, plugin_version: str = PLUGIN_VERSION,
 ):
     x3 = op.Cast(residual, to=1)
     x = op.Reshape(x3, op.Constant(value_ints=[0, -1]))
@@ -138,9 +152,9 @@ def MhcHead(
 @onnxscript.script(mhc, default_opset=op)
 def MhcPostPre(
     x, residual, post_mix: FLOAT, comb_mix: FLOAT, hc_fn: FLOAT, hc_scale: FLOAT, hc_base: FLOAT,
-    rms_eps: float = 1e-6, pre_eps: float = 1e-6, sinkhorn_eps: float = 1e-6,
-    post_mult: float = 2.0, sinkhorn_iters: int = 20,
-    plugin_namespace: str = "mhc", plugin_version: str = "1",
+    rms_eps: float = RMS_EPS, pre_eps: float = PRE_EPS, sinkhorn_eps: float = SINKHORN_EPS,
+    post_mult: float = POST_MULT, sinkhorn_iters: int = SINKHORN_ITERS,
+    plugin_namespace: str = PLUGIN_NAMESPACE, plugin_version: str = PLUGIN_VERSION,
 ):
     # The pre half reads residual_out in the residual dtype, as the unfused pair does.
     residual_out = MhcPost(x, residual, post_mix, comb_mix)
@@ -153,8 +167,8 @@ def MhcPostPre(
 @onnxscript.script(mhc, default_opset=op)
 def MhcPostHead(
     x, residual, post_mix: FLOAT, comb_mix: FLOAT, hc_fn: FLOAT, hc_scale: FLOAT, hc_base: FLOAT,
-    rms_eps: float = 1e-6, eps: float = 1e-6,
-    plugin_namespace: str = "mhc", plugin_version: str = "1",
+    rms_eps: float = RMS_EPS, eps: float = HEAD_EPS,
+    plugin_namespace: str = PLUGIN_NAMESPACE, plugin_version: str = PLUGIN_VERSION,
 ):
     return MhcHead(MhcPost(x, residual, post_mix, comb_mix), hc_fn, hc_scale, hc_base,
                    rms_eps=rms_eps, eps=eps)

@@ -16,17 +16,10 @@ import onnx
 import onnxruntime as ort
 import torch
 
+from .dtypes import TORCH_FROM_ORT
+
 PREFERRED_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
 
-_ONNX_TO_TORCH = {
-    "tensor(float)": torch.float32,
-    "tensor(float16)": torch.float16,
-    "tensor(bfloat16)": torch.bfloat16,
-    "tensor(double)": torch.float64,
-    "tensor(int64)": torch.int64,
-    "tensor(int32)": torch.int32,
-    "tensor(bool)": torch.bool,
-}
 
 
 def available_providers() -> list[str]:
@@ -58,7 +51,7 @@ def _to_ortvalue(t: torch.Tensor) -> ort.OrtValue:
 
 
 def _from_ortvalue(v: ort.OrtValue) -> torch.Tensor:
-    dtype = _ONNX_TO_TORCH[v.data_type()]
+    dtype = TORCH_FROM_ORT[v.data_type()]
     if dtype != torch.bfloat16:
         return torch.from_numpy(np.array(v.numpy()))
     out = torch.empty(v.shape(), dtype=dtype)

@@ -12,7 +12,19 @@ import math
 
 import torch
 
-from .spec import MAX_STREAMS, RESIDUAL_DTYPES, SINKHORN_INITS, dtype_list, num_mixes
+from .spec import (
+    HEAD_EPS,
+    MAX_STREAMS,
+    POST_MULT,
+    PRE_EPS,
+    RESIDUAL_DTYPES,
+    RMS_EPS,
+    SINKHORN_EPS,
+    SINKHORN_INITS,
+    SINKHORN_ITERS,
+    dtype_list,
+    num_mixes,
+)
 
 __all__ = [
     "check_attributes",
@@ -170,7 +182,8 @@ def _check_logits(logits: torch.Tensor) -> None:
 
 
 def sinkhorn(
-    logits: torch.Tensor, iters: int = 20, eps: float = 1e-6, init: str = "softmax_row"
+    logits: torch.Tensor, iters: int = SINKHORN_ITERS, eps: float = SINKHORN_EPS,
+    init: str = "softmax_row",
 ) -> torch.Tensor:
     """Project [..., n, n] float32 logits towards the doubly stochastic matrices.
 
@@ -215,11 +228,11 @@ def pre_mixes(
     hc_scale: torch.Tensor,
     hc_base: torch.Tensor,
     *,
-    rms_eps: float = 1e-6,
-    pre_eps: float = 1e-6,
-    sinkhorn_eps: float = 1e-6,
-    post_mult: float = 2.0,
-    sinkhorn_iters: int = 20,
+    rms_eps: float = RMS_EPS,
+    pre_eps: float = PRE_EPS,
+    sinkhorn_eps: float = SINKHORN_EPS,
+    post_mult: float = POST_MULT,
+    sinkhorn_iters: int = SINKHORN_ITERS,
     sinkhorn_init: str = "softmax_row",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The three gates of MhcPre: pre [T, n], post [T, n], comb [T, n, n] (float32)."""
@@ -242,11 +255,11 @@ def mhc_pre(
     hc_scale: torch.Tensor,
     hc_base: torch.Tensor,
     *,
-    rms_eps: float = 1e-6,
-    pre_eps: float = 1e-6,
-    sinkhorn_eps: float = 1e-6,
-    post_mult: float = 2.0,
-    sinkhorn_iters: int = 20,
+    rms_eps: float = RMS_EPS,
+    pre_eps: float = PRE_EPS,
+    sinkhorn_eps: float = SINKHORN_EPS,
+    post_mult: float = POST_MULT,
+    sinkhorn_iters: int = SINKHORN_ITERS,
     sinkhorn_init: str = "softmax_row",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """MhcPre: returns (layer_input [T, d] residual dtype, post_mix [T, n], comb_mix [T, n, n])."""
@@ -289,8 +302,8 @@ def mhc_head(
     hc_scale: torch.Tensor,
     hc_base: torch.Tensor,
     *,
-    rms_eps: float = 1e-6,
-    eps: float = 1e-6,
+    rms_eps: float = RMS_EPS,
+    eps: float = HEAD_EPS,
 ) -> torch.Tensor:
     """MhcHead: y = sum_i w[i] * residual[i], w = sigmoid(mixes * s + b) + eps."""
     t, n, d = check_head_inputs(residual, hc_fn, hc_scale, hc_base)
@@ -328,8 +341,8 @@ def mhc_post_head(
     hc_scale: torch.Tensor,
     hc_base: torch.Tensor,
     *,
-    rms_eps: float = 1e-6,
-    eps: float = 1e-6,
+    rms_eps: float = RMS_EPS,
+    eps: float = HEAD_EPS,
 ) -> torch.Tensor:
     """MhcPostHead, the last boundary: MhcHead(MhcPost(...)) on the rounded residual."""
     return mhc_head(mhc_post(x, residual, post_mix, comb_mix), hc_fn, hc_scale, hc_base,

@@ -15,16 +15,19 @@ import onnx
 import torch
 
 from . import ops, reference
+from .dtypes import ONNX_FROM_TORCH, TORCH_FROM_ONNX
 from .onnx_export import ExportResult, export
 from .preflight import check_streams
 from .spec import ALL_OPS as OPS
-from .spec import DEFAULT_OPSET, MHC_PRE, ONNX_DOMAIN, V41_OPS, num_mixes, parse_dtype
-
-_ELEM_DTYPES = {
-    onnx.TensorProto.FLOAT: torch.float32,
-    onnx.TensorProto.FLOAT16: torch.float16,
-    onnx.TensorProto.BFLOAT16: torch.bfloat16,
-}
+from .spec import (
+    DEFAULT_OPSET,
+    MHC_PRE,
+    ONNX_DOMAIN,
+    RESIDUAL_DTYPES,
+    V41_OPS,
+    num_mixes,
+    parse_dtype,
+)
 
 
 class _PreOp(torch.nn.Module):
@@ -282,15 +285,13 @@ def single_op_from_onnx(model: onnx.ModelProto) -> SingleOp | None:
     if key == "sinkhorn":
         return SingleOp.create(key, streams=dims[1], hidden=1, dtype=torch.float32, **attrs)
     elem = types["residual"].elem_type
-    if elem not in _ELEM_DTYPES:
+    if TORCH_FROM_ONNX.get(elem) not in RESIDUAL_DTYPES:
         raise ValueError(f"{node.op_type} residual type {onnx.TensorProto.DataType.Name(elem)} "
                          "is not float32, float16 or bfloat16")
-    return SingleOp.create(key, streams=dims[1], hidden=dims[2], dtype=_ELEM_DTYPES[elem],
+    return SingleOp.create(key, streams=dims[1], hidden=dims[2], dtype=TORCH_FROM_ONNX[elem],
                            **attrs)
 
 
-_ONNX_ELEM = {torch.float32: onnx.TensorProto.FLOAT, torch.float16: onnx.TensorProto.FLOAT16,
-              torch.bfloat16: onnx.TensorProto.BFLOAT16}
 
 
 def build_single_op_model(spec: SingleOp, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
@@ -306,7 +307,7 @@ def build_single_op_model(spec: SingleOp, opset: int = DEFAULT_OPSET) -> onnx.Mo
 
     def info(name: str, t: torch.Tensor, per_token: bool) -> onnx.ValueInfoProto:
         dims = ["T", *t.shape[1:]] if per_token else list(t.shape)
-        return onnx.helper.make_tensor_value_info(name, _ONNX_ELEM[t.dtype], dims)
+        return onnx.helper.make_tensor_value_info(name, ONNX_FROM_TORCH[t.dtype], dims)
 
     weights = ("hc_fn", "hc_scale", "hc_base")
     node = onnx.helper.make_node(

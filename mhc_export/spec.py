@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .dtypes import RESIDUAL_NAMES
+
 ONNX_DOMAIN = "mhc"
 ONNX_DOMAIN_VERSION = 1
 PLUGIN_NAMESPACE = "mhc"
@@ -23,19 +25,19 @@ OPSET_HELP = f"{OPSETS.start}..{OPSETS.stop - 1}"
 DEFAULT_OPSET = 20
 
 RESIDUAL_DTYPES: tuple[torch.dtype, ...] = (torch.bfloat16, torch.float16, torch.float32)
-DTYPE_NAMES: dict[str, torch.dtype] = {
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
-    "float16": torch.float16,
-    "fp16": torch.float16,
-    "half": torch.float16,
-    "float32": torch.float32,
-    "fp32": torch.float32,
-    "float": torch.float32,
-}
+DTYPE_NAMES: dict[str, torch.dtype] = dict(RESIDUAL_NAMES)
 
 # Streams supported end to end; the CUDA kernels accept 1..MAX_STREAMS.
 MAX_STREAMS = 8
+
+# Attribute defaults of shared/spec/mhc_ops.md. Every signature default in the
+# package refers to these names (tests/test_contract.py checks it).
+RMS_EPS = 1e-6  # MhcPre, MhcHead: eps under the RMS root
+PRE_EPS = 1e-6  # MhcPre: added to the pre gate
+SINKHORN_EPS = 1e-6  # MhcPre's sinkhorn_eps, MhcSinkhorn's eps
+POST_MULT = 2.0  # MhcPre: post gate = post_mult * sigmoid(.)
+SINKHORN_ITERS = 20  # MhcPre's sinkhorn_iters, MhcSinkhorn's iters
+HEAD_EPS = 1e-6  # MhcHead's eps: added to the head weights
 
 SINKHORN_INITS = ("softmax_row", "exp", "softmax_col")
 """Sinkhorn starting points: V4 (row softmax + eps, then a column pass),
@@ -73,11 +75,11 @@ MHC_PRE = OpContract(
     inputs=("residual", "hc_fn", "hc_scale", "hc_base"),
     outputs=("layer_input", "post_mix", "comb_mix"),
     attributes=(
-        Attr("rms_eps", "float", 1e-6),
-        Attr("pre_eps", "float", 1e-6),
-        Attr("sinkhorn_eps", "float", 1e-6),
-        Attr("post_mult", "float", 2.0),
-        Attr("sinkhorn_iters", "int", 20),
+        Attr("rms_eps", "float", RMS_EPS),
+        Attr("pre_eps", "float", PRE_EPS),
+        Attr("sinkhorn_eps", "float", SINKHORN_EPS),
+        Attr("post_mult", "float", POST_MULT),
+        Attr("sinkhorn_iters", "int", SINKHORN_ITERS),
     ),
 )
 MHC_SINKHORN = OpContract(
@@ -85,7 +87,7 @@ MHC_SINKHORN = OpContract(
     torch_name="mhc::sinkhorn",
     inputs=("logits",),
     outputs=("comb",),
-    attributes=(Attr("iters", "int", 20), Attr("eps", "float", 1e-6)),
+    attributes=(Attr("iters", "int", SINKHORN_ITERS), Attr("eps", "float", SINKHORN_EPS)),
 )
 MHC_POST = OpContract(
     op_type="MhcPost",
@@ -98,7 +100,7 @@ MHC_HEAD = OpContract(
     torch_name="mhc::head",
     inputs=("residual", "hc_fn", "hc_scale", "hc_base"),
     outputs=("y",),
-    attributes=(Attr("rms_eps", "float", 1e-6), Attr("eps", "float", 1e-6)),
+    attributes=(Attr("rms_eps", "float", RMS_EPS), Attr("eps", "float", HEAD_EPS)),
 )
 
 MHC_POST_PRE = OpContract(

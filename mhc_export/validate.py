@@ -13,7 +13,6 @@ validated on the mHC nodes alone, which run in float32 inside.
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -23,8 +22,10 @@ from typing import Any
 import onnx
 import torch
 
+from . import metadata as md
 from . import ort_runner
 from .invariants import add_output_invariants
+from .metadata import read_metadata
 from .model import MhcModel, random_tokens
 from .onnx_functions import FUNCTIONS
 from .ort_target import ORT_DOMAIN
@@ -44,7 +45,6 @@ from .spec import (
     parse_dtype,
 )
 
-METADATA_PREFIX = "mhc_export."
 _OP_BY_TYPE = {c.op_type: key for key, c in OPS.items()}
 
 
@@ -110,18 +110,6 @@ def validation_memory(cfg, dtype, batch: int, seq: int) -> int:
                             elem=torch.empty((), dtype=dtype).element_size())
 
 
-def read_metadata(proto: onnx.ModelProto) -> dict[str, Any]:
-    meta = {}
-    for p in proto.metadata_props:
-        if p.key.startswith(METADATA_PREFIX):
-            try:
-                meta[p.key.removeprefix(METADATA_PREFIX)] = json.loads(p.value)
-            except ValueError as e:
-                raise ValueError(f"metadata {p.key} of the model is not valid JSON ({e}); "
-                                 "re-export it") from None
-    return meta
-
-
 def model_from_metadata(proto: onnx.ModelProto, checkpoint: str | os.PathLike[str] | None = None
                         ) -> MhcModel | None:
     """Rebuild the eager model a full-model export came from (None for other graphs).
@@ -133,18 +121,18 @@ def model_from_metadata(proto: onnx.ModelProto, checkpoint: str | os.PathLike[st
     from .model import ModelConfig, build_model, cast_model
 
     meta = read_metadata(proto)
-    if "config" not in meta:
+    if md.CONFIG not in meta:
         return None
-    mode = meta.get("mode", "fused")
-    ckpt = checkpoint or meta.get("checkpoint")
+    mode = meta.get(md.MODE, "fused")
+    ckpt = checkpoint or meta.get(md.CHECKPOINT)
     if ckpt:
-        return cast_model(load_checkpoint(ckpt, mode=mode), parse_dtype(meta["dtype"]))
+        return cast_model(load_checkpoint(ckpt, mode=mode), parse_dtype(meta[md.DTYPE]))
     try:
-        cfg = ModelConfig(**meta["config"])
+        cfg = ModelConfig(**meta[md.CONFIG])
     except (TypeError, ValueError) as e:
-        raise ValueError(f"metadata {METADATA_PREFIX}config of the model is not a valid "
+        raise ValueError(f"metadata {md.PREFIX}{md.CONFIG} of the model is not a valid "
                          f"config ({e}); re-export it") from None
-    return build_model(cfg, dtype=meta["dtype"], mode=mode, seed=meta.get("seed", 0))
+    return build_model(cfg, dtype=meta[md.DTYPE], mode=mode, seed=meta.get(md.SEED, 0))
 
 
 def _eager_probe(model: MhcModel, tokens: torch.Tensor) -> tuple[torch.Tensor, Probe]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from . import reference
-from .spec import num_mixes
+from .spec import POST_MULT, PRE_EPS, RMS_EPS, SINKHORN_EPS, SINKHORN_ITERS, num_mixes
 
 
 @dataclass(frozen=True)
@@ -23,11 +23,11 @@ class MhcVariant:
     """Constants that distinguish the V4 form from the seed variants."""
 
     name: str = "v4"
-    rms_eps: float = 1e-6
-    pre_eps: float = 1e-6
-    sinkhorn_eps: float = 1e-6
-    post_mult: float = 2.0
-    sinkhorn_iters: int = 20
+    rms_eps: float = RMS_EPS
+    pre_eps: float = PRE_EPS
+    sinkhorn_eps: float = SINKHORN_EPS
+    post_mult: float = POST_MULT
+    sinkhorn_iters: int = SINKHORN_ITERS
     sinkhorn_init: str = "softmax_row"
     transpose_comb: bool = False  # seed 000 updates with B @ X instead of comb^T @ X
 
@@ -54,7 +54,7 @@ def from_seed000(
     W_pre: torch.Tensor, W_res: torch.Tensor, W_post: torch.Tensor,
     S_pre: torch.Tensor, S_res: torch.Tensor, S_post: torch.Tensor,
     alpha_pre: float, alpha_res: float, alpha_post: float,
-    *, sinkhorn_iters: int = 20, eps: float = 1e-6,
+    *, sinkhorn_iters: int = SINKHORN_ITERS, eps: float = 1e-6,
 ) -> MhcLayerWeights:
     """Seed 000's ``load_weights`` arguments -> spec weights.
 
@@ -88,7 +88,8 @@ MAXTEXT_NAMES = (
 
 
 def from_maxtext(
-    params: Mapping[str, torch.Tensor], *, sinkhorn_iters: int = 20, norm_eps: float = 1e-6
+    params: Mapping[str, torch.Tensor], *, sinkhorn_iters: int = SINKHORN_ITERS,
+    norm_eps: float = 1e-6,
 ) -> MhcLayerWeights:
     """MaxText parameter dict (names as in seed 002, '/' or '.' separated) -> spec weights.
 

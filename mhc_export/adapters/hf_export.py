@@ -17,7 +17,6 @@ Graphs:
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import time
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from ..metadata import hf_metadata
 from ..onnx_export import ExportResult, export
 from ..preflight import default_output
 from ..spec import DEFAULT_OPSET, dtype_name
@@ -34,7 +34,6 @@ from .hf_deepseek_v4 import adapted
 from .hf_loader import Plan, build, plan
 from .hf_preflight import model_config
 
-SOURCE = "hf_deepseek_v4"
 FULL_INPUTS = ("input_ids",)
 FULL_OUTPUTS = ("logits",)
 SLICE_OUTPUTS = ("hidden_streams_out",)
@@ -132,15 +131,9 @@ def build_graph(info: CheckpointInfo, dtype: torch.dtype, layers: range | None,
 
 def metadata(info: CheckpointInfo, dtype: torch.dtype, layers: range | None,
              weights: str = "dequantized") -> dict[str, str]:
-    return {
-        "mhc_export.weights": json.dumps(weights),
-        "mhc_export.source": json.dumps(SOURCE),
-        "mhc_export.hf_checkpoint": json.dumps(str(info.path.resolve())),
-        "mhc_export.dtype": json.dumps(dtype_name(dtype)),
-        "mhc_export.layers": json.dumps([layers.start, layers.stop] if layers else None),
-        "mhc_export.hc_mult": json.dumps(int(info.config.hc_mult)),
-        "mhc_export.hf_config": json.dumps(model_config(info.config)),  # validate --checkpoint
-    }
+    return hf_metadata(str(info.path.resolve()), dtype_name(dtype), layers,
+                       int(info.config.hc_mult), hf_config=model_config(info.config),
+                       weights=weights)
 
 
 @dataclass

@@ -19,7 +19,9 @@ from typing import Any
 import onnx
 import torch
 
+from .. import metadata as md
 from .. import ort_runner
+from ..metadata import read_metadata
 from ..report import Comparison, Report, tolerance_for
 from ..spec import dtype_name, parse_dtype
 from ..validate import (
@@ -29,15 +31,10 @@ from ..validate import (
     _probe_model,
     _validate_mhc_nodes,
     graph_form,
-    read_metadata,
 )
 from .hf_deepseek_v4 import MhcAttrs, model_config
-from .hf_export import FULL_INPUTS, FULL_OUTPUTS, SLICE_OUTPUTS, SOURCE, CausalLMGraph
+from .hf_export import FULL_INPUTS, FULL_OUTPUTS, SLICE_OUTPUTS, CausalLMGraph
 from .hf_ties import IndexTies
-
-
-def is_hf_export(proto: onnx.ModelProto) -> bool:
-    return read_metadata(proto).get("source") == SOURCE
 
 
 def graph_from_metadata(proto: onnx.ModelProto,
@@ -54,15 +51,15 @@ def graph_from_metadata(proto: onnx.ModelProto,
     if checkpoint:
         info = inspect_checkpoint(checkpoint, flag="--checkpoint")
         # Exports older than the recorded config carry hc_mult only.
-        recorded = meta.get("hf_config") or {"hc_mult": meta.get("hc_mult")}
+        recorded = meta.get(md.HF_CONFIG) or {"hc_mult": meta.get(md.HC_MULT)}
         check_same_model(recorded, info.config, Path(checkpoint), Path(onnx_path))
     else:
-        info = inspect_checkpoint(meta["hf_checkpoint"],
+        info = inspect_checkpoint(meta[md.HF_CHECKPOINT],
                                   flag=f"the checkpoint recorded in {onnx_path} "
                                        "(--checkpoint names another)")
-    dtype = parse_dtype(meta["dtype"])
-    layers = range(*meta["layers"]) if meta.get("layers") else None
-    weights = meta.get("weights") or "dequantized"
+    dtype = parse_dtype(meta[md.DTYPE])
+    layers = range(*meta[md.LAYERS]) if meta.get(md.LAYERS) else None
+    weights = meta.get(md.WEIGHTS) or "dequantized"
     check_memory(info, dtype, layers, weights)
     return build_graph(info, dtype, layers, weights)
 
@@ -131,10 +128,10 @@ def validate_hf(
     report.config.update({
         "onnx": str(onnx_path),
         "hf_checkpoint": str(Path(checkpoint).resolve()) if checkpoint
-        else meta.get("hf_checkpoint"),
-        **({"recorded_hf_checkpoint": meta.get("hf_checkpoint")} if checkpoint else {}),
-        "layout": info.layout, "layers": meta.get("layers") or "all",
-        "dtype": dtype_name(dtype), "weights": meta.get("weights") or "dequantized",
+        else meta.get(md.HF_CHECKPOINT),
+        **({"recorded_hf_checkpoint": meta.get(md.HF_CHECKPOINT)} if checkpoint else {}),
+        "layout": info.layout, "layers": meta.get(md.LAYERS) or "all",
+        "dtype": dtype_name(dtype), "weights": meta.get(md.WEIGHTS) or "dequantized",
         "mode": graph_form(proto), "family": "V4", "seed": seed,
     })
     err, count, worst, lacking = weights_error(graph, info.path, layers)
@@ -173,7 +170,7 @@ def _run_onnx(report: Report, onnx_path: Path, proto: onnx.ModelProto, inputs, e
               ties: IndexTies) -> None:
     """ONNX Runtime per provider against the reference, invariants on every MhcPre node."""
     proto = onnx.load(os.fspath(onnx_path))
-    native = read_metadata(proto).get("weights") == "native"
+    native = read_metadata(proto).get(md.WEIGHTS) == "native"
     probed, groups = _probe_model(proto)
     if not groups:
         report.note("no MhcPre or MhcMix nodes in the graph: invariants from HF eager only")

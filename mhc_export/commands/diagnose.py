@@ -10,7 +10,7 @@ import time
 from ..atomic import atomic_write_text
 from ..errors import MhcError
 from ..preflight import STREAMS_HELP, check_memory, check_outputs, check_streams
-from ..spec import MAX_STREAMS, num_mixes
+from ..spec import MAX_STREAMS, SINKHORN_ITERS, num_mixes
 
 DEFAULT_WIDTHS = [64, 128, 256, 512, 1024]
 
@@ -22,7 +22,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help=f"number of streams n, 2..{MAX_STREAMS}: the ops' {STREAMS_HELP} "
                              "less n=1, where the comb is the constant 1 and there is nothing "
                              "to diagnose (default: %(default)s)")
-    parser.add_argument("--iters", type=int, default=20, metavar="K",
+    parser.add_argument("--iters", type=int, default=SINKHORN_ITERS, metavar="K",
                         help="Sinkhorn iterations (default: %(default)s)")
     parser.add_argument("--samples", type=int, default=16, metavar="N",
                         help="random draws of weights and input per width (default: %(default)s)")

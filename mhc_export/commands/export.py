@@ -9,7 +9,6 @@ model of a single mHC op instead.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import torch
 
 from ..errors import EXIT_OK, EXIT_VALIDATION_FAILED
+from ..metadata import model_metadata
 from ..preflight import STREAMS_HELP, check_memory, check_outputs, check_streams, default_output
 from ..spec import ALL_OPS as OPS
 from ..spec import (
@@ -282,16 +282,10 @@ def _export_model(args: argparse.Namespace, dtype, external):
     if args.save_checkpoint:
         save_checkpoint(model, args.save_checkpoint)
         print(f"[mhc-export] checkpoint written to {args.save_checkpoint}")
-    metadata = {
-        "mhc_export.config": json.dumps(model.cfg.to_dict()),
-        "mhc_export.dtype": json.dumps(dtype_name(dtype)),
-        "mhc_export.mode": json.dumps(mode),
-        "mhc_export.seed": json.dumps(seed),
-        "mhc_export.fused": json.dumps(not args.no_fuse and args.target == "mhc"),
-        "mhc_export.target": json.dumps(args.target),
-        "mhc_export.checkpoint": json.dumps(
-            str(args.checkpoint.resolve()) if args.checkpoint else None),
-    }
+    metadata = model_metadata(model.cfg.to_dict(), dtype_name(dtype), mode, seed,
+                              not args.no_fuse and args.target == "mhc",
+                              str(args.checkpoint.resolve()) if args.checkpoint else None,
+                              target=args.target)
     t0 = _progress(f"exporting to {out} (opset {args.opset})")
     result = export_model(model, out, opset=args.opset, external_data=external,
                           metadata=metadata, fuse=not args.no_fuse, target=args.target)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .. import metadata as md
 from ..errors import EXIT_OK, EXIT_VALIDATION_FAILED, MhcError
+from ..metadata import is_hf_export, read_metadata
 from ..onnx_check import check_mhc_nodes
 from ..preflight import check_memory, check_output_path, load_onnx
 from ..spec import parse_dtype
@@ -75,7 +77,6 @@ def validate_onnx_file(path: Path, *, checkpoint: Path | None = None, batch: int
     from ..single_op import single_op_from_onnx
     from ..validate import (
         model_from_metadata,
-        read_metadata,
         validate_model,
         validate_single_op,
         validation_memory,
@@ -83,7 +84,7 @@ def validate_onnx_file(path: Path, *, checkpoint: Path | None = None, batch: int
 
     proto = load_onnx(path)
     check_mhc_nodes(proto, str(path))
-    if read_metadata(proto).get("source") == "hf_deepseek_v4":
+    if is_hf_export(proto):
         from ..adapters.hf_validate import graph_from_metadata, validate_hf
 
         if tokens is not None:
@@ -92,7 +93,7 @@ def validate_onnx_file(path: Path, *, checkpoint: Path | None = None, batch: int
         return validate_hf(path, graph_from_metadata(proto, checkpoint, path),
                            batch=batch or DEFAULT_BATCH, seq=seq or DEFAULT_SEQ, seed=seed,
                            checkpoint=checkpoint)
-    recorded = read_metadata(proto).get("config")
+    recorded = read_metadata(proto).get(md.CONFIG)
     if recorded is not None:
         if tokens is not None:
             raise ValueError(f"--tokens applies to single-op models; {path} is a full model "
@@ -107,7 +108,7 @@ def validate_onnx_file(path: Path, *, checkpoint: Path | None = None, batch: int
                     + ", ".join(f"{k} ({mine.get(k)} vs {recorded[k]})" for k in diff))
         model = model_from_metadata(proto, checkpoint)
         batch, seq = batch or DEFAULT_BATCH, seq or DEFAULT_SEQ
-        dtype = parse_dtype(read_metadata(proto)["dtype"])
+        dtype = parse_dtype(read_metadata(proto)[md.DTYPE])
         check_memory(validation_memory(model.cfg, dtype, batch, seq),
                      f"validating {path.name} at batch {batch}, seq {seq}",
                      "lower --batch/--seq")

@@ -25,7 +25,7 @@ import torch
 from torch.func import jacrev, vmap
 
 from ..reference import check_attributes, check_pre_inputs, pre_mixes, sinkhorn
-from ..spec import num_mixes
+from ..spec import POST_MULT, PRE_EPS, RMS_EPS, SINKHORN_EPS, SINKHORN_ITERS, num_mixes
 from .gauge import gauge_perp_basis, project_gauge_perp
 
 __all__ = [
@@ -91,7 +91,7 @@ def spectral_stats(comb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def quotient_jacobian(
-    logits: torch.Tensor, iters: int = 20, eps: float = 1e-6
+    logits: torch.Tensor, iters: int = SINKHORN_ITERS, eps: float = SINKHORN_EPS
 ) -> torch.Tensor:
     """Singular values (descending) of U^T J U for each [n, n] logit matrix.
 
@@ -128,11 +128,11 @@ def dynamic_sensitivity(
     hc_scale: torch.Tensor,
     hc_base: torch.Tensor,
     *,
-    rms_eps: float = 1e-6,
-    pre_eps: float = 1e-6,
-    sinkhorn_eps: float = 1e-6,
-    post_mult: float = 2.0,
-    sinkhorn_iters: int = 20,
+    rms_eps: float = RMS_EPS,
+    pre_eps: float = PRE_EPS,
+    sinkhorn_eps: float = SINKHORN_EPS,
+    post_mult: float = POST_MULT,
+    sinkhorn_iters: int = SINKHORN_ITERS,
 ) -> Sensitivity:
     """||D comb(x)|| ||x||, ||D pre(x)|| ||x||, ||D post(x)|| ||x|| for every token of residual."""
     t, n, d = check_pre_inputs(residual, hc_fn, hc_scale, hc_base)
@@ -172,7 +172,7 @@ def comb_logits(
     hc_scale: torch.Tensor,
     hc_base: torch.Tensor,
     *,
-    rms_eps: float = 1e-6,
+    rms_eps: float = RMS_EPS,
 ) -> torch.Tensor:
     """The [T, n, n] logits that MhcPre feeds to Sinkhorn (spec: mixes[2n:] * s + b)."""
     t, n, d = check_pre_inputs(residual, hc_fn, hc_scale, hc_base)
@@ -198,9 +198,9 @@ def logit_update(
     hc_base: torch.Tensor,
     *,
     lr: float = 1e-3,
-    rms_eps: float = 1e-6,
-    sinkhorn_eps: float = 1e-6,
-    sinkhorn_iters: int = 20,
+    rms_eps: float = RMS_EPS,
+    sinkhorn_eps: float = SINKHORN_EPS,
+    sinkhorn_iters: int = SINKHORN_ITERS,
 ) -> LogitUpdate:
     """One SGD step on ||comb - I||_F^2, taken separately for each token's own loss.
 

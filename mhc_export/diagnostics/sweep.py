@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..reference import check_attributes, pre_mixes, sinkhorn
-from ..spec import MAX_STREAMS
+from ..spec import MAX_STREAMS, SINKHORN_EPS, SINKHORN_ITERS
 from .measures import (
     comb_logits,
     dynamic_sensitivity,
@@ -41,10 +41,10 @@ ERROR_ITERS = (1, 2, 3, 4, 5, 6, 8, 10, 15, 20, 30, 50)
 class SweepConfig:
     widths: tuple[int, ...] = DEFAULT_WIDTHS
     streams: int = 4
-    iters: int = 20
+    iters: int = SINKHORN_ITERS
     samples: int = 16
     seed: int = 0
-    eps: float = 1e-6
+    eps: float = SINKHORN_EPS
     init_std: float = 0.02
     scale: float = 0.1
     lr: float = 1e-3

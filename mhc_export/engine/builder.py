@@ -29,6 +29,7 @@ import onnx
 
 from .. import __version__
 from ..atomic import atomic_write_bytes, atomic_write_text
+from ..dtypes import onnx_type_name
 from ..errors import MhcError
 from ..onnx_check import check_mhc_nodes
 from ..preflight import load_onnx
@@ -41,7 +42,6 @@ DEFAULT_DECODE_MAX_TOKENS = 16
 DEFAULT_PREFILL_MAX_TOKENS = 4096
 SIDECAR_SCHEMA = 1
 
-_ONNX_DTYPES = {v: k.lower() for k, v in onnx.TensorProto.DataType.items()}
 
 
 class EngineBuildError(MhcError):
@@ -88,7 +88,7 @@ def onnx_inputs(model: onnx.ModelProto) -> list[OnnxInput]:
                 dims.append(d.dim_param)
             else:
                 dims.append(None)
-        out.append(OnnxInput(vi.name, _ONNX_DTYPES.get(tt.elem_type, str(tt.elem_type)),
+        out.append(OnnxInput(vi.name, onnx_type_name(tt.elem_type),
                              tuple(dims)))
     return out
 

@@ -30,24 +30,16 @@ from typing import Any
 import torch
 
 from .. import build_layout as layout
+from ..dtypes import TORCH_FROM_TRT
 from ..errors import MhcError
 from .trt_module import TensorRT, load_tensorrt
 
 PLUGIN_ENV = "MHC_PLUGIN_LIB"
 PLUGIN_LIB_GLOB = "libmhc_trt_plugins_trt*.so"
 
-# TensorRT DataType member name -> torch dtype (names are shared by TensorRT
-# 10/11 and TensorRT-RTX; FP8/FP4/INT4 have no plain torch equivalent here).
-TRT_TO_TORCH: dict[str, torch.dtype] = {
-    "FLOAT": torch.float32,
-    "HALF": torch.float16,
-    "BF16": torch.bfloat16,
-    "INT32": torch.int32,
-    "INT64": torch.int64,
-    "INT8": torch.int8,
-    "UINT8": torch.uint8,
-    "BOOL": torch.bool,
-}
+# TensorRT DataType member name -> torch dtype (FP8/FP4/INT4 have no plain
+# torch equivalent here).
+TRT_TO_TORCH: dict[str, torch.dtype] = TORCH_FROM_TRT
 
 
 class EngineLoadError(MhcError):

@@ -19,6 +19,7 @@ import onnx
 import torch
 
 from .. import ort_runner
+from ..dtypes import RESIDUAL_NAMES, TORCH_FROM_ONNX_NAME
 from ..report import Report, tolerance_for
 from ..single_op import single_op_from_onnx
 from ..spec import OPS
@@ -28,11 +29,11 @@ from .trt_module import load_tensorrt
 
 Eager = Callable[[Mapping[str, torch.Tensor]], Mapping[str, torch.Tensor]]
 
-_ONNX_TO_TORCH = {
-    "float": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
-    "double": torch.float64, "int64": torch.int64, "int32": torch.int32, "bool": torch.bool,
-}
-_BUILD_PRECISION_TOL = {"bf16": "bfloat16", "fp16": "float16"}
+# Input types make_inputs can generate (integers only as indices into an embedding).
+_GENERATED = {name: t for name, t in TORCH_FROM_ONNX_NAME.items()
+              if t.is_floating_point or t in (torch.bool, torch.int32, torch.int64)}
+# Builder precision flags that lower the engine's tolerance to their dtype's.
+_BUILD_PRECISION_FLAGS = ("bf16", "fp16")
 
 
 def concrete_shape(inp: OnnxInput, tokens: int, batch: int | None = None,
@@ -77,7 +78,7 @@ def make_inputs(model: onnx.ModelProto, tokens: int, seed: int, batch: int | Non
     out = {}
     for inp in onnx_inputs(model):
         shape = concrete_shape(inp, tokens, batch, seq)
-        dtype = _ONNX_TO_TORCH.get(inp.dtype)
+        dtype = _GENERATED.get(inp.dtype)
         if dtype is None:
             raise ValueError(f"input '{inp.name}' has ONNX type {inp.dtype}, which "
                              "validate_engine cannot generate")
@@ -101,9 +102,9 @@ def _tolerance(out: torch.Tensor, sidecar: Mapping[str, Any] | None) -> float:
     # An engine allowed to compute in fp16/bf16 is held to that precision's
     # tolerance even where its outputs are float32.
     requested = (sidecar or {}).get("precision", {}).get("requested", {})
-    for flag, name in _BUILD_PRECISION_TOL.items():
+    for flag in _BUILD_PRECISION_FLAGS:
         if requested.get(flag):
-            tol = max(tol, tolerance_for(name))
+            tol = max(tol, tolerance_for(RESIDUAL_NAMES[flag]))
     return tol
 
 

@@ -9,17 +9,14 @@ from pathlib import Path
 import torch
 
 from ..build_layout import KERNELS_LIB, kernel_library
+from ..dtypes import C_API_CODES
 from ..errors import KernelsNotAvailable
 
 LIB_NAME = KERNELS_LIB
 ENV_VAR = "MHC_KERNELS_LIB"
 
 # mhcDtype_t and mhcStatus_t of mhc_kernels.h.
-DTYPE_CODES: dict[torch.dtype, int] = {
-    torch.float32: 0,
-    torch.float16: 1,
-    torch.bfloat16: 2,
-}
+DTYPE_CODES: dict[torch.dtype, int] = C_API_CODES
 STATUS_SUCCESS = 0
 STATUS_INVALID_VALUE = 1
 STATUS_NOT_SUPPORTED = 2

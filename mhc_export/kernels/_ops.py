@@ -12,6 +12,7 @@ from ..reference import (
     check_post_inputs,
     check_pre_inputs,
 )
+from ..spec import HEAD_EPS, POST_MULT, PRE_EPS, RMS_EPS, SINKHORN_EPS, SINKHORN_ITERS
 from ._lib import DTYPE_CODES, HeadParams, PreParams, load, raise_for_status
 
 
@@ -77,11 +78,11 @@ def pre(
     hc_scale: torch.Tensor,
     hc_base: torch.Tensor,
     *,
-    rms_eps: float = 1e-6,
-    pre_eps: float = 1e-6,
-    sinkhorn_eps: float = 1e-6,
-    post_mult: float = 2.0,
-    sinkhorn_iters: int = 20,
+    rms_eps: float = RMS_EPS,
+    pre_eps: float = PRE_EPS,
+    sinkhorn_eps: float = SINKHORN_EPS,
+    post_mult: float = POST_MULT,
+    sinkhorn_iters: int = SINKHORN_ITERS,
     out: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """MhcPre: (layer_input [T, d], post_mix [T, n], comb_mix [T, n, n]).
@@ -111,7 +112,8 @@ def pre(
 
 
 def sinkhorn(
-    logits: torch.Tensor, iters: int = 20, eps: float = 1e-6, *, out: torch.Tensor | None = None
+    logits: torch.Tensor, iters: int = SINKHORN_ITERS, eps: float = SINKHORN_EPS, *,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """MhcSinkhorn on [..., n, n] float32 logits (any leading dims, flattened to T)."""
     lib = load()
@@ -159,8 +161,8 @@ def head(
     hc_scale: torch.Tensor,
     hc_base: torch.Tensor,
     *,
-    rms_eps: float = 1e-6,
-    eps: float = 1e-6,
+    rms_eps: float = RMS_EPS,
+    eps: float = HEAD_EPS,
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """MhcHead: y [T, d] = sum_i w_i * residual[:, i]."""
@@ -190,11 +192,11 @@ def post_pre(
     hc_scale: torch.Tensor,
     hc_base: torch.Tensor,
     *,
-    rms_eps: float = 1e-6,
-    pre_eps: float = 1e-6,
-    sinkhorn_eps: float = 1e-6,
-    post_mult: float = 2.0,
-    sinkhorn_iters: int = 20,
+    rms_eps: float = RMS_EPS,
+    pre_eps: float = PRE_EPS,
+    sinkhorn_eps: float = SINKHORN_EPS,
+    post_mult: float = POST_MULT,
+    sinkhorn_iters: int = SINKHORN_ITERS,
     out: tuple[torch.Tensor, ...] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """MhcPostPre: (residual_out [T,n,d], layer_input [T,d], next_post_mix, next_comb_mix)."""
@@ -231,8 +233,8 @@ def post_head(
     hc_scale: torch.Tensor,
     hc_base: torch.Tensor,
     *,
-    rms_eps: float = 1e-6,
-    eps: float = 1e-6,
+    rms_eps: float = RMS_EPS,
+    eps: float = HEAD_EPS,
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """MhcPostHead: y [T, d] = MhcHead(MhcPost(x, residual, post_mix, comb_mix), ...)."""

@@ -8,7 +8,7 @@
 //    residual and x are read once, the post update is applied in shared memory
 //    and written to residual_out, and the pre (head) half projects those bits
 //    without reading them back. It measured slower than the composition at
-//    d=7168 (docs/kernels_notes.md, v6), so it runs only under MHC_STREAM=1;
+//    d=7168 (docs/journal/kernels_notes.md, v6), so it runs only under MHC_STREAM=1;
 //  * the prefill paths (mhc_prefill.cuh, bf16, where the table picks them):
 //    the projection kernel applies the post, writes residual_out and projects
 //    the rounded bits; the finish reads residual_out back (from L2 when chunked);

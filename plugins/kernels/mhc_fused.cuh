@@ -427,7 +427,7 @@ inline int64_t fusedMinT(bool head) {
         return (e && *e) ? int64_t(atoll(e)) : int64_t(-1);
     }();
     if (env >= 0) return env;
-    // Measured (docs/kernels_notes.md, v4): the fused path wins for MhcPre from
+    // Measured (docs/journal/kernels_notes.md, v4): the fused path wins for MhcPre from
     // T ~ 128; for MhcHead (4 rows) it does not beat the two-pass kernels, so
     // the head uses it only when MHC_FUSED_MIN_T asks for it.
     return head ? INT64_MAX : 128;

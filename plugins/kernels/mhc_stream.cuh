@@ -1,6 +1,6 @@
 // Persistent one-pass MhcPre / MhcHead, and the single-pass fused boundaries
 // MhcPostPre / MhcPostHead, for bfloat16 residuals on sm_90+ (issue 10/11 design,
-// docs/kernels_notes.md "v6: the streaming cluster kernel").
+// docs/journal/kernels_notes.md "v6: the streaming cluster kernel").
 //
 // A cluster of CS CTAs (one per SM) loops over 16-token tiles. CTA rank r owns
 // the column slice [r*ds, r*ds + ds) of d for all N streams, so its share of the
@@ -34,7 +34,7 @@
 
 // Terms of the bf16 split of hc_fn: 2 (hi + lo, ~16 significant bits, the
 // default) or 3 (hi + mid + lo, ~24 bits). Build with -DMHC_STREAM_TERMS=3 to
-// compare (docs/kernels_notes.md).
+// compare (docs/journal/kernels_notes.md).
 #ifndef MHC_STREAM_TERMS
 #define MHC_STREAM_TERMS 2
 #endif
@@ -474,7 +474,7 @@ inline int streamMode() {
 // Its per-tile synchronisation (one cluster barrier, four CTA barriers) is
 // amortised over a CTA's row of N*ds elements: at d=7168, n=4 (1792) it beats
 // the v5 kernel by 24% (pre) and 12% (head); at d=4096 (1024) and below it
-// loses (docs/kernels_notes.md, v6).
+// loses (docs/journal/kernels_notes.md, v6).
 constexpr int kStreamMinRow = 1536;
 inline int64_t streamMinT() {
     static const int64_t v = [] {
@@ -618,7 +618,7 @@ inline int launchStream(const StreamArgs& a, cudaStream_t stream) {
     if (mode < 0 && N * p.ds < kStreamMinRow) return 0;
     // The single-pass boundary (POST) fits only 2 stages at d=7168 and measured
     // slower than MhcPost + the streaming MhcPre there (468 vs 451 us at
-    // T=4096, docs/kernels_notes.md v6): it runs only when forced.
+    // T=4096, docs/journal/kernels_notes.md v6): it runs only when forced.
     if (mode < 0 && POST) return 0;
     switch (p.gw) {
         case 1: return launchStreamGw<N, HEAD, POST, 1>(a, p, stream);
