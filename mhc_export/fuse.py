@@ -126,6 +126,7 @@ def _fuse_v41(graph: onnx.GraphProto, producer, consumers, graph_outputs,
                                             *post.input[2:]],
                 list(collapse.output), name=f"{post.name or 'post'}+{collapse.name or 'collapse'}",
                 domain=ONNX_DOMAIN)
+            new.attribute.extend(collapse.attribute)  # the plugin identity (no fields)
             kind = MHC_POST_COLLAPSE
         replaced[id(post)] = new
         replaced[id(collapse)] = None

@@ -100,7 +100,8 @@ def MhcMix(
 
 @onnxscript.script(mhc, default_opset=op)
 def MhcCollapse(
-    residual, pre_mix: FLOAT, plugin_namespace: str = "mhc", plugin_version: str = "1",
+    residual, pre_mix: FLOAT,
+    plugin_namespace: str = PLUGIN_NAMESPACE, plugin_version: str = PLUGIN_VERSION,
 ):
     # float32 sum over the streams, cast once to the residual dtype; no eps, no scale.
     mixed = op.ReduceSum(op.Cast(residual, to=1) * op.Unsqueeze(pre_mix, [2]), [1], keepdims=0)
@@ -110,9 +111,9 @@ def MhcCollapse(
 @onnxscript.script(mhc, default_opset=op)
 def MhcPre(
     residual, hc_fn: FLOAT, hc_scale: FLOAT, hc_base: FLOAT,
-    rms_eps: float = 1e-6, pre_eps: float = 1e-6, sinkhorn_eps: float = 1e-6,
-    post_mult: float = 2.0, sinkhorn_iters: int = 20,
-    plugin_namespace: str = "mhc", plugin_version: str = "1",
+    rms_eps: float = RMS_EPS, pre_eps: float = PRE_EPS, sinkhorn_eps: float = SINKHORN_EPS,
+    post_mult: float = POST_MULT, sinkhorn_iters: int = SINKHORN_ITERS,
+    plugin_namespace: str = PLUGIN_NAMESPACE, plugin_version: str = PLUGIN_VERSION,
 ):
     # V4: the site collapses with its own pre (V4.1's MhcMix + MhcCollapse, undelayed).
     pre_mix, post_mix, comb_mix = MhcMix(
@@ -178,9 +179,9 @@ def MhcPostHead(
 def MhcPostMix(
     x, residual, pre_mix: FLOAT, post_mix: FLOAT, comb_mix: FLOAT, hc_fn: FLOAT,
     hc_scale: FLOAT, hc_base: FLOAT,
-    rms_eps: float = 1e-6, pre_eps: float = 1e-6, sinkhorn_eps: float = 1e-6,
-    post_mult: float = 2.0, sinkhorn_iters: int = 20,
-    plugin_namespace: str = "mhc", plugin_version: str = "1",
+    rms_eps: float = RMS_EPS, pre_eps: float = PRE_EPS, sinkhorn_eps: float = SINKHORN_EPS,
+    post_mult: float = POST_MULT, sinkhorn_iters: int = SINKHORN_ITERS,
+    plugin_namespace: str = PLUGIN_NAMESPACE, plugin_version: str = PLUGIN_VERSION,
 ):
     # The collapse uses the given pre (site k's, the delayed pre); the collapse and the
     # mixes read residual_out in the residual dtype, as the unfused ops do.
@@ -195,7 +196,7 @@ def MhcPostMix(
 @onnxscript.script(mhc, default_opset=op)
 def MhcPostCollapse(
     x, residual, pre_mix: FLOAT, post_mix: FLOAT, comb_mix: FLOAT,
-    plugin_namespace: str = "mhc", plugin_version: str = "1",
+    plugin_namespace: str = PLUGIN_NAMESPACE, plugin_version: str = PLUGIN_VERSION,
 ):
     return MhcCollapse(MhcPost(x, residual, post_mix, comb_mix), pre_mix)
 

@@ -283,7 +283,8 @@ def test_metadata_round_trips():
     hf = onnx.ModelProto()
     onnx.helper.set_model_props(hf, metadata.hf_metadata("/ckpt", "bfloat16", range(3, 4), 4))
     assert metadata.read_metadata(hf) == {"source": "hf_deepseek_v4", "hf_checkpoint": "/ckpt",
-                                          "dtype": "bfloat16", "layers": [3, 4], "hc_mult": 4}
+                                          "dtype": "bfloat16", "layers": [3, 4], "hc_mult": 4,
+                                          "weights": "dequantized"}
     assert metadata.is_hf_export(hf)
 
 
@@ -309,7 +310,8 @@ def test_metadata_keys_are_spelled_in_one_module():
     keys = {metadata.PREFIX + k for k in (
         metadata.CONFIG, metadata.DTYPE, metadata.MODE, metadata.SEED, metadata.FUSED,
         metadata.CHECKPOINT, metadata.SOURCE, metadata.HF_CHECKPOINT, metadata.LAYERS,
-        metadata.HC_MULT, metadata.TARGET, metadata.HF_CONFIG)} | {metadata.SOURCE_HF}
+        metadata.HC_MULT, metadata.TARGET, metadata.HF_CONFIG, metadata.WEIGHTS,
+    )} | {metadata.SOURCE_HF}
     spelled = {}
     for path in PACKAGE.rglob("*.py"):
         where = path.relative_to(ROOT).as_posix()

@@ -23,7 +23,7 @@ from ..spec import MAX_STREAMS
 from .hf_deepseek_v41 import MODEL_TYPE as V41_MODEL_TYPE
 from .hf_deepseek_v41 import require_transformers
 from .hf_layout import detect_layout
-from .hf_preflight import check_weights, read_headers
+from .hf_preflight import check_index, read_headers
 
 MODEL_TYPE = "deepseek_v4"
 INDEX_FILE = "model.safetensors.index.json"
@@ -91,7 +91,7 @@ def inspect_checkpoint(path: str | os.PathLike[str], flag: str = "--hf") -> Chec
     if missing:
         raise CheckpointError(f"{path / INDEX_FILE} names {len(missing)} tensors its files do not "
                               f"hold (first: {missing[0]})")
-    check_weights(path, config, weight_map)  # preflight: config.json against the weights
+    check_index(path, weight_map)  # preflight: the index against the files
     return CheckpointInfo(path, config, weight_map, headers, detect_layout(set(headers)))
 
 

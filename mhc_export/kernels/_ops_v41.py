@@ -8,6 +8,7 @@ import ctypes
 import torch
 
 from ..reference import check_collapse_inputs, check_post_inputs, check_pre_inputs
+from ..spec import POST_MULT, PRE_EPS, RMS_EPS, SINKHORN_EPS, SINKHORN_ITERS
 from ._lib import DTYPE_CODES, load, raise_for_status
 from ._ops import _output, _pre_params, _ptr, _require_cuda, _stream, _workspace
 
@@ -18,11 +19,11 @@ def mix(
     hc_scale: torch.Tensor,
     hc_base: torch.Tensor,
     *,
-    rms_eps: float = 1e-6,
-    pre_eps: float = 1e-6,
-    sinkhorn_eps: float = 1e-6,
-    post_mult: float = 2.0,
-    sinkhorn_iters: int = 20,
+    rms_eps: float = RMS_EPS,
+    pre_eps: float = PRE_EPS,
+    sinkhorn_eps: float = SINKHORN_EPS,
+    post_mult: float = POST_MULT,
+    sinkhorn_iters: int = SINKHORN_ITERS,
     out: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """MhcMix: (pre_mix [T, n], post_mix [T, n], comb_mix [T, n, n]), all float32."""
@@ -71,11 +72,11 @@ def post_mix(
     hc_scale: torch.Tensor,
     hc_base: torch.Tensor,
     *,
-    rms_eps: float = 1e-6,
-    pre_eps: float = 1e-6,
-    sinkhorn_eps: float = 1e-6,
-    post_mult: float = 2.0,
-    sinkhorn_iters: int = 20,
+    rms_eps: float = RMS_EPS,
+    pre_eps: float = PRE_EPS,
+    sinkhorn_eps: float = SINKHORN_EPS,
+    post_mult: float = POST_MULT,
+    sinkhorn_iters: int = SINKHORN_ITERS,
     out: tuple[torch.Tensor, ...] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """MhcPostMix: (residual_out, layer_input, next_pre_mix, next_post_mix, next_comb_mix)."""
