@@ -35,6 +35,8 @@ from .hf_layout import (
 from .hf_quant import FP4_GROUP, Stored
 
 _QUANT = ("F8_E4M3", "I8", "U8")
+# What a float model tensor may be stored as: a float type or one of the quantized forms.
+_FLOAT_STORAGE = ("F64", "F32", "F16", "BF16", *_QUANT)
 
 
 @dataclass
@@ -111,8 +113,8 @@ def plan(info: CheckpointInfo, layers: range | None, dtype: torch.dtype) -> Plan
         hf_name, expert, part = mapped
         pieces.setdefault(hf_name, {})[(expert, part)] = name
     result = Plan(layers, config, pieces, expected)
-    for hf_name, (shape, _) in expected.items():
-        _check_piece(info, result, hf_name, shape)
+    for hf_name, (shape, want) in expected.items():
+        _check_piece(info, result, hf_name, shape, want.is_floating_point)
     return result
 
 
@@ -154,7 +156,8 @@ def _missing_name(info: CheckpointInfo, p: Plan, hf_name: str, expert: int, part
     return name
 
 
-def _check_piece(info: CheckpointInfo, p: Plan, hf_name: str, shape: tuple[int, ...]) -> None:
+def _check_piece(info: CheckpointInfo, p: Plan, hf_name: str, shape: tuple[int, ...],
+                 floating: bool) -> None:
     got = p.pieces.get(hf_name, {})
     merged = hf_name.endswith((GATE_UP, DOWN)) and (-1, 0) not in got
     keys = ([(e, q) for e in range(shape[0]) for q in range(2 if hf_name.endswith(GATE_UP)
@@ -168,6 +171,11 @@ def _check_piece(info: CheckpointInfo, p: Plan, hf_name: str, shape: tuple[int, 
     extra = sorted(set(got) - set(keys))
     if extra:
         raise CheckpointError(f"{info.path}: unexpected tensor {got[extra[0]]}")
+    stored = {got[k]: info.headers[got[k]][0] for k in keys}
+    bad = [(name, kind) for name, kind in stored.items() if kind not in _FLOAT_STORAGE]
+    if floating and bad:
+        raise CheckpointError(f"{info.path}: tensor {bad[0][0]} is stored as {bad[0][1]}, not a "
+                              "float type (nor FP8/FP4); the file is corrupt")
     decoded = _decoded_shape(info, [got[k] for k in keys], merged, len(keys) // max(1, shape[0])
                              if merged else 1)
     if decoded != tuple(shape):

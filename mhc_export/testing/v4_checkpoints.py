@@ -19,14 +19,15 @@ This file documents the published format (``../shared/spec/hf_checkpoints.md``):
   ``weights="bf16"|"fp32"``: every float tensor in that dtype.
 
 :func:`write_checkpoint` returns the truth: every model tensor (HF names) as the float64
-value the files encode. ``header_only=True`` writes safetensors headers without data:
-the real-size index (names, dtypes, shapes of all of V4-Flash) for the selection and
-memory tests, a few hundred kB in all.
+value the files encode. ``header_only=True`` writes safetensors headers without data (sparse files of the
+right size): the real-size index (names, dtypes, shapes of all of V4-Flash) for the
+selection and memory tests, a few hundred kB of disk in all.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import struct
 from pathlib import Path
@@ -302,7 +303,8 @@ _SIZE = {"F32": 4, "BF16": 2, "I64": 8, "I8": 1, "F8_E4M3": 1, "F8_E8M0": 1}
 
 
 def _write_header(file: Path, entries: dict[str, tuple[str, tuple[int, ...]]]) -> int:
-    """A safetensors header whose data offsets point past the end (no data written)."""
+    """A safetensors file with its header and no data written: sparse, so it has the size
+    the header promises (the preflight refuses a truncated file) and takes no disk."""
     header, offset = {}, 0
     for name, (dtype, shape) in entries.items():
         n = _SIZE[dtype]
@@ -313,6 +315,7 @@ def _write_header(file: Path, entries: dict[str, tuple[str, tuple[int, ...]]]) -
     blob = json.dumps(header).encode()
     blob += b" " * (-len(blob) % 8)
     file.write_bytes(struct.pack("<Q", len(blob)) + blob)
+    os.truncate(file, 8 + len(blob) + offset)
     return offset
 
 
