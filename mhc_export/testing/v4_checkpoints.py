@@ -19,9 +19,9 @@ This file documents the published format (``../shared/spec/hf_checkpoints.md``):
   ``weights="bf16"|"fp32"``: every float tensor in that dtype.
 
 :func:`write_checkpoint` returns the truth: every model tensor (HF names) as the float64
-value the files encode. ``header_only=True`` writes safetensors headers without data (sparse files of the
-right size): the real-size index (names, dtypes, shapes of all of V4-Flash) for the
-selection and memory tests, a few hundred kB of disk in all.
+value the files encode. ``header_only=True`` writes safetensors headers without data
+(sparse files of the right size): the real-size index (names, dtypes, shapes of all of
+V4-Flash) for the selection and memory tests, a few hundred kB of disk in all.
 """
 
 from __future__ import annotations
