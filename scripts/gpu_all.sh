@@ -19,7 +19,7 @@ if [ "${1:-}" = prepare ]; then
   exit 0
 fi
 # Fewest GPU tests the whole suite may collect (raise it when adding GPU tests).
-MIN_GPU_TESTS=275
+MIN_GPU_TESTS=392
 out=${OUT:-$root/out/gpu_all}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 PYTHONPATH=$root${PYTHONPATH:+:$PYTHONPATH}

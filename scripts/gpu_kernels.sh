@@ -9,7 +9,7 @@
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 # Fewest GPU tests these files may collect (raise it when adding GPU tests).
-MIN_GPU_TESTS=247
+MIN_GPU_TESTS=352
 out=${OUT:-$root/out/gpu_kernels}
 mkdir -p "$out"
 cd "$root"
