@@ -18,9 +18,8 @@ import math
 import re
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -39,13 +38,16 @@ the script. Earlier runs, the kernel design diary and the GPU run log are in
 [docs/journal/](journal/README.md).
 
 How the kernels are timed (`benchmarks/bench_kernels.py`, `bench_boundary.py`,
-`bench_model_mhc.py`): bf16 residual unless stated, n=4, CUDA-graph replays,
-median per call, input sets (hc_fn included) rotated over >= 256 MB so nothing
-is served from L2. Floor = the op's minimum bytes (each input read once, each
-output written once) over the device-to-device copy bandwidth measured in the
-same run; "x floor" = time / floor. Targets are those of issues 10 and 11;
-what bounds each miss, with the ncu evidence and what was tried:
-docs/journal/kernels_notes.md (v6-v10).
+`bench_v41.py`, `bench_model_mhc.py`): bf16 residual unless stated, n=4,
+CUDA-graph replays, median per call, input sets (hc_fn included) rotated over
+>= 256 MB so nothing is served from L2. Floor = the op's minimum bytes (each
+input read once, each output written once) over the device-to-device copy
+bandwidth measured in the same run; "x floor" = time / floor. A table may merge
+two runs: its "run" column then says which run each row comes from. Targets are
+those of issues 10 and 11 (decode, MhcPost), 22 (prefill MhcPre, MhcHead,
+MhcPostPre at T >= 512) and 23 (V4.1); what bounds each miss, with the ncu
+evidence and what was tried: docs/journal/kernels_notes.md (v6-v10),
+prefill_kernels.md (issue 22) and v41_kernels.md (issue 23).
 """
 
 _TARGET = re.compile(r"<=\s*([0-9.]+)\s*(us|x floor)$")
@@ -59,14 +61,13 @@ Doc = dict[str, Any]
 Cell = Callable[[Row, Doc], str]  # a table cell from a row and the run it comes from
 
 
-@dataclass
-class Runs:
+class Runs(NamedTuple):
     """The JSON one table reads: its run; optionally an earlier run whose rows fill
     the (T, d) the run lacks; and other build modes of the same run, each one column."""
 
     doc: Doc
     earlier: Doc | None = None
-    variants: list[tuple[dict[str, str], Doc]] = field(default_factory=list)
+    variants: tuple[tuple[dict[str, str], Doc], ...] = ()
 
 
 def _f(v: Any, digits: int = 2) -> str:
@@ -170,8 +171,8 @@ def _header(entry: dict[str, Any], runs: Runs) -> list[str]:
               for spec, _ in runs.variants]
     if runs.earlier is not None:
         e = entry["earlier"]
-        lines += ["", f"Rows of run {_label(runs.earlier)} (the (T, d) the run above did not "
-                  f"measure): {_measured(entry, runs.earlier)} Command: `{e['command']}`. "
+        lines += ["", f"Rows whose run is {_label(runs.earlier)} fill the (T, d) the run above did "
+                  f"not measure. {_measured(entry, runs.earlier)} Command: `{e['command']}`. "
                   f"JSON: `benchmarks/results/{e['file']}`.", *_provenance(runs.earlier)]
     return [*lines, "", entry.get("note", ""), ""]
 
@@ -337,7 +338,7 @@ def load_runs(entry: dict[str, Any], results: Path = RESULTS) -> Runs:
         return json.loads((results / name).read_text())
     earlier = entry.get("earlier")
     return Runs(load(entry["file"]), load(earlier["file"]) if earlier else None,
-                [(spec, load(spec["file"])) for spec in entry.get("variants", [])])
+                tuple((spec, load(spec["file"])) for spec in entry.get("variants", [])))
 
 
 def render(manifest: dict[str, Any], results: Path = RESULTS) -> str:
