@@ -5,8 +5,10 @@
 
 Which run is current for each table, and the command that made it, is listed in
 ``benchmarks/results/current.json``; every number in the document comes from
-the JSON it names, so the tables cannot drift from the recorded runs. Older
-runs and their write-ups are in docs/journal/.
+the JSON it names, so the tables cannot drift from the recorded runs. A table
+may merge an earlier run's rows at the shapes its run did not measure (``earlier``)
+and add other build modes of the same run as columns (``variants``). Older runs
+and their write-ups are in docs/journal/.
 """
 
 from __future__ import annotations
