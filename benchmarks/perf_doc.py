@@ -5,8 +5,10 @@
 
 Which run is current for each table, and the command that made it, is listed in
 ``benchmarks/results/current.json``; every number in the document comes from
-the JSON it names, so the tables cannot drift from the recorded runs. Older
-runs and their write-ups are in docs/journal/.
+the JSON it names, so the tables cannot drift from the recorded runs. A table
+may merge an earlier run's rows at the shapes its run did not measure (``earlier``)
+and add other build modes of the same run as columns (``variants``). Older runs
+and their write-ups are in docs/journal/.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ import json
 import math
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -37,16 +40,36 @@ the script. Earlier runs, the kernel design diary and the GPU run log are in
 [docs/journal/](journal/README.md).
 
 How the kernels are timed (`benchmarks/bench_kernels.py`, `bench_boundary.py`,
-`bench_model_mhc.py`): bf16 residual unless stated, n=4, CUDA-graph replays,
-median per call, input sets (hc_fn included) rotated over >= 256 MB so nothing
-is served from L2. Floor = the op's minimum bytes (each input read once, each
-output written once) over the device-to-device copy bandwidth measured in the
-same run; "x floor" = time / floor. Targets are those of issues 10 and 11;
-what bounds each miss, with the ncu evidence and what was tried:
-docs/journal/kernels_notes.md (v6-v10).
+`bench_v41.py`, `bench_model_mhc.py`): bf16 residual unless stated, n=4,
+CUDA-graph replays, median per call, input sets (hc_fn included) rotated over
+>= 256 MB so nothing is served from L2. Floor = the op's minimum bytes (each
+input read once, each output written once) over the device-to-device copy
+bandwidth measured in the same run; "x floor" = time / floor. A table may merge
+two runs: its "run" column then says which run each row comes from. Targets are
+those of issues 10 and 11 (decode, MhcPost), 22 (prefill MhcPre, MhcHead,
+MhcPostPre at T >= 512) and 23 (V4.1); what bounds each miss, with the ncu
+evidence and what was tried: docs/journal/kernels_notes.md (v6-v10),
+prefill_kernels.md (issue 22) and v41_kernels.md (issue 23).
 """
 
 _TARGET = re.compile(r"<=\s*([0-9.]+)\s*(us|x floor)$")
+# Facts that JSON rebuilt from a run's printed output (a "source" key) keeps as text.
+_SOURCE_DATE = re.compile(r"(\d{4}-\d{2}-\d{2}) (\d{2}:\d{2}) UTC")
+_DEVICE_LINE = re.compile(r"device (.+?), (\d+) SMs; copy bandwidth ([0-9.]+) TB/s")
+_LAUNCH_LINE = re.compile(r"empty kernel ([0-9.]+) us/call, two kernels ([0-9.]+) us/call")
+
+Row = dict[str, Any]
+Doc = dict[str, Any]
+Cell = Callable[[Row, Doc], str]  # a table cell from a row and the run it comes from
+
+
+class Runs(NamedTuple):
+    """The JSON one table reads: its run; optionally an earlier run whose rows fill
+    the (T, d) the run lacks; and other build modes of the same run, each one column."""
+
+    doc: Doc
+    earlier: Doc | None = None
+    variants: tuple[tuple[dict[str, str], Doc], ...] = ()
 
 
 def _f(v: Any, digits: int = 2) -> str:
@@ -74,31 +97,85 @@ def target_met(target: str, us: float, x_floor: float) -> str:
     return "yes" if value <= float(m.group(1)) else "no"
 
 
-def _when(doc: dict[str, Any]) -> str:
-    t = datetime.datetime.fromisoformat(doc["date"]).astimezone(datetime.timezone.utc)
+def _parsed_facts(doc: Doc) -> dict[str, Any]:
+    """Date, device, SMs, copy bandwidth and launch floor from the text a run printed."""
+    facts: dict[str, Any] = {}
+    if m := _SOURCE_DATE.search(doc.get("source", "")):
+        facts["date"] = f"{m[1]}T{m[2]}:00+00:00"
+    if m := _DEVICE_LINE.search(doc.get("device_line", "")):
+        facts.update(device=m[1], sms=int(m[2]), copy_TBps=float(m[3]))
+    elif len(env := doc.get("env", "").splitlines()) > 1:  # date, then nvidia-smi's csv line
+        facts["device"] = env[1].split(",")[0].strip()
+    if m := _LAUNCH_LINE.search(doc.get("launch_floor", "")):
+        facts["launch_floor_us"] = {"one_kernel": float(m[1]), "two_kernels": float(m[2])}
+    return facts
+
+
+def run_facts(doc: Doc) -> dict[str, Any]:
+    """A run's date, device, sms, torch, copy_TBps and launch_floor_us: the JSON's own
+    keys, else what its printed output says (JSON parsed from a log)."""
+    facts = _parsed_facts(doc)
+    facts.update({k: doc[k] for k in ("date", "device", "sms", "torch", "launch_floor_us")
+                  if k in doc})
+    bw = doc.get("copy_bandwidth_TBps", doc.get("copy_TBps"))
+    if bw:
+        facts["copy_TBps"] = bw
+    return facts
+
+
+def _when(doc: Doc) -> str:
+    t = datetime.datetime.fromisoformat(run_facts(doc)["date"]).astimezone(datetime.timezone.utc)
     return t.strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _header(entry: dict[str, Any], doc: dict[str, Any]) -> list[str]:
-    facts = [f"Measured {_when(doc)} on {doc['device']}"]
-    if "sms" in doc:
-        facts[0] += f" ({doc['sms']} SMs)"
-    if "torch" in doc:
-        facts.append(f"torch {doc['torch']}")
-    bw = doc.get("copy_bandwidth_TBps", doc.get("copy_TBps"))
-    if bw:
-        facts.append(f"copy bandwidth {bw:.2f} TB/s")
-    lf = doc.get("launch_floor_us")
-    if lf:
-        facts.append(f"launch floor {lf['one_kernel']:.2f} us (one kernel), "
-                     f"{lf['two_kernels']:.2f} us (two)")
-    if entry.get("kind") == "kernel" and any(
-            "fi_us" in r and r["op"] == entry["op"] for r in doc["results"]):
-        facts.append(f"peer {doc['peer']}")
-    lines = [f"## {entry['title']}", "", "; ".join(facts) + ".", "",
-             f"Command: `{entry['command']}`. JSON: `benchmarks/results/{entry['file']}`."]
+def _label(doc: Doc) -> str:
+    """What the run column says for a row of this run: its date."""
+    return _when(doc)[:10]
+
+
+def _rows(entry: dict[str, Any], doc: Doc) -> list[Row]:
+    """The rows of a run that a table shows: all of a boundary-like JSON, the entry's op
+    of a bench_kernels.py JSON."""
+    return doc["rows"] if "rows" in doc else [r for r in doc["results"] if r["op"] == entry["op"]]
+
+
+def _measured(entry: dict[str, Any], doc: Doc) -> str:
+    """One sentence: when, where, and what the run measured its floors with."""
+    facts = run_facts(doc)
+    out = [f"Measured {_when(doc)} on {facts['device']}"]
+    if "sms" in facts:
+        out[0] += f" ({facts['sms']} SMs)"
+    if "torch" in facts:
+        out.append(f"torch {facts['torch']}")
+    if facts.get("copy_TBps"):
+        out.append(f"copy bandwidth {facts['copy_TBps']:.2f} TB/s")
+    if lf := facts.get("launch_floor_us"):
+        out.append(f"launch floor {lf['one_kernel']:.2f} us (one kernel), "
+                   f"{lf['two_kernels']:.2f} us (two)")
+    if entry.get("kind") == "kernel" and any("fi_us" in r for r in _rows(entry, doc)):
+        out.append(f"peer {doc['peer']}")
+    return "; ".join(out) + "."
+
+
+def _provenance(doc: Doc) -> list[str]:
     if doc.get("transcribed_from"):
-        lines.append(f"(Transcribed from {doc['transcribed_from']}.)")
+        return [f"(Transcribed from {doc['transcribed_from']}.)"]
+    if doc.get("source"):
+        return [f"(JSON source: {doc['source']}.)"]
+    return []
+
+
+def _header(entry: dict[str, Any], runs: Runs) -> list[str]:
+    lines = [f"## {entry['title']}", "", _measured(entry, runs.doc), "",
+             f"Command: `{entry['command']}`. JSON: `benchmarks/results/{entry['file']}`.",
+             *_provenance(runs.doc)]
+    lines += [f"Column '{spec['head']}': `benchmarks/results/{spec['file']}`."
+              for spec, _ in runs.variants]
+    if runs.earlier is not None:
+        e = entry["earlier"]
+        lines += ["", f"Rows whose run is {_label(runs.earlier)} fill the (T, d) the run above did "
+                  f"not measure. {_measured(entry, runs.earlier)} Command: `{e['command']}`. "
+                  f"JSON: `benchmarks/results/{e['file']}`.", *_provenance(runs.earlier)]
     return [*lines, "", entry.get("note", ""), ""]
 
 
@@ -118,61 +195,131 @@ def _table(head: list[str], rows: list[list[str]]) -> list[str]:
         "| " + " | ".join(r) + " |" for r in rows]
 
 
-# bench_kernels.py row keys shown in a kernel table: (header, key, digits).
-KERNEL_COLUMNS = (
-    ("T", "T", 0), ("d", "d", 0), ("us", "kernel_us", 2), ("floor us", "floor_us", 2),
-    ("x floor", "x_floor", 2), ("TB/s", "achieved_TBps", 2), ("FlashInfer us", "fi_us", 2),
-    ("ours / FlashInfer", "x_fi", 2), ("FlashInfer finish alone us", "fi_finish_us", 2),
+def _key(r: Row) -> tuple[int, int]:
+    return r["T"], r["d"]
+
+
+def merged_rows(entry: dict[str, Any], runs: Runs) -> list[tuple[Row, Doc]]:
+    """Each row with the run it comes from: the run's rows, then (with an earlier run)
+    the earlier run's rows at the (T, d) the run lacks, in order of width, then T."""
+    rows = [(r, runs.doc) for r in _rows(entry, runs.doc)]
+    if runs.earlier is None:
+        return rows
+    have = {_key(r) for r, _ in rows}
+    rows += [(r, runs.earlier) for r in _rows(entry, runs.earlier) if _key(r) not in have]
+    widths = list(dict.fromkeys(r["d"] for r, _ in rows))
+    return sorted(rows, key=lambda p: (widths.index(p[0]["d"]), p[0]["T"]))
+
+
+def _keyed(key: str, digits: int = 2) -> Cell:
+    return lambda r, _: _f(r.get(key), digits) if digits else str(r[key])
+
+
+def _variant(entry: dict[str, Any], runs: Runs, spec: dict[str, str], vdoc: Doc) -> Cell:
+    """The column of another build mode of the same run: its ``spec["key"]`` at the row's
+    (T, d); blank on the rows of an earlier run, which that mode did not measure with."""
+    index = {_key(r): r for r in _rows(entry, vdoc)}
+
+    def cell(r: Row, doc: Doc) -> str:
+        v = index.get(_key(r)) if doc is runs.doc else None
+        return _f(v.get(spec["key"])) if v else ""
+    return cell
+
+
+def _columns(entry: dict[str, Any], runs: Runs, lead: list[tuple[str, Cell]],
+             rest: list[tuple[str, Cell]]) -> list[tuple[str, Cell]]:
+    """``lead``, the run column (with an earlier run), the variant columns, ``rest``."""
+    cols = list(lead)
+    if runs.earlier is not None:  # after T and d
+        cols.insert(2, ("run", lambda _, doc: _label(doc)))
+    cols += [(spec["head"], _variant(entry, runs, spec, v)) for spec, v in runs.variants]
+    return cols + rest
+
+
+def _render(entry: dict[str, Any], rows: list[tuple[Row, Doc]], cols: list[tuple[str, Cell]],
+            us: str, x_floor: str) -> list[str]:
+    """The table, with target and met columns when the entry has targets."""
+    head = [h for h, _ in cols] + (["target", "met"] if entry.get("targets") else [])
+    out = []
+    for r, doc in rows:
+        cells = [cell(r, doc) for _, cell in cols]
+        if entry.get("targets"):
+            tgt = target_for(entry, r["d"], r["T"])
+            cells += [tgt, target_met(tgt, r[us], r.get(x_floor, math.nan))]
+        out.append(cells)
+    return _table(head, out)
+
+
+# bench_kernels.py row keys shown in a kernel table: (header, key, digits); the
+# variant columns (other build modes) go after "TB/s".
+KERNEL_LEAD = (("T", "T", 0), ("d", "d", 0), ("us", "kernel_us", 2),
+               ("floor us", "floor_us", 2), ("x floor", "x_floor", 2),
+               ("TB/s", "achieved_TBps", 2))
+KERNEL_PEERS = (
+    ("torch two-pass us", "tp_us", 2), ("ours / torch two-pass", "x_tp", 2),
+    ("FlashInfer us", "fi_us", 2), ("ours / FlashInfer", "x_fi", 2),
+    ("FlashInfer finish alone us", "fi_finish_us", 2),
     ("eager us", "eager_us", 1), ("x eager", "speedup_eager", 1),
     ("compile us", "compile_us", 1), ("x compile", "speedup_compile", 1),
 )
 
 
-def _shown(rows: list[dict[str, Any]], key: str) -> bool:
+def _shown(rows: list[tuple[Row, Doc]], key: str) -> bool:
     """A column is shown when some row has a real value (MhcSinkhorn's d is 0)."""
-    return any(_f(r.get(key)) not in ("", "0") for r in rows)
+    return any(_f(r.get(key)) not in ("", "0") for r, _ in rows)
 
 
-def kernel_table(entry: dict[str, Any], doc: dict[str, Any]) -> list[str]:
-    rows = [r for r in doc["results"] if r["op"] == entry["op"]]
-    cols = [c for c in KERNEL_COLUMNS if _shown(rows, c[1])]
-    head = [c[0] for c in cols] + (["target", "met"] if entry.get("targets") else [])
-    out = []
-    for r in rows:
-        cells = [_f(r.get(key), digits) if digits else str(r[key]) for _, key, digits in cols]
-        if entry.get("targets"):
-            tgt = target_for(entry, r["d"], r["T"])
-            cells += [tgt, target_met(tgt, r["kernel_us"], r.get("x_floor", math.nan))]
-        out.append(cells)
-    return _table(head, out)
+def kernel_table(entry: dict[str, Any], runs: Runs) -> list[str]:
+    rows = merged_rows(entry, runs)
+    lead, rest = ([(h, _keyed(k, dg)) for h, k, dg in spec if _shown(rows, k)]
+                  for spec in (KERNEL_LEAD, KERNEL_PEERS))
+    return _render(entry, rows, _columns(entry, runs, lead, rest), "kernel_us", "x_floor")
 
 
-def boundary_table(entry: dict[str, Any], doc: dict[str, Any]) -> list[str]:
-    head = ["d", "T", "MhcPostPre us", "MhcPost + MhcPre us", "composed / fused",
-            "floor us", "x floor", "target", "met"]
-    rows = []
-    for r in doc["rows"]:
-        tgt = target_for(entry, r["d"], r["T"])
-        rows.append([str(r["d"]), str(r["T"]), _f(r["fused_us"]), _f(r["post_plus_pre_us"]),
-                     _f(r["plain_over_fused"], 3), _f(r["floor_us"]), _f(r["fused_x_floor"]),
-                     tgt, target_met(tgt, r["fused_us"], r["fused_x_floor"])])
-    return _table(head, rows)
+def _composed_over_fused(r: Row, _: Doc) -> str:
+    return _f(r["post_plus_pre_us"] / r["fused_us"], 3)
 
 
-def model_table(entry: dict[str, Any], doc: dict[str, Any]) -> list[str]:
+def boundary_table(entry: dict[str, Any], runs: Runs) -> list[str]:
+    lead = [("d", _keyed("d", 0)), ("T", _keyed("T", 0)), ("MhcPostPre us", _keyed("fused_us")),
+            ("MhcPost + MhcPre us", _keyed("post_plus_pre_us")),
+            ("composed / fused", _composed_over_fused), ("floor us", _keyed("floor_us")),
+            ("x floor", _keyed("fused_x_floor"))]
+    cols = _columns(entry, runs, lead, [])
+    return _render(entry, merged_rows(entry, runs), cols, "fused_us", "fused_x_floor")
+
+
+# bench_v41.py row keys shown in the V4.1 table: (header, key, digits).
+V41_COLUMNS = (
+    ("d", "d", 0), ("T", "T", 0), ("MhcPostMix us", "post_mix_us", 2),
+    ("floor us", "post_mix_floor_us", 2), ("x floor", "post_mix_x_floor", 2),
+    ("V4 MhcPostPre us", "post_pre_v4_us", 2), ("V4 / MhcPostMix", "v4_over_v41", 2),
+    ("unfused V4.1 us", "unfused_v41_us", 2), ("MhcPostCollapse us", "post_collapse_us", 2),
+    ("MhcPostCollapse x floor", "post_collapse_x_floor", 2), ("MhcMix us", "mix_us", 2),
+)
+
+
+def v41_table(entry: dict[str, Any], runs: Runs) -> list[str]:
+    """bench_v41.py: MhcPostMix against its floor and V4's MhcPostPre; targets are
+    MhcPostMix's."""
+    cols = [(h, _keyed(k, dg)) for h, k, dg in V41_COLUMNS]
+    return _render(entry, merged_rows(entry, runs), cols, "post_mix_us", "post_mix_x_floor")
+
+
+def model_table(entry: dict[str, Any], runs: Runs) -> list[str]:
     head = ["T", "plain us", "fused us", "plain / fused", "plain floor us", "fused floor us",
             "fused x its floor"]
     rows = [[str(r["T"]), _f(r["plain_us"]), _f(r["fused_us"]), _f(r["plain_over_fused"], 3),
              _f(r["plain_floor_us"]), _f(r["fused_floor_us"]), _f(r["fused_x_floor"])]
-            for r in doc["rows"]]
+            for r in runs.doc["rows"]]
     return _table(head, rows)
 
 
-def hf_table(entry: dict[str, Any], doc: dict[str, Any]) -> list[str]:
+def hf_table(entry: dict[str, Any], runs: Runs) -> list[str]:
     head = ["d", "shape", "HF eager ms", "HF + our ops ms", "speed-up", "HF torch.compile ms",
             "mHC HF ms", "mHC ours ms", "mHC share HF", "mHC share ours"]
     rows = []
-    for r in doc["rows"]:
+    for r in runs.doc["rows"]:
         comp = r.get("hf_compile_ms")
         rows.append([str(r["d"]), r["shape"], _f(r["hf_eager_ms"]), _f(r["hf_ours_ms"]),
                      f"{r['hf_eager_ms'] / r['hf_ours_ms']:.2f}x",
@@ -182,16 +329,26 @@ def hf_table(entry: dict[str, Any], doc: dict[str, Any]) -> list[str]:
     return _table(head, rows)
 
 
-RENDERERS = {"kernel": kernel_table, "boundary": boundary_table, "model": model_table,
-             "hf_layers": hf_table}
+RENDERERS: dict[str, Callable[[dict[str, Any], Runs], list[str]]] = {
+    "kernel": kernel_table, "boundary": boundary_table, "v41": v41_table,
+    "model": model_table, "hf_layers": hf_table}
+
+
+def load_runs(entry: dict[str, Any], results: Path = RESULTS) -> Runs:
+    """The JSON an entry of current.json names: ``file``, ``earlier`` and ``variants``."""
+    def load(name: str) -> Doc:
+        return json.loads((results / name).read_text())
+    earlier = entry.get("earlier")
+    return Runs(load(entry["file"]), load(earlier["file"]) if earlier else None,
+                tuple((spec, load(spec["file"])) for spec in entry.get("variants", [])))
 
 
 def render(manifest: dict[str, Any], results: Path = RESULTS) -> str:
     """The whole document for ``manifest`` (the parsed current.json)."""
     parts = [INTRO]
     for entry in manifest["tables"]:
-        doc = json.loads((results / entry["file"]).read_text())
-        lines = _header(entry, doc) + RENDERERS[entry["kind"]](entry, doc)
+        runs = load_runs(entry, results)
+        lines = _header(entry, runs) + RENDERERS[entry["kind"]](entry, runs)
         parts.append("\n".join(lines) + "\n")
     return "\n".join(parts)
 
