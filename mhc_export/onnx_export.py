@@ -145,6 +145,7 @@ def export(
     verbose: bool = False,
     fuse: bool = True,
     target: str = "mhc",
+    passes: Sequence[Callable[[onnx.ModelProto], object]] = (),
 ) -> ExportResult:
     """Export ``module(*args)`` to ``path`` with mhc nodes + local functions.
 
@@ -154,6 +155,8 @@ def export(
     V4.1 boundary into MhcPostMix (MhcPostCollapse) (:mod:`mhc_export.fuse`).
     ``target="onnxruntime"`` instead emits ONNX Runtime's contrib ops for the
     collapses and posts (:mod:`mhc_export.ort_target`); that graph is unfused.
+    ``passes`` run on the translated model before the checks (e.g. the FP8 decode
+    rewrite of ``--weights native``).
     """
     check_opset(opset)
     if target not in EXPORT_TARGETS:
@@ -176,6 +179,8 @@ def export(
         ensure_opset(proto)
     elif fuse:
         fuse_boundaries(proto.graph)
+    for graph_pass in passes:
+        graph_pass(proto)
     counts = _mhc_node_counts(proto)
     if counts:
         proto.functions.extend(function_protos(set(counts), model_opset))

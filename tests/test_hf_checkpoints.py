@@ -251,6 +251,11 @@ def test_native_weights_export_keeps_fp8_fp4_and_passes(tmp_path, capsys):
     proto = onnx.load(out)
     kinds = {onnx.TensorProto.DataType.Name(t.data_type) for t in proto.graph.initializer}
     assert {"FLOAT8E4M3FN", "UINT8"} <= kinds  # stored forms survive, decoded in the graph
+    # Every FP8 initializer is read by a DequantizeLinear (TensorRT's builder takes FP8 only
+    # into a dequantize layer), never by a Cast.
+    fp8 = {t.name for t in proto.graph.initializer if t.data_type == onnx.TensorProto.FLOAT8E4M3FN}
+    readers = [n.op_type for n in proto.graph.node for i in n.input if i in fp8]
+    assert fp8 and sorted(set(readers)) == ["DequantizeLinear"] and len(readers) == len(fp8)
     # onnx.reference on the same inputs as ONNX Runtime (fresh streams, hash ids).
     from onnx.reference import ReferenceEvaluator
 
@@ -260,6 +265,17 @@ def test_native_weights_export_keeps_fp8_fp4_and_passes(tmp_path, capsys):
     (ref,) = ReferenceEvaluator(str(out)).run(None, {k: v.numpy() for k, v in inputs.items()})
     got = torch.as_tensor(ort["hidden_streams_out"])
     assert float((torch.from_numpy(ref) - got).abs().max() / got.abs().max()) <= F32_TOL
+
+
+def test_native_weights_need_opset_19(tmp_path, capsys):
+    path = tmp_path / "ckpt"
+    _write(path, "native-fp8-fp4-single")
+    out = tmp_path / "native.onnx"
+    assert main(["export", "--hf", str(path), "--layers", "0:1", "--weights", "native",
+                 "--opset", "18", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--weights native needs --opset 19" in err[0]
+    assert not out.exists()
 
 
 def test_full_model_hf_layout_export_passes_against_hf_float64(tmp_path, capsys):

@@ -31,6 +31,7 @@ def export_hf_command(args: argparse.Namespace, dtype: torch.dtype, external: bo
     from .hf_export import build_graph, default_out, export_graph, metadata
     from .hf_loader import plan
     from .hf_memory import check_memory
+    from .hf_native import FP8_MIN_OPSET
     from .hf_preflight import check_dtype
 
     for name in _NOT_WITH_HF:
@@ -43,6 +44,9 @@ def export_hf_command(args: argparse.Namespace, dtype: torch.dtype, external: bo
     layers = (None if args.layers is None  # --layers '' is refused, not ignored
               else parse_layers(args.layers, info.config.num_hidden_layers))
     weights = getattr(args, "weights", None) or "dequantized"
+    if weights == "native" and args.opset < FP8_MIN_OPSET:
+        raise MhcError(f"--weights native needs --opset {FP8_MIN_OPSET} or later (FP8 weights "
+                       f"are decoded by DequantizeLinear); got --opset {args.opset}")
     checked = plan(info, layers, dtype)  # every tensor of the selection present and in shape
     need = check_memory(info, dtype, layers, weights)
     fuse = not getattr(args, "no_fuse", False)

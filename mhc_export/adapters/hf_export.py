@@ -176,12 +176,14 @@ def export_graph(
         progress(f"  traced in {seconds['tracing']:.1f}s")
         t0 = time.perf_counter()
         progress(f"translating to ONNX, checking, writing {path}")
-        from .hf_native import is_native, stored_forms_kept
+        from .hf_native import fp8_casts_to_dequantize, is_native, stored_forms_kept
 
-        with stored_forms_kept() if is_native(graph) else contextlib.nullcontext():
+        native = is_native(graph)
+        with stored_forms_kept() if native else contextlib.nullcontext():
             result = export(program, (), path, input_names=names, output_names=outputs,
                             dynamic_shapes=(), opset=opset, external_data=external_data,
-                            metadata=meta, fuse=fuse, target=target)
+                            metadata=meta, fuse=fuse, target=target,
+                            passes=(fp8_casts_to_dequantize,) if native else ())
         seconds["translating+writing"] = time.perf_counter() - t0
         progress(f"  done in {seconds['translating+writing']:.1f}s")
     return HfExport(result, graph, seconds)

@@ -4,9 +4,10 @@ Each quantized weight becomes a parametrization whose buffers are the stored
 codes and scales, so the traced graph holds them as initializers and decodes
 with standard ops:
 
-- FP8: a FLOAT8E4M3FN initializer ``[out, in]``, ``Cast`` to float (rewritten to
-  ``DequantizeLinear`` with scale 1 after export, the form TensorRT's parser
-  takes for FP8), times its 128 x 128 block scales (``Reshape`` to blocks, ``Mul``
+- FP8: a FLOAT8E4M3FN initializer ``[out, in]``, decoded by ``DequantizeLinear``
+  with scale 1 (traced as a ``Cast``, rewritten by :func:`fp8_casts_to_dequantize`:
+  TensorRT's builder takes an FP8 tensor only into a dequantize layer), times its
+  128 x 128 block scales (``Reshape`` to blocks, ``Mul``
   by ``[rows/128, 1, cols/128, 1]``, ``Reshape`` back; ragged edges padded then cut).
 - FP4: a uint8 initializer ``[out, in/2]`` (two E2M1 codes per byte, low nibble
   first), split by ``Div``/``Sub`` in int32, a 16-entry ``Gather`` lookup, times
@@ -21,6 +22,8 @@ from __future__ import annotations
 
 import contextlib
 
+import numpy as np
+import onnx
 import torch
 from torch.nn.utils import parametrize
 
@@ -115,3 +118,36 @@ def stored_forms_kept():
     finally:
         if added:
             keep.remove("Cast")
+
+
+FP8_UNIT_SCALE = "mhc_export_fp8_unit_scale"
+FP8_MIN_OPSET = 19  # DequantizeLinear takes float8 inputs from opset 19
+
+
+def fp8_casts_to_dequantize(proto: onnx.ModelProto) -> int:
+    """Rewrite each ``Cast`` of a FLOAT8E4M3FN initializer to float into
+    ``DequantizeLinear(codes, 1.0)``; returns how many.
+
+    The values are the same (scale 1, no zero point). TensorRT needs this form: its
+    builder refuses an FP8 tensor consumed by anything but a dequantize, plugin,
+    concatenation, shuffle, shape or identity layer ("has datatype FP8 but is not
+    consumed by ... IDequantizeLayer"), seen with TensorRT-RTX 1.7's builder on the
+    Cast form. ONNX Runtime and onnx.reference run either.
+    """
+    fp8 = {t.name for t in proto.graph.initializer
+           if t.data_type == onnx.TensorProto.FLOAT8E4M3FN}
+    count = 0
+    for node in proto.graph.node:
+        if node.domain or node.op_type != "Cast" or not node.input or node.input[0] not in fp8:
+            continue
+        to = next((a.i for a in node.attribute if a.name == "to"), None)
+        if to != onnx.TensorProto.FLOAT:
+            continue
+        node.op_type = "DequantizeLinear"
+        del node.attribute[:]
+        node.input.append(FP8_UNIT_SCALE)
+        count += 1
+    if count:
+        proto.graph.initializer.append(
+            onnx.numpy_helper.from_array(np.array(1.0, dtype=np.float32), FP8_UNIT_SCALE))
+    return count
