@@ -34,7 +34,9 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-OPS = ("MhcPre", "MhcSinkhorn", "MhcPost", "MhcHead", "MhcPostPre", "MhcPostHead")
+from mhc_export.spec import PLUGIN_OPS  # noqa: E402  (PYTHONPATH: rtx_check.sh sets it)
+
+OPS = tuple(op.op_type for op in PLUGIN_OPS.values())  # V4 and V4.1 creators
 INTERESTING = re.compile(
     r"plugin|Plugin|local function|LocalFunction|Mhc|terminate|error|Error|ERROR|Successfully|"
     r"Searching|Importing|unsupported|Unsupported|not found"
