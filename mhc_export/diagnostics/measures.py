@@ -24,7 +24,8 @@ from dataclasses import dataclass
 import torch
 from torch.func import jacrev, vmap
 
-from ..reference import check_attributes, check_pre_inputs, pre_mixes, sinkhorn
+from ..checks import check_attributes, check_pre_inputs
+from ..reference import pre_mixes, sinkhorn
 from ..spec import POST_MULT, PRE_EPS, RMS_EPS, SINKHORN_EPS, SINKHORN_ITERS, num_mixes
 from .gauge import gauge_perp_basis, project_gauge_perp
 

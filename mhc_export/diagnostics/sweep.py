@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..reference import check_attributes, pre_mixes, sinkhorn
+from ..checks import check_attributes
+from ..reference import pre_mixes, sinkhorn
 from ..spec import MAX_STREAMS, SINKHORN_EPS, SINKHORN_ITERS
 from .measures import (
     comb_logits,

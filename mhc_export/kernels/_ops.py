@@ -6,7 +6,7 @@ import ctypes
 
 import torch
 
-from ..reference import (
+from ..checks import (
     check_attributes,
     check_head_inputs,
     check_post_inputs,
