@@ -37,8 +37,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from peers import flashinfer_mhc, torch_twopass
 
-from mhc_export import kernels, reference
-from mhc_export.spec import num_mixes
+from mhc_export import kernels
+from mhc_export.core.spec import num_mixes
+from mhc_export.reference import eager as reference
 
 ROTATE_BYTES = 256 << 20  # 5x the H100's 50 MB L2
 MAX_SETS = 64

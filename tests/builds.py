@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from mhc_export import build_layout as layout
+from mhc_export.core import build_layout as layout
 
 REQUIRE_BUILDS_ENV = "MHC_REQUIRE_PLUGIN_BUILDS"
 REQUIRE_GPU_ENV = "MHC_REQUIRE_GPU"

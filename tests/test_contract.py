@@ -27,7 +27,7 @@ import torch
 from onnxscript.values import OnnxFunction
 
 import mhc_export
-from mhc_export import dtypes, metadata, spec
+from mhc_export.core import dtypes, metadata, spec
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "mhc_export"
@@ -150,7 +150,7 @@ def test_the_check_catches_a_wrong_default():
 
 
 def test_local_functions_ship_the_spec_defaults():
-    from mhc_export.onnx_functions import function_protos
+    from mhc_export.export.onnx_functions import function_protos
 
     protos = {f.name: f for f in function_protos(
         {c.op_type for c in spec.ALL_OPS.values()}, spec.DEFAULT_OPSET)}

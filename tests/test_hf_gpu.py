@@ -17,7 +17,7 @@ pytest.importorskip("transformers.models.deepseek_v4",
 from mhc_export import kernels
 from mhc_export.adapters.hf_deepseek_v4 import adapted
 from mhc_export.adapters.hf_testing import make_config, random_model
-from mhc_export.ops import kernel_backend
+from mhc_export.reference.ops import kernel_backend
 
 pytestmark = pytest.mark.gpu
 

@@ -12,7 +12,7 @@ import torch
 from f64_reference import head_f64, post_f64, pre_f64, rel_err, sinkhorn_f64
 
 from mhc_export import kernels
-from mhc_export.spec import num_mixes
+from mhc_export.core.spec import num_mixes
 
 # tests/builds.py decides: skip with the reason on CI, fail under MHC_REQUIRE_* switches.
 pytestmark = [pytest.mark.gpu, pytest.mark.needs_build("kernels")]

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from ..errors import MhcError
-from ..spec import dtype_name
+from ..core.errors import MhcError
+from ..core.spec import dtype_name
 
 # Options of the reference-model export that an HF export does not take.
 _NOT_WITH_HF = ("op", "checkpoint", "save_checkpoint", "config", "seed")

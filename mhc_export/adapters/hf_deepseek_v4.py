@@ -34,8 +34,8 @@ from typing import Any
 
 import torch
 
-from .. import ops  # noqa: F401  (registers torch.ops.mhc.*)
-from ..spec import MAX_STREAMS
+from ..core.spec import MAX_STREAMS
+from ..reference import ops  # noqa: F401  (registers torch.ops.mhc.*)
 from .hf_export_forms import forms
 
 # V4's post gate is 2 * sigmoid(.) (DeepseekV4HyperConnection.forward).

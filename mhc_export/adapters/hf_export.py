@@ -25,10 +25,10 @@ from pathlib import Path
 
 import torch
 
-from ..metadata import hf_metadata
-from ..onnx_export import ExportResult, export
-from ..preflight import default_output
-from ..spec import DEFAULT_OPSET, dtype_name
+from ..core.metadata import hf_metadata
+from ..core.preflight import default_output
+from ..core.spec import DEFAULT_OPSET, dtype_name
+from ..export.onnx_export import ExportResult, export
 from .hf_checkpoint import CheckpointInfo
 from .hf_deepseek_v4 import adapted
 from .hf_loader import Plan, build, plan

@@ -19,12 +19,11 @@ from typing import Any
 import onnx
 import torch
 
-from .. import metadata as md
-from .. import ort_runner
-from ..metadata import read_metadata
-from ..report import Comparison, Report, tolerance_for
-from ..spec import dtype_name, parse_dtype
-from ..validate import (
+from ..core import metadata as md
+from ..core.metadata import read_metadata
+from ..core.spec import dtype_name, parse_dtype
+from ..validation import ort_runner
+from ..validation.ort_compare import (
     Probe,
     _first_line,
     _has_external,
@@ -32,6 +31,7 @@ from ..validate import (
     _validate_mhc_nodes,
     graph_form,
 )
+from ..validation.report import Comparison, Report, tolerance_for
 from .hf_deepseek_v4 import MhcAttrs, model_config
 from .hf_export import FULL_INPUTS, FULL_OUTPUTS, SLICE_OUTPUTS, CausalLMGraph
 from .hf_ties import IndexTies

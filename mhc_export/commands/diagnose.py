@@ -7,10 +7,10 @@ import json
 import sys
 import time
 
-from ..atomic import atomic_write_text
-from ..errors import MhcError
-from ..preflight import STREAMS_HELP, check_memory, check_outputs, check_streams
-from ..spec import MAX_STREAMS, SINKHORN_ITERS, num_mixes
+from ..core.atomic import atomic_write_text
+from ..core.errors import MhcError
+from ..core.preflight import STREAMS_HELP, check_memory, check_outputs, check_streams
+from ..core.spec import MAX_STREAMS, SINKHORN_ITERS, num_mixes
 
 DEFAULT_WIDTHS = [64, 128, 256, 512, 1024]
 

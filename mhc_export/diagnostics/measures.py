@@ -24,9 +24,9 @@ from dataclasses import dataclass
 import torch
 from torch.func import jacrev, vmap
 
-from ..checks import check_attributes, check_pre_inputs
-from ..reference import pre_mixes, sinkhorn
-from ..spec import POST_MULT, PRE_EPS, RMS_EPS, SINKHORN_EPS, SINKHORN_ITERS, num_mixes
+from ..core.checks import check_attributes, check_pre_inputs
+from ..core.spec import POST_MULT, PRE_EPS, RMS_EPS, SINKHORN_EPS, SINKHORN_ITERS, num_mixes
+from ..reference.eager import pre_mixes, sinkhorn
 from .gauge import gauge_perp_basis, project_gauge_perp
 
 __all__ = [

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import os
 
-from ..atomic import atomic_path
-from ..errors import MhcError
+from ..core.atomic import atomic_path
+from ..core.errors import MhcError
 from .sweep import SweepResult
 
 __all__ = ["plot_sweep"]

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..checks import check_attributes
-from ..reference import pre_mixes, sinkhorn
-from ..spec import MAX_STREAMS, SINKHORN_EPS, SINKHORN_ITERS
+from ..core.checks import check_attributes
+from ..core.spec import MAX_STREAMS, SINKHORN_EPS, SINKHORN_ITERS
+from ..reference.eager import pre_mixes, sinkhorn
 from .measures import (
     comb_logits,
     dynamic_sensitivity,

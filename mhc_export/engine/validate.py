@@ -18,11 +18,11 @@ from typing import Any
 import onnx
 import torch
 
-from .. import ort_runner
-from ..dtypes import RESIDUAL_NAMES, TORCH_FROM_ONNX_NAME
-from ..report import Report, tolerance_for
-from ..single_op import single_op_from_onnx
-from ..spec import OPS
+from ..core.dtypes import RESIDUAL_NAMES, TORCH_FROM_ONNX_NAME
+from ..core.spec import OPS
+from ..export.single_op import single_op_from_onnx
+from ..validation import ort_runner
+from ..validation.report import Report, tolerance_for
 from .builder import OnnxInput, _role, onnx_inputs
 from .runtime import EngineLoadError, TrtEngine, read_sidecar
 from .trt_module import load_tensorrt
@@ -58,7 +58,7 @@ def _vocab_size(model: onnx.ModelProto, input_name: str) -> int | None:
 
 def _eager_from_metadata(model: onnx.ModelProto) -> Eager | None:
     """The full model's eager forward, rebuilt from the export metadata when present."""
-    from ..validate import model_from_metadata
+    from ..validation.ort_compare import model_from_metadata
 
     reference = model_from_metadata(model)
     if reference is None:

@@ -6,13 +6,8 @@ import ctypes
 
 import torch
 
-from ..checks import (
-    check_attributes,
-    check_head_inputs,
-    check_post_inputs,
-    check_pre_inputs,
-)
-from ..spec import HEAD_EPS, POST_MULT, PRE_EPS, RMS_EPS, SINKHORN_EPS, SINKHORN_ITERS
+from ..core.checks import check_attributes, check_head_inputs, check_post_inputs, check_pre_inputs
+from ..core.spec import HEAD_EPS, POST_MULT, PRE_EPS, RMS_EPS, SINKHORN_EPS, SINKHORN_ITERS
 from ._lib import DTYPE_CODES, HeadParams, PreParams, load, raise_for_status
 
 

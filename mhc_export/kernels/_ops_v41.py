@@ -7,8 +7,8 @@ import ctypes
 
 import torch
 
-from ..checks import check_collapse_inputs, check_post_inputs, check_pre_inputs
-from ..spec import POST_MULT, PRE_EPS, RMS_EPS, SINKHORN_EPS, SINKHORN_ITERS
+from ..core.checks import check_collapse_inputs, check_post_inputs, check_pre_inputs
+from ..core.spec import POST_MULT, PRE_EPS, RMS_EPS, SINKHORN_EPS, SINKHORN_ITERS
 from ._lib import DTYPE_CODES, load, raise_for_status
 from ._ops import _output, _pre_params, _ptr, _require_cuda, _stream, _workspace
 

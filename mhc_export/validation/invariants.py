@@ -25,8 +25,8 @@ import math
 import numpy as np
 import torch
 
+from ..core.spec import POST_MULT, PRE_EPS, SINKHORN_EPS, SINKHORN_ITERS
 from .report import Report
-from .spec import POST_MULT, PRE_EPS, SINKHORN_EPS, SINKHORN_ITERS
 
 __all__ = ["add_output_invariants", "recover_pre", "sinkhorn_error_bound"]
 

@@ -22,17 +22,10 @@ from typing import Any
 import onnx
 import torch
 
-from . import metadata as md
-from . import ort_runner
-from .invariants import add_output_invariants
-from .metadata import read_metadata
-from .model import MhcModel, random_tokens
-from .onnx_functions import FUNCTIONS
-from .ort_target import ORT_DOMAIN
-from .report import Report, tolerance_for
-from .single_op import SingleOp, export_single_op
-from .spec import ALL_OPS as OPS
-from .spec import (
+from ..core import metadata as md
+from ..core.metadata import read_metadata
+from ..core.spec import ALL_OPS as OPS
+from ..core.spec import (
     MHC_MIX,
     MHC_POST_MIX,
     MHC_POST_PRE,
@@ -44,6 +37,13 @@ from .spec import (
     dtype_name,
     parse_dtype,
 )
+from ..export.onnx_functions import FUNCTIONS
+from ..export.ort_target import ORT_DOMAIN
+from ..export.single_op import SingleOp, export_single_op
+from ..reference.model import MhcModel, random_tokens
+from . import ort_runner
+from .invariants import add_output_invariants
+from .report import Report, tolerance_for
 
 _OP_BY_TYPE = {c.op_type: key for key, c in OPS.items()}
 
@@ -103,7 +103,7 @@ def graph_family(proto: onnx.ModelProto) -> str | None:
 
 def validation_memory(cfg, dtype, batch: int, seq: int) -> int:
     """Bytes that validating ``cfg`` at [batch, seq] needs (eager and ONNX Runtime)."""
-    from .preflight import validation_bytes
+    from ..core.preflight import validation_bytes
 
     return validation_bytes(batch=batch, seq=seq, hidden=cfg.hidden, streams=cfg.streams,
                             heads=cfg.heads, layers=cfg.layers, vocab=cfg.vocab_size,
@@ -117,8 +117,8 @@ def model_from_metadata(proto: onnx.ModelProto, checkpoint: str | os.PathLike[st
     The exporter records config, dtype, mode, seed and checkpoint in the
     model's metadata; ``checkpoint`` overrides the recorded weights.
     """
-    from .checkpoint import load_checkpoint
-    from .model import ModelConfig, build_model, cast_model
+    from ..reference.checkpoint import load_checkpoint
+    from ..reference.model import ModelConfig, build_model, cast_model
 
     meta = read_metadata(proto)
     if md.CONFIG not in meta:

@@ -24,8 +24,7 @@ from onnxscript import FLOAT
 from onnxscript import opset18 as op
 from onnxscript.values import Op, Opset
 
-from .onnx_inline import calls_any, flatten, key
-from .spec import (
+from ..core.spec import (
     ALL_OPS,
     HEAD_EPS,
     ONNX_DOMAIN,
@@ -40,6 +39,7 @@ from .spec import (
     SINKHORN_ITERS,
     OpContract,
 )
+from .onnx_inline import calls_any, flatten, key
 
 mhc = Opset(ONNX_DOMAIN, ONNX_DOMAIN_VERSION)
 

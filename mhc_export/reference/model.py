@@ -32,9 +32,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import checks, ops, reference
-from .preflight import check_streams
-from .spec import FAMILIES, MHC_HEAD, MHC_PRE, V41_FLASH, num_mixes, parse_dtype
+from ..core import checks
+from ..core.preflight import check_streams
+from ..core.spec import FAMILIES, MHC_HEAD, MHC_PRE, V41_FLASH, num_mixes, parse_dtype
+from . import eager as reference
+from . import ops
 
 MODES = ("fused", "decomposed")
 _PRE_ATTRS = tuple(MHC_PRE.defaults())

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from .checks import (
+from ..core.checks import (
     check_attributes,
     check_collapse_inputs,
     check_head_inputs,
@@ -18,7 +18,7 @@ from .checks import (
     check_post_inputs,
     check_pre_inputs,
 )
-from .spec import (
+from ..core.spec import (
     HEAD_EPS,
     POST_MULT,
     PRE_EPS,

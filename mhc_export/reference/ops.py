@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import torch
 
-from . import checks, reference
+from ..core import checks
+from . import eager as reference
 
 __all__ = ["collapse", "head", "kernel_backend", "mix", "post", "post_collapse", "post_head",
            "post_mix", "post_pre", "pre", "sinkhorn"]
@@ -252,13 +253,13 @@ def _post_collapse_fake(x, residual, pre_mix, post_mix, comb_mix):
 
 def kernel_backend() -> str:
     """What the ops run on for CUDA tensors: "mhc-kernels" or "reference"."""
-    from .kernels import _lib
+    from ..kernels import _lib
 
     return "mhc-kernels" if _lib.available() else "reference"
 
 
 def _kernels():
-    from . import kernels
+    from .. import kernels
 
     return kernels if kernels.available() else None
 

@@ -23,11 +23,7 @@ from pathlib import Path
 import onnx
 import torch
 
-from . import ops  # noqa: F401  (registers torch.ops.mhc.*)
-from .fuse import fuse_boundaries
-from .onnx_functions import NODE_OPS, function_protos
-from .ort_target import ensure_opset, to_onnxruntime
-from .spec import (
+from ..core.spec import (
     DEFAULT_OPSET,
     EXPORT_TARGETS,
     ONNX_DOMAIN,
@@ -37,6 +33,10 @@ from .spec import (
     PLUGIN_NAMESPACE,
     PLUGIN_VERSION,
 )
+from ..reference import ops  # noqa: F401  (registers torch.ops.mhc.*)
+from .fuse import fuse_boundaries
+from .onnx_functions import NODE_OPS, function_protos
+from .ort_target import ensure_opset, to_onnxruntime
 
 # Models whose weights exceed this go to an external data file (protobuf's
 # hard limit is 2 GiB; stay well clear of it).
