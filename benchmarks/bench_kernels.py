@@ -2,7 +2,7 @@
 
 One run measures, on the same GPU: the device-to-device copy bandwidth (bytes
 read + written), then for each op and size the median time per call of the
-CUDA kernels, the eager reference (mhc_export.reference) and torch.compile of
+CUDA kernels, the eager reference (mhc_export.reference.eager) and torch.compile of
 the reference, all as CUDA graph replays over input sets rotated so that the
 working set exceeds L2. The floor is the minimum bytes (each input read once,
 each output written once) over the measured copy bandwidth. With FlashInfer's

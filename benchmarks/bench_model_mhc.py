@@ -92,7 +92,7 @@ def run_fused(s: dict) -> torch.Tensor:
 
 
 def run_reference(s: dict) -> torch.Tensor:
-    """The plain sequence through mhc_export.reference in float32, the residual
+    """The plain sequence through mhc_export.reference.eager in float32, the residual
     rounded to the kernels' dtype wherever the kernels store it."""
     dt = s["x0"].dtype
     x = s["x0"].float()

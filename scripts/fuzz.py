@@ -8,7 +8,7 @@ and non-multiples of 8; multiples of 8 on the GPU, which the kernels need),
 the residual dtype and every attribute across its valid range (iters 1 and
 100, eps 0, post_mult from 0.1 to 10, logits up to |1e4|), then runs:
 
-  eager     mhc_export.reference (the eager PyTorch ops)
+  eager     mhc_export.reference.eager (the eager PyTorch ops)
   ops       torch.ops.mhc.* (the custom ops the exporter traces)
   ort       the single-op ONNX model in ONNX Runtime (CPU)
   onnxref   the same model in onnx.reference.ReferenceEvaluator

@@ -2,7 +2,7 @@
 
 Skips with the reason where transformers, a CUDA GPU or the kernel library is
 missing. The mhc ops reach our kernels through their torch.library CUDA
-registration (mhc_export/ops.py), in eager mode, under CUDA graphs and under
+registration (mhc_export/reference/ops.py), in eager mode, under CUDA graphs and under
 torch.compile.
 """
 

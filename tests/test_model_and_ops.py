@@ -58,7 +58,7 @@ ODD_CONFIG = {"rms_eps": 0.1, "pre_eps": 0.05, "sinkhorn_eps": 1e-2, "post_mult"
 
 def _forward_f64_mhc(model, tokens: torch.Tensor) -> torch.Tensor:
     """The model's forward with every mHC op from tests/f64_reference.py (sharing no
-    code with mhc_export.reference or mhc_export.ops); the attention/FFN modules are
+    code with mhc_export.reference.eager or mhc_export.reference.ops); the attention/FFN modules are
     the model's own. The residual stays float32 between sublayers, as in the model."""
     cfg = model.cfg
     a = dict(rms_eps=cfg.rms_eps, pre_eps=cfg.pre_eps, sinkhorn_eps=cfg.sinkhorn_eps,
@@ -96,7 +96,7 @@ def test_model_matches_a_float64_mhc_forward_with_odd_attributes(mode):
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 def test_fused_and_decomposed_agree_in_low_precision(dtype):
-    """Both modes route to mhc_export.reference (bit-equal by construction); what this adds
+    """Both modes route to mhc_export.reference.eager (bit-equal by construction); what this adds
     is that the modes wire the same weights and attributes into it in every dtype. The
     float32 test above checks each mode against float64 on its own."""
     cfg = get_config("tiny", **ODD_CONFIG)

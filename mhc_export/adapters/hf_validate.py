@@ -2,7 +2,7 @@
 
 The eager reference is HF's model with HF's forwards (not our adapter),
 rebuilt from the checkpoint path the exporter recorded in the ONNX metadata.
-The report is the one :mod:`mhc_export.validate` writes for our own model:
+The report is the one :mod:`mhc_export.validation.ort_compare` writes for our own model:
 output comparison per ONNX Runtime provider under the dtype's tolerance, and
 the mHC invariants on every MhcPre node's outputs (and on HF's
 HyperConnection outputs for eager). Where a provider cannot run the graph

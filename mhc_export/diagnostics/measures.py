@@ -12,7 +12,7 @@ Definitions follow the seed (per token x = residual[t] flattened to n*d):
    hc_fn, hc_scale[2] and the comb part of hc_base: the fraction of the update
    dZ that lies outside the gauge space, ||P_perp dZ|| / ||dZ||.
 6. Gate statistics of pre and post.
-Everything differentiates mhc_export.reference through torch.func, so what is
+Everything differentiates mhc_export.reference.eager through torch.func, so what is
 measured is the code the backends are validated against.
 """
 

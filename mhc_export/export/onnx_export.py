@@ -4,7 +4,7 @@ The ``mhc::*`` custom ops are translated to bare ``mhc`` domain nodes carrying
 the spec's attributes plus ``plugin_namespace``/``plugin_version``; after the
 exporter is done (its opset conversion inlines any local function it sees, so
 bodies cannot go in earlier) the matching FunctionProtos from
-:mod:`mhc_export.onnx_functions` are attached. The result is checked with the
+:mod:`mhc_export.export.onnx_functions` are attached. The result is checked with the
 full ONNX checker and shape inference, then written atomically.
 """
 
@@ -151,9 +151,9 @@ def export(
     ``external_data=None`` moves weights to ``<path>.data`` only when they are
     larger than EXTERNAL_DATA_THRESHOLD. ``fuse`` rewrites each MhcPost ->
     MhcPre (MhcHead) boundary into one MhcPostPre (MhcPostHead) node, and each
-    V4.1 boundary into MhcPostMix (MhcPostCollapse) (:mod:`mhc_export.fuse`).
+    V4.1 boundary into MhcPostMix (MhcPostCollapse) (:mod:`mhc_export.export.fuse`).
     ``target="onnxruntime"`` instead emits ONNX Runtime's contrib ops for the
-    collapses and posts (:mod:`mhc_export.ort_target`); that graph is unfused.
+    collapses and posts (:mod:`mhc_export.export.ort_target`); that graph is unfused.
     """
     check_opset(opset)
     if target not in EXPORT_TARGETS:

@@ -10,7 +10,7 @@ serves every node whatever its attribute values. All math runs in float32; the
 residual dtype only appears at the Cast in and the CastLike out.
 
 The functions are authored as compositions (MhcPre calls MhcSinkhorn) but
-shipped flat (:mod:`mhc_export.onnx_inline`): TensorRT's parser resolves an
+shipped flat (:mod:`mhc_export.export.onnx_inline`): TensorRT's parser resolves an
 attribute reference one level deep only, so no shipped body calls another
 ``mhc`` function.
 """

@@ -3,7 +3,7 @@
 ``mhc::collapse``, ``mhc::post_mix`` and ``mhc::post_collapse``.
 
 Each op is one opaque node for torch.export, which is what lets the ONNX
-exporter emit one ``mhc`` domain node per op (see :mod:`mhc_export.onnx_export`).
+exporter emit one ``mhc`` domain node per op (see :mod:`mhc_export.export.onnx_export`).
 The eager implementation is the reference itself, so a model run "fused"
 (through these ops) and "decomposed" (plain torch math) is bit-identical.
 """

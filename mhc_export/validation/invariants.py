@@ -249,7 +249,8 @@ def add_output_invariants(
     backend ran with.
     """
     if not isinstance(report, Report):
-        raise TypeError(f"report must be a mhc_export.report.Report, got {type(report).__name__}")
+        raise TypeError("report must be a mhc_export.validation.report.Report, got "
+                        f"{type(report).__name__}")
     if (layer_input is None) != (residual is None):
         raise ValueError("layer_input and residual must be given together: pre is recovered "
                          "from layer_input = sum_i pre_i * residual_i")

@@ -2,7 +2,7 @@
 
 Every available provider runs the model; every output is compared with the
 eager model in the same dtype under the dtype's documented tolerance
-(:data:`mhc_export.report.RELATIVE_TOLERANCE`). Each backend's MhcPre outputs
+(:data:`mhc_export.validation.report.RELATIVE_TOLERANCE`). Each backend's MhcPre outputs
 (V4) or MhcMix outputs (V4.1) are also checked for the mHC invariants (doubly
 stochastic comb, spectral norm, gate ranges), so a broken backend shows up as a
 broken invariant too. The report names the model's family (V4 or V4.1). A
