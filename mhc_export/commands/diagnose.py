@@ -51,9 +51,9 @@ def _check(args: argparse.Namespace) -> None:
     check_memory(sweep_bytes(args.streams, max(args.widths)),
                  f"the sweep at d={max(args.widths)}, n={args.streams}", "lower --widths")
     if args.plot is not None:
-        from ..diagnostics.plot import _pyplot
+        from ..diagnostics.plot import load_pyplot
 
-        _pyplot()  # fail on a missing matplotlib now, not after the sweep
+        load_pyplot()  # fail on a missing matplotlib now, not after the sweep
 
 
 def sweep_bytes(streams: int, width: int) -> int:

@@ -124,7 +124,7 @@ class Profile:
                     )
 
 
-def _role(dim: int | str | None, axis: int, dynamic_axes: list[int]) -> str:
+def dim_role(dim: int | str | None, axis: int, dynamic_axes: list[int]) -> str:
     """'batch', 'seq' or 'tokens' for a dynamic dim.
 
     Named dims decide by name (the full model exports [batch, seq], the single
@@ -195,7 +195,7 @@ def compute_profiles(
                 elif isinstance(d, str) and d in fixed:
                     r = (fixed[d],) * 3
                 else:
-                    r = table[_role(d, axis, dyn)]
+                    r = table[dim_role(d, axis, dyn)]
                 lo.append(r[0])
                 opt.append(r[1])
                 hi.append(r[2])

@@ -23,7 +23,7 @@ from ..core.spec import OPS
 from ..export.single_op import single_op_from_onnx
 from ..validation import ort_runner
 from ..validation.report import Report, tolerance_for
-from .builder import OnnxInput, _role, onnx_inputs
+from .builder import OnnxInput, dim_role, onnx_inputs
 from .runtime import EngineLoadError, TrtEngine, read_sidecar
 from .trt_module import load_tensorrt
 
@@ -41,7 +41,7 @@ def concrete_shape(inp: OnnxInput, tokens: int, batch: int | None = None,
     """The shape of ``inp`` for one run: T = tokens; [batch, seq] = given, else 1 x tokens."""
     dyn = inp.dynamic_axes
     sizes = {"batch": batch or 1, "seq": seq or tokens, "tokens": tokens}
-    return tuple(d if isinstance(d, int) else sizes[_role(d, axis, dyn)]
+    return tuple(d if isinstance(d, int) else sizes[dim_role(d, axis, dyn)]
                  for axis, d in enumerate(inp.dims))
 
 
