@@ -19,8 +19,8 @@ from ..core.errors import EXIT_OK, EXIT_VALIDATION_FAILED
 from ..core.metadata import model_metadata
 from ..core.preflight import (
     STREAMS_HELP,
+    check_export_outputs,
     check_memory,
-    check_outputs,
     check_streams,
     default_output,
 )
@@ -216,21 +216,6 @@ def run(args: argparse.Namespace) -> int:
         print(summarize(build_from_args(out, args, plan)))
         _done(t0)
     return status
-
-
-def check_export_outputs(args: argparse.Namespace, out: Path) -> None:
-    """Every file an export will write, checked before any work (own model, op, HF)."""
-    plan = out.with_suffix(".plan") if args.build_engine else None
-    check_outputs({
-        "--out": out,
-        "--out weights (<out>.data)": (None if args.external_data == "never"
-                                       else out.with_name(out.name + ".data")),
-        "--report" if args.report else "report (<out>.report.json)":
-            None if args.no_validate else args.report or out.with_suffix(".report.json"),
-        "--save-checkpoint": getattr(args, "save_checkpoint", None),
-        "--build-engine plan": plan,
-        "--build-engine sidecar": plan.with_name(plan.name + ".json") if plan else None,
-    })
 
 
 def _export_op(args: argparse.Namespace, dtype):
