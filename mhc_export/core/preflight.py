@@ -16,12 +16,13 @@ from pathlib import Path
 import onnx
 from google.protobuf.message import DecodeError
 
+from .build_layout import REPO_ROOT
 from .spec import MAX_STREAMS
 
 STREAMS_HELP = f"1..{MAX_STREAMS}"
 # The one rule for default output names of every export (own model, single op, HF):
 # the checkout's engines/ folder (beside mhc_export/), whatever the current directory.
-OUTPUT_DIR = Path(__file__).resolve().parents[1] / "engines"
+OUTPUT_DIR = REPO_ROOT / "engines"
 
 
 def default_output(name: str) -> Path:
