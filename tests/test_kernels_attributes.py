@@ -102,8 +102,8 @@ class _FakeLib:
 def fake_lib(monkeypatch):
     lib = _FakeLib()
     monkeypatch.setattr(_ops, "load", lambda: lib)
-    monkeypatch.setattr(_ops, "_require_cuda", lambda **tensors: None)
-    monkeypatch.setattr(_ops, "_stream", lambda device: ctypes.c_void_p(0))
+    monkeypatch.setattr(_ops, "require_cuda", lambda **tensors: None)
+    monkeypatch.setattr(_ops, "stream", lambda device: ctypes.c_void_p(0))
     monkeypatch.setattr(_ops.torch.cuda, "device", lambda device: contextlib.nullcontext())
     return lib
 
