@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_kernels import _nsets, copy_bandwidth, time_calls
 
 from mhc_export import kernels
-from mhc_export.spec import num_mixes
+from mhc_export.core.spec import num_mixes
 
 
 def boundary_sets(t: int, n: int, d: int, dtype: torch.dtype, g: torch.Generator):

@@ -29,7 +29,7 @@ import torch
 
 from mhc_export.adapters.hf_deepseek_v4 import adapted
 from mhc_export.adapters.hf_testing import make_config, random_model
-from mhc_export.ops import kernel_backend
+from mhc_export.reference.ops import kernel_backend
 
 WIDTHS = {
     4096: dict(hidden_size=4096, num_attention_heads=64, head_dim=512, q_lora_rank=1024,

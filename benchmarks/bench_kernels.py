@@ -2,7 +2,7 @@
 
 One run measures, on the same GPU: the device-to-device copy bandwidth (bytes
 read + written), then for each op and size the median time per call of the
-CUDA kernels, the eager reference (mhc_export.reference) and torch.compile of
+CUDA kernels, the eager reference (mhc_export.reference.eager) and torch.compile of
 the reference, all as CUDA graph replays over input sets rotated so that the
 working set exceeds L2. The floor is the minimum bytes (each input read once,
 each output written once) over the measured copy bandwidth. With FlashInfer's
@@ -37,8 +37,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from peers import flashinfer_mhc, torch_twopass
 
-from mhc_export import kernels, reference
-from mhc_export.spec import num_mixes
+from mhc_export import kernels
+from mhc_export.core.spec import num_mixes
+from mhc_export.reference import eager as reference
 
 ROTATE_BYTES = 256 << 20  # 5x the H100's 50 MB L2
 MAX_SETS = 64

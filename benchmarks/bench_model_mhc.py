@@ -28,9 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_boundary import fused_floor_bytes
 from bench_kernels import _nsets, copy_bandwidth, floor_bytes, time_calls
 
-from mhc_export import kernels, reference
-from mhc_export.model import get_config
-from mhc_export.spec import num_mixes
+from mhc_export import kernels
+from mhc_export.core.spec import num_mixes
+from mhc_export.reference import eager as reference
+from mhc_export.reference.model import get_config
 
 
 def mhc_calls(sublayers: int, fused: bool) -> list[str]:
@@ -91,7 +92,7 @@ def run_fused(s: dict) -> torch.Tensor:
 
 
 def run_reference(s: dict) -> torch.Tensor:
-    """The plain sequence through mhc_export.reference in float32, the residual
+    """The plain sequence through mhc_export.reference.eager in float32, the residual
     rounded to the kernels' dtype wherever the kernels store it."""
     dt = s["x0"].dtype
     x = s["x0"].float()

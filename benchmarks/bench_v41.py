@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_kernels import _nsets, copy_bandwidth, time_calls
 
 from mhc_export import kernels
-from mhc_export.spec import num_mixes
+from mhc_export.core.spec import num_mixes
 
 T_LIST = (1, 8, 64, 512, 4096, 16384)
 D_LIST = (5120, 7168)

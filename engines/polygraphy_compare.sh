@@ -10,7 +10,7 @@
 # both backends the same random inputs at TOKENS tokens (default 8) and
 # compares every output. Environment: MHC_PLUGIN_LIB (plugin library), ATOL,
 # RTOL (default 1e-3 / 1e-3: float32 models; use 2e-2 for bf16, matching
-# mhc_export.report's tolerances), DECODE_MAX_TOKENS (16), PREFILL_MAX_TOKENS (4096).
+# mhc_export.validation.report's tolerances), DECODE_MAX_TOKENS (16), PREFILL_MAX_TOKENS (4096).
 # Needs polygraphy (pip install polygraphy) and, for --trt, full TensorRT.
 #
 # Plugins: polygraphy's --plugins only dlopens the library (ctypes.CDLL in its

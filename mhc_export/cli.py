@@ -13,7 +13,7 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from .errors import EXIT_INTERRUPTED, EXIT_USAGE, MhcError
+from .core.errors import EXIT_INTERRUPTED, EXIT_USAGE, MhcError
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "export": ("mhc_export.commands.export",

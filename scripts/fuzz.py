@@ -8,7 +8,7 @@ and non-multiples of 8; multiples of 8 on the GPU, which the kernels need),
 the residual dtype and every attribute across its valid range (iters 1 and
 100, eps 0, post_mult from 0.1 to 10, logits up to |1e4|), then runs:
 
-  eager     mhc_export.reference (the eager PyTorch ops)
+  eager     mhc_export.reference.eager (the eager PyTorch ops)
   ops       torch.ops.mhc.* (the custom ops the exporter traces)
   ort       the single-op ONNX model in ONNX Runtime (CPU)
   onnxref   the same model in onnx.reference.ReferenceEvaluator
@@ -42,10 +42,11 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from f64_reference import head_f64, post_f64, pre_f64, sinkhorn_f64  # noqa: E402
 
-from mhc_export import ops, reference  # noqa: E402
-from mhc_export.report import tolerance_for  # noqa: E402
-from mhc_export.single_op import SingleOp, build_single_op_model  # noqa: E402
-from mhc_export.spec import MAX_STREAMS, OPS, num_mixes  # noqa: E402
+from mhc_export.core.spec import MAX_STREAMS, OPS, num_mixes  # noqa: E402
+from mhc_export.export.single_op import SingleOp, build_single_op_model  # noqa: E402
+from mhc_export.reference import eager as reference  # noqa: E402
+from mhc_export.reference import ops  # noqa: E402
+from mhc_export.validation.report import tolerance_for  # noqa: E402
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -159,7 +160,7 @@ def _np(t: torch.Tensor) -> np.ndarray:
 
 
 def run_ort(c, x, model):
-    from mhc_export import ort_runner
+    from mhc_export.validation import ort_runner
 
     sess = ort_runner.session(model.SerializeToString(), "CPUExecutionProvider")
     return ort_runner.run(sess, x)
@@ -229,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--count and --harness-every must be >= 1")
     harness = None
     if args.gpu:
-        from mhc_export import build_layout, kernels
+        from mhc_export import kernels
+        from mhc_export.core import build_layout
 
         if not torch.cuda.is_available() or not kernels.available():
             print(f"fuzz: --gpu needs a CUDA GPU and the kernel library "

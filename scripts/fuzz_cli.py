@@ -39,8 +39,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mhc_export import preflight  # noqa: E402
 from mhc_export.cli import main as cli_main  # noqa: E402
+from mhc_export.core import preflight  # noqa: E402
 
 BAD_SIZES = ["0", "-1", "9", "100", "abc", "1.5", ""]
 HUGE = ["1000000000", "100000000", "4294967296"]
@@ -100,8 +100,8 @@ class Fuzzer:
                          "--save-checkpoint", str(f["ckpt"])]) == 0
         f["op"] = self.tmp / "pre.onnx"
         assert cli_main(["export", *OPS[0], "--no-validate", "--out", str(f["op"])]) == 0
-        from mhc_export.checkpoint import save_checkpoint
-        from mhc_export.model import build_model
+        from mhc_export.reference.checkpoint import save_checkpoint
+        from mhc_export.reference.model import build_model
 
         f["small_ckpt"] = self.tmp / "small.safetensors"
         save_checkpoint(build_model("small", seed=1), f["small_ckpt"])

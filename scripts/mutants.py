@@ -5,9 +5,10 @@
     python scripts/mutants.py --only R1 O2    # some of them
     python scripts/mutants.py --json out.json # also write the results
 
-Each mutant is one plausible one-line bug in mhc_export/reference.py,
-mhc_export/onnx_functions.py, mhc_export/invariants.py, the V4.1 model and fusion pass
-(mhc_export/model.py, fuse.py) or the kernels' Python binding
+Each mutant is one plausible one-line bug in mhc_export/reference/eager.py,
+mhc_export/core/checks.py, mhc_export/export/onnx_functions.py,
+mhc_export/validation/invariants.py, the V4.1 model and fusion pass
+(mhc_export/reference/model.py, export/fuse.py) or the kernels' Python binding
 (mhc_export/kernels/_ops.py, _lib.py). The runner copies the tree into
 a scratch folder once, applies one mutant there at a time (the working tree is
 never touched), and runs that mutant's targeted test subset with pytest
@@ -34,17 +35,19 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-REF = "mhc_export/reference.py"
-ONNX = "mhc_export/onnx_functions.py"
-INV = "mhc_export/invariants.py"
+REF = "mhc_export/reference/eager.py"
+CHECKS = "mhc_export/core/checks.py"
+ONNX = "mhc_export/export/onnx_functions.py"
+INV = "mhc_export/validation/invariants.py"
 OPS = "mhc_export/kernels/_ops.py"
 LIB = "mhc_export/kernels/_lib.py"
 
-MODEL = "mhc_export/model.py"
-FUSE = "mhc_export/fuse.py"
+MODEL = "mhc_export/reference/model.py"
+FUSE = "mhc_export/export/fuse.py"
 
 SUBSETS = {
     REF: ["tests/test_reference.py", "tests/test_model_and_ops.py", "tests/test_v41_ops.py"],
+    CHECKS: ["tests/test_reference.py", "tests/test_model_and_ops.py"],
     ONNX: ["tests/test_function_bodies.py",
            "tests/test_v41_onnx.py::test_fixture_in_ort_reference_evaluator_and_tensorrt_rule"],
     INV: ["tests/test_invariants.py", "tests/test_v41_ops.py::test_pre_mix_invariant_bounds"],
@@ -94,7 +97,7 @@ MUTANTS = [
     Mutant("R11", REF, "sinkhorn(logits, sinkhorn_iters, sinkhorn_eps, init=sinkhorn_init)",
            "sinkhorn(logits, sinkhorn_iters, pre_eps, init=sinkhorn_init)",
            "MhcPre's Sinkhorn gets pre_eps instead of sinkhorn_eps"),
-    Mutant("R12", REF, "if not math.isfinite(value) or value <= 0:",
+    Mutant("R12", CHECKS, "if not math.isfinite(value) or value <= 0:",
            "if not math.isfinite(value) or value < 0:", "post_mult = 0 accepted"),
     # --- the ONNX function bodies ----------------------------------------------------
     Mutant("O1", ONNX, "pre_mix = op.Sigmoid(pre_logit) + op.Constant(value_float=pre_eps)",
@@ -164,8 +167,8 @@ MUTANTS = [
     Mutant("K2", OPS, "HeadParams(rms_eps, eps)", "HeadParams(eps, rms_eps)",
            "head rms_eps and eps swapped"),
     Mutant("K3", OPS, "t, n, iters, eps,", "t, n, iters, 1e-6,", "Sinkhorn eps not passed"),
-    Mutant("K4", OPS, "_ptr(post_mix), _ptr(comb_mix), _ptr(res)",
-           "_ptr(comb_mix), _ptr(post_mix), _ptr(res)", "MhcPost gates swapped"),
+    Mutant("K4", OPS, "ptr(post_mix), ptr(comb_mix), ptr(res)",
+           "ptr(comb_mix), ptr(post_mix), ptr(res)", "MhcPost gates swapped"),
     Mutant("K5", OPS, "    check_attributes(rms_eps=rms_eps, eps=eps)\n", "",
            "MhcHead attributes not checked before the C call"),
     Mutant("K6", LIB, '("sinkhorn_eps", ctypes.c_float),\n        ("post_mult", ctypes.c_float),',

@@ -20,7 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mhc_export import kernels
-from mhc_export.spec import num_mixes
+from mhc_export.core.spec import num_mixes
 
 
 def main() -> int:

@@ -34,7 +34,7 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-from mhc_export.spec import PLUGIN_OPS  # noqa: E402  (PYTHONPATH: rtx_check.sh sets it)
+from mhc_export.core.spec import PLUGIN_OPS  # noqa: E402  (PYTHONPATH: rtx_check.sh sets it)
 
 OPS = tuple(op.op_type for op in PLUGIN_OPS.values())  # V4 and V4.1 creators
 INTERESTING = re.compile(

@@ -1,6 +1,6 @@
 """Where the tests find the native builds, and what a missing one means: one place.
 
-Paths come from mhc_export.build_layout (the build scripts' layout). Whether a
+Paths come from mhc_export.core.build_layout (the build scripts' layout). Whether a
 missing artifact or a missing CUDA device skips or fails is decided here:
 
 * ``MHC_REQUIRE_PLUGIN_BUILDS=1`` (scripts/test.sh, .ci/run, the GPU scripts,
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from mhc_export import build_layout as layout
+from mhc_export.core import build_layout as layout
 
 REQUIRE_BUILDS_ENV = "MHC_REQUIRE_PLUGIN_BUILDS"
 REQUIRE_GPU_ENV = "MHC_REQUIRE_GPU"

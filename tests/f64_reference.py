@@ -1,7 +1,7 @@
 """An independent float64 implementation of shared/spec/mhc_ops.md for the tests.
 
 Written from the spec's formulas with numpy-style loops over the small
-dimensions, sharing no code with mhc_export.reference, so a bug in one does not
+dimensions, sharing no code with mhc_export.reference.eager, so a bug in one does not
 hide in the other.
 """
 

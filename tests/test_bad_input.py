@@ -16,10 +16,10 @@ from pathlib import Path
 import onnx
 import pytest
 
-from mhc_export import preflight, spec
 from mhc_export.cli import main
-from mhc_export.onnx_check import mhc_node_problems
-from mhc_export.single_op import SingleOp, export_single_op
+from mhc_export.core import preflight, spec
+from mhc_export.export.single_op import SingleOp, export_single_op
+from mhc_export.validation.onnx_check import mhc_node_problems
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -156,8 +156,8 @@ def test_default_names_carry_dtype_and_mode(tmp_path, monkeypatch):
 # 9. a checkpoint of another config is bad input, not a validation failure
 def test_validate_with_checkpoint_of_other_config(tmp_path, capsys, tiny):
     small_ckpt = tmp_path / "small.safetensors"
-    from mhc_export.checkpoint import save_checkpoint
-    from mhc_export.model import build_model
+    from mhc_export.reference.checkpoint import save_checkpoint
+    from mhc_export.reference.model import build_model
 
     save_checkpoint(build_model("small", seed=1), small_ckpt)
     _fails(["validate", "--onnx", str(tiny[0]), "--checkpoint", str(small_ckpt)], capsys,

@@ -19,8 +19,8 @@ import onnx
 import pytest
 import torch
 
-from mhc_export import preflight
 from mhc_export.cli import main
+from mhc_export.core import preflight
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -311,7 +311,7 @@ def test_memory_estimates_bound_a_measured_peak():
     """The estimates are upper bounds of what a run takes (measured: 5.5x hc_fn for the
     sweep) and grow with the size asked for."""
     from mhc_export.commands.diagnose import sweep_bytes
-    from mhc_export.single_op import SingleOp
+    from mhc_export.export.single_op import SingleOp
 
     assert sweep_bytes(4, 1 << 20) >= 5.5 * 24 * 4 * (1 << 20) * 4
     spec = SingleOp.create("pre", 4, 1024, torch.float32)
@@ -341,7 +341,7 @@ def test_opset_outside_range_refused(tmp_path, capsys, opset, what):
 
 @pytest.mark.parametrize("opset", [18, 25])
 def test_opset_is_honoured(tmp_path, capsys, opset):
-    from mhc_export import ort_runner
+    from mhc_export.validation import ort_runner
 
     out = tmp_path / "m.onnx"
     assert main(["export", "--config", "tiny", "--opset", str(opset), "--out", str(out),
@@ -355,7 +355,7 @@ def test_opset_is_honoured(tmp_path, capsys, opset):
 def test_opset_range_is_the_converters():
     from onnxscript.version_converter import _version_converter as vc
 
-    from mhc_export.spec import OPSETS
+    from mhc_export.core.spec import OPSETS
 
     assert range(vc.SUPPORTED_MIN_ONNX_OPSET, vc.SUPPORTED_MAX_ONNX_OPSET + 1) == OPSETS
 
@@ -390,8 +390,8 @@ def test_diagnose_one_width_writes_strict_json(tmp_path, capsys):
 
 # 15. --build-engine without TensorRT: said first (exit 3), nothing exported
 def test_build_engine_checks_tensorrt_first(tmp_path, capsys, monkeypatch):
+    from mhc_export.core.errors import TensorRTNotAvailable
     from mhc_export.engine import trt_module
-    from mhc_export.errors import TensorRTNotAvailable
 
     try:
         trt_module.load_tensorrt()

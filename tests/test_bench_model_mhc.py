@@ -17,9 +17,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 from bench_model_mhc import mhc_calls, run_reference, sequence_floor_bytes
 
-from mhc_export import ops, reference
-from mhc_export.model import MhcModel, get_config
-from mhc_export.spec import num_mixes
+from mhc_export.core.spec import num_mixes
+from mhc_export.reference import eager as reference
+from mhc_export.reference import ops
+from mhc_export.reference.model import MhcModel, get_config
 
 
 @pytest.mark.parametrize("layers", [1, 2, 5])

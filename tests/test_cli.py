@@ -70,7 +70,7 @@ def test_single_op_export_and_validate(tmp_path, op, capsys):
 
 
 def test_default_single_op_path(tmp_path, monkeypatch):
-    from mhc_export import preflight
+    from mhc_export.core import preflight
 
     monkeypatch.setattr(preflight, "OUTPUT_DIR", tmp_path)
     assert main(["export", "--op", "post", "--hidden", "16", "--no-validate"]) == 0

@@ -2,10 +2,10 @@
 
 - Attribute defaults: every public signature of the package (functions, methods,
   dataclass fields, the ONNX local functions), the C++ plugin field tables and the
-  plugin READMEs agree with ``mhc_export/spec.py``.
-- Element types: ``mhc_export/dtypes.py`` agrees with onnx, ONNX Runtime, numpy,
+  plugin READMEs agree with ``mhc_export/core/spec.py``.
+- Element types: ``mhc_export/core/dtypes.py`` agrees with onnx, ONNX Runtime, numpy,
   the TensorRT headers and the kernels' C header.
-- ONNX metadata: written and read by ``mhc_export/metadata.py`` only.
+- ONNX metadata: written and read by ``mhc_export/core/metadata.py`` only.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import torch
 from onnxscript.values import OnnxFunction
 
 import mhc_export
-from mhc_export import dtypes, metadata, spec
+from mhc_export.core import dtypes, metadata, spec
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "mhc_export"
@@ -41,7 +41,7 @@ BY_NAME = {
 }
 # Not spec attributes although they share a name: constants of other code bases.
 EXEMPT = {
-    ("mhc_export.weights", "from_seed000", "eps"):
+    ("mhc_export.reference.weights", "from_seed000", "eps"):
         "seed 000's own eps (its rms and Sinkhorn eps), mapped onto the spec's by the function",
 }
 
@@ -102,7 +102,7 @@ def test_every_public_signature_takes_its_defaults_from_spec():
             continue
         checked += sum(expected_default(name, p) is not None for p in params)
         bad += mismatches(module, name, obj)
-    assert not bad, "defaults that differ from mhc_export/spec.py:\n" + "\n".join(bad)
+    assert not bad, "defaults that differ from mhc_export/core/spec.py:\n" + "\n".join(bad)
     assert checked >= 60, f"only {checked} attribute parameters found: is the walk broken?"
 
 
@@ -136,7 +136,8 @@ def literal_attribute_defaults(path: Path) -> list[str]:
 def test_no_signature_types_a_default_as_a_number():
     found = [f for path in sorted(PACKAGE.rglob("*.py")) if path.name != "spec.py"
              for f in literal_attribute_defaults(path)]
-    assert not found, "name the spec constant (mhc_export/spec.py) instead:\n" + "\n".join(found)
+    assert not found, ("name the spec constant (mhc_export/core/spec.py) instead:\n"
+                       + "\n".join(found))
 
 
 def test_the_check_catches_a_wrong_default():
@@ -150,7 +151,7 @@ def test_the_check_catches_a_wrong_default():
 
 
 def test_local_functions_ship_the_spec_defaults():
-    from mhc_export.onnx_functions import function_protos
+    from mhc_export.export.onnx_functions import function_protos
 
     protos = {f.name: f for f in function_protos(
         {c.op_type for c in spec.ALL_OPS.values()}, spec.DEFAULT_OPSET)}
@@ -175,7 +176,7 @@ def _contract_of(plugin_dir: Path) -> spec.OpContract:
     """The op a plugin folder implements (mhcPostPrePlugin -> MhcPostPre)."""
     op_type = "M" + plugin_dir.name[1:].removesuffix("Plugin")
     by_type = {c.op_type: c for c in spec.ALL_OPS.values()}
-    assert op_type in by_type, f"{plugin_dir.name}: no op {op_type} in mhc_export/spec.py"
+    assert op_type in by_type, f"{plugin_dir.name}: no op {op_type} in mhc_export/core/spec.py"
     return by_type[op_type]
 
 
@@ -316,8 +317,8 @@ def test_metadata_keys_are_spelled_in_one_module():
     for path in PACKAGE.rglob("*.py"):
         where = path.relative_to(ROOT).as_posix()
         # checkpoint.py keys a safetensors file's metadata, not an ONNX model's.
-        if where in ("mhc_export/metadata.py", "mhc_export/checkpoint.py"):
+        if where in ("mhc_export/core/metadata.py", "mhc_export/reference/checkpoint.py"):
             continue
         for s in set(_string_constants(path)) & keys:
             spelled.setdefault(s, []).append(where)
-    assert not spelled, f"metadata keys spelled outside mhc_export/metadata.py: {spelled}"
+    assert not spelled, f"metadata keys spelled outside mhc_export/core/metadata.py: {spelled}"

@@ -28,7 +28,7 @@ from mhc_export.diagnostics import (
     sinkhorn_error,
     spectral_stats,
 )
-from mhc_export.reference import pre_mixes, sinkhorn
+from mhc_export.reference.eager import pre_mixes, sinkhorn
 
 
 def _gen(seed: int) -> torch.Generator:

@@ -14,10 +14,10 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
+from mhc_export.core.errors import EXIT_NO_TENSORRT, TensorRTNotAvailable
 from mhc_export.engine import builder as B
 from mhc_export.engine import runtime as R
 from mhc_export.engine.trt_module import TensorRT, load_tensorrt
-from mhc_export.errors import EXIT_NO_TENSORRT, TensorRTNotAvailable
 
 # ---------------------------------------------------------------------------
 # fixtures

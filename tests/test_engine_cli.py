@@ -13,11 +13,11 @@ from test_engine_builder import rtx_targets, tiny_onnx
 
 from mhc_export import cli
 from mhc_export.commands import build as build_cmd
+from mhc_export.core.errors import EXIT_NO_TENSORRT, EXIT_USAGE, TensorRTNotAvailable
 from mhc_export.engine import builder as B
 from mhc_export.engine import runtime as R
 from mhc_export.engine import validate as V
 from mhc_export.engine.trt_module import load_tensorrt
-from mhc_export.errors import EXIT_NO_TENSORRT, EXIT_USAGE, TensorRTNotAvailable
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from mhc_export.core.errors import TensorRTNotAvailable
 from mhc_export.engine import runtime as R
 from mhc_export.engine.runtime import (
     DimRange,
@@ -26,7 +27,6 @@ from mhc_export.engine.runtime import (
     select_profile,
 )
 from mhc_export.engine.trt_module import TensorRT, load_tensorrt
-from mhc_export.errors import TensorRTNotAvailable
 
 # Two profiles like the builder makes for MhcPre: decode T in [1, 16], prefill T in [1, 4096];
 # hc_fn is static.

@@ -17,12 +17,12 @@ from f64_reference import ODD_ATTRS, head_f64, post_f64, pre_f64, rel_err, sinkh
 from onnx.reference import ReferenceEvaluator
 from trt_attr_inline import inline_like_tensorrt
 
-from mhc_export import ort_runner
-from mhc_export.model import build_model, get_config, random_tokens
-from mhc_export.model_export import export_model
-from mhc_export.onnx_functions import FUNCTIONS
-from mhc_export.single_op import SingleOp, export_single_op
-from mhc_export.spec import OPS
+from mhc_export.core.spec import OPS
+from mhc_export.export.model_export import export_model
+from mhc_export.export.onnx_functions import FUNCTIONS
+from mhc_export.export.single_op import SingleOp, export_single_op
+from mhc_export.reference.model import build_model, get_config, random_tokens
+from mhc_export.validation import ort_runner
 
 ATTRS = ODD_ATTRS  # far from the defaults and from each other
 
@@ -133,7 +133,7 @@ def test_tiny_model_under_tensorrt_rules_and_reference_evaluator(tiny_odd_attrs)
 def test_validation_uses_the_nodes_attributes(fixtures, tiny_odd_attrs):
     """The Sinkhorn invariant must be judged with the iters/eps the node ran with (with the
     defaults, eps=1e-2 output fails a bound meant for eps=1e-6)."""
-    from mhc_export.validate import validate_model, validate_single_op
+    from mhc_export.validation.ort_compare import validate_model, validate_single_op
 
     spec, path = fixtures["pre"]
     report = validate_single_op(path, spec, tokens=33)

@@ -14,13 +14,15 @@ from f64_reference import head_f64, post_f64, pre_f64, rel_err
 from onnx.reference import ReferenceEvaluator
 from trt_attr_inline import inline_like_tensorrt
 
-from mhc_export import ops, ort_runner, reference
-from mhc_export.fuse import fuse_boundaries
-from mhc_export.model import build_model, get_config, random_tokens
-from mhc_export.model_export import export_model
-from mhc_export.report import tolerance_for
-from mhc_export.single_op import SingleOp, export_single_op
-from mhc_export.spec import num_mixes
+from mhc_export.core.spec import num_mixes
+from mhc_export.export.fuse import fuse_boundaries
+from mhc_export.export.model_export import export_model
+from mhc_export.export.single_op import SingleOp, export_single_op
+from mhc_export.reference import eager as reference
+from mhc_export.reference import ops
+from mhc_export.reference.model import build_model, get_config, random_tokens
+from mhc_export.validation import ort_runner
+from mhc_export.validation.report import tolerance_for
 
 PRE_ATTRS = {"rms_eps": 0.1, "pre_eps": 0.05, "sinkhorn_eps": 1e-2, "post_mult": 1.3,
              "sinkhorn_iters": 7}
@@ -114,14 +116,14 @@ def test_single_op_fixtures_in_ort_and_reference_evaluator(fixtures, op):
 
 
 def spec_outputs(op):
-    from mhc_export.spec import ALL_OPS
+    from mhc_export.core.spec import ALL_OPS
 
     return ALL_OPS[op].outputs
 
 
 @pytest.mark.parametrize("op", ["post_pre", "post_head"])
 def test_single_op_validation_passes(fixtures, op):
-    from mhc_export.validate import validate_single_op
+    from mhc_export.validation.ort_compare import validate_single_op
 
     spec, path = fixtures[op, "bfloat16"]
     report = validate_single_op(path, spec, tokens=11)
@@ -166,7 +168,7 @@ def test_fused_and_plain_models_agree(tiny_pair):
 
 
 def test_fused_model_validates_with_invariants_on_fused_nodes(tiny_pair):
-    from mhc_export.validate import validate_model
+    from mhc_export.validation.ort_compare import validate_model
 
     model, fused, _ = tiny_pair
     report = validate_model(fused, model, batch=1, seq=5)

@@ -14,7 +14,7 @@ from pathlib import Path
 import onnx
 import pytest
 
-from mhc_export.single_op import SingleOp, build_single_op_model, export_single_op
+from mhc_export.export.single_op import SingleOp, build_single_op_model, export_single_op
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -20,10 +20,10 @@ import torch
 pytest.importorskip("transformers.models.deepseek_v4",
                     reason="transformers >= 5.23 (pip install -e '.[hf]') is not installed")
 
-from mhc_export import ort_runner
 from mhc_export.adapters.hf_deepseek_v4 import MARK, adapt, adapted
 from mhc_export.adapters.hf_testing import make_config, random_model, save_random_checkpoint
 from mhc_export.cli import main
+from mhc_export.validation import ort_runner
 
 SLIDING, CSA, HCA = ("sliding_attention", "compressed_sparse_attention",
                      "heavily_compressed_attention")

@@ -17,7 +17,6 @@ import pytest
 import torch
 from v4_checkpoints import flash_config, write_checkpoint
 
-from mhc_export import ort_runner
 from mhc_export.adapters import hf_memory
 from mhc_export.adapters.hf_checkpoint import CheckpointError, inspect_checkpoint
 from mhc_export.adapters.hf_export import LayerSlice
@@ -25,6 +24,7 @@ from mhc_export.adapters.hf_loader import build, plan
 from mhc_export.adapters.hf_reference import FULL_REFERENCE, reference_run, weights_error
 from mhc_export.adapters.hf_truth import IndependentReader, e2m1_pairs, e4m3, ue8m0
 from mhc_export.cli import main
+from mhc_export.validation import ort_runner
 
 F32_TOL = 1e-4
 BLOCK = (16, 16)  # ragged against the tiny shapes (24, 32+32, ...): edge blocks are partial

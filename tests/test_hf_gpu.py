@@ -2,7 +2,7 @@
 
 Skips with the reason where transformers, a CUDA GPU or the kernel library is
 missing. The mhc ops reach our kernels through their torch.library CUDA
-registration (mhc_export/ops.py), in eager mode, under CUDA graphs and under
+registration (mhc_export/reference/ops.py), in eager mode, under CUDA graphs and under
 torch.compile.
 """
 
@@ -17,7 +17,7 @@ pytest.importorskip("transformers.models.deepseek_v4",
 from mhc_export import kernels
 from mhc_export.adapters.hf_deepseek_v4 import adapted
 from mhc_export.adapters.hf_testing import make_config, random_model
-from mhc_export.ops import kernel_backend
+from mhc_export.reference.ops import kernel_backend
 
 pytestmark = pytest.mark.gpu
 

@@ -21,11 +21,11 @@ import torch.nn.functional as F
 from f64_reference import rel_err
 from torch import nn
 
-from mhc_export import ort_runner
 from mhc_export.adapters import hf_deepseek_v41 as v41
 from mhc_export.cli import main
-from mhc_export.model import Attention, RMSNorm, SwiGLU, build_model, get_config
-from mhc_export.model_export import export_model
+from mhc_export.export.model_export import export_model
+from mhc_export.reference.model import Attention, RMSNorm, SwiGLU, build_model, get_config
+from mhc_export.validation import ort_runner
 
 CONFIG = SimpleNamespace(text_config=SimpleNamespace(
     hc_mult=4, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, vocab_size=96,
@@ -185,7 +185,7 @@ def test_our_graph_computes_what_the_v41_tree_computes(tmp_path):
 
 def _own_pre_forward(model, ids):
     """Our model's ops with V4's wiring, through the reference functions."""
-    from mhc_export import reference
+    from mhc_export.reference import eager as reference
 
     cfg = model.cfg
     a = {k: getattr(cfg, k) for k in ("rms_eps", "pre_eps", "sinkhorn_eps", "post_mult",

@@ -6,9 +6,13 @@ import pytest
 import torch
 
 from mhc_export.diagnostics import random_mhc_weights, sinkhorn_error
-from mhc_export.invariants import add_output_invariants, recover_pre, sinkhorn_error_bound
-from mhc_export.reference import mhc_pre, pre_mixes, sinkhorn
-from mhc_export.report import Report
+from mhc_export.reference.eager import mhc_pre, pre_mixes, sinkhorn
+from mhc_export.validation.invariants import (
+    add_output_invariants,
+    recover_pre,
+    sinkhorn_error_bound,
+)
+from mhc_export.validation.report import Report
 
 
 def _gen(seed: int) -> torch.Generator:

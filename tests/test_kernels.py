@@ -12,7 +12,7 @@ import torch
 from f64_reference import head_f64, post_f64, pre_f64, rel_err, sinkhorn_f64
 
 from mhc_export import kernels
-from mhc_export.spec import num_mixes
+from mhc_export.core.spec import num_mixes
 
 # tests/builds.py decides: skip with the reason on CI, fail under MHC_REQUIRE_* switches.
 pytestmark = [pytest.mark.gpu, pytest.mark.needs_build("kernels")]
@@ -169,14 +169,14 @@ def test_pre_garbage_workspace(monkeypatch):
     # with 0xFF bytes (NaN floats, 0xFFFFFFFF counters) before every call.
     from mhc_export.kernels import _ops
 
-    real = _ops._workspace
+    real = _ops.new_workspace
 
     def poisoned(nbytes, device):
         ws = real(nbytes, device)
         ws.fill_(0xFF)
         return ws
 
-    monkeypatch.setattr(_ops, "_workspace", poisoned)
+    monkeypatch.setattr(_ops, "new_workspace", poisoned)
     for t in (1, 3, 64, 200):
         for dtype in ALL_DTYPES:
             residual, w, first = check_pre(t, 4, 7168, dtype, seed=900 + t)
@@ -619,7 +619,7 @@ def test_prefill_garbage_workspace(monkeypatch):
     # 0xFF bytes: the same results as on a fresh one.
     from mhc_export.kernels import _ops
 
-    real = _ops._workspace
+    real = _ops.new_workspace
     for t, d in ((2100, 7168), (1000, 4096)):
         residual, w, first = check_pre(t, 4, d, torch.bfloat16, seed=950 + t)
         g = _gen(960 + t)
@@ -627,11 +627,11 @@ def test_prefill_garbage_workspace(monkeypatch):
         y = kernels.head(residual, *hw)
         v = _boundary_inputs(t, 4, d, torch.bfloat16, False, g)
         pp = kernels.post_pre(*v)
-        monkeypatch.setattr(_ops, "_workspace",
+        monkeypatch.setattr(_ops, "new_workspace",
                             lambda nbytes, device: real(nbytes, device).fill_(0xFF))
         for a, b in zip(first, run_pre(residual, *w), strict=True):
             assert torch.equal(a, b), f"T={t}: pre differs with a poisoned workspace"
         assert torch.equal(y, kernels.head(residual, *hw)), f"T={t}: head differs"
         for a, b in zip(pp, kernels.post_pre(*v), strict=True):
             assert torch.equal(a, b), f"T={t}: post_pre differs"
-        monkeypatch.setattr(_ops, "_workspace", real)
+        monkeypatch.setattr(_ops, "new_workspace", real)

@@ -20,8 +20,8 @@ import pytest
 import torch
 from f64_reference import ODD_ATTRS, head_f64, pre_f64, rel_err, sinkhorn_f64
 
+from mhc_export.core.spec import num_mixes
 from mhc_export.kernels import _lib, _ops
-from mhc_export.spec import num_mixes
 
 ROOT = Path(__file__).resolve().parents[1]
 TOL_OUT = {torch.bfloat16: 1e-2, torch.float16: 2e-3, torch.float32: 2e-5}
@@ -102,8 +102,8 @@ class _FakeLib:
 def fake_lib(monkeypatch):
     lib = _FakeLib()
     monkeypatch.setattr(_ops, "load", lambda: lib)
-    monkeypatch.setattr(_ops, "_require_cuda", lambda **tensors: None)
-    monkeypatch.setattr(_ops, "_stream", lambda device: ctypes.c_void_p(0))
+    monkeypatch.setattr(_ops, "require_cuda", lambda **tensors: None)
+    monkeypatch.setattr(_ops, "stream", lambda device: ctypes.c_void_p(0))
     monkeypatch.setattr(_ops.torch.cuda, "device", lambda device: contextlib.nullcontext())
     return lib
 

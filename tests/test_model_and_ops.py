@@ -7,9 +7,10 @@ import torch
 from f64_reference import ODD_ATTRS, head_f64, post_f64, pre_f64, rel_err, sinkhorn_f64
 from test_reference import random_pre_inputs
 
-from mhc_export import ops, reference
-from mhc_export.checkpoint import load_checkpoint, read_config, save_checkpoint
-from mhc_export.model import CONFIGS, build_model, get_config, random_tokens
+from mhc_export.reference import eager as reference
+from mhc_export.reference import ops
+from mhc_export.reference.checkpoint import load_checkpoint, read_config, save_checkpoint
+from mhc_export.reference.model import CONFIGS, build_model, get_config, random_tokens
 
 
 def _op_samples():
@@ -57,7 +58,7 @@ ODD_CONFIG = {"rms_eps": 0.1, "pre_eps": 0.05, "sinkhorn_eps": 1e-2, "post_mult"
 
 def _forward_f64_mhc(model, tokens: torch.Tensor) -> torch.Tensor:
     """The model's forward with every mHC op from tests/f64_reference.py (sharing no
-    code with mhc_export.reference or mhc_export.ops); the attention/FFN modules are
+    code with mhc_export.reference.eager or mhc_export.reference.ops); the attention/FFN modules are
     the model's own. The residual stays float32 between sublayers, as in the model."""
     cfg = model.cfg
     a = dict(rms_eps=cfg.rms_eps, pre_eps=cfg.pre_eps, sinkhorn_eps=cfg.sinkhorn_eps,
@@ -95,7 +96,7 @@ def test_model_matches_a_float64_mhc_forward_with_odd_attributes(mode):
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 def test_fused_and_decomposed_agree_in_low_precision(dtype):
-    """Both modes route to mhc_export.reference (bit-equal by construction); what this adds
+    """Both modes route to mhc_export.reference.eager (bit-equal by construction); what this adds
     is that the modes wire the same weights and attributes into it in every dtype. The
     float32 test above checks each mode against float64 on its own."""
     cfg = get_config("tiny", **ODD_CONFIG)

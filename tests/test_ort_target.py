@@ -18,13 +18,14 @@ from onnx.reference import ReferenceEvaluator
 from onnx.reference.op_run import OpRun
 from test_v41_model import ODD_V41
 
-from mhc_export import ort_runner, reference
 from mhc_export.cli import main
-from mhc_export.model import build_model, get_config, random_tokens
-from mhc_export.model_export import export_model
-from mhc_export.ort_target import ORT_DOMAIN
-from mhc_export.spec import FIRST_ORT_RELEASE
-from mhc_export.validate import validate_model
+from mhc_export.core.spec import FIRST_ORT_RELEASE
+from mhc_export.export.model_export import export_model
+from mhc_export.export.ort_target import ORT_DOMAIN
+from mhc_export.reference import eager as reference
+from mhc_export.reference.model import build_model, get_config, random_tokens
+from mhc_export.validation import ort_runner
+from mhc_export.validation.ort_compare import validate_model
 
 ODD_V4 = {**ODD_V41, "head_eps": 0.05}
 _ONNX = {torch.float32: onnx.TensorProto.FLOAT, torch.float16: onnx.TensorProto.FLOAT16,

@@ -34,8 +34,8 @@ from f64_reference import (
     sinkhorn_f64,
 )
 
-from mhc_export import build_layout as layout
-from mhc_export import spec
+from mhc_export.core import build_layout as layout
+from mhc_export.core import spec
 
 HARNESS = layout.HARNESS
 BUILD, LIBRARY = find_harness()

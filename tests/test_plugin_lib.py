@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from builds import REQUIRE_BUILDS_ENV, missing
 
-from mhc_export import build_layout as layout
+from mhc_export.core import build_layout as layout
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = layout.build_root()

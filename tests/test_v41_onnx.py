@@ -24,12 +24,12 @@ from onnx.reference import ReferenceEvaluator
 from test_v41_model import ODD_V41
 from trt_attr_inline import inline_like_tensorrt
 
-from mhc_export import ort_runner
-from mhc_export.fuse import fuse_boundaries
-from mhc_export.model import build_model, get_config, random_tokens
-from mhc_export.model_export import export_model
-from mhc_export.single_op import SingleOp, export_single_op, single_op_from_onnx
-from mhc_export.spec import V41_OPS
+from mhc_export.core.spec import V41_OPS
+from mhc_export.export.fuse import fuse_boundaries
+from mhc_export.export.model_export import export_model
+from mhc_export.export.single_op import SingleOp, export_single_op, single_op_from_onnx
+from mhc_export.reference.model import build_model, get_config, random_tokens
+from mhc_export.validation import ort_runner
 
 F64 = {"mix": mix_f64, "collapse": collapse_f64, "post_mix": post_mix_f64,
        "post_collapse": post_collapse_f64}
@@ -93,7 +93,7 @@ def test_fixture_in_ort_reference_evaluator_and_tensorrt_rule(fixtures, op):
 
 @pytest.mark.parametrize("op", list(V41_OPS))
 def test_fixture_validation_names_the_family(fixtures, op):
-    from mhc_export.validate import validate_single_op
+    from mhc_export.validation.ort_compare import validate_single_op
 
     spec, path = fixtures[op, "bfloat16"]
     report = validate_single_op(path, spec, tokens=11)
@@ -175,7 +175,7 @@ def test_engram_boundaries_stay_plain(tmp_path, engram, extra):
 
 @pytest.mark.parametrize("which", ["fused", "plain"])
 def test_v41_model_validates_with_invariants(tiny_v41_pair, which):
-    from mhc_export.validate import validate_model
+    from mhc_export.validation.ort_compare import validate_model
 
     model, fused, plain = tiny_v41_pair
     report = validate_model(fused if which == "fused" else plain, model, batch=1, seq=5)
@@ -186,7 +186,7 @@ def test_v41_model_validates_with_invariants(tiny_v41_pair, which):
 
 
 def test_v4_model_report_names_its_family(tmp_path):
-    from mhc_export.validate import validate_model
+    from mhc_export.validation.ort_compare import validate_model
 
     model = build_model("tiny", seed=1)
     path = tmp_path / "tiny.onnx"
@@ -308,7 +308,7 @@ def _set(node, name, value):
 ])
 def test_bad_v41_nodes_are_named(fixtures, op, change, needle, tmp_path, capsys):
     from mhc_export.cli import main
-    from mhc_export.onnx_check import mhc_node_problems
+    from mhc_export.validation.onnx_check import mhc_node_problems
 
     model = onnx.load(fixtures[op, "float32"][1])
     assert not mhc_node_problems(model)

@@ -19,9 +19,10 @@ from f64_reference import (
 )
 from test_reference import random_pre_inputs
 
-from mhc_export import ops, reference
-from mhc_export.report import tolerance_for
-from mhc_export.spec import V41_FLASH_RMS_EPS, V41_OPS, num_mixes
+from mhc_export.core.spec import V41_FLASH_RMS_EPS, V41_OPS, num_mixes
+from mhc_export.reference import eager as reference
+from mhc_export.reference import ops
+from mhc_export.validation.report import tolerance_for
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 SHAPES = [(1, 4, 64), (7, 3, 45), (5, 8, 8), (3, 1, 17), (33, 4, 256)]
@@ -174,8 +175,8 @@ def test_bad_inputs_are_named():
 
 def test_pre_mix_invariant_bounds():
     """V4.1's pre_mix range check: MhcMix outputs pass, a pre_mix off by 1e-3 fails."""
-    from mhc_export.invariants import add_output_invariants
-    from mhc_export.report import Report
+    from mhc_export.validation.invariants import add_output_invariants
+    from mhc_export.validation.report import Report
 
     args = random_pre_inputs(64, 4, 32, torch.float32, seed=21)
     pre, post, comb = reference.mhc_mix(*args, **ODD)

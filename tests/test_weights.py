@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mhc_export.weights import from_maxtext, from_seed000, variant_post, variant_pre
+from mhc_export.reference.weights import from_maxtext, from_seed000, variant_post, variant_pre
 
 
 def seed000_forward(X, W_pre, W_res, W_post, S_pre, S_res, S_post, a_pre, a_res, a_post, F_out,

@@ -5,7 +5,7 @@ attributes of the call node of the function being imported
 (``localFunctionStack().back().attrs``), and pushes a nested call's attributes
 as they are stored: a nested node whose attributes are themselves references
 carries no values, so references inside the nested body read as 0 / 0.0 / "".
-Written here, apart from mhc_export.onnx_inline, so the production flattener
+Written here, apart from mhc_export.export.onnx_inline, so the production flattener
 is checked by an independent emulation of the strictest consumer.
 """
 

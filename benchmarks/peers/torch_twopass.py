@@ -18,8 +18,8 @@ from collections.abc import Callable
 
 import torch
 
+from mhc_export.core.spec import MHC_HEAD, MHC_PRE
 from mhc_export.kernels._lib import DTYPE_CODES, HeadParams, PreParams, load
-from mhc_export.spec import MHC_HEAD, MHC_PRE
 
 # Agreement with our kernel's outputs (both are ~1e-6 from float64 in the gates).
 TOL = {torch.bfloat16: 1e-2, torch.float32: 1e-4}

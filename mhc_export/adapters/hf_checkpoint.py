@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import MhcError
-from ..spec import MAX_STREAMS
+from ..core.errors import MhcError
+from ..core.spec import MAX_STREAMS
 from .hf_deepseek_v41 import MODEL_TYPE as V41_MODEL_TYPE
 from .hf_deepseek_v41 import require_transformers
 from .hf_layout import detect_layout

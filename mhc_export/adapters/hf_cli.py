@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from ..errors import MhcError
-from ..spec import dtype_name
+from ..core.errors import MhcError
+from ..core.spec import dtype_name
 
 # Options of the reference-model export that an HF export does not take.
 _NOT_WITH_HF = ("op", "checkpoint", "save_checkpoint", "config", "seed")
@@ -26,7 +26,7 @@ def _say(msg: str) -> None:
 
 def export_hf_command(args: argparse.Namespace, dtype: torch.dtype, external: bool | None):
     """(ONNX path, report or None) for ``mhc-export export --hf PATH``."""
-    from ..commands.export import check_export_outputs
+    from ..core.preflight import check_export_outputs
     from .hf_checkpoint import inspect_checkpoint, parse_layers
     from .hf_export import build_graph, default_out, export_graph, metadata
     from .hf_loader import plan

@@ -34,8 +34,8 @@ from typing import Any
 
 import torch
 
-from .. import ops  # noqa: F401  (registers torch.ops.mhc.*)
-from ..spec import MAX_STREAMS
+from ..core.spec import MAX_STREAMS
+from ..reference import ops  # noqa: F401  (registers torch.ops.mhc.*)
 from .hf_export_forms import forms
 
 # V4's post gate is 2 * sigmoid(.) (DeepseekV4HyperConnection.forward).
@@ -95,7 +95,7 @@ def decoder_layer_forward(self, hidden_states: torch.Tensor,
 
     The streams stay flat [T, n, d] from the attention's post to the MLP's pre, so
     in the exported graph MhcPost feeds MhcPre directly and the boundary fusion
-    pass (mhc_export.fuse) can merge them.
+    pass (mhc_export.export.fuse) can merge them.
     """
     b, s, n, d = hidden_states.shape
     streams = hidden_states.reshape(b * s, n, d)

@@ -25,8 +25,8 @@ import importlib.util
 import re
 from typing import Any
 
-from ..errors import MhcError
-from ..spec import MAX_STREAMS
+from ..core.errors import MhcError
+from ..core.spec import MAX_STREAMS
 
 MODEL_TYPE = "deepseek_v41"
 TRANSFORMERS_MODULE = "transformers.models.deepseek_v41"

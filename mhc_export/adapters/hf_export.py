@@ -1,7 +1,7 @@
 """Export an HF DeepSeek-V4 checkpoint (or a slice of its decoder layers) to ONNX.
 
 The model is adapted (:mod:`.hf_deepseek_v4`, ``export=True``) and goes
-through the same exporter as our own model (:func:`mhc_export.onnx_export.export`),
+through the same exporter as our own model (:func:`mhc_export.export.onnx_export.export`),
 so the mhc nodes carry the spec's attributes, the local functions are
 attached, and every graph pass that function applies runs here too.
 
@@ -25,10 +25,10 @@ from pathlib import Path
 
 import torch
 
-from ..metadata import hf_metadata
-from ..onnx_export import ExportResult, export
-from ..preflight import default_output
-from ..spec import DEFAULT_OPSET, dtype_name
+from ..core.metadata import hf_metadata
+from ..core.preflight import default_output
+from ..core.spec import DEFAULT_OPSET, dtype_name
+from ..export.onnx_export import ExportResult, export
 from .hf_checkpoint import CheckpointInfo
 from .hf_deepseek_v4 import adapted
 from .hf_loader import Plan, build, plan

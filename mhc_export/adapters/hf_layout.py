@@ -53,7 +53,7 @@ _TOP_NAMES = {
 GATE_UP, DOWN = "mlp.experts.gate_up_proj", "mlp.experts.down_proj"
 # Per-expert native weights -> (merged HF tensor, part): gate_up_proj[e] = [w1; w3].
 _EXPERT_PARTS = {"w1": (GATE_UP, 0), "w3": (GATE_UP, 1), "w2": (DOWN, 0)}
-_LAYER = re.compile(r"^(model\.)?layers\.(\d+)\.(.*)$")
+LAYER_NAME = re.compile(r"^(model\.)?layers\.(\d+)\.(.*)$")
 _NATIVE_EXPERT = re.compile(r"^ffn\.experts\.(\d+)\.(w[123])\.weight$")
 # transformers 5.25's save_pretrained writes the native suffixes under ``model.``, and the
 # attention's kv norm as ``attn.norm`` (its table maps both to ``kv_norm``).
@@ -75,7 +75,7 @@ def is_mtp(name: str) -> bool:
 
 def layer_of(name: str) -> int | None:
     """The decoder layer a checkpoint tensor belongs to (None: outside the stack)."""
-    m = _LAYER.match(name)
+    m = LAYER_NAME.match(name)
     return int(m.group(2)) if m else None
 
 
@@ -91,7 +91,7 @@ def scale_name(weight: str, layout: str) -> str:
 
 def native_name(hf_name: str, part: int = 0, expert: int | None = None) -> str:
     """The published name of an HF tensor (an expert's part for merged experts)."""
-    m = _LAYER.match(hf_name)
+    m = LAYER_NAME.match(hf_name)
     if m is None:
         return {v: k for k, v in _TOP_NAMES.items()}[hf_name]
     i, rest = m.group(2), m.group(3)
@@ -108,7 +108,7 @@ def hf_name_of(name: str, renumber: int = 0) -> tuple[str, int, int] | None:
     Per-expert native tensors give their expert and part (0 = w1 / w2, 1 = w3);
     every other tensor (-1, 0).
     """
-    m = _LAYER.match(name)
+    m = LAYER_NAME.match(name)
     if m is None:
         if name in _HF_TOP:
             return name, -1, 0

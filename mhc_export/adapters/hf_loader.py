@@ -22,16 +22,7 @@ from typing import Any
 import torch
 
 from .hf_checkpoint import CheckpointError, CheckpointInfo
-from .hf_layout import (
-    DOWN,
-    GATE_UP,
-    NATIVE,
-    hf_name_of,
-    is_mtp,
-    layer_of,
-    native_name,
-    scale_names,
-)
+from .hf_layout import DOWN, GATE_UP, NATIVE, hf_name_of, is_mtp, layer_of, native_name, scale_names
 from .hf_quant import FP4_GROUP, Stored
 
 _QUANT = ("F8_E4M3", "I8", "U8")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from ..spec import dtype_name
+from ..core.spec import dtype_name
 from .hf_checkpoint import CheckpointError, CheckpointInfo, available_memory
 from .hf_layout import is_mtp, layer_of
 

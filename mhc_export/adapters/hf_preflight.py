@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 
-from ..errors import MhcError
-from ..preflight import safetensors_header
+from ..core.errors import MhcError
+from ..core.preflight import safetensors_header
 
 # What an HF export computes in: docs/HF.md. float16 overflows in the MoE/attention
 # sums that HF runs in the model dtype, and the exporter's casts do not type-check.

@@ -2,7 +2,7 @@
 
 The eager reference is HF's model with HF's forwards (not our adapter),
 rebuilt from the checkpoint path the exporter recorded in the ONNX metadata.
-The report is the one :mod:`mhc_export.validate` writes for our own model:
+The report is the one :mod:`mhc_export.validation.ort_compare` writes for our own model:
 output comparison per ONNX Runtime provider under the dtype's tolerance, and
 the mHC invariants on every MhcPre node's outputs (and on HF's
 HyperConnection outputs for eager). Where a provider cannot run the graph
@@ -12,26 +12,17 @@ HyperConnection outputs for eager). Where a provider cannot run the graph
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import onnx
 import torch
 
-from .. import metadata as md
-from .. import ort_runner
-from ..metadata import read_metadata
-from ..report import Comparison, Report, tolerance_for
-from ..spec import dtype_name, parse_dtype
-from ..validate import (
-    Probe,
-    _first_line,
-    _has_external,
-    _probe_model,
-    _validate_mhc_nodes,
-    graph_form,
-)
+from ..core import metadata as md
+from ..core.metadata import read_metadata
+from ..core.spec import dtype_name, parse_dtype
+from ..validation.ort_compare import Probe, compare_in_providers, graph_form
+from ..validation.report import Comparison, Report, tolerance_for
 from .hf_deepseek_v4 import MhcAttrs, model_config
 from .hf_export import FULL_INPUTS, FULL_OUTPUTS, SLICE_OUTPUTS, CausalLMGraph
 from .hf_ties import IndexTies
@@ -156,46 +147,20 @@ def validate_hf(
         _, eager_probe = _eager_probe(graph, inputs)
     attrs: dict[str, Any] = MhcAttrs.from_config(model_config(_hf(graph))).pre()
     eager_probe.check(report, "HF eager", attrs)
-    _run_onnx(report, onnx_path, proto, inputs, expected, output, label, dtype, tol, attrs,
-              providers, ties)
+    native = meta.get(md.WEIGHTS) == "native"
+
+    def compare(backend: str, outs: dict[str, torch.Tensor]) -> None:
+        c = report.compare(backend, label, output, outs[output], expected, tol)
+        if not c.passed and ties.found:
+            c.detail = f"the reference run has indexer top-k ties: {ties.summary()}"
+
+    compare_in_providers(report, onnx_path, inputs, dtype=dtype, attrs=attrs, compare=compare,
+                         providers=providers, eager="HF eager", fold_constants=not native)
     if ties.found:
         report.note(f"indexer top-k ties in the eager run: {ties.summary()}; which of the "
                     "tied entries a top-k keeps is implementation-defined (torch and ONNX "
                     "Runtime may differ), so outputs can differ there (docs/HF.md)")
     return report
-
-
-def _run_onnx(report: Report, onnx_path: Path, proto: onnx.ModelProto, inputs, expected,
-              output: str, label: str, dtype: torch.dtype, tol: float, attrs, providers,
-              ties: IndexTies) -> None:
-    """ONNX Runtime per provider against the reference, invariants on every MhcPre node."""
-    proto = onnx.load(os.fspath(onnx_path))
-    native = read_metadata(proto).get(md.WEIGHTS) == "native"
-    probed, groups = _probe_model(proto)
-    if not groups:
-        report.note("no MhcPre or MhcMix nodes in the graph: invariants from HF eager only")
-    with tempfile.TemporaryDirectory() as tmp:
-        probed_path = Path(tmp) / onnx_path.name
-        onnx.save_model(probed, probed_path, save_as_external_data=_has_external(proto),
-                        location=probed_path.name + ".data")
-        del probed, proto
-        for provider in providers or ort_runner.available_providers():
-            backend = ort_runner.provider_label(provider)
-            try:
-                sess = ort_runner.session(probed_path, provider, fold_constants=not native)
-                outs = ort_runner.run(sess, inputs)
-            except Exception as e:  # ORT raises its own exception types
-                report.note(f"{backend} cannot run this {dtype_name(dtype)} graph: "
-                            f"{_first_line(e)}")
-                _validate_mhc_nodes(report, onnx.load(os.fspath(onnx_path)), provider, dtype)
-                continue
-            c = report.compare(backend, label, output, outs[output], expected, tol)
-            if not c.passed and ties.found:
-                c.detail = f"the reference run has indexer top-k ties: {ties.summary()}"
-            probe = Probe()
-            for names in groups:  # MhcMix groups where --target onnxruntime split MhcPre
-                probe.add_site([outs[n] for n in names])
-            probe.check(report, backend, attrs)
 
 
 def _hf(graph: torch.nn.Module) -> torch.nn.Module:

@@ -7,6 +7,8 @@ import os
 import sys
 from pathlib import Path
 
+from ..core.errors import EXIT_OK
+from ..core.preflight import check_outputs
 from ..engine.builder import (
     DEFAULT_DECODE_MAX_TOKENS,
     DEFAULT_PREFILL_MAX_TOKENS,
@@ -14,8 +16,6 @@ from ..engine.builder import (
     Precision,
     build_engine,
 )
-from ..errors import EXIT_OK
-from ..preflight import check_outputs
 
 
 def add_build_options(parser: argparse.ArgumentParser) -> None:

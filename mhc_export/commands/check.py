@@ -16,10 +16,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..core.errors import EXIT_OK, EXIT_USAGE, EXIT_VALIDATION_FAILED
+from ..core.preflight import load_onnx
 from ..engine import plugin_layers as PL
-from ..errors import EXIT_OK, EXIT_USAGE, EXIT_VALIDATION_FAILED
-from ..onnx_check import mhc_node_problems
-from ..preflight import load_onnx
+from ..validation.onnx_check import mhc_node_problems
 
 
 def configure(p: argparse.ArgumentParser) -> None:

@@ -7,10 +7,10 @@ import json
 import sys
 import time
 
-from ..atomic import atomic_write_text
-from ..errors import MhcError
-from ..preflight import STREAMS_HELP, check_memory, check_outputs, check_streams
-from ..spec import MAX_STREAMS, SINKHORN_ITERS, num_mixes
+from ..core.atomic import atomic_write_text
+from ..core.errors import MhcError
+from ..core.preflight import STREAMS_HELP, check_memory, check_outputs, check_streams
+from ..core.spec import MAX_STREAMS, SINKHORN_ITERS, num_mixes
 
 DEFAULT_WIDTHS = [64, 128, 256, 512, 1024]
 
@@ -51,9 +51,9 @@ def _check(args: argparse.Namespace) -> None:
     check_memory(sweep_bytes(args.streams, max(args.widths)),
                  f"the sweep at d={max(args.widths)}, n={args.streams}", "lower --widths")
     if args.plot is not None:
-        from ..diagnostics.plot import _pyplot
+        from ..diagnostics.plot import load_pyplot
 
-        _pyplot()  # fail on a missing matplotlib now, not after the sweep
+        load_pyplot()  # fail on a missing matplotlib now, not after the sweep
 
 
 def sweep_bytes(streams: int, width: int) -> int:

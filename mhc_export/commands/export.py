@@ -15,11 +15,17 @@ from typing import Any
 
 import torch
 
-from ..errors import EXIT_OK, EXIT_VALIDATION_FAILED
-from ..metadata import model_metadata
-from ..preflight import STREAMS_HELP, check_memory, check_outputs, check_streams, default_output
-from ..spec import ALL_OPS as OPS
-from ..spec import (
+from ..core.errors import EXIT_OK, EXIT_VALIDATION_FAILED
+from ..core.metadata import model_metadata
+from ..core.preflight import (
+    STREAMS_HELP,
+    check_export_outputs,
+    check_memory,
+    check_streams,
+    default_output,
+)
+from ..core.spec import ALL_OPS as OPS
+from ..core.spec import (
     DEFAULT_OPSET,
     EXPORT_TARGETS,
     FIRST_ORT_RELEASE,
@@ -31,7 +37,7 @@ from .build import add_build_options, build_from_args, summarize
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    from ..model import CONFIGS, MODES
+    from ..reference.model import CONFIGS, MODES
 
     g = p.add_argument_group("model")
     g.add_argument("--config", choices=sorted(CONFIGS),
@@ -173,7 +179,7 @@ def _done(t0: float) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..onnx_export import check_opset
+    from ..export.onnx_export import check_opset
 
     check_opset(args.opset)
     try:
@@ -212,24 +218,9 @@ def run(args: argparse.Namespace) -> int:
     return status
 
 
-def check_export_outputs(args: argparse.Namespace, out: Path) -> None:
-    """Every file an export will write, checked before any work (own model, op, HF)."""
-    plan = out.with_suffix(".plan") if args.build_engine else None
-    check_outputs({
-        "--out": out,
-        "--out weights (<out>.data)": (None if args.external_data == "never"
-                                       else out.with_name(out.name + ".data")),
-        "--report" if args.report else "report (<out>.report.json)":
-            None if args.no_validate else args.report or out.with_suffix(".report.json"),
-        "--save-checkpoint": getattr(args, "save_checkpoint", None),
-        "--build-engine plan": plan,
-        "--build-engine sidecar": plan.with_name(plan.name + ".json") if plan else None,
-    })
-
-
 def _export_op(args: argparse.Namespace, dtype):
-    from ..single_op import SingleOp, export_single_op
-    from ..validate import validate_single_op
+    from ..export.single_op import SingleOp, export_single_op
+    from ..validation.ort_compare import validate_single_op
 
     streams = DEFAULT_STREAMS if args.streams is None else args.streams
     hidden = DEFAULT_HIDDEN if args.hidden is None else args.hidden
@@ -255,10 +246,10 @@ def _export_op(args: argparse.Namespace, dtype):
 
 
 def _export_model(args: argparse.Namespace, dtype, external):
-    from ..checkpoint import load_checkpoint, read_config, save_checkpoint
-    from ..model import build_model, cast_model, get_config
-    from ..model_export import export_model
-    from ..validate import validate_model, validation_memory
+    from ..export.model_export import export_model
+    from ..reference.checkpoint import load_checkpoint, read_config, save_checkpoint
+    from ..reference.model import build_model, cast_model, get_config
+    from ..validation.ort_compare import validate_model, validation_memory
 
     mode = args.mode or "fused"
     seed = 0 if args.seed is None else args.seed

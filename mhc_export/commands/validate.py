@@ -10,12 +10,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .. import metadata as md
-from ..errors import EXIT_OK, EXIT_VALIDATION_FAILED, MhcError
-from ..metadata import is_hf_export, read_metadata
-from ..onnx_check import check_mhc_nodes
-from ..preflight import check_memory, check_output_path, load_onnx
-from ..spec import parse_dtype
+from ..core import metadata as md
+from ..core.errors import EXIT_OK, EXIT_VALIDATION_FAILED, MhcError
+from ..core.metadata import is_hf_export, read_metadata
+from ..core.preflight import check_memory, check_output_path, load_onnx
+from ..core.spec import parse_dtype
+from ..validation.onnx_check import check_mhc_nodes
 
 DEFAULT_BATCH, DEFAULT_SEQ, DEFAULT_TOKENS = 2, 16, 37
 
@@ -73,9 +73,9 @@ def validate_onnx_file(path: Path, *, checkpoint: Path | None = None, batch: int
     Flags that do not apply to the kind of model found (``tokens`` for a full
     model; ``batch``, ``seq``, ``checkpoint`` for a single op) are refused.
     """
-    from ..checkpoint import read_config
-    from ..single_op import single_op_from_onnx
-    from ..validate import (
+    from ..export.single_op import single_op_from_onnx
+    from ..reference.checkpoint import read_config
+    from ..validation.ort_compare import (
         model_from_metadata,
         validate_model,
         validate_single_op,

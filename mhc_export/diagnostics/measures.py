@@ -12,7 +12,7 @@ Definitions follow the seed (per token x = residual[t] flattened to n*d):
    hc_fn, hc_scale[2] and the comb part of hc_base: the fraction of the update
    dZ that lies outside the gauge space, ||P_perp dZ|| / ||dZ||.
 6. Gate statistics of pre and post.
-Everything differentiates mhc_export.reference through torch.func, so what is
+Everything differentiates mhc_export.reference.eager through torch.func, so what is
 measured is the code the backends are validated against.
 """
 
@@ -24,8 +24,9 @@ from dataclasses import dataclass
 import torch
 from torch.func import jacrev, vmap
 
-from ..reference import check_attributes, check_pre_inputs, pre_mixes, sinkhorn
-from ..spec import POST_MULT, PRE_EPS, RMS_EPS, SINKHORN_EPS, SINKHORN_ITERS, num_mixes
+from ..core.checks import check_attributes, check_pre_inputs
+from ..core.spec import POST_MULT, PRE_EPS, RMS_EPS, SINKHORN_EPS, SINKHORN_ITERS, num_mixes
+from ..reference.eager import pre_mixes, sinkhorn
 from .gauge import gauge_perp_basis, project_gauge_perp
 
 __all__ = [

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import os
 
-from ..atomic import atomic_path
-from ..errors import MhcError
+from ..core.atomic import atomic_path
+from ..core.errors import MhcError
 from .sweep import SweepResult
 
 __all__ = ["plot_sweep"]
 
 
-def _pyplot():  # type: ignore[no-untyped-def]
+def load_pyplot():  # type: ignore[no-untyped-def]
     try:
         import matplotlib
     except ImportError:
@@ -32,7 +32,7 @@ def _pyplot():  # type: ignore[no-untyped-def]
 
 def plot_sweep(res: SweepResult, path: str | os.PathLike[str]) -> None:
     """Write a two-panel PNG of ``res`` to ``path`` atomically."""
-    plt = _pyplot()
+    plt = load_pyplot()
     widths = sorted(res.per_width)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.8), dpi=110)
     try:

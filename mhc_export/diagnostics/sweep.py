@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..reference import check_attributes, pre_mixes, sinkhorn
-from ..spec import MAX_STREAMS, SINKHORN_EPS, SINKHORN_ITERS
+from ..core.checks import check_attributes
+from ..core.spec import MAX_STREAMS, SINKHORN_EPS, SINKHORN_ITERS
+from ..reference.eager import pre_mixes, sinkhorn
 from .measures import (
     comb_logits,
     dynamic_sensitivity,

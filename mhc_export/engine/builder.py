@@ -28,12 +28,12 @@ from typing import Any, TextIO
 import onnx
 
 from .. import __version__
-from ..atomic import atomic_write_bytes, atomic_write_text
-from ..dtypes import onnx_type_name
-from ..errors import MhcError
-from ..onnx_check import check_mhc_nodes
-from ..preflight import load_onnx
-from ..spec import ONNX_DOMAIN
+from ..core.atomic import atomic_write_bytes, atomic_write_text
+from ..core.dtypes import onnx_type_name
+from ..core.errors import MhcError
+from ..core.preflight import load_onnx
+from ..core.spec import ONNX_DOMAIN
+from ..validation.onnx_check import check_mhc_nodes
 from . import plugin_layers as PL
 from .runtime import find_plugin_library, load_plugin_library, make_logger, sha256_file
 from .trt_module import TensorRT, load_tensorrt
@@ -124,7 +124,7 @@ class Profile:
                     )
 
 
-def _role(dim: int | str | None, axis: int, dynamic_axes: list[int]) -> str:
+def dim_role(dim: int | str | None, axis: int, dynamic_axes: list[int]) -> str:
     """'batch', 'seq' or 'tokens' for a dynamic dim.
 
     Named dims decide by name (the full model exports [batch, seq], the single
@@ -195,7 +195,7 @@ def compute_profiles(
                 elif isinstance(d, str) and d in fixed:
                     r = (fixed[d],) * 3
                 else:
-                    r = table[_role(d, axis, dyn)]
+                    r = table[dim_role(d, axis, dyn)]
                 lo.append(r[0])
                 opt.append(r[1])
                 hi.append(r[2])

@@ -21,7 +21,7 @@ from typing import Any
 
 import onnx
 
-from ..spec import ONNX_DOMAIN
+from ..core.spec import ONNX_DOMAIN
 
 UNMATCHED = "(unmatched)"  # plugin layers whose name is no mhc node's
 

@@ -29,9 +29,9 @@ from typing import Any
 
 import torch
 
-from .. import build_layout as layout
-from ..dtypes import TORCH_FROM_TRT
-from ..errors import MhcError
+from ..core import build_layout as layout
+from ..core.dtypes import TORCH_FROM_TRT
+from ..core.errors import MhcError
 from .trt_module import TensorRT, load_tensorrt
 
 PLUGIN_ENV = "MHC_PLUGIN_LIB"

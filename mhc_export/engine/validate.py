@@ -18,12 +18,12 @@ from typing import Any
 import onnx
 import torch
 
-from .. import ort_runner
-from ..dtypes import RESIDUAL_NAMES, TORCH_FROM_ONNX_NAME
-from ..report import Report, tolerance_for
-from ..single_op import single_op_from_onnx
-from ..spec import OPS
-from .builder import OnnxInput, _role, onnx_inputs
+from ..core.dtypes import RESIDUAL_NAMES, TORCH_FROM_ONNX_NAME
+from ..core.spec import OPS
+from ..export.single_op import single_op_from_onnx
+from ..validation import ort_runner
+from ..validation.report import Report, tolerance_for
+from .builder import OnnxInput, dim_role, onnx_inputs
 from .runtime import EngineLoadError, TrtEngine, read_sidecar
 from .trt_module import load_tensorrt
 
@@ -41,7 +41,7 @@ def concrete_shape(inp: OnnxInput, tokens: int, batch: int | None = None,
     """The shape of ``inp`` for one run: T = tokens; [batch, seq] = given, else 1 x tokens."""
     dyn = inp.dynamic_axes
     sizes = {"batch": batch or 1, "seq": seq or tokens, "tokens": tokens}
-    return tuple(d if isinstance(d, int) else sizes[_role(d, axis, dyn)]
+    return tuple(d if isinstance(d, int) else sizes[dim_role(d, axis, dyn)]
                  for axis, d in enumerate(inp.dims))
 
 
@@ -58,7 +58,7 @@ def _vocab_size(model: onnx.ModelProto, input_name: str) -> int | None:
 
 def _eager_from_metadata(model: onnx.ModelProto) -> Eager | None:
     """The full model's eager forward, rebuilt from the export metadata when present."""
-    from ..validate import model_from_metadata
+    from ..validation.ort_compare import model_from_metadata
 
     reference = model_from_metadata(model)
     if reference is None:

@@ -5,7 +5,7 @@ eager reference (so the messages match everywhere), allocates outputs and
 workspace with torch and launches on ``torch.cuda.current_stream()``.
 
 Library lookup: ``$MHC_KERNELS_LIB``, then ``<repo>/build/plugins-trt11/kernels/``
-(or ``plugins-trt10``; see mhc_export.build_layout), then next to this package.
+(or ``plugins-trt10``; see mhc_export.core.build_layout), then next to this package.
 """
 
 from __future__ import annotations

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import torch
 
-from ..build_layout import KERNELS_LIB, kernel_library
-from ..dtypes import C_API_CODES
-from ..errors import KernelsNotAvailable
+from ..core.build_layout import KERNELS_LIB, kernel_library
+from ..core.dtypes import C_API_CODES
+from ..core.errors import KernelsNotAvailable
 
 LIB_NAME = KERNELS_LIB
 ENV_VAR = "MHC_KERNELS_LIB"

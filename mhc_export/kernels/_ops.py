@@ -6,17 +6,12 @@ import ctypes
 
 import torch
 
-from ..reference import (
-    check_attributes,
-    check_head_inputs,
-    check_post_inputs,
-    check_pre_inputs,
-)
-from ..spec import HEAD_EPS, POST_MULT, PRE_EPS, RMS_EPS, SINKHORN_EPS, SINKHORN_ITERS
+from ..core.checks import check_attributes, check_head_inputs, check_post_inputs, check_pre_inputs
+from ..core.spec import HEAD_EPS, POST_MULT, PRE_EPS, RMS_EPS, SINKHORN_EPS, SINKHORN_ITERS
 from ._lib import DTYPE_CODES, HeadParams, PreParams, load, raise_for_status
 
 
-def _require_cuda(**tensors: torch.Tensor) -> None:
+def require_cuda(**tensors: torch.Tensor) -> None:
     device = None
     for name, t in tensors.items():
         if not t.is_cuda:
@@ -29,19 +24,19 @@ def _require_cuda(**tensors: torch.Tensor) -> None:
             raise ValueError(f"{name} is on {t.device} but the other inputs are on {device}")
 
 
-def _ptr(t: torch.Tensor) -> ctypes.c_void_p:
+def ptr(t: torch.Tensor) -> ctypes.c_void_p:
     return ctypes.c_void_p(t.data_ptr())
 
 
-def _stream(device: torch.device) -> ctypes.c_void_p:
+def stream(device: torch.device) -> ctypes.c_void_p:
     return ctypes.c_void_p(torch.cuda.current_stream(device).cuda_stream)
 
 
-def _workspace(nbytes: int, device: torch.device) -> torch.Tensor:
+def new_workspace(nbytes: int, device: torch.device) -> torch.Tensor:
     return torch.empty(max(nbytes, 1), dtype=torch.uint8, device=device)
 
 
-def _output(
+def new_output(
     name: str, given: torch.Tensor | None, shape: tuple[int, ...], dtype: torch.dtype,
     device: torch.device,
 ) -> torch.Tensor:
@@ -58,7 +53,7 @@ def _output(
     return given
 
 
-def _pre_params(rms_eps: float, pre_eps: float, sinkhorn_eps: float, post_mult: float,
+def pre_params(rms_eps: float, pre_eps: float, sinkhorn_eps: float, post_mult: float,
                 sinkhorn_iters: int) -> PreParams:
     """MhcPre's attributes, checked, as the C struct (MhcPostPre shares them)."""
     check_attributes(rms_eps=rms_eps, pre_eps=pre_eps, sinkhorn_eps=sinkhorn_eps,
@@ -91,21 +86,21 @@ def pre(
     """
     lib = load()
     t, n, d = check_pre_inputs(residual, hc_fn, hc_scale, hc_base)
-    params = _pre_params(rms_eps, pre_eps, sinkhorn_eps, post_mult, sinkhorn_iters)
-    _require_cuda(residual=residual, hc_fn=hc_fn, hc_scale=hc_scale, hc_base=hc_base)
+    params = pre_params(rms_eps, pre_eps, sinkhorn_eps, post_mult, sinkhorn_iters)
+    require_cuda(residual=residual, hc_fn=hc_fn, hc_scale=hc_scale, hc_base=hc_base)
     dev = residual.device
     o = out if out is not None else (None, None, None)
-    layer_input = _output("layer_input", o[0], (t, d), residual.dtype, dev)
-    post_mix = _output("post_mix", o[1], (t, n), torch.float32, dev)
-    comb_mix = _output("comb_mix", o[2], (t, n, n), torch.float32, dev)
+    layer_input = new_output("layer_input", o[0], (t, d), residual.dtype, dev)
+    post_mix = new_output("post_mix", o[1], (t, n), torch.float32, dev)
+    comb_mix = new_output("comb_mix", o[2], (t, n, n), torch.float32, dev)
     code = DTYPE_CODES[residual.dtype]
     ws_bytes = int(lib.mhcPreWorkspaceSize(t, n, d, code))
-    ws = _workspace(ws_bytes, dev)
+    ws = new_workspace(ws_bytes, dev)
     with torch.cuda.device(dev):
         status = lib.mhcPre(
-            _ptr(residual), _ptr(hc_fn), _ptr(hc_scale), _ptr(hc_base), _ptr(layer_input),
-            _ptr(post_mix), _ptr(comb_mix), t, n, d, code, ctypes.byref(params), _ptr(ws),
-            ws_bytes, _stream(dev),
+            ptr(residual), ptr(hc_fn), ptr(hc_scale), ptr(hc_base), ptr(layer_input),
+            ptr(post_mix), ptr(comb_mix), t, n, d, code, ctypes.byref(params), ptr(ws),
+            ws_bytes, stream(dev),
         )
     raise_for_status(status, "mhcPre")
     return layer_input, post_mix, comb_mix
@@ -124,13 +119,13 @@ def sinkhorn(
     if logits.dtype != torch.float32:
         raise TypeError(f"logits must be float32, got {logits.dtype}")
     check_attributes(iters=iters, eps=eps)
-    _require_cuda(logits=logits)
+    require_cuda(logits=logits)
     n = logits.shape[-1]
     t = logits.numel() // (n * n) if n else 0
-    comb = _output("comb", out, tuple(logits.shape), torch.float32, logits.device)
+    comb = new_output("comb", out, tuple(logits.shape), torch.float32, logits.device)
     with torch.cuda.device(logits.device):
-        status = lib.mhcSinkhorn(_ptr(logits), _ptr(comb), t, n, iters, eps,
-                                 _stream(logits.device))
+        status = lib.mhcSinkhorn(ptr(logits), ptr(comb), t, n, iters, eps,
+                                 stream(logits.device))
     raise_for_status(status, "mhcSinkhorn")
     return comb
 
@@ -146,11 +141,11 @@ def post(
     """MhcPost: out [T, n, d] = post * x + comb^T @ residual."""
     lib = load()
     t, n, d = check_post_inputs(x, residual, post_mix, comb_mix)
-    _require_cuda(x=x, residual=residual, post_mix=post_mix, comb_mix=comb_mix)
-    res = _output("out", out, (t, n, d), residual.dtype, residual.device)
+    require_cuda(x=x, residual=residual, post_mix=post_mix, comb_mix=comb_mix)
+    res = new_output("out", out, (t, n, d), residual.dtype, residual.device)
     with torch.cuda.device(residual.device):
-        status = lib.mhcPost(_ptr(x), _ptr(residual), _ptr(post_mix), _ptr(comb_mix), _ptr(res),
-                             t, n, d, DTYPE_CODES[residual.dtype], _stream(residual.device))
+        status = lib.mhcPost(ptr(x), ptr(residual), ptr(post_mix), ptr(comb_mix), ptr(res),
+                             t, n, d, DTYPE_CODES[residual.dtype], stream(residual.device))
     raise_for_status(status, "mhcPost")
     return res
 
@@ -169,16 +164,16 @@ def head(
     lib = load()
     t, n, d = check_head_inputs(residual, hc_fn, hc_scale, hc_base)
     params = _head_params(rms_eps, eps)
-    _require_cuda(residual=residual, hc_fn=hc_fn, hc_scale=hc_scale, hc_base=hc_base)
+    require_cuda(residual=residual, hc_fn=hc_fn, hc_scale=hc_scale, hc_base=hc_base)
     dev = residual.device
-    y = _output("y", out, (t, d), residual.dtype, dev)
+    y = new_output("y", out, (t, d), residual.dtype, dev)
     code = DTYPE_CODES[residual.dtype]
     ws_bytes = int(lib.mhcHeadWorkspaceSize(t, n, d, code))
-    ws = _workspace(ws_bytes, dev)
+    ws = new_workspace(ws_bytes, dev)
     with torch.cuda.device(dev):
-        status = lib.mhcHead(_ptr(residual), _ptr(hc_fn), _ptr(hc_scale), _ptr(hc_base), _ptr(y),
-                             t, n, d, code, ctypes.byref(params), _ptr(ws), ws_bytes,
-                             _stream(dev))
+        status = lib.mhcHead(ptr(residual), ptr(hc_fn), ptr(hc_scale), ptr(hc_base), ptr(y),
+                             t, n, d, code, ctypes.byref(params), ptr(ws), ws_bytes,
+                             stream(dev))
     raise_for_status(status, "mhcHead")
     return y
 
@@ -203,23 +198,23 @@ def post_pre(
     lib = load()
     t, n, d = check_post_inputs(x, residual, post_mix, comb_mix)
     check_pre_inputs(residual, hc_fn, hc_scale, hc_base)
-    params = _pre_params(rms_eps, pre_eps, sinkhorn_eps, post_mult, sinkhorn_iters)
-    _require_cuda(x=x, residual=residual, post_mix=post_mix, comb_mix=comb_mix, hc_fn=hc_fn,
+    params = pre_params(rms_eps, pre_eps, sinkhorn_eps, post_mult, sinkhorn_iters)
+    require_cuda(x=x, residual=residual, post_mix=post_mix, comb_mix=comb_mix, hc_fn=hc_fn,
                   hc_scale=hc_scale, hc_base=hc_base)
     dev = residual.device
     o = out if out is not None else (None,) * 4
-    res_out = _output("residual_out", o[0], (t, n, d), residual.dtype, dev)
-    layer_input = _output("layer_input", o[1], (t, d), residual.dtype, dev)
-    post2 = _output("next_post_mix", o[2], (t, n), torch.float32, dev)
-    comb2 = _output("next_comb_mix", o[3], (t, n, n), torch.float32, dev)
+    res_out = new_output("residual_out", o[0], (t, n, d), residual.dtype, dev)
+    layer_input = new_output("layer_input", o[1], (t, d), residual.dtype, dev)
+    post2 = new_output("next_post_mix", o[2], (t, n), torch.float32, dev)
+    comb2 = new_output("next_comb_mix", o[3], (t, n, n), torch.float32, dev)
     code = DTYPE_CODES[residual.dtype]
     ws_bytes = int(lib.mhcPostPreWorkspaceSize(t, n, d, code))
-    ws = _workspace(ws_bytes, dev)
+    ws = new_workspace(ws_bytes, dev)
     with torch.cuda.device(dev):
         status = lib.mhcPostPre(
-            _ptr(x), _ptr(residual), _ptr(post_mix), _ptr(comb_mix), _ptr(hc_fn),
-            _ptr(hc_scale), _ptr(hc_base), _ptr(res_out), _ptr(layer_input), _ptr(post2),
-            _ptr(comb2), t, n, d, code, ctypes.byref(params), _ptr(ws), ws_bytes, _stream(dev))
+            ptr(x), ptr(residual), ptr(post_mix), ptr(comb_mix), ptr(hc_fn),
+            ptr(hc_scale), ptr(hc_base), ptr(res_out), ptr(layer_input), ptr(post2),
+            ptr(comb2), t, n, d, code, ctypes.byref(params), ptr(ws), ws_bytes, stream(dev))
     raise_for_status(status, "mhcPostPre")
     return res_out, layer_input, post2, comb2
 
@@ -242,17 +237,17 @@ def post_head(
     t, n, d = check_post_inputs(x, residual, post_mix, comb_mix)
     check_head_inputs(residual, hc_fn, hc_scale, hc_base)
     params = _head_params(rms_eps, eps)
-    _require_cuda(x=x, residual=residual, post_mix=post_mix, comb_mix=comb_mix, hc_fn=hc_fn,
+    require_cuda(x=x, residual=residual, post_mix=post_mix, comb_mix=comb_mix, hc_fn=hc_fn,
                   hc_scale=hc_scale, hc_base=hc_base)
     dev = residual.device
-    y = _output("y", out, (t, d), residual.dtype, dev)
+    y = new_output("y", out, (t, d), residual.dtype, dev)
     code = DTYPE_CODES[residual.dtype]
     ws_bytes = int(lib.mhcPostHeadWorkspaceSize(t, n, d, code))
-    ws = _workspace(ws_bytes, dev)
+    ws = new_workspace(ws_bytes, dev)
     with torch.cuda.device(dev):
         status = lib.mhcPostHead(
-            _ptr(x), _ptr(residual), _ptr(post_mix), _ptr(comb_mix), _ptr(hc_fn),
-            _ptr(hc_scale), _ptr(hc_base), _ptr(y), t, n, d, code, ctypes.byref(params),
-            _ptr(ws), ws_bytes, _stream(dev))
+            ptr(x), ptr(residual), ptr(post_mix), ptr(comb_mix), ptr(hc_fn),
+            ptr(hc_scale), ptr(hc_base), ptr(y), t, n, d, code, ctypes.byref(params),
+            ptr(ws), ws_bytes, stream(dev))
     raise_for_status(status, "mhcPostHead")
     return y

@@ -7,10 +7,10 @@ import ctypes
 
 import torch
 
-from ..reference import check_collapse_inputs, check_post_inputs, check_pre_inputs
-from ..spec import POST_MULT, PRE_EPS, RMS_EPS, SINKHORN_EPS, SINKHORN_ITERS
+from ..core.checks import check_collapse_inputs, check_post_inputs, check_pre_inputs
+from ..core.spec import POST_MULT, PRE_EPS, RMS_EPS, SINKHORN_EPS, SINKHORN_ITERS
 from ._lib import DTYPE_CODES, load, raise_for_status
-from ._ops import _output, _pre_params, _ptr, _require_cuda, _stream, _workspace
+from ._ops import new_output, new_workspace, pre_params, ptr, require_cuda, stream
 
 
 def mix(
@@ -29,20 +29,20 @@ def mix(
     """MhcMix: (pre_mix [T, n], post_mix [T, n], comb_mix [T, n, n]), all float32."""
     lib = load()
     t, n, d = check_pre_inputs(residual, hc_fn, hc_scale, hc_base)
-    params = _pre_params(rms_eps, pre_eps, sinkhorn_eps, post_mult, sinkhorn_iters)
-    _require_cuda(residual=residual, hc_fn=hc_fn, hc_scale=hc_scale, hc_base=hc_base)
+    params = pre_params(rms_eps, pre_eps, sinkhorn_eps, post_mult, sinkhorn_iters)
+    require_cuda(residual=residual, hc_fn=hc_fn, hc_scale=hc_scale, hc_base=hc_base)
     dev = residual.device
     o = out if out is not None else (None, None, None)
-    pre = _output("pre_mix", o[0], (t, n), torch.float32, dev)
-    post = _output("post_mix", o[1], (t, n), torch.float32, dev)
-    comb = _output("comb_mix", o[2], (t, n, n), torch.float32, dev)
+    pre = new_output("pre_mix", o[0], (t, n), torch.float32, dev)
+    post = new_output("post_mix", o[1], (t, n), torch.float32, dev)
+    comb = new_output("comb_mix", o[2], (t, n, n), torch.float32, dev)
     code = DTYPE_CODES[residual.dtype]
     ws_bytes = int(lib.mhcMixWorkspaceSize(t, n, d, code))
-    ws = _workspace(ws_bytes, dev)
+    ws = new_workspace(ws_bytes, dev)
     with torch.cuda.device(dev):
         status = lib.mhcMix(
-            _ptr(residual), _ptr(hc_fn), _ptr(hc_scale), _ptr(hc_base), _ptr(pre), _ptr(post),
-            _ptr(comb), t, n, d, code, ctypes.byref(params), _ptr(ws), ws_bytes, _stream(dev))
+            ptr(residual), ptr(hc_fn), ptr(hc_scale), ptr(hc_base), ptr(pre), ptr(post),
+            ptr(comb), t, n, d, code, ctypes.byref(params), ptr(ws), ws_bytes, stream(dev))
     raise_for_status(status, "mhcMix")
     return pre, post, comb
 
@@ -53,11 +53,11 @@ def collapse(
     """MhcCollapse: layer_input [T, d] = sum_i pre_mix[:, i] * residual[:, i]."""
     lib = load()
     t, n, d = check_collapse_inputs(residual, pre_mix)
-    _require_cuda(residual=residual, pre_mix=pre_mix)
-    y = _output("layer_input", out, (t, d), residual.dtype, residual.device)
+    require_cuda(residual=residual, pre_mix=pre_mix)
+    y = new_output("layer_input", out, (t, d), residual.dtype, residual.device)
     with torch.cuda.device(residual.device):
-        status = lib.mhcCollapse(_ptr(residual), _ptr(pre_mix), _ptr(y), t, n, d,
-                                 DTYPE_CODES[residual.dtype], _stream(residual.device))
+        status = lib.mhcCollapse(ptr(residual), ptr(pre_mix), ptr(y), t, n, d,
+                                 DTYPE_CODES[residual.dtype], stream(residual.device))
     raise_for_status(status, "mhcCollapse")
     return y
 
@@ -84,25 +84,25 @@ def post_mix(
     t, n, d = check_post_inputs(x, residual, post_mix, comb_mix)
     check_pre_inputs(residual, hc_fn, hc_scale, hc_base)
     check_collapse_inputs(residual, pre_mix)
-    params = _pre_params(rms_eps, pre_eps, sinkhorn_eps, post_mult, sinkhorn_iters)
-    _require_cuda(x=x, residual=residual, pre_mix=pre_mix, post_mix=post_mix, comb_mix=comb_mix,
+    params = pre_params(rms_eps, pre_eps, sinkhorn_eps, post_mult, sinkhorn_iters)
+    require_cuda(x=x, residual=residual, pre_mix=pre_mix, post_mix=post_mix, comb_mix=comb_mix,
                   hc_fn=hc_fn, hc_scale=hc_scale, hc_base=hc_base)
     dev = residual.device
     o = out if out is not None else (None,) * 5
-    res_out = _output("residual_out", o[0], (t, n, d), residual.dtype, dev)
-    layer_input = _output("layer_input", o[1], (t, d), residual.dtype, dev)
-    pre2 = _output("next_pre_mix", o[2], (t, n), torch.float32, dev)
-    post2 = _output("next_post_mix", o[3], (t, n), torch.float32, dev)
-    comb2 = _output("next_comb_mix", o[4], (t, n, n), torch.float32, dev)
+    res_out = new_output("residual_out", o[0], (t, n, d), residual.dtype, dev)
+    layer_input = new_output("layer_input", o[1], (t, d), residual.dtype, dev)
+    pre2 = new_output("next_pre_mix", o[2], (t, n), torch.float32, dev)
+    post2 = new_output("next_post_mix", o[3], (t, n), torch.float32, dev)
+    comb2 = new_output("next_comb_mix", o[4], (t, n, n), torch.float32, dev)
     code = DTYPE_CODES[residual.dtype]
     ws_bytes = int(lib.mhcPostMixWorkspaceSize(t, n, d, code))
-    ws = _workspace(ws_bytes, dev)
+    ws = new_workspace(ws_bytes, dev)
     with torch.cuda.device(dev):
         status = lib.mhcPostMix(
-            _ptr(x), _ptr(residual), _ptr(pre_mix), _ptr(post_mix), _ptr(comb_mix), _ptr(hc_fn),
-            _ptr(hc_scale), _ptr(hc_base), _ptr(res_out), _ptr(layer_input), _ptr(pre2),
-            _ptr(post2), _ptr(comb2), t, n, d, code, ctypes.byref(params), _ptr(ws), ws_bytes,
-            _stream(dev))
+            ptr(x), ptr(residual), ptr(pre_mix), ptr(post_mix), ptr(comb_mix), ptr(hc_fn),
+            ptr(hc_scale), ptr(hc_base), ptr(res_out), ptr(layer_input), ptr(pre2),
+            ptr(post2), ptr(comb2), t, n, d, code, ctypes.byref(params), ptr(ws), ws_bytes,
+            stream(dev))
     raise_for_status(status, "mhcPostMix")
     return res_out, layer_input, pre2, post2, comb2
 
@@ -120,11 +120,11 @@ def post_collapse(
     lib = load()
     t, n, d = check_post_inputs(x, residual, post_mix, comb_mix)
     check_collapse_inputs(residual, pre_mix)
-    _require_cuda(x=x, residual=residual, pre_mix=pre_mix, post_mix=post_mix, comb_mix=comb_mix)
-    y = _output("y", out, (t, d), residual.dtype, residual.device)
+    require_cuda(x=x, residual=residual, pre_mix=pre_mix, post_mix=post_mix, comb_mix=comb_mix)
+    y = new_output("y", out, (t, d), residual.dtype, residual.device)
     with torch.cuda.device(residual.device):
         status = lib.mhcPostCollapse(
-            _ptr(x), _ptr(residual), _ptr(pre_mix), _ptr(post_mix), _ptr(comb_mix), _ptr(y), t,
-            n, d, DTYPE_CODES[residual.dtype], _stream(residual.device))
+            ptr(x), ptr(residual), ptr(pre_mix), ptr(post_mix), ptr(comb_mix), ptr(y), t,
+            n, d, DTYPE_CODES[residual.dtype], stream(residual.device))
     raise_for_status(status, "mhcPostCollapse")
     return y

@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from ..adapters.hf_layout import _LAYER, DOWN, GATE_UP, native_name, scale_name
+from ..adapters.hf_layout import DOWN, GATE_UP, LAYER_NAME, native_name, scale_name
 
 # The published V4-Flash config (spec: hf_checkpoints.md, section 1).
 V4_FLASH: dict[str, Any] = dict(
@@ -161,7 +161,7 @@ def _header_entry(name: str, shape: tuple[int, ...], kind: str, layout: str, opt
 
 def _pieces(hf_name: str, t: torch.Tensor, layout: str):
     """(checkpoint name, tensor, (expert, part)) of one HF tensor; native experts split."""
-    m = _LAYER.match(hf_name)
+    m = LAYER_NAME.match(hf_name)
     rest = m.group(3) if m else ""
     if layout == "hf":
         yield hf_name, t, None
@@ -343,7 +343,7 @@ def write_real_layers(path: str | Path, config, layers: list[int], *, seed: int 
         state = dict(DeepseekV4ForCausalLM(config).state_dict())
     groups: dict[str, dict] = {}
     for hf_name, t in state.items():
-        m = _LAYER.match(hf_name)
+        m = LAYER_NAME.match(hf_name)
         if (m is None and not top) or (m is not None and int(m.group(2)) not in layers):
             continue
         file = ("model-top.safetensors" if m is None

@@ -8,7 +8,7 @@
 # Needs the plugin library built (scripts/build_plugins.sh) and a Python 3.12 with
 # numpy and onnx for TensorRT-RTX's bindings (RTX_PYTHON, default python3.12;
 # scripts/rtx/prepare.sh fetches the wheels). Its parent process imports
-# mhc_export.spec, which imports torch: where that Python has no torch, put a stub
+# mhc_export.core.spec, which imports torch: where that Python has no torch, put a stub
 # package on PYTHONPATH (docs/journal/2026-12-06-issue21-tensorrt.md).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)

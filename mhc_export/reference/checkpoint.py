@@ -10,7 +10,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save
 
-from .atomic import atomic_write_bytes
+from ..core.atomic import atomic_write_bytes
 from .model import MhcModel, ModelConfig, build_model
 
 _CONFIG_KEY = "mhc_export.config"

@@ -24,14 +24,7 @@ from __future__ import annotations
 
 import onnx
 
-from .spec import (
-    MHC_COLLAPSE,
-    MHC_MIX,
-    MHC_POST,
-    MHC_PRE,
-    ONNX_DOMAIN,
-    PLUGIN_ATTRIBUTES,
-)
+from ..core.spec import MHC_COLLAPSE, MHC_MIX, MHC_POST, MHC_PRE, ONNX_DOMAIN, PLUGIN_ATTRIBUTES
 
 ORT_DOMAIN = "com.microsoft"
 ORT_DOMAIN_VERSION = 1

@@ -10,7 +10,7 @@ serves every node whatever its attribute values. All math runs in float32; the
 residual dtype only appears at the Cast in and the CastLike out.
 
 The functions are authored as compositions (MhcPre calls MhcSinkhorn) but
-shipped flat (:mod:`mhc_export.onnx_inline`): TensorRT's parser resolves an
+shipped flat (:mod:`mhc_export.export.onnx_inline`): TensorRT's parser resolves an
 attribute reference one level deep only, so no shipped body calls another
 ``mhc`` function.
 """
@@ -24,8 +24,7 @@ from onnxscript import FLOAT
 from onnxscript import opset18 as op
 from onnxscript.values import Op, Opset
 
-from .onnx_inline import calls_any, flatten, key
-from .spec import (
+from ..core.spec import (
     ALL_OPS,
     HEAD_EPS,
     ONNX_DOMAIN,
@@ -40,6 +39,7 @@ from .spec import (
     SINKHORN_ITERS,
     OpContract,
 )
+from .onnx_inline import calls_any, flatten, key
 
 mhc = Opset(ONNX_DOMAIN, ONNX_DOMAIN_VERSION)
 

@@ -32,9 +32,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import ops, reference
-from .preflight import check_streams
-from .spec import FAMILIES, MHC_HEAD, MHC_PRE, V41_FLASH, num_mixes, parse_dtype
+from ..core import checks
+from ..core.preflight import check_streams
+from ..core.spec import FAMILIES, MHC_HEAD, MHC_PRE, V41_FLASH, num_mixes, parse_dtype
+from . import eager as reference
+from . import ops
 
 MODES = ("fused", "decomposed")
 _PRE_ATTRS = tuple(MHC_PRE.defaults())
@@ -80,7 +82,7 @@ class ModelConfig:
             raise ValueError(
                 f"config {self.name}: hidden={self.hidden} is not divisible by heads={self.heads}"
             )
-        reference.check_attributes(
+        checks.check_attributes(
             rms_eps=self.rms_eps, pre_eps=self.pre_eps, sinkhorn_eps=self.sinkhorn_eps,
             post_mult=self.post_mult, sinkhorn_iters=self.sinkhorn_iters, head_eps=self.head_eps,
         )

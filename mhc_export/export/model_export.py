@@ -6,9 +6,9 @@ import os
 
 import torch
 
-from .model import MhcModel, random_tokens
+from ..core.spec import DEFAULT_OPSET
+from ..reference.model import MhcModel, random_tokens
 from .onnx_export import ExportResult, export
-from .spec import DEFAULT_OPSET
 
 INPUT_NAMES = ("tokens",)
 OUTPUT_NAMES = ("logits",)

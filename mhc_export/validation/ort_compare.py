@@ -2,7 +2,7 @@
 
 Every available provider runs the model; every output is compared with the
 eager model in the same dtype under the dtype's documented tolerance
-(:data:`mhc_export.report.RELATIVE_TOLERANCE`). Each backend's MhcPre outputs
+(:data:`mhc_export.validation.report.RELATIVE_TOLERANCE`). Each backend's MhcPre outputs
 (V4) or MhcMix outputs (V4.1) are also checked for the mHC invariants (doubly
 stochastic comb, spectral norm, gate ranges), so a broken backend shows up as a
 broken invariant too. The report names the model's family (V4 or V4.1). A
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,17 +23,10 @@ from typing import Any
 import onnx
 import torch
 
-from . import metadata as md
-from . import ort_runner
-from .invariants import add_output_invariants
-from .metadata import read_metadata
-from .model import MhcModel, random_tokens
-from .onnx_functions import FUNCTIONS
-from .ort_target import ORT_DOMAIN
-from .report import Report, tolerance_for
-from .single_op import SingleOp, export_single_op
-from .spec import ALL_OPS as OPS
-from .spec import (
+from ..core import metadata as md
+from ..core.metadata import read_metadata
+from ..core.spec import ALL_OPS as OPS
+from ..core.spec import (
     MHC_MIX,
     MHC_POST_MIX,
     MHC_POST_PRE,
@@ -44,6 +38,13 @@ from .spec import (
     dtype_name,
     parse_dtype,
 )
+from ..export.onnx_functions import FUNCTIONS
+from ..export.ort_target import ORT_DOMAIN
+from ..export.single_op import SingleOp, export_single_op
+from ..reference.model import MhcModel, random_tokens
+from . import ort_runner
+from .invariants import add_output_invariants
+from .report import Report, tolerance_for
 
 _OP_BY_TYPE = {c.op_type: key for key, c in OPS.items()}
 
@@ -103,7 +104,7 @@ def graph_family(proto: onnx.ModelProto) -> str | None:
 
 def validation_memory(cfg, dtype, batch: int, seq: int) -> int:
     """Bytes that validating ``cfg`` at [batch, seq] needs (eager and ONNX Runtime)."""
-    from .preflight import validation_bytes
+    from ..core.preflight import validation_bytes
 
     return validation_bytes(batch=batch, seq=seq, hidden=cfg.hidden, streams=cfg.streams,
                             heads=cfg.heads, layers=cfg.layers, vocab=cfg.vocab_size,
@@ -117,8 +118,8 @@ def model_from_metadata(proto: onnx.ModelProto, checkpoint: str | os.PathLike[st
     The exporter records config, dtype, mode, seed and checkpoint in the
     model's metadata; ``checkpoint`` overrides the recorded weights.
     """
-    from .checkpoint import load_checkpoint
-    from .model import ModelConfig, build_model, cast_model
+    from ..reference.checkpoint import load_checkpoint
+    from ..reference.model import ModelConfig, build_model, cast_model
 
     meta = read_metadata(proto)
     if md.CONFIG not in meta:
@@ -193,7 +194,7 @@ def validate_model(
 ) -> Report:
     """ONNX Runtime vs eager on fresh random tokens, plus mHC invariants per backend."""
     onnx_path = Path(onnx_path)
-    proto = onnx.load(os.fspath(onnx_path))
+    proto = onnx.load(os.fspath(onnx_path), load_external_data=False)  # nodes only
     dtype = model.dtype
     tol = tolerance_for(dtype)
     report = report or Report(f"validate {onnx_path.name}")
@@ -212,30 +213,61 @@ def validate_model(
     attrs = {"post_mult": cfg.post_mult, "pre_eps": cfg.pre_eps,
              "sinkhorn_iters": cfg.sinkhorn_iters, "sinkhorn_eps": cfg.sinkhorn_eps}
     eager_probe.check(report, "eager", attrs)
+
+    def compare(backend: str, outs: dict[str, torch.Tensor]) -> None:
+        report.compare(backend, "eager", "logits", outs["logits"], expected, tol)
+
+    compare_in_providers(report, onnx_path, {"tokens": tokens}, dtype=dtype, attrs=attrs,
+                         compare=compare, providers=providers)
+    return report
+
+
+def compare_in_providers(
+    report: Report,
+    onnx_path: Path,
+    inputs: dict[str, torch.Tensor],
+    *,
+    dtype: torch.dtype,
+    attrs: dict[str, Any],
+    compare: Callable[[str, dict[str, torch.Tensor]], None],
+    providers: list[str] | None = None,
+    eager: str = "eager",
+    fold_constants: bool = True,
+) -> None:
+    """Run the ONNX model in each ONNX Runtime provider on ``inputs``.
+
+    ``compare(backend, outputs)`` checks the outputs against the caller's reference
+    (own eager model, HF's model); the mHC invariants are checked on every MhcPre or
+    MhcMix site, which the run adds as graph outputs. A provider that cannot run the
+    graph is named in the report and validates the mhc nodes alone.
+    ``fold_constants=False`` for graphs that decode stored weights (ort_runner.session).
+    """
+    proto = onnx.load(os.fspath(onnx_path))
     probed, groups = _probe_model(proto)
+    external = _has_external(proto)
+    del proto  # only the probed copy runs: a big graph is not held twice
     if not groups:
-        report.note("no MhcPre or MhcMix nodes in the graph (decomposed export): invariants "
-                    "from eager only")
+        report.note(f"no MhcPre or MhcMix nodes in the graph: invariants from {eager} only")
     with tempfile.TemporaryDirectory() as tmp:
         probed_path = Path(tmp) / onnx_path.name
-        onnx.save_model(probed, probed_path, save_as_external_data=_has_external(proto),
+        onnx.save_model(probed, probed_path, save_as_external_data=external,
                         location=probed_path.name + ".data")
+        del probed
         for provider in providers or ort_runner.available_providers():
             backend = ort_runner.provider_label(provider)
             try:
-                sess = ort_runner.session(probed_path, provider)
-                outs = ort_runner.run(sess, {"tokens": tokens})
+                sess = ort_runner.session(probed_path, provider, fold_constants=fold_constants)
+                outs = ort_runner.run(sess, inputs)
             except Exception as e:  # ORT raises its own exception types
                 report.note(f"{backend} cannot run this {dtype_name(dtype)} graph: "
                             f"{_first_line(e)}")
-                _validate_mhc_nodes(report, proto, provider, dtype)
+                _validate_mhc_nodes(report, onnx.load(os.fspath(onnx_path)), provider, dtype)
                 continue
-            report.compare(backend, "eager", "logits", outs["logits"], expected, tol)
+            compare(backend, outs)
             probe = Probe()
-            for names in groups:
+            for names in groups:  # MhcMix groups where --target onnxruntime split MhcPre
                 probe.add_site([outs[n] for n in names])
             probe.check(report, backend, attrs)
-    return report
 
 
 def graph_form(proto: onnx.ModelProto) -> str:

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .atomic import atomic_write_text
+from ..core.atomic import atomic_write_text
 
 # Tolerances on the max error relative to the reference's max magnitude
 # (||out - ref||_inf / max(||ref||_inf, tiny)). float32 paths differ only by

@@ -3,7 +3,7 @@
 ``mhc::collapse``, ``mhc::post_mix`` and ``mhc::post_collapse``.
 
 Each op is one opaque node for torch.export, which is what lets the ONNX
-exporter emit one ``mhc`` domain node per op (see :mod:`mhc_export.onnx_export`).
+exporter emit one ``mhc`` domain node per op (see :mod:`mhc_export.export.onnx_export`).
 The eager implementation is the reference itself, so a model run "fused"
 (through these ops) and "decomposed" (plain torch math) is bit-identical.
 """
@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import torch
 
-from . import reference
+from ..core import checks
+from . import eager as reference
 
 __all__ = ["collapse", "head", "kernel_backend", "mix", "post", "post_collapse", "post_head",
            "post_mix", "post_pre", "pre", "sinkhorn"]
@@ -40,7 +41,7 @@ def pre(
 @pre.register_fake
 def _pre_fake(residual, hc_fn, hc_scale, hc_base, rms_eps, pre_eps, sinkhorn_eps, post_mult,
               sinkhorn_iters):
-    reference.check_pre_inputs(residual, hc_fn, hc_scale, hc_base)
+    checks.check_pre_inputs(residual, hc_fn, hc_scale, hc_base)
     t, n, d = residual.shape
     return (
         residual.new_empty((t, d)),
@@ -68,7 +69,7 @@ def post(
 
 @post.register_fake
 def _post_fake(x, residual, post_mix, comb_mix):
-    reference.check_post_inputs(x, residual, post_mix, comb_mix)
+    checks.check_post_inputs(x, residual, post_mix, comb_mix)
     return torch.empty_like(residual)
 
 
@@ -86,7 +87,7 @@ def head(
 
 @head.register_fake
 def _head_fake(residual, hc_fn, hc_scale, hc_base, rms_eps, eps):
-    reference.check_head_inputs(residual, hc_fn, hc_scale, hc_base)
+    checks.check_head_inputs(residual, hc_fn, hc_scale, hc_base)
     t, _, d = residual.shape
     return residual.new_empty((t, d))
 
@@ -117,8 +118,8 @@ def post_pre(
 
 @post_pre.register_fake
 def _post_pre_fake(x, residual, post_mix, comb_mix, hc_fn, hc_scale, hc_base, *attrs):
-    reference.check_post_inputs(x, residual, post_mix, comb_mix)
-    reference.check_pre_inputs(residual, hc_fn, hc_scale, hc_base)
+    checks.check_post_inputs(x, residual, post_mix, comb_mix)
+    checks.check_pre_inputs(residual, hc_fn, hc_scale, hc_base)
     t, n, d = residual.shape
     return (torch.empty_like(residual), residual.new_empty((t, d)),
             residual.new_empty((t, n), dtype=torch.float32),
@@ -143,8 +144,8 @@ def post_head(
 
 @post_head.register_fake
 def _post_head_fake(x, residual, post_mix, comb_mix, hc_fn, hc_scale, hc_base, rms_eps, eps):
-    reference.check_post_inputs(x, residual, post_mix, comb_mix)
-    reference.check_head_inputs(residual, hc_fn, hc_scale, hc_base)
+    checks.check_post_inputs(x, residual, post_mix, comb_mix)
+    checks.check_head_inputs(residual, hc_fn, hc_scale, hc_base)
     t, _, d = residual.shape
     return residual.new_empty((t, d))
 
@@ -178,7 +179,7 @@ def _mixes_like(residual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tor
 
 @mix.register_fake
 def _mix_fake(residual, hc_fn, hc_scale, hc_base, *attrs):
-    reference.check_pre_inputs(residual, hc_fn, hc_scale, hc_base)
+    checks.check_pre_inputs(residual, hc_fn, hc_scale, hc_base)
     return _mixes_like(residual)
 
 
@@ -189,7 +190,7 @@ def collapse(residual: torch.Tensor, pre_mix: torch.Tensor) -> torch.Tensor:
 
 @collapse.register_fake
 def _collapse_fake(residual, pre_mix):
-    t, _, d = reference.check_collapse_inputs(residual, pre_mix)
+    t, _, d = checks.check_collapse_inputs(residual, pre_mix)
     return residual.new_empty((t, d))
 
 
@@ -217,9 +218,9 @@ def post_mix(
 
 @post_mix.register_fake
 def _post_mix_fake(x, residual, pre_mix, post_mix, comb_mix, hc_fn, hc_scale, hc_base, *attrs):
-    reference.check_post_inputs(x, residual, post_mix, comb_mix)
-    t, _, d = reference.check_collapse_inputs(residual, pre_mix)
-    reference.check_pre_inputs(residual, hc_fn, hc_scale, hc_base)
+    checks.check_post_inputs(x, residual, post_mix, comb_mix)
+    t, _, d = checks.check_collapse_inputs(residual, pre_mix)
+    checks.check_pre_inputs(residual, hc_fn, hc_scale, hc_base)
     return (torch.empty_like(residual), residual.new_empty((t, d)), *_mixes_like(residual))
 
 
@@ -236,8 +237,8 @@ def post_collapse(
 
 @post_collapse.register_fake
 def _post_collapse_fake(x, residual, pre_mix, post_mix, comb_mix):
-    reference.check_post_inputs(x, residual, post_mix, comb_mix)
-    t, _, d = reference.check_collapse_inputs(residual, pre_mix)
+    checks.check_post_inputs(x, residual, post_mix, comb_mix)
+    t, _, d = checks.check_collapse_inputs(residual, pre_mix)
     return residual.new_empty((t, d))
 
 
@@ -252,13 +253,13 @@ def _post_collapse_fake(x, residual, pre_mix, post_mix, comb_mix):
 
 def kernel_backend() -> str:
     """What the ops run on for CUDA tensors: "mhc-kernels" or "reference"."""
-    from .kernels import _lib
+    from ..kernels import _lib
 
     return "mhc-kernels" if _lib.available() else "reference"
 
 
 def _kernels():
-    from . import kernels
+    from .. import kernels
 
     return kernels if kernels.available() else None
 

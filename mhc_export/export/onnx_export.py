@@ -4,7 +4,7 @@ The ``mhc::*`` custom ops are translated to bare ``mhc`` domain nodes carrying
 the spec's attributes plus ``plugin_namespace``/``plugin_version``; after the
 exporter is done (its opset conversion inlines any local function it sees, so
 bodies cannot go in earlier) the matching FunctionProtos from
-:mod:`mhc_export.onnx_functions` are attached. The result is checked with the
+:mod:`mhc_export.export.onnx_functions` are attached. The result is checked with the
 full ONNX checker and shape inference, then written atomically.
 """
 
@@ -23,11 +23,7 @@ from pathlib import Path
 import onnx
 import torch
 
-from . import ops  # noqa: F401  (registers torch.ops.mhc.*)
-from .fuse import fuse_boundaries
-from .onnx_functions import NODE_OPS, function_protos
-from .ort_target import ensure_opset, to_onnxruntime
-from .spec import (
+from ..core.spec import (
     DEFAULT_OPSET,
     EXPORT_TARGETS,
     ONNX_DOMAIN,
@@ -37,6 +33,10 @@ from .spec import (
     PLUGIN_NAMESPACE,
     PLUGIN_VERSION,
 )
+from ..reference import ops  # noqa: F401  (registers torch.ops.mhc.*)
+from .fuse import fuse_boundaries
+from .onnx_functions import NODE_OPS, function_protos
+from .ort_target import ensure_opset, to_onnxruntime
 
 # Models whose weights exceed this go to an external data file (protobuf's
 # hard limit is 2 GiB; stay well clear of it).
@@ -152,9 +152,9 @@ def export(
     ``external_data=None`` moves weights to ``<path>.data`` only when they are
     larger than EXTERNAL_DATA_THRESHOLD. ``fuse`` rewrites each MhcPost ->
     MhcPre (MhcHead) boundary into one MhcPostPre (MhcPostHead) node, and each
-    V4.1 boundary into MhcPostMix (MhcPostCollapse) (:mod:`mhc_export.fuse`).
+    V4.1 boundary into MhcPostMix (MhcPostCollapse) (:mod:`mhc_export.export.fuse`).
     ``target="onnxruntime"`` instead emits ONNX Runtime's contrib ops for the
-    collapses and posts (:mod:`mhc_export.ort_target`); that graph is unfused.
+    collapses and posts (:mod:`mhc_export.export.ort_target`); that graph is unfused.
     ``passes`` run on the translated model before the checks (e.g. the FP8 decode
     rewrite of ``--weights native``).
     """

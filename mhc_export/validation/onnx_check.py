@@ -15,8 +15,8 @@ from __future__ import annotations
 import onnx
 from onnx import AttributeProto
 
-from .spec import ALL_OPS as OPS
-from .spec import ONNX_DOMAIN, PLUGIN_ATTRIBUTES, PLUGIN_NAMESPACE, PLUGIN_VERSION
+from ..core.spec import ALL_OPS as OPS
+from ..core.spec import ONNX_DOMAIN, PLUGIN_ATTRIBUTES, PLUGIN_NAMESPACE, PLUGIN_VERSION
 
 _ONNX_KIND = {AttributeProto.FLOAT: "float", AttributeProto.INT: "int",
               AttributeProto.STRING: "string"}

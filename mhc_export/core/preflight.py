@@ -7,6 +7,7 @@ the memory a run will need) and turns a failure into ``ValueError`` /
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import struct
@@ -15,12 +16,13 @@ from pathlib import Path
 import onnx
 from google.protobuf.message import DecodeError
 
+from .build_layout import REPO_ROOT
 from .spec import MAX_STREAMS
 
 STREAMS_HELP = f"1..{MAX_STREAMS}"
 # The one rule for default output names of every export (own model, single op, HF):
 # the checkout's engines/ folder (beside mhc_export/), whatever the current directory.
-OUTPUT_DIR = Path(__file__).resolve().parents[1] / "engines"
+OUTPUT_DIR = REPO_ROOT / "engines"
 
 
 def default_output(name: str) -> Path:
@@ -177,3 +179,18 @@ def validation_bytes(*, batch: int, seq: int, hidden: int, streams: int, heads: 
 
 def _gib(n: int) -> str:
     return f"{n / (1 << 30):.1f} GiB" if n >= 1 << 28 else f"{n / (1 << 20):.0f} MiB"
+
+
+def check_export_outputs(args: argparse.Namespace, out: Path) -> None:
+    """Every file an export will write, checked before any work (own model, op, HF)."""
+    plan = out.with_suffix(".plan") if args.build_engine else None
+    check_outputs({
+        "--out": out,
+        "--out weights (<out>.data)": (None if args.external_data == "never"
+                                       else out.with_name(out.name + ".data")),
+        "--report" if args.report else "report (<out>.report.json)":
+            None if args.no_validate else args.report or out.with_suffix(".report.json"),
+        "--save-checkpoint": getattr(args, "save_checkpoint", None),
+        "--build-engine plan": plan,
+        "--build-engine sidecar": plan.with_name(plan.name + ".json") if plan else None,
+    })

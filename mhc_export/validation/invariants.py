@@ -25,8 +25,8 @@ import math
 import numpy as np
 import torch
 
+from ..core.spec import POST_MULT, PRE_EPS, SINKHORN_EPS, SINKHORN_ITERS
 from .report import Report
-from .spec import POST_MULT, PRE_EPS, SINKHORN_EPS, SINKHORN_ITERS
 
 __all__ = ["add_output_invariants", "recover_pre", "sinkhorn_error_bound"]
 
@@ -249,7 +249,8 @@ def add_output_invariants(
     backend ran with.
     """
     if not isinstance(report, Report):
-        raise TypeError(f"report must be a mhc_export.report.Report, got {type(report).__name__}")
+        raise TypeError("report must be a mhc_export.validation.report.Report, got "
+                        f"{type(report).__name__}")
     if (layer_input is None) != (residual is None):
         raise ValueError("layer_input and residual must be given together: pre is recovered "
                          "from layer_input = sum_i pre_i * residual_i")

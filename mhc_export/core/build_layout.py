@@ -14,7 +14,7 @@ import os
 import re
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILD_ROOT_ENV = "MHC_BUILD_ROOT"
 TRT_MAJORS = (11, 10)
 KERNELS_LIB = "libmhc_kernels.so"

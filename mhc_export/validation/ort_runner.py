@@ -16,7 +16,7 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from .dtypes import TORCH_FROM_ORT
+from ..core.dtypes import TORCH_FROM_ORT
 
 PREFERRED_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
 

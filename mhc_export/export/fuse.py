@@ -33,7 +33,7 @@ from collections import defaultdict
 
 import onnx
 
-from .spec import (
+from ..core.spec import (
     MHC_COLLAPSE,
     MHC_HEAD,
     MHC_MIX,

@@ -14,12 +14,10 @@ import numpy as np
 import onnx
 import torch
 
-from . import ops, reference
-from .dtypes import ONNX_FROM_TORCH, TORCH_FROM_ONNX
-from .onnx_export import ExportResult, export
-from .preflight import check_streams
-from .spec import ALL_OPS as OPS
-from .spec import (
+from ..core.dtypes import ONNX_FROM_TORCH, TORCH_FROM_ONNX
+from ..core.preflight import check_streams
+from ..core.spec import ALL_OPS as OPS
+from ..core.spec import (
     DEFAULT_OPSET,
     MHC_PRE,
     ONNX_DOMAIN,
@@ -28,6 +26,9 @@ from .spec import (
     num_mixes,
     parse_dtype,
 )
+from ..reference import eager as reference
+from ..reference import ops
+from .onnx_export import ExportResult, export
 
 
 class _PreOp(torch.nn.Module):
@@ -298,8 +299,8 @@ def build_single_op_model(spec: SingleOp, opset: int = DEFAULT_OPSET) -> onnx.Mo
     """The one-node model ``export_single_op`` writes, assembled directly (milliseconds
     instead of a torch.export trace): same node, attributes, names, types and flat
     local function. For sweeps over many attribute values (scripts/fuzz.py)."""
+    from ..core.spec import ONNX_DOMAIN_VERSION, PLUGIN_ATTRIBUTES
     from .onnx_functions import function_protos
-    from .spec import ONNX_DOMAIN_VERSION, PLUGIN_ATTRIBUTES
 
     contract = OPS[spec.op]
     inputs = spec.random_inputs(tokens=2)

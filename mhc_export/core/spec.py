@@ -159,7 +159,7 @@ V41_FLASH = {"streams": 4, "hidden": 5120, "layers": 40, "engram_layers": (1, 14
 EXPORT_TARGETS = ("mhc", "onnxruntime")
 """mhc: mhc nodes + local functions (TensorRT plugins, any runtime); onnxruntime: MhcCollapse
 and MhcPost (and MhcPre's collapse) as ONNX Runtime's com.microsoft HyperConnectionPreMix /
-HyperConnectionPostMix contrib ops (mhc_export.ort_target)."""
+HyperConnectionPostMix contrib ops (mhc_export.export.ort_target)."""
 FIRST_ORT_RELEASE = "1.31.0"
 """The first ONNX Runtime release whose builds register both contrib ops (1.30.0 has neither)."""
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
-from . import reference
-from .spec import POST_MULT, PRE_EPS, RMS_EPS, SINKHORN_EPS, SINKHORN_ITERS, num_mixes
+from ..core.spec import POST_MULT, PRE_EPS, RMS_EPS, SINKHORN_EPS, SINKHORN_ITERS, num_mixes
+from . import eager as reference
 
 
 @dataclass(frozen=True)
