@@ -282,7 +282,7 @@ nvinfer1::IPluginCreatorV3One* getMhcPostCreator() noexcept;
 nvinfer1::IPluginCreatorV3One* getMhcHeadCreator() noexcept;
 nvinfer1::IPluginCreatorV3One* getMhcPostPreCreator() noexcept;
 nvinfer1::IPluginCreatorV3One* getMhcPostHeadCreator() noexcept;
-// DeepSeek-V4.1 (plugins/common/mhcV41.h).
+// DeepSeek-V4.1 (native/plugins/common/mhcV41.h).
 nvinfer1::IPluginCreatorV3One* getMhcMixCreator() noexcept;
 nvinfer1::IPluginCreatorV3One* getMhcCollapseCreator() noexcept;
 nvinfer1::IPluginCreatorV3One* getMhcPostMixCreator() noexcept;

@@ -5,7 +5,7 @@
 //
 // Loading the library is also enough on its own (polygraphy --plugins and
 // ctypes.CDLL only dlopen it): it then registers its creators with the TensorRT
-// already loaded in the process (plugins/common/mhcRegistration.h).
+// already loaded in the process (native/plugins/common/mhcRegistration.h).
 #include "mhcPluginCommon.h"
 #include "mhcRegistration.h"
 
@@ -33,7 +33,7 @@ nvinfer1::IPluginCreatorInterface* const* creatorList(int32_t& nbCreators) noexc
 }
 
 // Runs when the library is loaded. This file comes last in the library's
-// sources (plugins/CMakeLists.txt), so the creators' field tables, which are
+// sources (native/CMakeLists.txt), so the creators' field tables, which are
 // initialized by the plugin files, are ready: the harness's dlopen-only check
 // compares the registered creators' fields with the spec.
 __attribute__((constructor)) void registerOnLoad()
