@@ -27,6 +27,7 @@
 #include <stdlib.h>
 
 #include "mhc_common.cuh"
+#include "mhc_switches.h"
 
 namespace mhc {
 
@@ -230,20 +231,7 @@ __global__ void __launch_bounds__(kDecodeFinishThreads)
     }
 }
 
-// Largest T that takes the decode path (env MHC_DECODE_MAX_T, 0 disables it;
-// capped at kDecodeMaxT, which the workspace query covers).
-constexpr int64_t kDecodeMaxT = 64;
-inline int64_t decodeMaxT() {
-    static const int64_t v = [] {
-        const char* e = getenv("MHC_DECODE_MAX_T");
-        if (e && *e) {
-            const long long x = atoll(e);
-            return int64_t(x < 0 ? 0 : (x > kDecodeMaxT ? kDecodeMaxT : x));
-        }
-        return kDecodeMaxT;
-    }();
-    return v;
-}
+// The largest T of the decode path (kDecodeMaxT, MHC_DECODE_MAX_T): mhc_switches.h.
 inline int decodeSplits(int64_t K) { return int(ceilDiv(K / 8, 32)); }
 inline size_t decodeWorkspaceBytes(int64_t T, int64_t K, int rows) {
     const int64_t t = T < kDecodeMaxT ? T : kDecodeMaxT;
@@ -322,8 +310,7 @@ inline mhcStatus_t runPreDecode(const T* x, const float* hc_fn, const float* hc_
     attr[0].val.programmaticStreamSerializationAllowed = 1;
     cfg.attrs = attr;
     cfg.numAttrs = 1;
-    static const bool no_pdl = getenv("MHC_DECODE_NO_PDL") != nullptr;
-    if (no_pdl || deviceCcMajor() < 9) cfg.numAttrs = 0;
+    if (decodeNoPdl() || deviceCcMajor() < 9) cfg.numAttrs = 0;
     const bool capturing = streamIsCapturing(stream);
     if (cudaLaunchKernelEx(&cfg, decodeFinishKernel<T, N>, x, static_cast<const float*>(part),
                            splits, hc_scale, hc_base, layer_input, post_mix, comb_mix, ntok, d,

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 
 #include "mhc_common.cuh"
+#include "mhc_switches.h"
 
 namespace mhc {
 
@@ -329,28 +330,7 @@ __global__ void __launch_bounds__(kFusedThreads)
 #endif
 }
 
-// Configuration: TT tokens per cluster, cluster size CS. MHC_FUSED=0 disables
-// the fused path; MHC_FUSED=<TT>x<CS> forces a configuration and
-// MHC_FUSED_MIN_T=<T> the smallest T that takes it (benchmarks of alternatives).
-struct FusedCfg {
-    int mt, cs;  // mt: tokens per cluster (8, 16, 32)
-};
-inline FusedCfg fusedEnvCfg() {
-    static FusedCfg cfg = [] {
-        FusedCfg c{0, 0};
-        const char* e = getenv("MHC_FUSED");
-        if (e && *e) {
-            if (e[0] == '0' && e[1] == 0) return FusedCfg{-1, -1};
-            int mt = 0, cs = 0;
-            if (sscanf(e, "%dx%d", &mt, &cs) == 2 && (mt == 8 || mt == 16 || mt == 32) &&
-                (cs == 1 || cs == 2 || cs == 4 || cs == 8 || cs == 16))
-                c = FusedCfg{mt, cs};
-        }
-        return c;
-    }();
-    return cfg;
-}
-
+// Its configuration and smallest T (MHC_FUSED, MHC_FUSED_MIN_T): mhc_switches.h.
 inline int fusedTstride(int N, int ds) {
     int ts = N * ds;  // elements; make the token stride an odd multiple of 64 bytes
     ts += ((32 - ts % 64) + 64) % 64;
@@ -419,18 +399,6 @@ inline int launchFusedCfg(FusedArgs args, int cs, cudaStream_t stream) {
         return 0;
     }
     return checkLaunch("mhc fused kernel") == MHC_STATUS_SUCCESS ? 1 : -1;
-}
-
-inline int64_t fusedMinT(bool head) {
-    static const int64_t env = [] {
-        const char* e = getenv("MHC_FUSED_MIN_T");
-        return (e && *e) ? int64_t(atoll(e)) : int64_t(-1);
-    }();
-    if (env >= 0) return env;
-    // Measured (docs/journal/kernels_notes.md, v4): the fused path wins for MhcPre from
-    // T ~ 128; for MhcHead (4 rows) it does not beat the two-pass kernels, so
-    // the head uses it only when MHC_FUSED_MIN_T asks for it.
-    return head ? INT64_MAX : 128;
 }
 
 template <int N, bool HEAD>

@@ -2,6 +2,7 @@
 #include <stdlib.h>
 
 #include "mhc_common.cuh"
+#include "mhc_switches.h"
 
 namespace mhc {
 namespace {
@@ -11,13 +12,6 @@ constexpr int kSinkhornThreads = 128;
 
 // Most token blocks of the post kernel (grid.y <= 65535).
 constexpr int64_t kPostTokenBlocks = 65535;
-bool postTokenMajor() {
-    static const bool v = [] {
-        const char* e = getenv("MHC_POST_TOKEN_MAJOR");
-        return e && *e == '1';
-    }();
-    return v;
-}
 
 // grid.x = chunks of the d/8 vectors, grid.y = token blocks walking the tokens
 // blockIdx.y, blockIdx.y + gridDim.y, ...: consecutive blocks (x fastest) read

@@ -34,7 +34,7 @@
 
 #include "mhc_decode.cuh"
 #include "mhc_fused.cuh"
-#include "mhc_prefill_table.h"
+#include "mhc_switches.h"
 
 namespace mhc {
 
@@ -573,38 +573,7 @@ inline int deviceSMs() {
     return deviceAttr(cudaDevAttrMultiProcessorCount, cache);
 }
 
-// Switches, read once per process. MHC_PREFILL: unset or "auto" = the table;
-// "legacy" = the paths before issue 22; "twopass" / "chunked" = that path
-// wherever it applies (tests, benchmarks). MHC_PREFILL_L2_FRAC, _TT, _FT, _KR,
-// _PDL, _HINTS override the row's parameters. MHC_STREAM / MHC_FUSED (set, MHC_PREFILL unset)
-// keep their meaning: the legacy paths they select.
-struct PfEnv {
-    int mode = -1;  // -1 table, else a PrefillPath
-    float l2_frac = 0.f;
-    int tt = 0, ft = 0, kr = 0, pdl = -1, hints = -1;
-};
-inline const PfEnv& prefillEnv() {
-    static const PfEnv env = [] {
-        PfEnv e;
-        const char* m = getenv("MHC_PREFILL");
-        if (m && *m && strcmp(m, "auto") != 0) {
-            e.mode = strcmp(m, "twopass") == 0   ? kPfTwoPass
-                     : strcmp(m, "chunked") == 0 ? kPfChunked
-                                                 : kPfLegacy;
-        } else if (getenv("MHC_STREAM") || getenv("MHC_FUSED")) {
-            e.mode = kPfLegacy;
-        }
-        if (const char* v = getenv("MHC_PREFILL_L2_FRAC")) e.l2_frac = float(atof(v));
-        if (const char* v = getenv("MHC_PREFILL_TT")) e.tt = atoi(v);
-        if (const char* v = getenv("MHC_PREFILL_FT")) e.ft = atoi(v);
-        if (const char* v = getenv("MHC_PREFILL_KR")) e.kr = atoi(v);
-        if (const char* v = getenv("MHC_PREFILL_PDL")) e.pdl = atoi(v);
-        if (const char* v = getenv("MHC_PREFILL_HINTS")) e.hints = atoi(v);
-        return e;
-    }();
-    return env;
-}
-
+// Its switches (MHC_PREFILL, MHC_PREFILL_*) and its table: mhc_switches.h.
 inline int64_t roundUp(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 
 // The table's row for this call, or a default row when a path is forced.

@@ -31,6 +31,7 @@
 #include <stdlib.h>
 
 #include "mhc_fused.cuh"
+#include "mhc_switches.h"
 
 // Terms of the bf16 split of hc_fn: 2 (hi + lo, ~16 significant bits, the
 // default) or 3 (hi + mid + lo, ~24 bits). Build with -DMHC_STREAM_TERMS=3 to
@@ -458,31 +459,8 @@ __global__ void __launch_bounds__(512, 1)
 }
 
 // ---- Host side -----------------------------------------------------------------
-
-// MHC_STREAM=0 disables the streaming kernel (A/B against the v5 cluster
-// kernel), MHC_STREAM=1 takes it wherever it fits (tests), unset: where it
-// was measured to win (kStreamMinRow); MHC_STREAM_MIN_T=<T> sets the smallest T.
-inline int streamMode() {
-    static const int mode = [] {
-        const char* e = getenv("MHC_STREAM");
-        if (e && e[0] == '0' && e[1] == 0) return 0;
-        if (e && e[0] == '1' && e[1] == 0) return 1;
-        return -1;
-    }();
-    return mode;
-}
-// Its per-tile synchronisation (one cluster barrier, four CTA barriers) is
-// amortised over a CTA's row of N*ds elements: at d=7168, n=4 (1792) it beats
-// the v5 kernel by 24% (pre) and 12% (head); at d=4096 (1024) and below it
-// loses (docs/journal/kernels_notes.md, v6).
-constexpr int kStreamMinRow = 1536;
-inline int64_t streamMinT() {
-    static const int64_t v = [] {
-        const char* e = getenv("MHC_STREAM_MIN_T");
-        return (e && *e) ? int64_t(atoll(e)) : int64_t(128);
-    }();
-    return v;
-}
+// When the streaming kernel runs (kStreamMinRow, MHC_STREAM, MHC_STREAM_MIN_T):
+// mhc_switches.h.
 
 struct StreamPlan {
     int cs, ds, groups, gw, tstride, xstride, stages;

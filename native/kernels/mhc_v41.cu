@@ -33,6 +33,7 @@
 #include "mhc_decode.cuh"
 #include "mhc_mix.cuh"
 #include "mhc_stream.cuh"
+#include "mhc_switches.h"
 
 namespace mhc {
 namespace {
@@ -581,35 +582,7 @@ inline int smemOptin() {
     return v;
 }
 
-// MHC_V41_STREAM=0 takes the two-pass path instead of the stream kernel (A/B
-// and tests); MHC_V41_STAGES=2..6 overrides the pipeline depth.
-inline bool v41StreamEnabled() {
-    static const bool on = [] {
-        const char* e = getenv("MHC_V41_STREAM");
-        return !(e && e[0] == '0' && e[1] == 0);
-    }();
-    return on;
-}
-// MHC_V41_BALANCE=1: the balanced 1-D item split over every SM instead of the
-// (splits x groups) grid (d=5120: 120 of 132 SMs busy), same results bit for bit.
-// Measured 3-8% slower at T >= 4096 (docs/journal/v41_kernels.md, run 2): the
-// kernel is not limited by the number of SMs pulling memory, so it is opt-in.
-inline bool v41Balanced() {
-    static const bool on = [] {
-        const char* e = getenv("MHC_V41_BALANCE");
-        return e && e[0] == '1' && e[1] == 0;
-    }();
-    return on;
-}
-inline int v41StagesEnv() {
-    static const int s = [] {
-        const char* e = getenv("MHC_V41_STAGES");
-        const int v = (e && *e) ? atoi(e) : 0;
-        return v >= 2 && v <= 6 ? v : 0;
-    }();
-    return s;
-}
-
+// The path switches (MHC_V41_STREAM, MHC_V41_BALANCE, MHC_V41_STAGES): mhc_switches.h.
 inline int streamSplits(int d) { return int(ceilDiv(d, kV41Cols)); }
 inline size_t streamWorkspaceBytes(int64_t T, int n, int d) {
     const size_t b = size_t(streamSplits(d)) * size_t(T) * size_t((2 + n) * n + 1) * 4;
