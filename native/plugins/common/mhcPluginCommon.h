@@ -1,4 +1,4 @@
-// Helpers shared by the four mHC TensorRT plugins: the logger handed over by
+// Helpers shared by the mHC TensorRT plugins: the logger handed over by
 // setLoggerFinder, plugin-field parsing and validation, field serialization,
 // dtype mapping, and the IPluginV3 plumbing that is identical for every op.
 //
@@ -210,9 +210,27 @@ int32_t checkResidualShape(char const* plugin, nvinfer1::PluginTensorDesc const&
 // otherwise.
 bool profileDesc(char const* plugin, nvinfer1::DynamicPluginTensorDesc const& in, nvinfer1::PluginTensorDesc* out) noexcept;
 
-// What the four plugins share beyond MhcPluginBase: clone, the output count,
-// and the configure/shape-change checks, which differ between ops only in
-// which input carries the static dims and how it is checked (checkStatic).
+// One enqueue of an op's kernel, T > 0: T, n, d and the dtype are those of the
+// input whose dims are fixed per engine (the residual, or Sinkhorn's logits).
+struct KernelCall
+{
+    int64_t t;
+    int32_t n;
+    int32_t d;
+    mhcDtype_t dtype;
+    void const* const* inputs;
+    void* const* outputs;
+    void* workspace;
+    cudaStream_t stream;
+};
+
+// What every plugin shares beyond MhcPluginBase: clone, the output count, the
+// configure/shape-change checks, the count and position checks of the format
+// negotiation, the workspace query and the start of enqueue. They differ
+// between ops only in which input carries the static dims (StaticInput) and
+// in what the op supplies: how that input is checked (checkStatic), which
+// types each position takes (supportsFormat), its kernel's workspace
+// (workspaceSize) and its kernel call (launch).
 template <typename Derived, int32_t NbIn, int32_t NbOut, int32_t StaticInput>
 class MhcPlugin : public MhcPluginBase
 {
@@ -253,9 +271,58 @@ public:
         return checkCounts(nbInputs, nbOutputs, NbIn, NbOut) ? checkStatic(in[StaticInput]) : -1;
     }
 
+    bool supportsFormatCombination(int32_t pos, nvinfer1::DynamicPluginTensorDesc const* inOut, int32_t nbInputs,
+        int32_t nbOutputs) noexcept override
+    {
+        if (nbInputs != NbIn || nbOutputs != NbOut || pos < 0 || pos >= NbIn + NbOut)
+        {
+            return false;
+        }
+        return supportsFormat(pos, inOut);
+    }
+
+    size_t getWorkspaceSize(nvinfer1::DynamicPluginTensorDesc const* inputs, int32_t nbInputs,
+        nvinfer1::DynamicPluginTensorDesc const* /*outputs*/, int32_t /*nbOutputs*/) const noexcept override
+    {
+        if (nbInputs != NbIn || inputs[StaticInput].max.nbDims != 3)
+        {
+            return 0;
+        }
+        // Sized at the profile's max T: the kernel's bound holds for any smaller T.
+        nvinfer1::Dims const& mx = inputs[StaticInput].max;
+        return workspaceSize(mx.d[0], static_cast<int32_t>(mx.d[1]), static_cast<int32_t>(mx.d[2]),
+            toMhcDtype(inputs[StaticInput].desc.type));
+    }
+
+    int32_t enqueue(nvinfer1::PluginTensorDesc const* inputDesc, nvinfer1::PluginTensorDesc const* /*outputDesc*/,
+        void const* const* inputs, void* const* outputs, void* workspace, cudaStream_t stream) noexcept override
+    {
+        nvinfer1::Dims const& dims = inputDesc[StaticInput].dims;
+        if (dims.d[0] == 0)
+        {
+            return 0; // T = 0 is a valid call that does nothing
+        }
+        KernelCall const call{dims.d[0], static_cast<int32_t>(dims.d[1]), static_cast<int32_t>(dims.d[2]),
+            toMhcDtype(inputDesc[StaticInput].type), inputs, outputs, workspace, stream};
+        return launch(call);
+    }
+
 protected:
     // Validates the input whose dims are fixed per engine; logs and returns -1 if bad.
     virtual int32_t checkStatic(nvinfer1::PluginTensorDesc const& desc) const noexcept = 0;
+
+    // Whether position pos (in range, counts checked) takes inOut[pos]'s type
+    // and format, given the positions before it.
+    virtual bool supportsFormat(int32_t pos, nvinfer1::DynamicPluginTensorDesc const* inOut) const noexcept = 0;
+
+    // The kernel's workspace for T tokens (none unless the op says so).
+    virtual size_t workspaceSize(int64_t /*t*/, int32_t /*n*/, int32_t /*d*/, mhcDtype_t /*dtype*/) const noexcept
+    {
+        return 0;
+    }
+
+    // The kernel call; 0, or the status of reportKernelFailure.
+    virtual int32_t launch(KernelCall const& call) noexcept = 0;
 };
 
 // The creator of one op: the shared plumbing plus "new Plugin(fields)".

@@ -53,29 +53,16 @@ public:
         return 0;
     }
 
-    bool supportsFormatCombination(int32_t pos, nvinfer1::DynamicPluginTensorDesc const* inOut, int32_t nbInputs,
-        int32_t nbOutputs) noexcept override
+    bool supportsFormat(int32_t pos, nvinfer1::DynamicPluginTensorDesc const* inOut) const noexcept override
     {
-        if (nbInputs != kNB_IN || nbOutputs != kNB_OUT || pos < 0 || pos >= kNB_IN + kNB_OUT)
-        {
-            return false;
-        }
         return v41FormatOk(pos, inOut, 0, {kRESIDUAL, kNB_IN}); // residual and y follow x
     }
 
-    int32_t enqueue(nvinfer1::PluginTensorDesc const* inputDesc, nvinfer1::PluginTensorDesc const* /*outputDesc*/,
-        void const* const* inputs, void* const* outputs, void* /*workspace*/, cudaStream_t stream) noexcept override
+    int32_t launch(KernelCall const& c) noexcept override
     {
-        nvinfer1::Dims const& dims = inputDesc[kRESIDUAL].dims;
-        int64_t const t = dims.d[0];
-        if (t == 0)
-        {
-            return 0;
-        }
-        auto f = [&](int32_t i) { return static_cast<float const*>(inputs[i]); };
-        mhcStatus_t const st = mhcPostCollapse(inputs[0], inputs[1], f(2), f(3), f(4), outputs[0], t,
-            static_cast<int32_t>(dims.d[1]), static_cast<int32_t>(dims.d[2]), toMhcDtype(inputDesc[kRESIDUAL].type),
-            stream);
+        auto f = [&](int32_t i) { return static_cast<float const*>(c.inputs[i]); };
+        mhcStatus_t const st = mhcPostCollapse(c.inputs[0], c.inputs[1], f(2), f(3), f(4), c.outputs[0], c.t, c.n, c.d,
+            c.dtype, c.stream);
         return st == MHC_STATUS_SUCCESS ? 0 : reportKernelFailure(kNAME, "mhcPostCollapse", st);
     }
 

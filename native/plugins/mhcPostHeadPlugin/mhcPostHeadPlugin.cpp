@@ -53,43 +53,21 @@ public:
         return 0;
     }
 
-    bool supportsFormatCombination(int32_t pos, nvinfer1::DynamicPluginTensorDesc const* inOut, int32_t nbInputs,
-        int32_t nbOutputs) noexcept override
+    bool supportsFormat(int32_t pos, nvinfer1::DynamicPluginTensorDesc const* inOut) const noexcept override
     {
-        if (nbInputs != kBNB_IN || nbOutputs != kNB_OUT || pos < 0 || pos >= kBNB_IN + kNB_OUT)
-        {
-            return false;
-        }
         return boundaryFormatOk(pos, inOut, {kBNB_IN}); // y
     }
 
-    size_t getWorkspaceSize(nvinfer1::DynamicPluginTensorDesc const* inputs, int32_t nbInputs,
-        nvinfer1::DynamicPluginTensorDesc const* /*outputs*/, int32_t /*nbOutputs*/) const noexcept override
+    size_t workspaceSize(int64_t t, int32_t n, int32_t d, mhcDtype_t dtype) const noexcept override
     {
-        if (nbInputs != kBNB_IN || inputs[kBRESIDUAL].max.nbDims != 3)
-        {
-            return 0;
-        }
-        nvinfer1::Dims const& mx = inputs[kBRESIDUAL].max;
-        return mhcPostHeadWorkspaceSize(mx.d[0], static_cast<int32_t>(mx.d[1]), static_cast<int32_t>(mx.d[2]),
-            toMhcDtype(inputs[kBRESIDUAL].desc.type));
+        return mhcPostHeadWorkspaceSize(t, n, d, dtype);
     }
 
-    int32_t enqueue(nvinfer1::PluginTensorDesc const* inputDesc, nvinfer1::PluginTensorDesc const* /*outputDesc*/,
-        void const* const* inputs, void* const* outputs, void* workspace, cudaStream_t stream) noexcept override
+    int32_t launch(KernelCall const& c) noexcept override
     {
-        nvinfer1::Dims const& dims = inputDesc[kBRESIDUAL].dims;
-        int64_t const t = dims.d[0];
-        int32_t const n = static_cast<int32_t>(dims.d[1]);
-        int32_t const d = static_cast<int32_t>(dims.d[2]);
-        mhcDtype_t const dtype = toMhcDtype(inputDesc[kBRESIDUAL].type);
-        if (t == 0)
-        {
-            return 0;
-        }
-        auto f = [&](int32_t i) { return static_cast<float const*>(inputs[i]); };
-        mhcStatus_t const st = mhcPostHead(inputs[0], inputs[1], f(2), f(3), f(4), f(5), f(6), outputs[0], t, n, d,
-            dtype, &mParams, workspace, mhcPostHeadWorkspaceSize(t, n, d, dtype), stream);
+        auto f = [&](int32_t i) { return static_cast<float const*>(c.inputs[i]); };
+        mhcStatus_t const st = mhcPostHead(c.inputs[0], c.inputs[1], f(2), f(3), f(4), f(5), f(6), c.outputs[0], c.t,
+            c.n, c.d, c.dtype, &mParams, c.workspace, workspaceSize(c.t, c.n, c.d, c.dtype), c.stream);
         return st == MHC_STATUS_SUCCESS ? 0 : reportKernelFailure(kNAME, "mhcPostHead", st);
     }
 

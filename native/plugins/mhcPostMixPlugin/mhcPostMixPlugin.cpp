@@ -64,46 +64,24 @@ public:
         return 0;
     }
 
-    bool supportsFormatCombination(int32_t pos, nvinfer1::DynamicPluginTensorDesc const* inOut, int32_t nbInputs,
-        int32_t nbOutputs) noexcept override
+    bool supportsFormat(int32_t pos, nvinfer1::DynamicPluginTensorDesc const* inOut) const noexcept override
     {
-        if (nbInputs != kNB_IN || nbOutputs != kNB_OUT || pos < 0 || pos >= kNB_IN + kNB_OUT)
-        {
-            return false;
-        }
         // residual, residual_out and layer_input follow x.
         return v41FormatOk(pos, inOut, 0, {kRESIDUAL, kNB_IN, kNB_IN + 1});
     }
 
-    size_t getWorkspaceSize(nvinfer1::DynamicPluginTensorDesc const* inputs, int32_t nbInputs,
-        nvinfer1::DynamicPluginTensorDesc const* /*outputs*/, int32_t /*nbOutputs*/) const noexcept override
+    size_t workspaceSize(int64_t t, int32_t n, int32_t d, mhcDtype_t dtype) const noexcept override
     {
-        if (nbInputs != kNB_IN || inputs[kRESIDUAL].max.nbDims != 3)
-        {
-            return 0;
-        }
-        nvinfer1::Dims const& mx = inputs[kRESIDUAL].max;
-        return mhcPostMixWorkspaceSize(mx.d[0], static_cast<int32_t>(mx.d[1]), static_cast<int32_t>(mx.d[2]),
-            toMhcDtype(inputs[kRESIDUAL].desc.type));
+        return mhcPostMixWorkspaceSize(t, n, d, dtype);
     }
 
-    int32_t enqueue(nvinfer1::PluginTensorDesc const* inputDesc, nvinfer1::PluginTensorDesc const* /*outputDesc*/,
-        void const* const* inputs, void* const* outputs, void* workspace, cudaStream_t stream) noexcept override
+    int32_t launch(KernelCall const& c) noexcept override
     {
-        nvinfer1::Dims const& dims = inputDesc[kRESIDUAL].dims;
-        int64_t const t = dims.d[0];
-        int32_t const n = static_cast<int32_t>(dims.d[1]);
-        int32_t const d = static_cast<int32_t>(dims.d[2]);
-        mhcDtype_t const dtype = toMhcDtype(inputDesc[kRESIDUAL].type);
-        if (t == 0)
-        {
-            return 0;
-        }
-        auto f = [&](int32_t i) { return static_cast<float const*>(inputs[i]); };
-        auto o = [&](int32_t i) { return static_cast<float*>(outputs[i]); };
-        mhcStatus_t const st = mhcPostMix(inputs[0], inputs[1], f(2), f(3), f(4), f(5), f(6), f(7), outputs[0],
-            outputs[1], o(2), o(3), o(4), t, n, d, dtype, &mParams, workspace,
-            mhcPostMixWorkspaceSize(t, n, d, dtype), stream);
+        auto f = [&](int32_t i) { return static_cast<float const*>(c.inputs[i]); };
+        auto o = [&](int32_t i) { return static_cast<float*>(c.outputs[i]); };
+        mhcStatus_t const st = mhcPostMix(c.inputs[0], c.inputs[1], f(2), f(3), f(4), f(5), f(6), f(7), c.outputs[0],
+            c.outputs[1], o(2), o(3), o(4), c.t, c.n, c.d, c.dtype, &mParams, c.workspace,
+            workspaceSize(c.t, c.n, c.d, c.dtype), c.stream);
         return st == MHC_STATUS_SUCCESS ? 0 : reportKernelFailure(kNAME, "mhcPostMix", st);
     }
 

@@ -101,13 +101,8 @@ public:
         return 0;
     }
 
-    bool supportsFormatCombination(int32_t pos, nvinfer1::DynamicPluginTensorDesc const* inOut, int32_t nbInputs,
-        int32_t nbOutputs) noexcept override
+    bool supportsFormat(int32_t pos, nvinfer1::DynamicPluginTensorDesc const* inOut) const noexcept override
     {
-        if (nbInputs != kNB_IN || nbOutputs != kNB_OUT || pos < 0 || pos >= kNB_IN + kNB_OUT)
-        {
-            return false;
-        }
         nvinfer1::PluginTensorDesc const& t = inOut[pos].desc;
         if (t.format != nvinfer1::TensorFormat::kLINEAR)
         {
@@ -121,36 +116,17 @@ public:
         }
     }
 
-    size_t getWorkspaceSize(nvinfer1::DynamicPluginTensorDesc const* inputs, int32_t nbInputs,
-        nvinfer1::DynamicPluginTensorDesc const* /*outputs*/, int32_t /*nbOutputs*/) const noexcept override
+    size_t workspaceSize(int64_t t, int32_t n, int32_t d, mhcDtype_t dtype) const noexcept override
     {
-        if (nbInputs != kNB_IN || inputs[0].max.nbDims != 3)
-        {
-            return 0;
-        }
-        // Sized at the profile's max T: the kernel's bound holds for any smaller T.
-        nvinfer1::Dims const& mx = inputs[0].max;
-        return mhcPreWorkspaceSize(mx.d[0], static_cast<int32_t>(mx.d[1]), static_cast<int32_t>(mx.d[2]),
-            toMhcDtype(inputs[0].desc.type));
+        return mhcPreWorkspaceSize(t, n, d, dtype);
     }
 
-    int32_t enqueue(nvinfer1::PluginTensorDesc const* inputDesc, nvinfer1::PluginTensorDesc const* /*outputDesc*/,
-        void const* const* inputs, void* const* outputs, void* workspace, cudaStream_t stream) noexcept override
+    int32_t launch(KernelCall const& c) noexcept override
     {
-        nvinfer1::Dims const& dims = inputDesc[0].dims;
-        int64_t const t = dims.d[0];
-        int32_t const n = static_cast<int32_t>(dims.d[1]);
-        int32_t const d = static_cast<int32_t>(dims.d[2]);
-        mhcDtype_t const dtype = toMhcDtype(inputDesc[0].type);
-        if (t == 0)
-        {
-            return 0;
-        }
-        size_t const wsBytes = mhcPreWorkspaceSize(t, n, d, dtype);
-        mhcStatus_t const st = mhcPre(inputs[0], static_cast<float const*>(inputs[1]),
-            static_cast<float const*>(inputs[2]), static_cast<float const*>(inputs[3]), outputs[0],
-            static_cast<float*>(outputs[1]), static_cast<float*>(outputs[2]), t, n, d, dtype, &mParams, workspace,
-            wsBytes, stream);
+        mhcStatus_t const st = mhcPre(c.inputs[0], static_cast<float const*>(c.inputs[1]),
+            static_cast<float const*>(c.inputs[2]), static_cast<float const*>(c.inputs[3]), c.outputs[0],
+            static_cast<float*>(c.outputs[1]), static_cast<float*>(c.outputs[2]), c.t, c.n, c.d, c.dtype, &mParams,
+            c.workspace, workspaceSize(c.t, c.n, c.d, c.dtype), c.stream);
         return st == MHC_STATUS_SUCCESS ? 0 : reportKernelFailure(kNAME, "mhcPre", st);
     }
 

@@ -73,28 +73,16 @@ public:
         return 0;
     }
 
-    bool supportsFormatCombination(int32_t pos, nvinfer1::DynamicPluginTensorDesc const* inOut, int32_t nbInputs,
-        int32_t nbOutputs) noexcept override
+    bool supportsFormat(int32_t pos, nvinfer1::DynamicPluginTensorDesc const* inOut) const noexcept override
     {
-        if (nbInputs != kNB_IN || nbOutputs != kNB_OUT || pos < 0 || pos >= kNB_IN + kNB_OUT)
-        {
-            return false;
-        }
         nvinfer1::PluginTensorDesc const& t = inOut[pos].desc;
         return t.format == nvinfer1::TensorFormat::kLINEAR && t.type == nvinfer1::DataType::kFLOAT;
     }
 
-    int32_t enqueue(nvinfer1::PluginTensorDesc const* inputDesc, nvinfer1::PluginTensorDesc const* /*outputDesc*/,
-        void const* const* inputs, void* const* outputs, void* /*workspace*/, cudaStream_t stream) noexcept override
+    int32_t launch(KernelCall const& c) noexcept override
     {
-        int64_t const t = inputDesc[0].dims.d[0];
-        int32_t const n = static_cast<int32_t>(inputDesc[0].dims.d[1]);
-        if (t == 0)
-        {
-            return 0;
-        }
         mhcStatus_t const st = mhcSinkhorn(
-            static_cast<float const*>(inputs[0]), static_cast<float*>(outputs[0]), t, n, mIters, mEps, stream);
+            static_cast<float const*>(c.inputs[0]), static_cast<float*>(c.outputs[0]), c.t, c.n, mIters, mEps, c.stream);
         return st == MHC_STATUS_SUCCESS ? 0 : reportKernelFailure(kNAME, "mhcSinkhorn", st);
     }
 
