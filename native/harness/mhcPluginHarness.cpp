@@ -539,10 +539,163 @@ bool expectRejected(IPluginCreatorV3One* c, FieldSet& fs, TensorRTPhase phase, s
     return ok;
 }
 
-int modeFields(Library const& lib)
+// Field list: exactly the spec's attributes with their types.
+void checkFieldNames(IPluginCreatorV3One* c, OpSpec const& op)
+{
+    PluginFieldCollection const* names = c->getFieldNames();
+    bool same = names && names->nbFields == static_cast<int32_t>(op.fields.size());
+    for (size_t i = 0; same && i < op.fields.size(); ++i)
+    {
+        same = std::strcmp(names->fields[i].name, op.fields[i].name) == 0 && names->fields[i].type == op.fields[i].type;
+    }
+    check(same, std::string(op.pluginName) + ": getFieldNames lists exactly the spec's attributes");
+}
+
+// Every bad value of field f (out of its rule, wrong type or length) is refused naming f.
+void checkBadValues(IPluginCreatorV3One* c, FieldExpect const& f, TensorRTPhase phase)
 {
     float const nan = std::numeric_limits<float>::quiet_NaN();
     float const inf = std::numeric_limits<float>::infinity();
+    std::vector<std::pair<std::string, FieldSet*>> bad;
+    std::vector<std::unique_ptr<FieldSet>> keep;
+    auto mk = [&](std::string const& what) {
+        keep.push_back(std::make_unique<FieldSet>());
+        bad.emplace_back(what, keep.back().get());
+        return keep.back().get();
+    };
+    if (f.type == PluginFieldType::kFLOAT32)
+    {
+        mk("NaN")->addFloat(f.name, nan);
+        mk("+inf")->addFloat(f.name, inf);
+        mk("-inf")->addFloat(f.name, -inf);
+        mk("-1")->addFloat(f.name, -1.F);
+        if (f.rule == FieldExpect::kPOSITIVE)
+        {
+            mk("0")->addFloat(f.name, 0.F);
+        }
+        mk("kINT32 type")->addInt(f.name, 1);
+        float two[2] = {1.F, 2.F};
+        mk("length 2")->add(f.name, PluginFieldType::kFLOAT32, two, 2, sizeof(two));
+        double dbl = 1e-6;
+        mk("kFLOAT64 type")->add(f.name, PluginFieldType::kFLOAT64, &dbl, 1, sizeof(dbl));
+    }
+    else
+    {
+        mk("0")->addInt(f.name, 0);
+        mk("-5")->addInt(f.name, -5);
+        mk("kFLOAT32 type")->addFloat(f.name, 20.F);
+        int64_t i64 = 20;
+        mk("kINT64 type")->add(f.name, PluginFieldType::kINT64, &i64, 1, sizeof(i64));
+    }
+    for (auto& b : bad)
+    {
+        expectRejected(c, *b.second, phase, f.name, std::string(f.name) + " = " + b.first);
+    }
+}
+
+// One phase: defaults, an unknown field, every bad value, the plugin_* strings.
+void checkFieldsInPhase(IPluginCreatorV3One* c, OpSpec const& op, TensorRTPhase phase)
+{
+    // No fields: the defaults (the ONNX parser omits attributes the node lacks).
+    FieldSet none;
+    IPluginV3* p = c->createPlugin("harness", none.get(), phase);
+    check(p != nullptr, std::string(op.pluginName) + ": no fields -> defaults");
+    delete p;
+
+    FieldSet unknown;
+    unknown.addFloat("bogus_field", 1.F);
+    expectRejected(c, unknown, phase, "bogus_field", "unknown field");
+
+    for (FieldExpect const& f : op.fields)
+    {
+        checkBadValues(c, f, phase);
+    }
+
+    // The parser passes only the creator's listed fields, but other
+    // front ends may forward the node's plugin_* strings: accept them
+    // when they agree, refuse them when they do not.
+    FieldSet strings;
+    strings.addString("plugin_namespace", "mhc");
+    strings.addString("plugin_version", "1");
+    p = c->createPlugin("harness", strings.get(), phase);
+    check(p != nullptr, std::string(op.pluginName) + ": plugin_namespace=mhc, plugin_version=1 accepted");
+    delete p;
+    FieldSet wrongNs;
+    wrongNs.addString("plugin_namespace", "other");
+    expectRejected(c, wrongNs, phase, "plugin_namespace", "plugin_namespace=other");
+}
+
+// The runtime plugin made from ser re-serializes to the same fields.
+void checkReserialized(IPluginCreatorV3One* c, OpSpec const& op, FieldSet& ser)
+{
+    IPluginV3* runtime = c->createPlugin("harness", ser.get(), TensorRTPhase::kRUNTIME);
+    check(runtime != nullptr, std::string(op.pluginName) + ": runtime createPlugin from serialized fields");
+    auto* rt2 = capability<IPluginV3OneRuntime>(runtime, PluginCapabilityType::kRUNTIME, "PLUGIN_V3ONE_RUNTIME");
+    if (rt2)
+    {
+        FieldSet ser2;
+        ser2.copyFrom(rt2->getFieldsToSerialize());
+        bool same2 = ser2.get()->nbFields == ser.get()->nbFields;
+        for (int32_t i = 0; same2 && i < ser.get()->nbFields; ++i)
+        {
+            PluginField const& a = ser.get()->fields[i];
+            PluginField const* b = ser2.find(a.name);
+            same2 = b && b->type == a.type && b->length == a.length && std::memcmp(a.data, b->data, 4) == 0;
+        }
+        check(same2, std::string(op.pluginName) + ": runtime plugin re-serializes identically");
+    }
+    delete runtime;
+}
+
+// Good non-default values survive getFieldsToSerialize -> runtime createPlugin.
+void checkRoundTrip(IPluginCreatorV3One* c, OpSpec const& op)
+{
+    FieldSet good;
+    std::map<std::string, double> want;
+    for (FieldExpect const& f : op.fields)
+    {
+        if (f.type == PluginFieldType::kFLOAT32)
+        {
+            float const v = f.rule == FieldExpect::kPOSITIVE ? 1.75F : (f.name[0] == 'r' ? 2.5e-5F : 3e-4F);
+            good.addFloat(f.name, v);
+            want[f.name] = v;
+        }
+        else
+        {
+            good.addInt(f.name, 7);
+            want[f.name] = 7;
+        }
+    }
+    IPluginV3* built = c->createPlugin("harness", good.get(), TensorRTPhase::kBUILD);
+    check(built != nullptr, std::string(op.pluginName) + ": non-default good values accepted");
+    auto* rt = capability<IPluginV3OneRuntime>(built, PluginCapabilityType::kRUNTIME, "PLUGIN_V3ONE_RUNTIME");
+    if (!rt)
+    {
+        delete built;
+        return;
+    }
+    FieldSet ser;
+    ser.copyFrom(rt->getFieldsToSerialize());
+    bool match = ser.get()->nbFields == static_cast<int32_t>(op.fields.size());
+    for (auto const& kv : want)
+    {
+        PluginField const* f = ser.find(kv.first);
+        if (!f || f->length != 1)
+        {
+            match = false;
+            continue;
+        }
+        double got = f->type == PluginFieldType::kFLOAT32 ? *static_cast<float const*>(f->data)
+                                                          : *static_cast<int32_t const*>(f->data);
+        match = match && got == kv.second;
+    }
+    check(match, std::string(op.pluginName) + ": getFieldsToSerialize returns the values given");
+    delete built;
+    checkReserialized(c, op, ser);
+}
+
+int modeFields(Library const& lib)
+{
     for (OpSpec const& op : kOPS)
     {
         IPluginCreatorV3One* c = findCreator(lib, op.pluginName);
@@ -551,141 +704,12 @@ int modeFields(Library const& lib)
         {
             continue;
         }
-        // Field list: exactly the spec's attributes with their types.
-        PluginFieldCollection const* names = c->getFieldNames();
-        bool same = names && names->nbFields == static_cast<int32_t>(op.fields.size());
-        for (size_t i = 0; same && i < op.fields.size(); ++i)
-        {
-            same = std::strcmp(names->fields[i].name, op.fields[i].name) == 0 && names->fields[i].type == op.fields[i].type;
-        }
-        check(same, std::string(op.pluginName) + ": getFieldNames lists exactly the spec's attributes");
-
+        checkFieldNames(c, op);
         for (TensorRTPhase phase : {TensorRTPhase::kBUILD, TensorRTPhase::kRUNTIME})
         {
-            // No fields: the defaults (the ONNX parser omits attributes the node lacks).
-            FieldSet none;
-            IPluginV3* p = c->createPlugin("harness", none.get(), phase);
-            check(p != nullptr, std::string(op.pluginName) + ": no fields -> defaults");
-            delete p;
-
-            FieldSet unknown;
-            unknown.addFloat("bogus_field", 1.F);
-            expectRejected(c, unknown, phase, "bogus_field", "unknown field");
-
-            for (FieldExpect const& f : op.fields)
-            {
-                std::vector<std::pair<std::string, FieldSet*>> bad;
-                std::vector<std::unique_ptr<FieldSet>> keep;
-                auto mk = [&](std::string const& what) {
-                    keep.push_back(std::make_unique<FieldSet>());
-                    bad.emplace_back(what, keep.back().get());
-                    return keep.back().get();
-                };
-                if (f.type == PluginFieldType::kFLOAT32)
-                {
-                    mk("NaN")->addFloat(f.name, nan);
-                    mk("+inf")->addFloat(f.name, inf);
-                    mk("-inf")->addFloat(f.name, -inf);
-                    mk("-1")->addFloat(f.name, -1.F);
-                    if (f.rule == FieldExpect::kPOSITIVE)
-                    {
-                        mk("0")->addFloat(f.name, 0.F);
-                    }
-                    mk("kINT32 type")->addInt(f.name, 1);
-                    float two[2] = {1.F, 2.F};
-                    mk("length 2")->add(f.name, PluginFieldType::kFLOAT32, two, 2, sizeof(two));
-                    double dbl = 1e-6;
-                    mk("kFLOAT64 type")->add(f.name, PluginFieldType::kFLOAT64, &dbl, 1, sizeof(dbl));
-                }
-                else
-                {
-                    mk("0")->addInt(f.name, 0);
-                    mk("-5")->addInt(f.name, -5);
-                    mk("kFLOAT32 type")->addFloat(f.name, 20.F);
-                    int64_t i64 = 20;
-                    mk("kINT64 type")->add(f.name, PluginFieldType::kINT64, &i64, 1, sizeof(i64));
-                }
-                for (auto& b : bad)
-                {
-                    expectRejected(c, *b.second, phase, f.name, std::string(f.name) + " = " + b.first);
-                }
-            }
-
-            // The parser passes only the creator's listed fields, but other
-            // front ends may forward the node's plugin_* strings: accept them
-            // when they agree, refuse them when they do not.
-            FieldSet strings;
-            strings.addString("plugin_namespace", "mhc");
-            strings.addString("plugin_version", "1");
-            p = c->createPlugin("harness", strings.get(), phase);
-            check(p != nullptr, std::string(op.pluginName) + ": plugin_namespace=mhc, plugin_version=1 accepted");
-            delete p;
-            FieldSet wrongNs;
-            wrongNs.addString("plugin_namespace", "other");
-            expectRejected(c, wrongNs, phase, "plugin_namespace", "plugin_namespace=other");
+            checkFieldsInPhase(c, op, phase);
         }
-
-        // Good non-default values survive getFieldsToSerialize -> runtime createPlugin.
-        FieldSet good;
-        std::map<std::string, double> want;
-        for (FieldExpect const& f : op.fields)
-        {
-            if (f.type == PluginFieldType::kFLOAT32)
-            {
-                float const v = f.rule == FieldExpect::kPOSITIVE ? 1.75F : (f.name[0] == 'r' ? 2.5e-5F : 3e-4F);
-                good.addFloat(f.name, v);
-                want[f.name] = v;
-            }
-            else
-            {
-                good.addInt(f.name, 7);
-                want[f.name] = 7;
-            }
-        }
-        IPluginV3* built = c->createPlugin("harness", good.get(), TensorRTPhase::kBUILD);
-        check(built != nullptr, std::string(op.pluginName) + ": non-default good values accepted");
-        auto* rt = capability<IPluginV3OneRuntime>(built, PluginCapabilityType::kRUNTIME, "PLUGIN_V3ONE_RUNTIME");
-        if (rt)
-        {
-            FieldSet ser;
-            ser.copyFrom(rt->getFieldsToSerialize());
-            bool match = ser.get()->nbFields == static_cast<int32_t>(op.fields.size());
-            for (auto const& kv : want)
-            {
-                PluginField const* f = ser.find(kv.first);
-                if (!f || f->length != 1)
-                {
-                    match = false;
-                    continue;
-                }
-                double got = f->type == PluginFieldType::kFLOAT32 ? *static_cast<float const*>(f->data)
-                                                                  : *static_cast<int32_t const*>(f->data);
-                match = match && got == kv.second;
-            }
-            check(match, std::string(op.pluginName) + ": getFieldsToSerialize returns the values given");
-            delete built;
-            IPluginV3* runtime = c->createPlugin("harness", ser.get(), TensorRTPhase::kRUNTIME);
-            check(runtime != nullptr, std::string(op.pluginName) + ": runtime createPlugin from serialized fields");
-            auto* rt2 = capability<IPluginV3OneRuntime>(runtime, PluginCapabilityType::kRUNTIME, "PLUGIN_V3ONE_RUNTIME");
-            if (rt2)
-            {
-                FieldSet ser2;
-                ser2.copyFrom(rt2->getFieldsToSerialize());
-                bool same2 = ser2.get()->nbFields == ser.get()->nbFields;
-                for (int32_t i = 0; same2 && i < ser.get()->nbFields; ++i)
-                {
-                    PluginField const& a = ser.get()->fields[i];
-                    PluginField const* b = ser2.find(a.name);
-                    same2 = b && b->type == a.type && b->length == a.length && std::memcmp(a.data, b->data, 4) == 0;
-                }
-                check(same2, std::string(op.pluginName) + ": runtime plugin re-serializes identically");
-            }
-            delete runtime;
-        }
-        else
-        {
-            delete built;
-        }
+        checkRoundTrip(c, op);
     }
     return gFailures ? 1 : 0;
 }
