@@ -24,6 +24,6 @@ shift || true
 archs=${MHC_CUDA_ARCHS:-80;90;100}
 gen=()
 command -v ninja >/dev/null && gen=(-G Ninja)
-cmake -S "$root/plugins" -B "$build" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release \
+cmake -S "$root/native" -B "$build" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release \
   -DTENSORRT_ROOT="$trt_root" "-DCMAKE_CUDA_ARCHITECTURES=$archs" "$@"
 cmake --build "$build" -j "$(nproc)"

@@ -30,7 +30,7 @@ TENSORRT_ROOT="$headers/tensorrt-11.1" "$root/scripts/build_plugins.sh" "$out/pl
 t1=$(date +%s)
 
 echo "== plugins against TensorRT 10.16 headers -> $out/plugins-trt10"
-cmake -S "$root/plugins" -B "$out/plugins-trt10" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release \
+cmake -S "$root/native" -B "$out/plugins-trt10" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release \
   -DTENSORRT_ROOT="$headers/tensorrt-10.16" "-DCMAKE_CUDA_ARCHITECTURES=${MHC_CI_TRT10_ARCHS:-90}"
 cmake --build "$out/plugins-trt10" -j "$(nproc)" --target mhc_trt_plugins mhc_plugin_harness
 t2=$(date +%s)

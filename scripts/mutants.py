@@ -188,7 +188,7 @@ class Result:
 
 
 def _scratch_copy(dest: Path) -> None:
-    for name in ("mhc_export", "tests", "scripts", "plugins/kernels"):
+    for name in ("mhc_export", "tests", "scripts", "native/kernels"):
         shutil.copytree(ROOT / name, dest / name, dirs_exist_ok=True,
                         ignore=shutil.ignore_patterns("__pycache__", "*.so", "*.onnx*"))
     shutil.copy2(ROOT / "pyproject.toml", dest / "pyproject.toml")

@@ -169,7 +169,7 @@ def test_local_functions_ship_the_spec_defaults():
 
 
 FIELD_ROW = re.compile(r'\{"(\w+)", FieldKind::k(FLOAT|INT), FieldRule::k\w+, ([-+.\deE]+)\}')
-PLUGIN_DIRS = sorted((ROOT / "plugins").glob("mhc*Plugin"))
+PLUGIN_DIRS = sorted((ROOT / "native" / "plugins").glob("mhc*Plugin"))
 
 
 def _contract_of(plugin_dir: Path) -> spec.OpContract:
@@ -181,9 +181,9 @@ def _contract_of(plugin_dir: Path) -> spec.OpContract:
 
 
 def test_every_plugin_field_table_carries_the_spec_defaults():
-    """Every FieldSpec row in plugins/ (wherever the table lives) has the spec default."""
+    """Every FieldSpec row in native/ (wherever the table lives) has the spec default."""
     rows = 0
-    for path in sorted((ROOT / "plugins").rglob("*")):
+    for path in sorted((ROOT / "native").rglob("*")):
         if path.suffix not in (".cpp", ".h", ".cuh", ".cu"):
             continue
         for name, kind, value in FIELD_ROW.findall(path.read_text()):
@@ -243,7 +243,7 @@ def test_dtype_row_matches_onnxruntime(d):
 
 
 def test_dtype_c_api_codes_match_the_kernel_header():
-    header = (ROOT / "plugins" / "kernels" / "mhc_kernels.h").read_text()
+    header = (ROOT / "native" / "kernels" / "mhc_kernels.h").read_text()
     codes = {m[0]: int(m[1]) for m in re.findall(r"MHC_DTYPE_(\w+) = (\d+)", header)}
     assert codes == {d.name.upper(): d.c_api for d in dtypes.TABLE if d.c_api is not None}
     assert set(dtypes.C_API_CODES) == set(spec.RESIDUAL_DTYPES)

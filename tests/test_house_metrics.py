@@ -44,7 +44,7 @@ FILES = {
     ),
     "mhc_export/sub/y.py": "from ..c import public\n",
     "tests/test_z.py": "def test():\n    pass\n",
-    "plugins/p.cpp": (
+    "native/p.cpp": (
         '#include "x.h"\n'                           # 1
         "namespace mhc\n"                             # 2
         "{\n"                                         # 3
@@ -100,14 +100,14 @@ def test_counts_of_a_made_up_tree(tmp_path):
     assert m["longest_function_python"] == {"lines": 7, "name": "seven_lines",
                                             "where": "mhc_export/sub/x.py:4"}
     assert m["longest_function_cpp"] == {"lines": 14, "name": "longest",
-                                         "where": "plugins/p.cpp:13"}
+                                         "where": "native/p.cpp:13"}
     assert m["private_crossings"] == ["mhc_export.a <- mhc_export.c._hidden",
                                       "mhc_export.sub.x <- mhc_export.c._hidden"]
     assert m["private_names_crossing_modules"] == 2
 
 
 def test_cpp_functions_of_the_made_up_file(tmp_path):
-    got = sorted(hm.cpp_functions(_tree(tmp_path) / "plugins" / "p.cpp"), key=lambda f: f[2])
+    got = sorted(hm.cpp_functions(_tree(tmp_path) / "native" / "p.cpp"), key=lambda f: f[2])
     assert got == [(4, "f", 8), (14, "longest", 13), (4, "Ctor::Ctor", 27)]
 
 

@@ -160,7 +160,7 @@ def _c_struct_fields(header: str, name: str) -> list[tuple[str, str]]:
 
 
 def test_ctypes_structs_match_the_c_header():
-    header = (ROOT / "plugins" / "kernels" / "mhc_kernels.h").read_text()
+    header = (ROOT / "native" / "kernels" / "mhc_kernels.h").read_text()
     ctype = {"float": ctypes.c_float, "int32_t": ctypes.c_int32}
     for cls, c_name in ((_lib.PreParams, "mhcPreParams"), (_lib.HeadParams, "mhcHeadParams")):
         want = [(field, ctype[kind]) for kind, field in _c_struct_fields(header, c_name)]

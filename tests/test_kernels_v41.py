@@ -1,5 +1,5 @@
 """GPU tests of DeepSeek-V4.1's CUDA kernels (mhcMix, mhcCollapse, mhcPostMix,
-mhcPostCollapse; plugins/kernels/mhc_v41.cu) against the float64 reference.
+mhcPostCollapse; native/kernels/mhc_v41.cu) against the float64 reference.
 
 Every output is poisoned with NaN before the launch and every element checked;
 inputs are fresh random draws. Besides float64, each fused op must equal the

@@ -176,7 +176,7 @@ def test_missing_tensorrt_headers_fail_clearly(tmp_path):
         [
             cmake,
             "-S",
-            str(ROOT / "plugins"),
+            str(ROOT / "native"),
             "-B",
             str(tmp_path / "b"),
             "-DCMAKE_CUDA_ARCHITECTURES=90",

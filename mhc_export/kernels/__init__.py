@@ -1,4 +1,4 @@
-"""ctypes binding over libmhc_kernels.so (the C API of plugins/kernels/mhc_kernels.h).
+"""ctypes binding over libmhc_kernels.so (the C API of native/kernels/mhc_kernels.h).
 
 Each op takes CUDA torch tensors, checks them with the same functions as the
 eager reference (so the messages match everywhere), allocates outputs and
