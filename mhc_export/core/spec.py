@@ -188,7 +188,7 @@ V41_OPS: dict[str, OpContract] = {
     "post_collapse": MHC_POST_COLLAPSE,
 }
 ALL_OPS: dict[str, OpContract] = {**OPS, **FUSED_OPS, **V41_OPS}
-# The ops that have a TensorRT plugin in plugins/ (the harness and the bad-ONNX
+# The ops that have a TensorRT plugin in native/plugins/ (the harness and the bad-ONNX
 # checks iterate over these): all of them.
 PLUGIN_OPS: dict[str, OpContract] = {**OPS, **FUSED_OPS, **V41_OPS}
 # Which family each node type belongs to (MhcPost and MhcSinkhorn serve both).
