@@ -172,6 +172,26 @@ def expected(c: dict, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return _named(c, fn(*v, **a))
 
 
+def conditioned(c: dict, x: dict[str, torch.Tensor], ref: dict[str, torch.Tensor],
+                got: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """MhcPostMix's next mixes read residual_out rounded to the residual dtype (the
+    spec's rounding point 1). The float64 reference rounds its float64 sum, a backend
+    its float32 sum: now and then one element lands one ulp apart (within residual_out's
+    own tolerance), and through the 1/sqrt(mean x^2) and the gates that ulp moves the
+    float32 mixes by up to ~1e-4 (seed 21: one float16 element of 8960, 1.2e-4). So the
+    mixes are checked against float64 MhcMix of the backend's own residual_out (itself
+    checked against the reference): ~4e-7 there."""
+    if c["op"] != "post_mix":
+        return ref
+    rounded = got["residual_out"].detach().cpu()
+    if rounded.shape != ref["residual_out"].shape:
+        return ref
+    w = (x["hc_fn"], x["hc_scale"], x["hc_base"])
+    mixes = mix_f64(rounded.to(c["dtype"]), *w, **c["attrs"])
+    return {**ref, **dict(zip(("next_pre_mix", "next_post_mix", "next_comb_mix"), mixes,
+                              strict=True))}
+
+
 def _named(c: dict, out) -> dict[str, torch.Tensor]:
     out = tuple(out) if isinstance(out, (tuple, list)) else (out,)
     return dict(zip(ALL_OPS[c["op"]].outputs, out, strict=True))
@@ -328,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
                 try:
                     got = fn()
                     errs = {k: (error(c, k, got[k], r, x), tolerance(c, k))
-                            for k, r in ref.items()}
+                            for k, r in conditioned(c, x, ref, got).items()}
                 except Exception as e:
                     errs = {"error": (math.inf, 0.0)}
                     failures.append((name, _describe(c), f"{type(e).__name__}: {e}"[:300]))
