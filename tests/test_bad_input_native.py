@@ -1,0 +1,125 @@
+"""Bad input in DeepSeek's published checkpoint layout (native names, FP8 + UE8M0 block
+scales, FP4 experts), found by scripts/fuzz_cli.py's hf families.
+
+Each refusal test failed on the code before the fix: a scale grid of another shape
+raised a RuntimeError mid-load (FP4) or was cut silently to the weight (FP8: wrong
+weights, exit 0), and a weight_block_size that is not two positive integers raised
+TypeError/RuntimeError mid-load. Now: exit 2 and one line naming the tensor, from the
+headers alone, before any work, nothing written.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from mhc_export.cli import main
+
+pytest.importorskip("transformers.models.deepseek_v4",
+                    reason="transformers >= 5.23 (pip install -e '.[hf]') is not installed")
+
+from mhc_export.adapters.hf_checkpoint import inspect_checkpoint
+from mhc_export.adapters.hf_loader import plan
+from mhc_export.adapters.hf_testing import make_config
+from mhc_export.testing.v4_checkpoints import write_checkpoint
+
+ONE_LAYER = dict(num_hidden_layers=1, layer_types=["sliding_attention"],
+                 mlp_layer_types=["moe"])
+
+
+@pytest.fixture(scope="module")
+def native(tmp_path_factory) -> Path:
+    """One layer in the published layout, FP8 block scales of 16 x 16 (several blocks per
+    weight), FP4 experts."""
+    path = tmp_path_factory.mktemp("native") / "ckpt"
+    write_checkpoint(path, make_config(**ONE_LAYER), layout="native", block=(16, 16), seed=6)
+    return path
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _edit_header(shard: Path, edit) -> dict:
+    """Apply ``edit`` to a safetensors header, rewrite the file valid; return the header."""
+    data = shard.read_bytes()
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + n])
+    edit(header)
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    shard.write_bytes(len(text).to_bytes(8, "little") + text + data[8 + n:])
+    return header
+
+
+def _refused(args: list[str], capsys, *needles: str) -> str:
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in err, err
+    return err
+
+
+def _export(ck: Path, tmp_path: Path) -> list[str]:
+    return ["export", "--hf", str(ck), "--no-validate", "--out", str(tmp_path / "o" / "m.onnx")]
+
+
+def test_native_fp4_scale_of_another_shape(tmp_path, capsys, native):
+    """An FP4 expert's [rows, cols/32] scale written [cols/32, rows]: the same bytes."""
+    ck = _copy(native, tmp_path / "ck")
+    name = "layers.0.ffn.experts.1.w1.scale"
+
+    def transpose(header):
+        shape = header[name]["shape"]
+        assert shape[0] != shape[1]
+        header[name]["shape"] = shape[::-1]
+
+    _edit_header(ck / "model.safetensors", transpose)
+    _refused(_export(ck, tmp_path), capsys, name, "needs", "one per 32 FP4 values")
+    assert not (tmp_path / "o").exists()
+
+
+def test_native_fp8_scale_grid_larger_than_the_weight(tmp_path, capsys, native):
+    """Stored with 16 x 16 blocks, the config says 32 x 32: each grid is larger than its
+    weight needs. Before the fix the decode cut it silently (wrong weights, exit 0)."""
+    ck = _copy(native, tmp_path / "ck")
+    cfg = json.loads((ck / "config.json").read_text())
+    cfg["quantization_config"]["weight_block_size"] = [32, 32]
+    (ck / "config.json").write_text(json.dumps(cfg))
+    _refused(_export(ck, tmp_path), capsys, "scale layers.0.", "32 x 32 block")
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("block", ["128", [0, 128], [128], [-16, 16], [16.0, 16]])
+def test_native_weight_block_size_not_two_positive_ints(tmp_path, capsys, native, block):
+    ck = _copy(native, tmp_path / "ck")
+    cfg = json.loads((ck / "config.json").read_text())
+    cfg["quantization_config"]["weight_block_size"] = block
+    (ck / "config.json").write_text(json.dumps(cfg))
+    _refused(_export(ck, tmp_path), capsys, "weight_block_size",
+             "two positive integers")
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("opts", [dict(block=(16, 16)), dict(block=(24, 40), shards=3),
+                                  dict(experts="fp8", scale_fmt="float32"),
+                                  dict(layout="hf", block=(24, 40))])
+def test_good_quantized_checkpoints_pass_the_grid_check(tmp_path, opts):
+    """Ragged blocks (24 x 40 does not divide the weights), float32 scales, FP8 experts,
+    sharded, and the save_pretrained layout's *_scale_inv: all pass the preflight, and
+    the grids the check accepts decode (a full load of the 16 x 16 one)."""
+    opts = {"layout": "native", **opts}
+    write_checkpoint(tmp_path / "ck", make_config(), seed=7, **opts)
+    info = inspect_checkpoint(tmp_path / "ck")
+    p = plan(info, None, torch.float32)
+    if opts.get("block") == (16, 16):
+        from mhc_export.adapters.hf_loader import build
+
+        build(info, p, torch.float32)
