@@ -79,6 +79,7 @@ class Fuzzer:
         self.ro.mkdir()
         (self.ro / "existing.onnx").write_text("x")
         self.files: dict[str, Path] = {"file": tmp / "file"}
+        self.note = ""  # what the last case broke, for the failure report
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             self._own_fixtures()
             if with_hf:
@@ -380,6 +381,7 @@ class Fuzzer:
             kinds += [*NATIVE_KINDS, *NATIVE_KINDS] + (["index-scale"] * 2 if index.exists()
                                                       else [])
         kind = r.choice(kinds)
+        self.note = f"{kind} of {src.name}"
         shard = r.choice(shards)
         cfg_path = ck / "config.json"
         cfg = json.loads(cfg_path.read_text())
@@ -646,10 +648,11 @@ def fuzz(count: int, seed: int, families: list[str] | None = None, with_hf: bool
             for _ in range(count):
                 family = rnd.choice(names)
                 per_family[family] = per_family.get(family, 0) + 1
+                fz.note = family
                 args, expected = fz.families[family]()
                 problem = run_case(args, expected, [r for r in roots if r.exists()])
                 if problem:
-                    failures.append((args, problem))
+                    failures.append((args, f"[{fz.note}] {problem}"))
                 for case in (tmp / "cases").iterdir():
                     shutil.rmtree(case) if case.is_dir() else case.unlink()
         finally:

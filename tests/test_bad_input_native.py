@@ -123,3 +123,14 @@ def test_good_quantized_checkpoints_pass_the_grid_check(tmp_path, opts):
         from mhc_export.adapters.hf_loader import build
 
         build(info, p, torch.float32)
+
+
+def test_config_error_quoted_from_transformers_is_one_line(tmp_path, capsys, native):
+    """compress_ratios shorter than the layers: transformers' validation message spans two
+    lines; the CLI printed both (the fuzzer's one-line rule failed)."""
+    ck = _copy(native, tmp_path / "ck")
+    cfg = json.loads((ck / "config.json").read_text())
+    cfg.update(num_hidden_layers=2, compress_ratios=[0])
+    (ck / "config.json").write_text(json.dumps(cfg))
+    _refused(_export(ck, tmp_path), capsys, "not a valid DeepSeek-V4 config",
+             "num_hidden_layers")
