@@ -134,3 +134,41 @@ def test_config_error_quoted_from_transformers_is_one_line(tmp_path, capsys, nat
     (ck / "config.json").write_text(json.dumps(cfg))
     _refused(_export(ck, tmp_path), capsys, "not a valid DeepSeek-V4 config",
              "num_hidden_layers")
+
+
+def test_fp4_experts_stored_int8_and_uint8_load(tmp_path, native):
+    """One expert's FP4 bytes typed U8, the others I8 (both are FP4 storage): stacking them
+    promoted the bytes to int16 and the load raised RuntimeError (found by the fuzzer)."""
+    from mhc_export.adapters.hf_loader import build
+
+    truth = write_checkpoint(tmp_path / "ck", make_config(**ONE_LAYER), layout="native",
+                             seed=8)
+    name = "layers.0.ffn.experts.2.w2.weight"
+
+    def retype(header):
+        assert header[name]["dtype"] == "I8"
+        header[name]["dtype"] = "U8"
+
+    _edit_header(tmp_path / "ck" / "model.safetensors", retype)
+    info = inspect_checkpoint(tmp_path / "ck")
+    model = build(info, plan(info, None, torch.float32), torch.float32)
+    hf_name = next(k for k in truth if k.endswith("layers.0.mlp.experts.down_proj"))
+    got = dict(model.named_parameters())[hf_name].detach().double()
+    assert torch.equal(got, truth[hf_name])
+
+
+def test_slice_validation_checks_the_layers_its_reference_reads(tmp_path, capsys):
+    """--layers 1:3 validates against HF's model run from layer 0, which reads layer 0: a
+    broken layer-0 scale raised RuntimeError after the export. Now refused up front;
+    --no-validate (no layer 0 read) is unaffected."""
+    write_checkpoint(tmp_path / "ck", make_config(), layout="native", seed=9)
+    name = "layers.0.attn.wo_a.scale"
+
+    def reshape(header):
+        header[name]["shape"] = [*header[name]["shape"], 1]
+
+    _edit_header(tmp_path / "ck" / "model.safetensors", reshape)
+    out = tmp_path / "o" / "m.onnx"
+    _refused(["export", "--hf", str(tmp_path / "ck"), "--layers", "1:3", "--out", str(out)],
+             capsys, name, "runs the model from layer 0", "--no-validate")
+    assert not (tmp_path / "o").exists()

@@ -282,7 +282,10 @@ def _one(info: CheckpointInfo, name: str, shape, block, read) -> Stored:
     if scale.shape[-1] * FP4_GROUP < decoded[-1]:
         raise CheckpointError(f"{info.path}: {name}: {list(scale.shape)} scales do not cover "
                               f"{decoded[-1]} FP4 values per row (one per {FP4_GROUP})")
-    return Stored("fp4", data, decoded if shape is None else shape, scale, source=name)
+    # I8 and U8 are the same FP4 bytes; one dtype, or stacking experts stored in both
+    # would promote the bytes to int16.
+    return Stored("fp4", data.view(torch.int8), decoded if shape is None else shape, scale,
+                  source=name)
 
 
 def build(info: CheckpointInfo, p: Plan, dtype: torch.dtype,
