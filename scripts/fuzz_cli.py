@@ -518,7 +518,8 @@ def _edit_header(shard: Path, edit: Callable[[dict], None]) -> None:
 
 
 # How a checkpoint in DeepSeek's published layout breaks beyond what any checkpoint can:
-# a quantized weight or its scale in another dtype, a scale of another shape (same bytes),
+# a quantized weight or its scale in another dtype (never I8 <-> U8 for FP4 bytes, both
+# valid), a scale of another shape (same bytes),
 # a scale dropped from the shard, a config whose block size or compress_ratios disagree
 # with the files ("index-scale", a scale's index entry dropped, needs an index). Never an
 # MTP tensor: an export does not read the MTP block. Not config's expert_dtype either:
@@ -554,11 +555,12 @@ def _break_native(kind: str, ck: Path, shards: list[Path], r: random.Random) -> 
     def edit(header: dict) -> None:
         scales = sorted(k for k in header if k.endswith(".scale") and not k.startswith("mtp."))
         if kind == "scale-dtype":
-            header[r.choice(scales)]["dtype"] = r.choice(["F8_E4M3", "I8", "U8", "BOOL"])
+            # (not U8: UE8M0 bytes without their dtype, which the decode takes)
+            header[r.choice(scales)]["dtype"] = r.choice(["F8_E4M3", "I8", "BOOL", "F16"])
         elif kind == "weight-dtype":
             name = r.choice([s.removesuffix(".scale") + ".weight" for s in scales])
             header[name]["dtype"] = {"F8_E4M3": r.choice(["I8", "F8_E8M0", "U8"]),
-                                     "I8": r.choice(["F8_E4M3", "U8", "F8_E5M2"])
+                                     "I8": r.choice(["F8_E4M3", "F8_E5M2", "BF16"])
                                      }[header[name]["dtype"]]
         elif kind == "scale-shape":  # the same number of bytes in another shape
             entry = header[r.choice(scales)]
