@@ -172,3 +172,20 @@ def test_slice_validation_checks_the_layers_its_reference_reads(tmp_path, capsys
     _refused(["export", "--hf", str(tmp_path / "ck"), "--layers", "1:3", "--out", str(out)],
              capsys, name, "runs the model from layer 0", "--no-validate")
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("dtype", ["BOOL"])
+def test_native_scale_of_another_dtype(tmp_path, capsys, native, dtype):
+    """A scale typed BOOL (same bytes) passed the preflight: exported with its bytes read as
+    0/1 scales (exit 0, wrong weights), or with validation the float64 reader raised
+    KeyError. Scales are UE8M0 or F32."""
+    ck = _copy(native, tmp_path / "ck")
+    name = "layers.0.attn.wo_a.scale"
+
+    def retype(header):
+        assert header[name]["dtype"] == "F8_E8M0"
+        header[name]["dtype"] = dtype
+
+    _edit_header(ck / "model.safetensors", retype)
+    _refused(_export(ck, tmp_path), capsys, name, dtype, "UE8M0 (F8_E8M0) or F32")
+    assert not (tmp_path / "o").exists()

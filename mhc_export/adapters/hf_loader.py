@@ -26,6 +26,8 @@ from .hf_layout import DOWN, GATE_UP, NATIVE, hf_name_of, is_mtp, layer_of, nati
 from .hf_quant import FP4_GROUP, Stored
 
 _QUANT = ("F8_E4M3", "I8", "U8")
+# How the scale of a quantized weight is stored (hf_quant: UE8M0 or float32).
+_SCALE_STORAGE = ("F8_E8M0", "F32")
 # What a float model tensor may be stored as: a float type or one of the quantized forms.
 _FLOAT_STORAGE = ("F64", "F32", "F16", "BF16", *_QUANT)
 
@@ -115,9 +117,9 @@ def plan(info: CheckpointInfo, layers: range | None, dtype: torch.dtype) -> Plan
 
 
 def _check_scale_grid(info: CheckpointInfo, name: str, block: tuple[int, int]) -> None:
-    """The scale of a quantized weight has exactly the grid its decode reads: FP8
-    ``[..., ceil(r/bo), ceil(c/bi)]``, FP4 ``[..., r, ceil(2c/32)]``. A grid too large
-    would be cut silently (wrong weights), one too small fail mid-load."""
+    """The scale of a quantized weight is UE8M0 or float32 and has exactly the grid its
+    decode reads: FP8 ``[..., ceil(r/bo), ceil(c/bi)]``, FP4 ``[..., r, ceil(2c/32)]``. A
+    grid too large would be cut silently (wrong weights), one too small fail mid-load."""
     dtype, shape = info.headers[name]
     scale = _scale_of(info, name)
     *lead, r, c = shape
@@ -127,6 +129,9 @@ def _check_scale_grid(info: CheckpointInfo, name: str, block: tuple[int, int]) -
     else:
         want = [*lead, r, -(-2 * c // FP4_GROUP)]
         how = f"one per {FP4_GROUP} FP4 values of a row"
+    if info.headers[scale][0] not in _SCALE_STORAGE:
+        raise CheckpointError(f"{info.path}: scale {scale} of {name} is stored as "
+                              f"{info.headers[scale][0]}; scales are UE8M0 (F8_E8M0) or F32")
     got = list(info.headers[scale][1])
     if got != want:
         raise CheckpointError(f"{info.path}: scale {scale} has shape {got}, but its weight "
