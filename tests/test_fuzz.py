@@ -4,7 +4,7 @@ scripts/fuzz.py covers the V4 ops and V4.1's MhcMix, MhcCollapse, MhcPostMix and
 MhcPostCollapse; scripts/fuzz_cli.py's hf families both checkpoint layouts.
 
 The full runs (>= 1000 configurations on CPU and on the GPU) are recorded in
-docs/TESTING.md; here a few hundred keep every backend honest on each commit.
+docs/FUZZING.md; here a few hundred keep every backend honest on each commit.
 """
 
 from __future__ import annotations
@@ -101,6 +101,16 @@ def test_cli_bad_input_fuzz():
     fuzz_cli = _script("fuzz_cli")
     count, failures, per_family = fuzz_cli.fuzz(120, seed=3)
     assert count == 120 and sum(per_family.values()) == 120
+    assert not failures, failures[:5]
+
+
+def test_cli_bad_input_fuzz_hf_layouts():
+    """The hf families on both checkpoint layouts (save_pretrained and DeepSeek's published
+    FP8/FP4 one): every break refused cleanly."""
+    pytest.importorskip("transformers.models.deepseek_v4", reason="transformers >= 5.23")
+    fuzz_cli = _script("fuzz_cli")
+    count, failures, per_family = fuzz_cli.fuzz(40, seed=13, families=["hf", "hf-flags"])
+    assert count == 40 and set(per_family) == {"hf", "hf-flags"}
     assert not failures, failures[:5]
 
 
