@@ -61,12 +61,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                       file=sys.stderr)
                 return EXIT_INTERRUPTED
             if isinstance(e, MhcError):
-                print(f"mhc-export {args.command}: error: {e}", file=sys.stderr)
+                print(f"mhc-export {args.command}: error: {_one_line(e)}", file=sys.stderr)
                 return e.exit_code
             if isinstance(e, (ValueError, TypeError, FileNotFoundError)):
-                print(f"mhc-export {args.command}: error: {e}", file=sys.stderr)
+                print(f"mhc-export {args.command}: error: {_one_line(e)}", file=sys.stderr)
                 return EXIT_USAGE
             raise
+
+
+def _one_line(e: BaseException) -> str:
+    """The message on one line: a library's text quoted in it (transformers' config
+    validation) may hold newlines."""
+    return " ".join(str(e).split())
 
 
 class _InterruptWatch:

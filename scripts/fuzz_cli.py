@@ -9,10 +9,13 @@ thing: a size out of range, not a number or beyond memory; an unknown dtype
 or attribute, or one outside its range; an output path (--out, --report,
 --save-checkpoint, --json, --plot, the engine plan) that is a folder, lies
 under a file or in a read-only folder; a corrupt, truncated or missing
-checkpoint or ONNX file; an HF checkpoint broken as a download can be
-(a shard cut short, an index entry lost, a shard missing, a dtype changed in
-a header, a config.json that disagrees with the weights, bad config JSON);
-flags that conflict or would be ignored; an opset outside the exporter's range.
+checkpoint or ONNX file; an HF checkpoint, in save_pretrained or DeepSeek's
+published layout (FP8 + UE8M0 scales, FP4 experts, MTP, sharded), broken as a
+download can be (a shard cut short, an index entry or a weight's scale lost, a
+shard missing, a dtype or a scale's shape changed in a header, a config.json
+that disagrees with the weights, bad config JSON); flags that conflict or
+would be ignored (bad --layers, --weights native below its opset); an opset
+outside the exporter's range.
 
 The command runs in-process (mhc_export.cli.main) with default outputs sent to
 a temporary engines/ folder. A case passes when it exits with its expected
@@ -76,6 +79,7 @@ class Fuzzer:
         self.ro.mkdir()
         (self.ro / "existing.onnx").write_text("x")
         self.files: dict[str, Path] = {"file": tmp / "file"}
+        self.note = ""  # what the last case broke, for the failure report
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             self._own_fixtures()
             if with_hf:
@@ -118,9 +122,23 @@ class Fuzzer:
         self.hf_other = self.tmp / "hf_other"
         save_random_checkpoint(self.hf_other, make_config(**{**cfg, "hidden_size": 96}), seed=3)
         self.hf_huge = _huge_checkpoint(self.tmp / "hf_huge")
+        self._native_fixtures()
         self.files["hf_onnx"] = self.tmp / "hf.onnx"
         assert cli_main(["export", "--hf", str(self.hf_single), "--layers", "0:1",
                          "--no-validate", "--out", str(self.files["hf_onnx"])]) == 0
+
+    def _native_fixtures(self) -> None:
+        """DeepSeek's published layout (mhc_export/testing/v4_checkpoints.py): native names,
+        FP8 weights with UE8M0 block scales, FP4 routed experts, the MTP block; sharded
+        with an index, and one file with FP8 experts (the -Base releases)."""
+        from mhc_export.adapters.hf_testing import make_config
+        from mhc_export.testing.v4_checkpoints import write_checkpoint
+
+        self.native_sharded = self.tmp / "native_sharded"
+        write_checkpoint(self.native_sharded, make_config(), layout="native", shards=3, seed=4)
+        self.native_single = self.tmp / "native_single"
+        write_checkpoint(self.native_single, make_config(), layout="native", experts="fp8",
+                         seed=5)
 
     # -- helpers ----------------------------------------------------------------------
 
@@ -348,7 +366,8 @@ class Fuzzer:
     def case_hf(self) -> tuple[list[str], set[int]]:
         """A checkpoint broken as a download can be."""
         r = self.rnd
-        src = r.choice([self.hf_sharded, self.hf_single])
+        src = r.choice([self.hf_sharded, self.hf_single, self.native_sharded,
+                        self.native_single])
         ck = self.case_dir() / "ckpt"
         shutil.copytree(src, ck)
         shards = sorted(ck.glob("*.safetensors"))
@@ -357,11 +376,18 @@ class Fuzzer:
                  "config-missing", "model-type", "hc-mult", "header-size", "weights-missing"]
         if index.exists():
             kinds += ["index-entry", "index-file", "index-json", "shard-missing"]
+        native = src in (self.native_sharded, self.native_single)
+        if native:  # the published layout's own ways to break, twice as likely
+            kinds += [*NATIVE_KINDS, *NATIVE_KINDS] + (["index-scale"] * 2 if index.exists()
+                                                      else [])
         kind = r.choice(kinds)
+        self.note = f"{kind} of {src.name}"
         shard = r.choice(shards)
         cfg_path = ck / "config.json"
         cfg = json.loads(cfg_path.read_text())
-        if kind == "truncate":
+        if kind in NATIVE_KINDS or kind == "index-scale":
+            _break_native(kind, ck, shards, r)
+        elif kind == "truncate":
             data = shard.read_bytes()
             shard.write_bytes(data[: r.randint(0, len(data) - 1)])
         elif kind == "empty-shard":
@@ -399,7 +425,11 @@ class Fuzzer:
             index.write_text(r.choice(["{", "[]", '{"weight_map": 3}', ""]))
         else:
             shard.unlink()
-        extra = r.choice([[], ["--layers", "0:1"], ["--dtype", "bfloat16"]])
+        # The whole model of a native checkpoint (three layers): a slice reads only its
+        # layers, so a break elsewhere is no bad input for it.
+        extra = r.choice([[], ["--dtype", "bfloat16"], ["--weights", "native"],
+                          ["--weights", "native", "--dtype", "bfloat16"]] if native
+                         else [[], ["--layers", "0:1"], ["--dtype", "bfloat16"]])
         return ["export", "--hf", str(ck), *extra, *self.out()], EXPECTED
 
     def case_hf_memory(self) -> tuple[list[str], set[int]]:
@@ -410,9 +440,14 @@ class Fuzzer:
 
     def case_hf_flags(self) -> tuple[list[str], set[int]]:
         r = self.rnd
-        ck = str(r.choice([self.hf_sharded, self.hf_single]))
+        ck = str(r.choice([self.hf_sharded, self.hf_single, self.native_sharded,
+                           self.native_single]))
         bad = r.choice([
-            ["--layers", r.choice(["1:0", "0:5", "a:b", "0", "-1:1", ""])],
+            ["--layers", r.choice(["1:0", "0:5", "a:b", "0", "-1:1", "", "3:4", "2:2"])],
+            ["--weights", r.choice(["fp8", "Native", "", "dequantised"])],
+            ["--weights", "native", "--opset", r.choice(["18", "17"])],
+            ["--weights", "native", "--layers", r.choice(["0:4", "x", "1:1"])],
+            ["--weights", "native", r.choice(["--op", "--config"]), r.choice(["pre", "tiny"])],
             ["--dtype", r.choice(["float16", "int8", "fp8"])],
             ["--mode", "decomposed"], ["--op", "pre"], ["--config", "tiny"], ["--seed", "2"],
             ["--checkpoint", str(self.files["ckpt"])], ["--streams", "2"],
@@ -423,6 +458,10 @@ class Fuzzer:
                          str(self.files["ckpt"])]) if r.random() < 0.2 else ck
         if path != ck:
             bad = []
+        if r.random() < 0.05:  # --layers / --weights without --hf: flags that would be ignored
+            return ["export", "--config", "tiny", "--no-validate", *r.choice(
+                [["--weights", "native"], ["--layers", "0:1"], ["--weights", "dequantized"]]),
+                *self.out()], EXPECTED
         return ["export", "--hf", path, *bad, *self.out()], EXPECTED
 
     def cleanup(self) -> None:
@@ -457,18 +496,87 @@ def _huge_checkpoint(path: Path) -> Path:
 
 def _change_dtype(shard: Path, r: random.Random) -> None:
     """Rewrite one tensor's dtype in the header (same header length)."""
+    def edit(header: dict) -> None:
+        name = r.choice([k for k in header if k != "__metadata__"])
+        header[name]["dtype"] = r.choice(["I32", "F16", "I64", "X9", "BOOL", "U8"])
+
+    _edit_header(shard, edit)
+
+
+def _edit_header(shard: Path, edit: Callable[[dict], None]) -> None:
+    """Apply ``edit`` to a safetensors header in place: a valid file again (data offsets
+    count from the end of the header, so a longer header moves nothing they name)."""
     data = shard.read_bytes()
     if len(data) < 8:
         return
     n = int.from_bytes(data[:8], "little")
     header = json.loads(data[8:8 + n])
-    names = [k for k in header if k != "__metadata__"]
-    name = r.choice(names)
-    header[name]["dtype"] = r.choice(["I32", "F16", "I64", "X9", "BOOL", "U8"])
-    text = json.dumps(header).encode()
-    if len(text) > n:  # keep the header length: drop spaces json.dumps put in
-        text = json.dumps(header, separators=(",", ":")).encode()
-    shard.write_bytes(data[:8] + text.ljust(n) + data[8 + n:])
+    edit(header)
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    shard.write_bytes(len(text).to_bytes(8, "little") + text + data[8 + n:])
+
+
+# How a checkpoint in DeepSeek's published layout breaks beyond what any checkpoint can:
+# a quantized weight or its scale in another dtype (never I8 <-> U8 for FP4 bytes, both
+# valid), a scale of another shape (same bytes),
+# a scale dropped from the shard, a config whose block size or compress_ratios disagree
+# with the files ("index-scale", a scale's index entry dropped, needs an index). Never an
+# MTP tensor: an export does not read the MTP block. Not config's expert_dtype either:
+# the loader decodes each expert by its stored dtype, so a wrong expert_dtype is harmless.
+NATIVE_KINDS = ["scale-dtype", "weight-dtype", "scale-shape", "scale-missing", "quant-block",
+                "compress-ratios"]
+
+
+def _break_native(kind: str, ck: Path, shards: list[Path], r: random.Random) -> None:
+    cfg_path, index = ck / "config.json", ck / "model.safetensors.index.json"
+    cfg = json.loads(cfg_path.read_text())
+    if kind in ("quant-block", "compress-ratios"):
+        # (absent or null is fine: 128 x 128, as published; and so is any block that gives
+        # these small weights the same grid, e.g. 64 x 64: hence 16 x 16 and 32 x 8)
+        if kind == "quant-block":
+            cfg["quantization_config"]["weight_block_size"] = r.choice(
+                [[16, 16], [32, 8], [0, 128], [128], "128", [-128, 128], [128.0, 128]])
+        else:  # (extra entries are fine: the published list has one more, for the MTP)
+            ratios = cfg["compress_ratios"]
+            cfg["compress_ratios"] = r.choice([ratios[:-2], [7] * len(ratios), "4",
+                                               [r.choice([4, 128]), *ratios[1:]]])
+        cfg_path.write_text(json.dumps(cfg))
+        return
+    if kind == "index-scale":
+        idx = json.loads(index.read_text())
+        del idx["weight_map"][r.choice(sorted(k for k in idx["weight_map"]
+                                              if k.endswith(".scale") and "mtp." not in k))]
+        index.write_text(json.dumps(idx))
+        return
+    # a shard holding quantized weights (all of them in a one-file checkpoint)
+    shard = r.choice([s for s in shards if _quantized(s)])
+
+    def edit(header: dict) -> None:
+        scales = sorted(k for k in header if k.endswith(".scale") and not k.startswith("mtp."))
+        if kind == "scale-dtype":
+            # (not U8: UE8M0 bytes without their dtype, which the decode takes)
+            header[r.choice(scales)]["dtype"] = r.choice(["F8_E4M3", "I8", "BOOL", "F16"])
+        elif kind == "weight-dtype":
+            name = r.choice([s.removesuffix(".scale") + ".weight" for s in scales])
+            header[name]["dtype"] = {"F8_E4M3": r.choice(["I8", "F8_E8M0", "U8"]),
+                                     "I8": r.choice(["F8_E4M3", "F8_E5M2", "BF16"])
+                                     }[header[name]["dtype"]]
+        elif kind == "scale-shape":  # the same number of bytes in another shape
+            entry = header[r.choice(scales)]
+            shape = entry["shape"]
+            entry["shape"] = ([shape[1], shape[0]] if shape[0] != shape[1]
+                              else [shape[0] * shape[1], 1] if shape[0] > 1 else [*shape, 1])
+        else:
+            del header[r.choice(scales)]
+
+    _edit_header(shard, edit)
+
+
+def _quantized(shard: Path) -> bool:
+    data = shard.read_bytes()
+    header = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])
+    return any(k.endswith(".scale") and not k.startswith("mtp.") for k in header)
 
 
 def _set(args: list[str], flag: str, value: str) -> list[str]:
@@ -544,10 +652,11 @@ def fuzz(count: int, seed: int, families: list[str] | None = None, with_hf: bool
             for _ in range(count):
                 family = rnd.choice(names)
                 per_family[family] = per_family.get(family, 0) + 1
+                fz.note = family
                 args, expected = fz.families[family]()
                 problem = run_case(args, expected, [r for r in roots if r.exists()])
                 if problem:
-                    failures.append((args, problem))
+                    failures.append((args, f"[{fz.note}] {problem}"))
                 for case in (tmp / "cases").iterdir():
                     shutil.rmtree(case) if case.is_dir() else case.unlink()
         finally:
@@ -569,7 +678,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--count", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--families", help="comma-separated subset (default: all): op, model, "
-                                       "validate, build, diagnose, outputs, memory, hf, hf-flags")
+                                       "validate, build, diagnose, outputs, memory, hf, hf-flags, "
+                                       "hf-memory")
     a = ap.parse_args(argv)
     families = a.families.split(",") if a.families else None
     count, failures, per_family = fuzz(a.count, a.seed, families)

@@ -24,6 +24,23 @@ def _say(msg: str) -> None:
     print(f"[mhc-export] {msg}", flush=True)
 
 
+def _check_reference_prefix(info, layers: range, dtype: torch.dtype) -> None:
+    """Validating a slice A:B runs HF's model from layer 0 when the files hold layers
+    0..B-1 (hf_reference.reference_run): those layers are read too, so check them now."""
+    from .hf_checkpoint import CheckpointError
+    from .hf_loader import plan
+    from .hf_reference import holds_layers
+
+    prefix = range(0, layers.stop)
+    if layers.start == 0 or not holds_layers(info.headers, prefix):
+        return
+    try:
+        plan(info, prefix, dtype)
+    except CheckpointError as e:
+        raise CheckpointError(f"{e}; validating layers {layers.start}:{layers.stop} runs the "
+                              "model from layer 0 (--no-validate skips it)") from None
+
+
 def export_hf_command(args: argparse.Namespace, dtype: torch.dtype, external: bool | None):
     """(ONNX path, report or None) for ``mhc-export export --hf PATH``."""
     from ..core.preflight import check_export_outputs
@@ -48,6 +65,8 @@ def export_hf_command(args: argparse.Namespace, dtype: torch.dtype, external: bo
         raise MhcError(f"--weights native needs --opset {FP8_MIN_OPSET} or later (FP8 weights "
                        f"are decoded by DequantizeLinear); got --opset {args.opset}")
     checked = plan(info, layers, dtype)  # every tensor of the selection present and in shape
+    if layers is not None and not args.no_validate:
+        _check_reference_prefix(info, layers, dtype)
     need = check_memory(info, dtype, layers, weights)
     fuse = not getattr(args, "no_fuse", False)
     target = getattr(args, "target", "mhc")

@@ -26,6 +26,8 @@ from .hf_layout import DOWN, GATE_UP, NATIVE, hf_name_of, is_mtp, layer_of, nati
 from .hf_quant import FP4_GROUP, Stored
 
 _QUANT = ("F8_E4M3", "I8", "U8")
+# How the scale of a quantized weight is stored (hf_quant: UE8M0 or float32).
+_SCALE_STORAGE = ("F8_E8M0", "F32")
 # What a float model tensor may be stored as: a float type or one of the quantized forms.
 _FLOAT_STORAGE = ("F64", "F32", "F16", "BF16", *_QUANT)
 
@@ -106,7 +108,34 @@ def plan(info: CheckpointInfo, layers: range | None, dtype: torch.dtype) -> Plan
     result = Plan(layers, config, pieces, expected)
     for hf_name, (shape, want) in expected.items():
         _check_piece(info, result, hf_name, shape, want.is_floating_point)
+    block = block_size(info)
+    for got in pieces.values():
+        for name in got.values():
+            if info.headers[name][0] in _QUANT:
+                _check_scale_grid(info, name, block)
     return result
+
+
+def _check_scale_grid(info: CheckpointInfo, name: str, block: tuple[int, int]) -> None:
+    """The scale of a quantized weight is UE8M0 or float32 and has exactly the grid its
+    decode reads: FP8 ``[..., ceil(r/bo), ceil(c/bi)]``, FP4 ``[..., r, ceil(2c/32)]``. A
+    grid too large would be cut silently (wrong weights), one too small fail mid-load."""
+    dtype, shape = info.headers[name]
+    scale = _scale_of(info, name)
+    *lead, r, c = shape
+    if dtype == "F8_E4M3":
+        want = [*lead, -(-r // block[0]), -(-c // block[1])]
+        how = f"one per {block[0]} x {block[1]} block (weight_block_size)"
+    else:
+        want = [*lead, r, -(-2 * c // FP4_GROUP)]
+        how = f"one per {FP4_GROUP} FP4 values of a row"
+    if info.headers[scale][0] not in _SCALE_STORAGE:
+        raise CheckpointError(f"{info.path}: scale {scale} of {name} is stored as "
+                              f"{info.headers[scale][0]}; scales are UE8M0 (F8_E8M0) or F32")
+    got = list(info.headers[scale][1])
+    if got != want:
+        raise CheckpointError(f"{info.path}: scale {scale} has shape {got}, but its weight "
+                              f"{name} {list(shape)} ({dtype}) needs {want}: {how}")
 
 
 def _scale_names(info: CheckpointInfo) -> set[str]:
@@ -194,9 +223,18 @@ def _decoded_shape(info: CheckpointInfo, names: list[str], merged: bool, parts: 
 
 
 def block_size(info: CheckpointInfo) -> tuple[int, int]:
+    """The FP8 scale block (rows, columns): quantization_config.weight_block_size, 128 x 128
+    when the config names none; anything but two positive integers is refused."""
     q = getattr(info.config, "quantization_config", None) or {}
     q = q if isinstance(q, dict) else q.to_dict()
-    return tuple(q.get("weight_block_size") or (128, 128))  # type: ignore[return-value]
+    block = q.get("weight_block_size")
+    if block is None:
+        return (128, 128)
+    if not (isinstance(block, (list, tuple)) and len(block) == 2
+            and all(type(b) is int and b > 0 for b in block)):
+        raise CheckpointError(f"{info.path}/config.json: quantization_config.weight_block_size "
+                              f"must be two positive integers (rows, columns), got {block!r}")
+    return (block[0], block[1])
 
 
 class _Reader:
@@ -249,7 +287,10 @@ def _one(info: CheckpointInfo, name: str, shape, block, read) -> Stored:
     if scale.shape[-1] * FP4_GROUP < decoded[-1]:
         raise CheckpointError(f"{info.path}: {name}: {list(scale.shape)} scales do not cover "
                               f"{decoded[-1]} FP4 values per row (one per {FP4_GROUP})")
-    return Stored("fp4", data, decoded if shape is None else shape, scale, source=name)
+    # I8 and U8 are the same FP4 bytes; one dtype, or stacking experts stored in both
+    # would promote the bytes to int16.
+    return Stored("fp4", data.view(torch.int8), decoded if shape is None else shape, scale,
+                  source=name)
 
 
 def build(info: CheckpointInfo, p: Plan, dtype: torch.dtype,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -88,12 +89,14 @@ def _f64_bytes(reader: IndependentReader, layers: range | None) -> int:
     return int(total * _F64_FACTOR)
 
 
-def _holds(reader: IndependentReader, layers: range) -> bool:
-    """Whether the files hold the embedding and every layer of ``layers`` (a full run)."""
-    found = {int(m.group(1)) for n in reader.headers
+def holds_layers(names: Iterable[str], layers: range) -> bool:
+    """Whether checkpoint tensor ``names`` include the embedding and every layer of
+    ``layers``: then the reference of a slice A:B is a full run from layer 0."""
+    names = list(names)
+    found = {int(m.group(1)) for n in names
              if (m := re.match(r"^(?:model\.)?layers\.(\d+)\.", n))}
     has_embed = any(n.removeprefix("model.") in ("embed.weight", "embed_tokens.weight")
-                    for n in reader.headers)
+                    for n in names)
     return has_embed and set(layers) <= found
 
 
@@ -163,7 +166,8 @@ def reference_run(info: CheckpointInfo, layers: range | None, *, batch: int, seq
             logits = model(input_ids=ids, position_ids=positions, use_cache=False).logits
         return {"input_ids": ids}, logits, MODEL_REFERENCE
     last = layers.stop - 1
-    if _holds(reader, range(0, layers.stop)) and _f64_bytes(reader, range(0, layers.stop)) <= have:
+    prefix = range(0, layers.stop)
+    if holds_layers(reader.headers, prefix) and _f64_bytes(reader, prefix) <= have:
         model = _hf_model(info.config, reader, None, layers.stop)
         seen: dict[str, torch.Tensor] = {}
         hooks = [model.model.layers[layers.start].register_forward_pre_hook(
