@@ -40,7 +40,7 @@ def test_source_of_refuses_a_foreign_model():
     y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2])
     graph = onnx.helper.make_graph([onnx.helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
     proto = onnx.helper.make_model(graph)
-    with pytest.raises(MhcError, match="f.onnx was not exported by mhc-export"):
+    with pytest.raises(MhcError, match=r"f\.onnx was not exported by mhc-export"):
         source_of(proto, "f.onnx")
     # The HF source is recognised by its metadata alone, whatever the graph holds.
     for key, value in hf_metadata("/ckpt", "float32", None, 4).items():
