@@ -24,13 +24,13 @@ from ..core.spec import (
     OPSET_HELP,
     parse_dtype,
 )
-from ..sources import (
+from ..sources import source_for
+from ..sources.base import (
     DEFAULT_BATCH,
     DEFAULT_HIDDEN,
     DEFAULT_SEQ,
     DEFAULT_STREAMS,
     DEFAULT_TOKENS,
-    source_for,
 )
 from .build import add_build_options, build_from_args, summarize
 

@@ -13,13 +13,8 @@ from pathlib import Path
 
 from ..core.errors import EXIT_OK, EXIT_VALIDATION_FAILED, MhcError
 from ..core.preflight import check_output_path
-from ..sources import (
-    DEFAULT_BATCH,
-    DEFAULT_SEQ,
-    DEFAULT_TOKENS,
-    ValidateOptions,
-    validate_onnx_file,
-)
+from ..sources import validate_onnx_file
+from ..sources.base import DEFAULT_BATCH, DEFAULT_SEQ, DEFAULT_TOKENS, ValidateOptions
 
 
 def configure(p: argparse.ArgumentParser) -> None:

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..core.errors import MhcError
+from .base import ValidateOptions
 
 if TYPE_CHECKING:  # the commands import this package: keep it light for --help
     import onnx
@@ -25,21 +25,6 @@ if TYPE_CHECKING:  # the commands import this package: keep it light for --help
 
     from ..validation.report import Report
     from ..validation.runners import Runner
-
-# Sizes of validation and of single-op exports when the flags leave them out.
-DEFAULT_STREAMS, DEFAULT_HIDDEN = 4, 256
-DEFAULT_BATCH, DEFAULT_SEQ, DEFAULT_TOKENS = 2, 16, 37
-
-
-@dataclass(frozen=True)
-class ValidateOptions:
-    """``mhc-export validate --onnx`` flags (None: not given)."""
-
-    checkpoint: Path | None = None
-    batch: int | None = None
-    seq: int | None = None
-    tokens: int | None = None
-    seed: int = 1234
 
 
 class ModelSource(Protocol):
@@ -117,8 +102,3 @@ def validate_onnx_file(path: Path, opts: ValidateOptions) -> Report:
     proto = load_onnx(path)
     check_mhc_nodes(proto, str(path))
     return source_of(proto, path).validate(path, proto, opts)
-
-
-def progress(msg: str) -> None:
-    """A progress line of the export command."""
-    print(f"[mhc-export] {msg}", flush=True)

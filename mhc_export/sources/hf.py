@@ -24,7 +24,7 @@ from ..core.metadata import is_hf_export
 from ..core.spec import dtype_name
 from ..validation.report import Report
 from ..validation.runners import FunctionRunner, Runner
-from . import DEFAULT_BATCH, DEFAULT_SEQ, ValidateOptions, progress
+from .base import DEFAULT_BATCH, DEFAULT_SEQ, ValidateOptions, progress
 
 # Options of the reference-model export that an HF export does not take.
 _NOT_WITH_HF = ("op", "checkpoint", "save_checkpoint", "config", "seed")

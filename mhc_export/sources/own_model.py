@@ -17,7 +17,7 @@ from ..core.preflight import check_export_outputs, check_memory, default_output
 from ..core.spec import dtype_name, parse_dtype
 from ..validation.report import Report
 from ..validation.runners import FunctionRunner, Runner
-from . import DEFAULT_BATCH, DEFAULT_SEQ, ValidateOptions, progress
+from .base import DEFAULT_BATCH, DEFAULT_SEQ, ValidateOptions, progress
 
 
 def form_name(mode: str, *, fuse: bool, target: str = "mhc") -> str:

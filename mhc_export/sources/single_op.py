@@ -17,7 +17,7 @@ from ..core.spec import dtype_name
 from ..export.single_op import SingleOp, export_single_op, single_op_from_onnx
 from ..validation.report import Report
 from ..validation.runners import FunctionRunner, Runner
-from . import DEFAULT_HIDDEN, DEFAULT_STREAMS, DEFAULT_TOKENS, ValidateOptions, progress
+from .base import DEFAULT_HIDDEN, DEFAULT_STREAMS, DEFAULT_TOKENS, ValidateOptions, progress
 
 
 def parse_attrs(items: list[str], op: str) -> dict[str, Any]:
