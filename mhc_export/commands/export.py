@@ -11,27 +11,26 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from ..core.errors import EXIT_OK, EXIT_VALIDATION_FAILED
-from ..core.metadata import model_metadata
-from ..core.preflight import (
-    STREAMS_HELP,
-    check_export_outputs,
-    check_memory,
-    check_streams,
-    default_output,
-)
+from ..core.preflight import STREAMS_HELP, check_streams
 from ..core.spec import ALL_OPS as OPS
 from ..core.spec import (
     DEFAULT_OPSET,
     EXPORT_TARGETS,
     FIRST_ORT_RELEASE,
     OPSET_HELP,
-    dtype_name,
     parse_dtype,
+)
+from ..sources import source_for
+from ..sources.base import (
+    DEFAULT_BATCH,
+    DEFAULT_HIDDEN,
+    DEFAULT_SEQ,
+    DEFAULT_STREAMS,
+    DEFAULT_TOKENS,
 )
 from .build import add_build_options, build_from_args, summarize
 
@@ -101,10 +100,6 @@ def configure(p: argparse.ArgumentParser) -> None:
     add_build_options(p)
 
 
-DEFAULT_STREAMS, DEFAULT_HIDDEN = 4, 256
-DEFAULT_BATCH, DEFAULT_SEQ, DEFAULT_TOKENS = 2, 16, 37
-
-
 def _given(args: argparse.Namespace, *names: str) -> list[str]:
     """The flags among ``names`` that the user set (their defaults are None or empty)."""
     return ["--" + n.replace("_", "-") for n in names if getattr(args, n) not in (None, [], False)]
@@ -153,22 +148,6 @@ def check_args(args: argparse.Namespace) -> None:
             raise ValueError(f"--{name} must be >= 1, got {value}")
 
 
-def parse_attrs(items: list[str], op: str) -> dict[str, Any]:
-    kinds = {a.name: a.kind for a in OPS[op].attributes}
-    attrs: dict[str, Any] = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--attr {item!r}: expected NAME=VALUE")
-        if name not in kinds:
-            raise ValueError(f"--attr {name}: op {op} has attributes {sorted(kinds) or 'none'}")
-        try:
-            attrs[name] = int(value) if kinds[name] == "int" else float(value)
-        except ValueError:
-            raise ValueError(f"--attr {name}={value!r}: not a valid {kinds[name]}") from None
-    return attrs
-
-
 def _progress(msg: str) -> float:
     print(f"[mhc-export] {msg}", flush=True)
     return time.perf_counter()
@@ -195,14 +174,7 @@ def run(args: argparse.Namespace) -> int:
         from ..engine.trt_module import load_tensorrt
 
         load_tensorrt(getattr(args, "tensorrt", None))
-    if args.hf:
-        from ..adapters.hf_cli import export_hf_command
-
-        out, report = export_hf_command(args, dtype, external)
-    elif args.op:
-        out, report = _export_op(args, dtype)
-    else:
-        out, report = _export_model(args, dtype, external)
+    out, report = source_for(args).export(args, dtype, external)
     status = EXIT_OK
     if report is not None:
         print(report.format())
@@ -216,89 +188,3 @@ def run(args: argparse.Namespace) -> int:
         print(summarize(build_from_args(out, args, plan)))
         _done(t0)
     return status
-
-
-def _export_op(args: argparse.Namespace, dtype):
-    from ..export.single_op import SingleOp, export_single_op
-    from ..validation.ort_compare import validate_single_op
-
-    streams = DEFAULT_STREAMS if args.streams is None else args.streams
-    hidden = DEFAULT_HIDDEN if args.hidden is None else args.hidden
-    spec = SingleOp.create(args.op, streams, hidden, dtype, **parse_attrs(args.attr, args.op))
-    width = "" if args.op == "sinkhorn" else f"_d{spec.hidden}"  # MhcSinkhorn has no d
-    out = args.out or default_output(
-        f"mhc_{args.op}_n{spec.streams}{width}_{dtype_name(dtype)}.onnx")
-    check_export_outputs(args, out)
-    tokens = 3 if args.no_validate else args.tokens or DEFAULT_TOKENS
-    check_memory(spec.memory_bytes(tokens),
-                 f"{OPS[args.op].op_type} at n={spec.streams}, d={spec.hidden}, T={tokens}",
-                 "lower --hidden/--tokens")
-    sizes = f"n={spec.streams}" + ("" if args.op == "sinkhorn" else f", d={spec.hidden}")
-    t0 = _progress(f"exporting {OPS[args.op].op_type} ({sizes}, {dtype_name(dtype)}) to {out}")
-    export_single_op(spec, out, opset=args.opset)
-    _done(t0)
-    if args.no_validate:
-        return out, None
-    t0 = _progress("validating in ONNX Runtime against eager")
-    report = validate_single_op(out, spec, tokens=tokens)
-    _done(t0)
-    return out, report
-
-
-def _export_model(args: argparse.Namespace, dtype, external):
-    from ..export.model_export import export_model
-    from ..reference.checkpoint import load_checkpoint, read_config, save_checkpoint
-    from ..reference.model import build_model, cast_model, get_config
-    from ..validation.ort_compare import validate_model, validation_memory
-
-    mode = args.mode or "fused"
-    seed = 0 if args.seed is None else args.seed
-    batch, seq = args.batch or DEFAULT_BATCH, args.seq or DEFAULT_SEQ
-    cfg = read_config(args.checkpoint) if args.checkpoint else get_config(args.config or "small")
-    form = form_name(mode, fuse=not args.no_fuse, target=args.target)
-    suffix = "" if form == "fused" else f"_{form}"
-    out = args.out or default_output(f"mhc_{cfg.name}_{dtype_name(dtype)}{suffix}.onnx")
-    check_export_outputs(args, out)
-    if not args.no_validate:
-        check_memory(validation_memory(cfg, dtype, batch, seq),
-                     f"validating {cfg.name} at batch {batch}, seq {seq}",
-                     "lower --batch/--seq or pass --no-validate")
-    if args.checkpoint:
-        t0 = _progress(f"loading checkpoint {args.checkpoint}")
-        model = cast_model(load_checkpoint(args.checkpoint, mode=mode), dtype)
-    else:
-        t0 = _progress(f"building model '{cfg.name}' ({dtype_name(dtype)}, {form}, seed {seed})")
-        model = build_model(cfg, dtype=dtype, mode=mode, seed=seed)
-    _done(t0)
-    if args.save_checkpoint:
-        save_checkpoint(model, args.save_checkpoint)
-        print(f"[mhc-export] checkpoint written to {args.save_checkpoint}")
-    metadata = model_metadata(model.cfg.to_dict(), dtype_name(dtype), mode, seed,
-                              not args.no_fuse and args.target == "mhc",
-                              str(args.checkpoint.resolve()) if args.checkpoint else None,
-                              target=args.target)
-    t0 = _progress(f"exporting to {out} (opset {args.opset})")
-    result = export_model(model, out, opset=args.opset, external_data=external,
-                          metadata=metadata, fuse=not args.no_fuse, target=args.target)
-    _done(t0)
-    counts = {**result.mhc_nodes, **result.contrib_nodes}
-    nodes = ", ".join(f"{k} x{v}" for k, v in sorted(counts.items())) or "none"
-    print(f"[mhc-export]   mhc nodes: {nodes}"
-          + (f"; weights in {result.external_data}" if result.external_data else ""))
-    if args.no_validate:
-        return out, None
-    t0 = _progress(f"validating in ONNX Runtime against eager (batch {batch}, seq {seq})")
-    report = validate_model(out, model, batch=batch, seq=seq)
-    _done(t0)
-    return out, report
-
-
-def form_name(mode: str, *, fuse: bool, target: str = "mhc") -> str:
-    """The export's form as its default name and progress line say it: fused (mhc nodes,
-    boundaries fused), unfused (mhc nodes, --no-fuse), ort (ONNX Runtime's contrib ops,
-    --target onnxruntime) or decomposed (standard ops)."""
-    if target == "onnxruntime":
-        return "ort"
-    if mode == "decomposed":
-        return "decomposed"
-    return "fused" if fuse else "unfused"

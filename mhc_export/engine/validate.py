@@ -6,6 +6,10 @@ eager reference is rebuilt from the mHC node (op, sizes, dtype, attributes)
 so the report has the same engine/ONNX Runtime/eager comparisons as the ONNX
 validation. A full model's eager forward is rebuilt from the export metadata
 (config, dtype, seed, checkpoint) the ONNX carries, or passed as ``eager``.
+
+The engine and ONNX Runtime run as runners (:mod:`mhc_export.validation.runners`);
+the comparison stays pairwise (engine vs ONNX Runtime, engine and ONNX Runtime vs
+eager), not the one-reference loop of :func:`~mhc_export.validation.runners.compare_runners`.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from ..core.spec import OPS
 from ..export.single_op import single_op_from_onnx
 from ..validation import ort_runner
 from ..validation.report import Report, tolerance_for
+from ..validation.runners import FunctionRunner, OrtRunner, Runner
 from .builder import OnnxInput, dim_role, onnx_inputs
 from .runtime import EngineLoadError, TrtEngine, read_sidecar
 from .trt_module import load_tensorrt
@@ -108,6 +113,17 @@ def _tolerance(out: torch.Tensor, sidecar: Mapping[str, Any] | None) -> float:
     return tol
 
 
+def engine_runner(engine: TrtEngine, name: str = "tensorrt") -> Runner:
+    """The engine as a runner: CPU tensors in, CPU tensors out (run on the GPU)."""
+
+    def run(inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        out = engine.run({k: v.cuda() for k, v in inputs.items()})
+        torch.cuda.synchronize()
+        return {k: v.cpu() for k, v in out.items()}
+
+    return FunctionRunner(name, run)
+
+
 def validate_engine(
     engine_path: str | os.PathLike[str],
     onnx_path: str | os.PathLike[str] | None = None,
@@ -184,13 +200,10 @@ def validate_engine(
 
     providers = ort_runner.available_providers()
     provider = "CPUExecutionProvider" if "CPUExecutionProvider" in providers else providers[0]
-    sess = ort_runner.session(onnx_path, provider)
-    ort_out = ort_runner.run(sess, inputs)
-    ort_label = ort_runner.provider_label(provider)
-
-    trt_out = engine.run({k: v.cuda() for k, v in inputs.items()})
-    torch.cuda.synchronize()
-    trt_out = {k: v.cpu() for k, v in trt_out.items()}
+    onnxrt = OrtRunner(onnx_path, provider)
+    ort_out = onnxrt.run(inputs)
+    ort_label = onnxrt.name
+    trt_out = engine_runner(engine).run(inputs)
 
     for name, ref in ort_out.items():
         if name not in trt_out:

@@ -45,6 +45,7 @@ from ..reference.model import MhcModel, random_tokens
 from . import ort_runner
 from .invariants import add_output_invariants
 from .report import Report, tolerance_for
+from .runners import OrtRunner, Runner, compare_runners, first_line, ort_runners
 
 _OP_BY_TYPE = {c.op_type: key for key, c in OPS.items()}
 
@@ -253,21 +254,21 @@ def compare_in_providers(
         onnx.save_model(probed, probed_path, save_as_external_data=external,
                         location=probed_path.name + ".data")
         del probed
-        for provider in providers or ort_runner.available_providers():
-            backend = ort_runner.provider_label(provider)
-            try:
-                sess = ort_runner.session(probed_path, provider, fold_constants=fold_constants)
-                outs = ort_runner.run(sess, inputs)
-            except Exception as e:  # ORT raises its own exception types
-                report.note(f"{backend} cannot run this {dtype_name(dtype)} graph: "
-                            f"{_first_line(e)}")
-                _validate_mhc_nodes(report, onnx.load(os.fspath(onnx_path)), provider, dtype)
-                continue
+        def cannot_run(runner: Runner, e: Exception) -> None:
+            report.note(f"{runner.name} cannot run this {dtype_name(dtype)} graph: "
+                        f"{first_line(e)}")
+            provider = runner.provider if isinstance(runner, OrtRunner) else runner.name
+            _validate_mhc_nodes(report, onnx.load(os.fspath(onnx_path)), provider, dtype)
+
+        def check(backend: str, outs: dict[str, torch.Tensor]) -> None:
             compare(backend, outs)
             probe = Probe()
             for names in groups:  # MhcMix groups where --target onnxruntime split MhcPre
                 probe.add_site([outs[n] for n in names])
             probe.check(report, backend, attrs)
+
+        compare_runners(ort_runners(probed_path, providers, fold_constants=fold_constants),
+                        inputs, check, cannot_run)
 
 
 def graph_form(proto: onnx.ModelProto) -> str:
@@ -355,40 +356,40 @@ def validate_single_op(
     inputs = spec.random_inputs(tokens, seed=seed)
     expected = spec.reference(inputs)
     names = OPS[spec.op].outputs
-    for provider in providers or ort_runner.available_providers():
-        backend = ort_runner.provider_label(provider)
-        try:
-            outs = ort_runner.run(ort_runner.session(onnx_path, provider), inputs)
-        except Exception as e:  # ORT raises its own exception types
-            report.note(f"{backend} cannot run this graph: {_first_line(e)}")
-            continue
+
+    def cannot_run(runner: Runner, e: Exception) -> None:
+        report.note(f"{runner.name} cannot run this graph: {first_line(e)}")
+
+    def check(backend: str, outs: dict[str, torch.Tensor]) -> None:
         for name, exp in zip(names, expected, strict=True):
-            tol = tolerance_for(exp.dtype)
-            report.compare(backend, "eager", name, outs[name], exp, tol)
-        if spec.op in ("pre", "post_pre"):
-            probe = Probe()
-            if spec.op == "pre":
-                probe.add(inputs["residual"], outs["layer_input"], outs["post_mix"],
-                          outs["comb_mix"])
-            else:  # the fused boundary's pre half reads the residual it wrote
-                probe.add(outs["residual_out"], outs["layer_input"], outs["next_post_mix"],
-                          outs["next_comb_mix"])
-            probe.check(report, backend, spec.attrs)
-        elif spec.op in ("mix", "post_mix"):
-            names = ("pre_mix", "post_mix", "comb_mix") if spec.op == "mix" else (
-                "next_pre_mix", "next_post_mix", "next_comb_mix")
-            probe = Probe()
-            probe.add_mixes(*(outs[n] for n in names))
-            probe.check(report, backend, spec.attrs)
+            report.compare(backend, "eager", name, outs[name], exp, tolerance_for(exp.dtype))
+        _check_single_op_invariants(report, backend, spec, inputs, outs)
+
+    compare_runners(ort_runners(onnx_path, providers), inputs, check, cannot_run)
     if not report.comparisons:
         report.note("no ONNX Runtime provider could run this model")
     return report
 
 
+def _check_single_op_invariants(report: Report, backend: str, spec: SingleOp,
+                                inputs: dict[str, torch.Tensor],
+                                outs: dict[str, torch.Tensor]) -> None:
+    """The mHC invariants on a single mixing op's outputs (other ops have none)."""
+    probe = Probe()
+    if spec.op == "pre":
+        probe.add(inputs["residual"], outs["layer_input"], outs["post_mix"], outs["comb_mix"])
+    elif spec.op == "post_pre":  # the fused boundary's pre half reads the residual it wrote
+        probe.add(outs["residual_out"], outs["layer_input"], outs["next_post_mix"],
+                  outs["next_comb_mix"])
+    elif spec.op in ("mix", "post_mix"):
+        names = ("pre_mix", "post_mix", "comb_mix") if spec.op == "mix" else (
+            "next_pre_mix", "next_post_mix", "next_comb_mix")
+        probe.add_mixes(*(outs[n] for n in names))
+    else:
+        return
+    probe.check(report, backend, spec.attrs)
+
+
 def _has_external(proto: onnx.ModelProto) -> bool:
     return any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer)
 
-
-def _first_line(e: Exception) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0][:300] if text else type(e).__name__
