@@ -5,7 +5,7 @@
 # ../shared/third_party); MHC_CUDA_ARCHS the GPU targets (default 80;90;100).
 # BUILD_DIR defaults to build/plugins-trt<major of those headers>: the one
 # layout the Python binding, the engine builder and the tests look in
-# (mhc_export/build_layout.py). It then holds kernels/libmhc_kernels.so,
+# (mhc_export/core/build_layout.py). It then holds kernels/libmhc_kernels.so,
 # libmhc_trt_plugins_trt<major>.so and mhc_plugin_harness.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
