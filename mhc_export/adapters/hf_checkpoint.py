@@ -23,7 +23,7 @@ from ..core.spec import MAX_STREAMS
 from .hf_deepseek_v41 import MODEL_TYPE as V41_MODEL_TYPE
 from .hf_deepseek_v41 import require_transformers
 from .hf_layout import detect_layout
-from .hf_preflight import check_index, read_headers
+from .hf_preflight import CheckpointMismatch, read_headers
 
 MODEL_TYPE = "deepseek_v4"
 INDEX_FILE = "model.safetensors.index.json"
@@ -83,15 +83,22 @@ def inspect_checkpoint(path: str | os.PathLike[str], flag: str = "--hf") -> Chec
         raise CheckpointError(f"{config_file}: not a valid DeepSeek-V4 config ({e})") from None
     weight_map = _weight_map(path)
     headers: dict[str, tuple[str, tuple[int, ...]]] = {}
+    unlisted: list[tuple[str, Path]] = []  # (tensor, its file) the index places elsewhere
     for file in sorted(set(weight_map.values())):
         for name, meta in _read_header(file).items():
-            if name != "__metadata__" and weight_map.get(name) == file:
+            if weight_map.get(name) == file:
                 headers[name] = (str(meta["dtype"]), tuple(int(s) for s in meta["shape"]))
+            else:
+                unlisted.append((name, file))
     missing = sorted(set(weight_map) - set(headers))
     if missing:
         raise CheckpointError(f"{path / INDEX_FILE} names {len(missing)} tensors its files do not "
                               f"hold (first: {missing[0]})")
-    check_index(path, weight_map)  # preflight: the index against the files
+    if unlisted:  # an index that disagrees with its files is a damaged download
+        name, file = min(unlisted)
+        raise CheckpointMismatch(f"{path}: {file.name} holds {name}, which the index does not "
+                                 f"list there ({len(unlisted)} such tensors)")
+    # Shapes, dtypes and missing tensors of the selected layers: hf_loader.plan.
     return CheckpointInfo(path, config, weight_map, headers, detect_layout(set(headers)))
 
 

@@ -60,24 +60,6 @@ def expected_tensors(config: Any) -> dict[str, torch.Tensor]:
     return dict(revert_weight_conversion(model, state))
 
 
-def check_index(path: Path, weight_map: dict[str, Path]) -> None:
-    """The index and the files agree: every tensor it names is in its file, and no file
-    holds a tensor the index places elsewhere."""
-    stored = read_headers(set(weight_map.values()))
-    absent = sorted(set(weight_map) - set(stored))
-    if absent:
-        raise CheckpointMismatch(f"{path}: the index names {len(absent)} tensors its files "
-                                 f"do not hold (first: {absent[0]})")
-    # An index that disagrees with its files is a damaged download, whatever loads.
-    unlisted = sorted(k for k, v in stored.items() if weight_map.get(k) != v["file"])
-    if unlisted:
-        name = unlisted[0]
-        raise CheckpointMismatch(f"{path}: {stored[name]['file'].name} holds {name}, which the "
-                                 f"index does not list there ({len(unlisted)} such tensors)")
-    # Shapes, dtypes and missing tensors of the selected layers are hf_loader.plan's
-    # checks, against the model config, in either layout.
-
-
 # Config keys that name where or how a checkpoint was saved, not the model it holds.
 _NOT_THE_MODEL = ("_name_or_path", "transformers_version", "architectures", "dtype",
                   "torch_dtype", "_attn_implementation_autoset", "_experts_implementation",
