@@ -152,7 +152,7 @@ def validate_hf(
     def compare(backend: str, outs: dict[str, torch.Tensor]) -> None:
         c = report.compare(backend, label, output, outs[output], expected, tol)
         if not c.passed and ties.found:
-            c.detail = f"the reference run has indexer top-k ties: {ties.summary()}"
+            c.detail = f"the eager run has indexer top-k ties: {ties.summary()}"
 
     compare_in_providers(report, onnx_path, inputs, dtype=dtype, attrs=attrs, compare=compare,
                          providers=providers, eager="HF eager", fold_constants=not native)
