@@ -23,8 +23,15 @@ MIN_GPU_TESTS=392
 out=${OUT:-$root/out/gpu_all}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 PYTHONPATH=$root${PYTHONPATH:+:$PYTHONPATH}
+# The GPU machine's transformers predates DeepSeek-V4: a carried wheel of the
+# pinned version (.wheels/, pip download --no-deps) goes first on the path.
+if ls "$root"/.wheels/transformers-*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-deps --target /tmp/site "$root"/.wheels/transformers-*.whl \
+    > "$out/pip.txt" 2>&1 || { tail -5 "$out/pip.txt"; echo "PIP FAILED"; exit 1; }
+  export PYTHONPATH=/tmp/site:$PYTHONPATH
+fi
 { date -u; nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
-  python3 -c 'import torch, onnx, onnxruntime as o; print("torch", torch.__version__, "onnx", onnx.__version__, "onnxruntime", o.__version__)'
+  python3 -c 'import torch, onnx, onnxruntime as o, transformers as t; print("torch", torch.__version__, "onnx", onnx.__version__, "onnxruntime", o.__version__, "transformers", t.__version__)'
 } 2>&1 | tee "$out/env.txt"
 MHC_TRT_HEADERS=$root/.trt_headers MHC_CUDA_ARCHS=${MHC_CUDA_ARCHS:-90} \
   bash scripts/build_plugins_ci.sh > "$out/build.txt" 2>&1 \
