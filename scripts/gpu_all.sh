@@ -15,7 +15,16 @@ if [ "${1:-}" = prepare ]; then
     rm -rf ".trt_headers/tensorrt-$v"
     cp -r "$root/../shared/third_party/tensorrt-$v" ".trt_headers/tensorrt-$v"
   done
-  du -sh .trt_headers
+  # transformers as pinned here, and the huggingface-hub line it requires (the
+  # GPU machine has 5.17 with huggingface-hub 1.x): carried as wheels.
+  mkdir -p .wheels
+  grep -qx '/.wheels/' .git/info/exclude 2>/dev/null || echo '/.wheels/' >> .git/info/exclude
+  for pkg in transformers huggingface_hub httpx2 httpcore2 truststore click hf-xet; do
+    ver=$(.venv/bin/python -m pip show "$pkg" 2>/dev/null | sed -n 's/^Version: //p')
+    [ -n "$ver" ] && .venv/bin/python -m pip download -q --no-deps --only-binary=:all: \
+      --platform manylinux_2_17_x86_64 --python-version 3.12 -d .wheels "$pkg==$ver"
+  done
+  du -sh .trt_headers .wheels
   exit 0
 fi
 # Fewest GPU tests the whole suite may collect (raise it when adding GPU tests).
@@ -24,11 +33,15 @@ out=${OUT:-$root/out/gpu_all}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 PYTHONPATH=$root${PYTHONPATH:+:$PYTHONPATH}
 # The GPU machine's transformers predates DeepSeek-V4: a carried wheel of the
-# pinned version (.wheels/, pip download --no-deps) goes first on the path.
+# pinned version and its hub dependencies (.wheels/, made by `prepare`) go
+# first on the path.
 if ls "$root"/.wheels/transformers-*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-deps --target /tmp/site "$root"/.wheels/transformers-*.whl \
+  python3 -m pip install -q --no-deps --target /tmp/site "$root"/.wheels/*.whl \
     > "$out/pip.txt" 2>&1 || { tail -5 "$out/pip.txt"; echo "PIP FAILED"; exit 1; }
   export PYTHONPATH=/tmp/site:$PYTHONPATH
+  # Stop before the build if the carried set does not import (a missing dependency).
+  python3 -c 'import transformers.models.deepseek_v4' 2>&1 | tail -1 | tee "$out/transformers.txt"
+  [ "${PIPESTATUS[0]}" = 0 ] || { echo "CARRIED TRANSFORMERS DOES NOT IMPORT"; exit 1; }
 fi
 { date -u; nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
   python3 -c 'import torch, onnx, onnxruntime as o, transformers as t; print("torch", torch.__version__, "onnx", onnx.__version__, "onnxruntime", o.__version__, "transformers", t.__version__)'
