@@ -258,6 +258,7 @@ def _files(root: Path, suffixes: set[str], under: tuple[str, ...] = ()) -> list[
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root)
         if (path.is_file() and path.suffix in suffixes and not SKIP_DIRS & set(rel.parts)
+                and not any(part.startswith(".") for part in rel.parts[:-1])
                 and (not under or rel.parts[0] in under)):
             out.append(path)
     return out
