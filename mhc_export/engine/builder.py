@@ -451,6 +451,133 @@ def _serialize_plugins(trt: TensorRT, config: Any, plugin_lib: Path, applied: li
     config.plugins_to_serialize = [str(plugin_lib)]
 
 
+def _check_build_args(onnx_path: Path, plan_path: Path, precision: Precision) -> None:
+    if not onnx_path.is_file():
+        raise FileNotFoundError(f"ONNX model {onnx_path} does not exist")
+    if plan_path.suffix == ".json":
+        raise ValueError(f"plan path {plan_path} ends in .json; the sidecar takes that name")
+    if precision.strongly_typed and (precision.fp16 or precision.bf16):
+        raise ValueError("--fp16/--bf16 do not apply to a strongly typed network: its "
+                         "precision is the ONNX's own types; choose one or the other")
+
+
+def _set_precision_flags(config: Any, mod: Any, precision: Precision, notes: list[str],
+                         applied: list[str]) -> None:
+    if precision.fp16:
+        _set_flag(config, mod, "FP16", notes, applied)
+    if precision.bf16:
+        _set_flag(config, mod, "BF16", notes, applied)
+    if precision.fp16 or precision.bf16:
+        notes.append("weakly typed network (--fp16/--bf16): TensorRT may pick kernels of "
+                     "either precision and put reformats around the plugins; TensorRT "
+                     "deprecates these flags since 10.12 (export in that dtype instead)")
+    if precision.tf32:
+        _set_flag(config, mod, "TF32", notes, applied)
+    elif hasattr(mod.BuilderFlag, "TF32"):
+        config.clear_flag(mod.BuilderFlag.TF32)
+    if precision.strongly_typed:
+        applied.append("STRONGLY_TYPED")
+
+
+def _set_compute_capabilities(config: Any, mod: Any, capabilities: Sequence[str]) -> None:
+    config.num_compute_capabilities = len(capabilities)
+    for i, cc in enumerate(capabilities):
+        member = getattr(mod.ComputeCapability, cc.upper(), None)
+        if member is None:
+            raise ValueError(f"unknown compute capability {cc!r}; TensorRT-RTX knows "
+                             f"{sorted(mod.ComputeCapability.__members__)}")
+        if not config.set_compute_capability(member, i):
+            raise EngineBuildError(f"TensorRT-RTX refused compute capability {cc}")
+
+
+def _add_profiles(builder: Any, config: Any, profiles: Sequence[Profile], logger: Any) -> None:
+    for p in profiles:
+        prof = builder.create_optimization_profile()
+        for name, (lo, opt, hi) in p.shapes.items():
+            prof.set_shape(name, lo, opt, hi)
+        if config.add_optimization_profile(prof) < 0:
+            raise EngineBuildError(f"TensorRT rejected optimization profile {p.to_dict()}: "
+                                   + " | ".join(logger.errors))
+
+
+def _use_timing_cache(trt: TensorRT, config: Any, cache_path: Path, notes: list[str]) -> Any:
+    """Set the timing cache read from ``cache_path``; the caller keeps the returned cache
+    referenced until the build ends (the config holds only a pointer to it)."""
+    with warnings.catch_warnings():
+        # TensorRT-RTX keeps the timing cache API but warns that it is a no-op.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        data = cache_path.read_bytes() if cache_path.is_file() else b""
+        cache = config.create_timing_cache(data)
+        if not config.set_timing_cache(cache, False):
+            notes.append(f"timing cache {cache_path} does not match this GPU/TensorRT; "
+                         "started an empty one")
+            cache = config.create_timing_cache(b"")
+            config.set_timing_cache(cache, False)
+        if trt.is_rtx:
+            notes.append("TensorRT-RTX treats timing caches as no-ops (written anyway)")
+    return cache
+
+
+def _save_timing_cache(config: Any, cache_path: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        atomic_write_bytes(cache_path, bytes(config.get_timing_cache().serialize()))
+
+
+def _build_plan(trt: TensorRT, builder: Any, network: Any, config: Any, onnx_path: Path,
+                logger: Any, progress: bool) -> tuple[bytes, float]:
+    """Run the builder (with the progress monitor when asked); the plan and its seconds."""
+    monitor = None
+    if progress and hasattr(config, "progress_monitor"):
+        monitor = make_progress_monitor(trt, ProgressPrinter())
+        config.progress_monitor = monitor  # `monitor` stays referenced until the build ends
+    t0 = time.perf_counter()
+    serialized = builder.build_serialized_network(network, config)
+    build_seconds = time.perf_counter() - t0
+    if serialized is None:
+        raise EngineBuildError(
+            f"TensorRT ({trt.flavour} {trt.version}) failed to build {onnx_path}: "
+            + (" | ".join(logger.errors) or "no error message was logged")
+        )
+    del monitor
+    return bytes(serialized), build_seconds
+
+
+def _sidecar(*, trt: TensorRT, onnx_path: Path, plan_path: Path, plan_bytes: bytes,
+             build_seconds: float, inputs: list[OnnxInput], profiles: Sequence[Profile],
+             precision: Precision, applied: list[str], plugin_lib: Path | None,
+             serialize_plugins: bool, names: list[str] | None,
+             layers_by_op: dict[str, int] | None, compute_capabilities: Sequence[str] | None,
+             cache_path: Path | None, notes: list[str]) -> dict[str, Any]:
+    """The ``<plan>.json`` record: what was built, from what, with which settings."""
+    return {
+        "schema": SIDECAR_SCHEMA,
+        "kind": "mhc-export engine",
+        "mhc_export_version": __version__,
+        "built_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "build_seconds": round(build_seconds, 3),
+        "plan": {"path": str(plan_path.resolve()), "bytes": len(plan_bytes)},
+        "tensorrt": {"flavour": trt.flavour, "version": trt.version},
+        "gpu": gpu_info(),
+        "target_compute_capabilities": list(compute_capabilities or []),
+        "onnx": {"path": str(onnx_path.resolve()), "sha256": sha256_file(onnx_path),
+                 "inputs": [{"name": i.name, "dtype": i.dtype, "dims": list(i.dims)}
+                            for i in inputs]},
+        "profiles": [p.to_dict() for p in profiles],
+        "precision": {"requested": precision.to_dict(), "applied_flags": applied},
+        "plugins": {
+            "library": str(plugin_lib) if plugin_lib else None,
+            "sha256": sha256_file(plugin_lib) if plugin_lib else None,
+            "serialized": serialize_plugins,
+            "layers": None if names is None else len(names),
+            "layers_by_op": layers_by_op,
+        },
+        "version_compatible": serialize_plugins,
+        "timing_cache": str(cache_path.resolve()) if cache_path else None,
+        "notes": notes,
+    }
+
+
 def build_engine(
     onnx_path: str | os.PathLike[str],
     plan_path: str | os.PathLike[str],
@@ -485,14 +612,8 @@ def build_engine(
     """
     onnx_path = Path(onnx_path)
     plan_path = Path(plan_path)
-    if not onnx_path.is_file():
-        raise FileNotFoundError(f"ONNX model {onnx_path} does not exist")
-    if plan_path.suffix == ".json":
-        raise ValueError(f"plan path {plan_path} ends in .json; the sidecar takes that name")
     precision = precision or Precision()
-    if precision.strongly_typed and (precision.fp16 or precision.bf16):
-        raise ValueError("--fp16/--bf16 do not apply to a strongly typed network: its "
-                         "precision is the ONNX's own types; choose one or the other")
+    _check_build_args(onnx_path, plan_path, precision)
     model = load_onnx(onnx_path)
     check_mhc_nodes(model, str(onnx_path))
     node_ops = PL.mhc_node_ops(model)
@@ -535,111 +656,32 @@ def build_engine(
 
     config = builder.create_builder_config()
     applied: list[str] = []
-    if precision.fp16:
-        _set_flag(config, mod, "FP16", notes, applied)
-    if precision.bf16:
-        _set_flag(config, mod, "BF16", notes, applied)
-    if precision.fp16 or precision.bf16:
-        notes.append("weakly typed network (--fp16/--bf16): TensorRT may pick kernels of "
-                     "either precision and put reformats around the plugins; TensorRT "
-                     "deprecates these flags since 10.12 (export in that dtype instead)")
-    if precision.tf32:
-        _set_flag(config, mod, "TF32", notes, applied)
-    elif hasattr(mod.BuilderFlag, "TF32"):
-        config.clear_flag(mod.BuilderFlag.TF32)
-    if precision.strongly_typed:
-        applied.append("STRONGLY_TYPED")
+    _set_precision_flags(config, mod, precision, notes, applied)
     if workspace_mib is not None:
         config.set_memory_pool_limit(mod.MemoryPoolType.WORKSPACE, workspace_mib << 20)
     if optimization_level is not None:
         config.builder_optimization_level = optimization_level
     if compute_capabilities:
-        config.num_compute_capabilities = len(compute_capabilities)
-        for i, cc in enumerate(compute_capabilities):
-            member = getattr(mod.ComputeCapability, cc.upper(), None)
-            if member is None:
-                raise ValueError(f"unknown compute capability {cc!r}; TensorRT-RTX knows "
-                                 f"{sorted(mod.ComputeCapability.__members__)}")
-            if not config.set_compute_capability(member, i):
-                raise EngineBuildError(f"TensorRT-RTX refused compute capability {cc}")
-
-    for p in profiles:
-        prof = builder.create_optimization_profile()
-        for name, (lo, opt, hi) in p.shapes.items():
-            prof.set_shape(name, lo, opt, hi)
-        if config.add_optimization_profile(prof) < 0:
-            raise EngineBuildError(f"TensorRT rejected optimization profile {p.to_dict()}: "
-                                   + " | ".join(logger.errors))
-
+        _set_compute_capabilities(config, mod, compute_capabilities)
+    _add_profiles(builder, config, profiles, logger)
     serialize_plugins = bool(serialize_plugins and plugin_lib is not None)
     if serialize_plugins:
         _serialize_plugins(trt, config, plugin_lib, applied)
-
     cache_path = Path(timing_cache) if timing_cache else None
-    cache = None
-    with warnings.catch_warnings():
-        # TensorRT-RTX keeps the timing cache API but warns that it is a no-op.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        if cache_path is not None:
-            data = cache_path.read_bytes() if cache_path.is_file() else b""
-            cache = config.create_timing_cache(data)
-            if not config.set_timing_cache(cache, False):
-                notes.append(f"timing cache {cache_path} does not match this GPU/TensorRT; "
-                             "started an empty one")
-                cache = config.create_timing_cache(b"")
-                config.set_timing_cache(cache, False)
-            if trt.is_rtx:
-                notes.append("TensorRT-RTX treats timing caches as no-ops (written anyway)")
+    cache = None if cache_path is None else _use_timing_cache(trt, config, cache_path, notes)
 
-    printer = ProgressPrinter() if progress else None
-    monitor = None
-    if printer is not None and hasattr(config, "progress_monitor"):
-        monitor = make_progress_monitor(trt, printer)
-        config.progress_monitor = monitor  # `monitor` stays referenced until the build ends
-
-    t0 = time.perf_counter()
-    serialized = builder.build_serialized_network(network, config)
-    build_seconds = time.perf_counter() - t0
-    if serialized is None:
-        raise EngineBuildError(
-            f"TensorRT ({trt.flavour} {trt.version}) failed to build {onnx_path}: "
-            + (" | ".join(logger.errors) or "no error message was logged")
-        )
-    plan_bytes = bytes(serialized)
-    del monitor
-
+    plan_bytes, build_seconds = _build_plan(trt, builder, network, config, onnx_path,
+                                            logger, progress)
     atomic_write_bytes(plan_path, plan_bytes)
     if cache_path is not None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            atomic_write_bytes(cache_path, bytes(config.get_timing_cache().serialize()))
-
-    sidecar = {
-        "schema": SIDECAR_SCHEMA,
-        "kind": "mhc-export engine",
-        "mhc_export_version": __version__,
-        "built_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "build_seconds": round(build_seconds, 3),
-        "plan": {"path": str(plan_path.resolve()), "bytes": len(plan_bytes)},
-        "tensorrt": {"flavour": trt.flavour, "version": trt.version},
-        "gpu": gpu_info(),
-        "target_compute_capabilities": list(compute_capabilities or []),
-        "onnx": {"path": str(onnx_path.resolve()), "sha256": sha256_file(onnx_path),
-                 "inputs": [{"name": i.name, "dtype": i.dtype, "dims": list(i.dims)}
-                            for i in inputs]},
-        "profiles": [p.to_dict() for p in profiles],
-        "precision": {"requested": precision.to_dict(), "applied_flags": applied},
-        "plugins": {
-            "library": str(plugin_lib) if plugin_lib else None,
-            "sha256": sha256_file(plugin_lib) if plugin_lib else None,
-            "serialized": serialize_plugins,
-            "layers": None if names is None else len(names),
-            "layers_by_op": layers_by_op,
-        },
-        "version_compatible": serialize_plugins,
-        "timing_cache": str(cache_path.resolve()) if cache_path else None,
-        "notes": notes,
-    }
+        _save_timing_cache(config, cache_path)
+    del cache
+    sidecar = _sidecar(
+        trt=trt, onnx_path=onnx_path, plan_path=plan_path, plan_bytes=plan_bytes,
+        build_seconds=build_seconds, inputs=inputs, profiles=profiles, precision=precision,
+        applied=applied, plugin_lib=plugin_lib, serialize_plugins=serialize_plugins,
+        names=names, layers_by_op=layers_by_op, compute_capabilities=compute_capabilities,
+        cache_path=cache_path, notes=notes)
     sidecar_path = Path(f"{plan_path}.json")
     atomic_write_text(sidecar_path, json.dumps(sidecar, indent=2) + "\n")
     return BuildResult(plan_path, sidecar_path, sidecar, notes)
