@@ -121,46 +121,9 @@ void setDims(DimsExprs& out, Port const& o, Port const& src, DimsExprs const& in
     }
 }
 
-FieldSpec eps(char const* name)
-{
-    return {name, FieldKind::kFLOAT, FieldRule::kNON_NEGATIVE_FINITE, 1e-6};
-}
 } // namespace
 
-// ---- shared fields -------------------------------------------------------------
-
-std::vector<FieldSpec> const& preFields()
-{
-    static std::vector<FieldSpec> const fields = {eps("rms_eps"), eps("pre_eps"), eps("sinkhorn_eps"),
-        {"post_mult", FieldKind::kFLOAT, FieldRule::kPOSITIVE_FINITE, 2.0},
-        {"sinkhorn_iters", FieldKind::kINT, FieldRule::kAT_LEAST_ONE, 20}};
-    return fields;
-}
-
-mhcPreParams preParams(Fields const& f)
-{
-    mhcPreParams p{};
-    p.rms_eps = f.getFloat("rms_eps");
-    p.pre_eps = f.getFloat("pre_eps");
-    p.sinkhorn_eps = f.getFloat("sinkhorn_eps");
-    p.post_mult = f.getFloat("post_mult");
-    p.sinkhorn_iters = f.getInt("sinkhorn_iters");
-    return p;
-}
-
-std::vector<FieldSpec> const& headFields()
-{
-    static std::vector<FieldSpec> const fields = {eps("rms_eps"), eps("eps")};
-    return fields;
-}
-
-mhcHeadParams headParams(Fields const& f)
-{
-    mhcHeadParams p{};
-    p.rms_eps = f.getFloat("rms_eps");
-    p.eps = f.getFloat("eps");
-    return p;
-}
+// ---- ops without fields --------------------------------------------------------
 
 std::vector<FieldSpec> const& noFields()
 {

@@ -88,9 +88,9 @@ struct KernelCall
 };
 
 // The fields shared by several ops, and the kernel parameters read from them.
-// MhcPre's are also MhcPostPre's, MhcMix's and MhcPostMix's (V4.1-Flash writes
-// rms_eps = 1e-20 explicitly; any finite value >= 0 is accepted); MhcHead's are
-// also MhcPostHead's.
+// MhcPre's (mhcPrePlugin.cpp) are also MhcPostPre's, MhcMix's and MhcPostMix's
+// (V4.1-Flash writes rms_eps = 1e-20 explicitly; any finite value >= 0 is
+// accepted); MhcHead's (mhcHeadPlugin.cpp) are also MhcPostHead's.
 std::vector<FieldSpec> const& preFields();
 mhcPreParams preParams(Fields const& fields);
 std::vector<FieldSpec> const& headFields();

@@ -1,12 +1,29 @@
 // MhcHead: residual [T,n,d] -> y [T,d] (contract: shared/spec/mhc_ops.md).
-// Its table and kernel call; the plugin class and creator are
-// common/mhcOpPlugin.h's.
+// Its fields (MhcPostHead's too), table and kernel call; the plugin class and
+// creator are common/mhcOpPlugin.h's.
 #include "mhcOpPlugin.h"
 
 namespace mhc
 {
 namespace plugin
 {
+std::vector<FieldSpec> const& headFields()
+{
+    static std::vector<FieldSpec> const fields = {
+        {"rms_eps", FieldKind::kFLOAT, FieldRule::kNON_NEGATIVE_FINITE, 1e-6},
+        {"eps", FieldKind::kFLOAT, FieldRule::kNON_NEGATIVE_FINITE, 1e-6},
+    };
+    return fields;
+}
+
+mhcHeadParams headParams(Fields const& f)
+{
+    mhcHeadParams p{};
+    p.rms_eps = f.getFloat("rms_eps");
+    p.eps = f.getFloat("eps");
+    return p;
+}
+
 namespace
 {
 mhcStatus_t launch(mhcHeadParams const& p, KernelCall const& c)
