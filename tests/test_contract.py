@@ -192,7 +192,9 @@ def test_every_plugin_field_table_carries_the_spec_defaults():
             assert float(value) == want and (kind == "INT") == isinstance(want, int), \
                 f"{path.name}: {name} = {value}, spec {want!r}"
             rows += 1
-    assert rows >= 14  # MhcPre 5, MhcSinkhorn 2, MhcHead 2, MhcPostPre 5, MhcPostHead 2
+    # MhcPre 5 (shared by MhcPostPre, MhcMix, MhcPostMix), MhcSinkhorn 2,
+    # MhcHead 2 (shared by MhcPostHead)
+    assert rows >= 9
 
 
 @pytest.mark.parametrize("plugin_dir", PLUGIN_DIRS, ids=lambda p: p.name)

@@ -43,16 +43,16 @@ public:
     }
 };
 
-#define CHECK_CUDA(call)                                                                                               \
-    do                                                                                                                 \
-    {                                                                                                                  \
-        cudaError_t const e_ = (call);                                                                                 \
-        if (e_ != cudaSuccess)                                                                                         \
-        {                                                                                                              \
-            std::cerr << #call << " failed: " << cudaGetErrorString(e_) << "\n";                                      \
-            std::exit(1);                                                                                              \
-        }                                                                                                              \
-    } while (0)
+// Exits on a CUDA error, naming the call (CHECK_CUDA passes its text).
+void checkCuda(cudaError_t status, char const* call)
+{
+    if (status != cudaSuccess)
+    {
+        std::cerr << call << " failed: " << cudaGetErrorString(status) << "\n";
+        std::exit(1);
+    }
+}
+#define CHECK_CUDA(call) checkCuda((call), #call)
 
 [[noreturn]] void die(std::string const& msg)
 {
