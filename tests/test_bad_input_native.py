@@ -1,5 +1,5 @@
 """Bad input in DeepSeek's published checkpoint layout (native names, FP8 + UE8M0 block
-scales, FP4 experts), found by scripts/fuzz_cli.py's hf families.
+scales, FP4 experts), found by scripts/qa/fuzz_cli.py's hf families.
 
 Each refusal test failed on the code before the fix: a scale grid of another shape
 raised a RuntimeError mid-load (FP4) or was cut silently to the weight (FP8: wrong

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from f64_reference import ODD_ATTRS, head_f64, pre_f64, rel_err, sinkhorn_f64
 
 from mhc_export.core.spec import num_mixes
 from mhc_export.kernels import _lib, _ops
+from mhc_export.testing.f64_reference import ODD_ATTRS, head_f64, pre_f64, rel_err, sinkhorn_f64
 
 ROOT = Path(__file__).resolve().parents[1]
 TOL_OUT = {torch.bfloat16: 1e-2, torch.float16: 2e-3, torch.float32: 2e-5}

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import pytest
 import torch
-from f64_reference import ODD_ATTRS, head_f64, post_f64, pre_f64, rel_err, sinkhorn_f64
 from test_reference import random_pre_inputs
 
 from mhc_export.reference import eager as reference
 from mhc_export.reference import ops
 from mhc_export.reference.checkpoint import load_checkpoint, read_config, save_checkpoint
 from mhc_export.reference.model import CONFIGS, build_model, get_config, random_tokens
+from mhc_export.testing.f64_reference import (
+    ODD_ATTRS,
+    head_f64,
+    post_f64,
+    pre_f64,
+    rel_err,
+    sinkhorn_f64,
+)
 
 
 def _op_samples():

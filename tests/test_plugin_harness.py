@@ -22,7 +22,10 @@ import numpy as np
 import pytest
 import torch
 from builds import find_harness
-from f64_reference import (
+
+from mhc_export.core import build_layout as layout
+from mhc_export.core import spec
+from mhc_export.testing.f64_reference import (
     ODD_ATTRS,
     collapse_f64,
     head_f64,
@@ -33,9 +36,6 @@ from f64_reference import (
     rel_err,
     sinkhorn_f64,
 )
-
-from mhc_export.core import build_layout as layout
-from mhc_export.core import spec
 
 HARNESS = layout.HARNESS
 BUILD, LIBRARY = find_harness()

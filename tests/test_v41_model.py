@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from f64_reference import collapse_f64, mix_f64, post_f64, rel_err
 
 from mhc_export.core.spec import V41_FLASH
 from mhc_export.reference.checkpoint import load_checkpoint, read_config, save_checkpoint
 from mhc_export.reference.model import build_model, get_config, random_tokens
+from mhc_export.testing.f64_reference import collapse_f64, mix_f64, post_f64, rel_err
 
 ODD_V41 = {"rms_eps": 0.1, "pre_eps": 0.05, "sinkhorn_eps": 1e-2, "post_mult": 1.3,
            "sinkhorn_iters": 7}

@@ -8,7 +8,12 @@ import re
 
 import pytest
 import torch
-from f64_reference import (
+from test_reference import random_pre_inputs
+
+from mhc_export.core.spec import V41_FLASH_RMS_EPS, V41_OPS, num_mixes
+from mhc_export.reference import eager as reference
+from mhc_export.reference import ops
+from mhc_export.testing.f64_reference import (
     ODD_ATTRS,
     collapse_f64,
     mix_f64,
@@ -17,11 +22,6 @@ from f64_reference import (
     pre_f64,
     rel_err,
 )
-from test_reference import random_pre_inputs
-
-from mhc_export.core.spec import V41_FLASH_RMS_EPS, V41_OPS, num_mixes
-from mhc_export.reference import eager as reference
-from mhc_export.reference import ops
 from mhc_export.validation.report import tolerance_for
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]

@@ -33,13 +33,10 @@ from types import ModuleType
 
 import torch
 
+from mhc_export.core.spec import MHC_PRE
+from mhc_export.testing.f64_reference import ODD_ATTRS, post_f64, pre_f64, rel_err
+
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT))
-
-from f64_reference import ODD_ATTRS, post_f64, pre_f64, rel_err  # noqa: E402
-
-from mhc_export.core.spec import MHC_PRE  # noqa: E402
 
 VERSION = "0.7.2.post1"
 BUNDLE_ENV = "MHC_FLASHINFER_BUNDLE"

@@ -22,10 +22,17 @@ This file documents the published format (``../shared/spec/hf_checkpoints.md``):
 value the files encode. ``header_only=True`` writes safetensors headers without data
 (sparse files of the right size): the real-size index (names, dtypes, shapes of all of
 V4-Flash) for the selection and memory tests, a few hundred kB of disk in all.
+
+From the command line (scripts/rtx/native_weights.sh uses it)::
+
+    python -m mhc_export.testing.v4_checkpoints OUT_DIR [--layout native|hf]
+        [--weights fp8|bf16|fp32] [--experts fp4|fp8] [--scale-fmt ue8m0|float32]
+        [--shards N] [--no-mtp] [--flash-header-only]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -424,3 +431,26 @@ def _random_stored(name: str, dtype: str, shape: tuple[int, ...], gen: torch.Gen
     else:
         value = randn() * 0.02
     return value.to(torch.float32 if dtype == "F32" else torch.bfloat16)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Write a random DeepSeek-V4 checkpoint.")
+    p.add_argument("out", type=Path)
+    p.add_argument("--layout", choices=("native", "hf"), default="native")
+    p.add_argument("--weights", choices=("fp8", "bf16", "fp32"), default="fp8")
+    p.add_argument("--experts", choices=("fp4", "fp8"), default="fp4")
+    p.add_argument("--scale-fmt", choices=("ue8m0", "float32"), default="ue8m0")
+    p.add_argument("--shards", type=int, default=1)
+    p.add_argument("--no-mtp", action="store_true")
+    p.add_argument("--flash-header-only", action="store_true",
+                   help="the real-size V4-Flash index: names, dtypes, shapes, no data")
+    a = p.parse_args(argv)
+    config = flash_config() if a.flash_header_only else None
+    write_checkpoint(a.out, config, layout=a.layout, weights=a.weights, experts=a.experts,
+                     scale_fmt=a.scale_fmt, shards=a.shards, mtp=not a.no_mtp,
+                     header_only=a.flash_header_only)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,9 +1,9 @@
 """A repeatable mutation run over the mHC math and its checks.
 
-    python scripts/mutants.py                 # every mutant, one at a time
-    python scripts/mutants.py --list          # the mutants and their test subsets
-    python scripts/mutants.py --only R1 O2    # some of them
-    python scripts/mutants.py --json out.json # also write the results
+    python scripts/qa/mutants.py                 # every mutant, one at a time
+    python scripts/qa/mutants.py --list          # the mutants and their test subsets
+    python scripts/qa/mutants.py --only R1 O2    # some of them
+    python scripts/qa/mutants.py --json out.json # also write the results
 
 Each mutant is one plausible one-line bug in mhc_export/reference/eager.py,
 mhc_export/core/checks.py, mhc_export/export/onnx_functions.py,
@@ -33,7 +33,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 REF = "mhc_export/reference/eager.py"
 CHECKS = "mhc_export/core/checks.py"

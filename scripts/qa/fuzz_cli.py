@@ -1,7 +1,7 @@
 """Fuzz the command line with bad input: every case must fail cleanly, at once, leaving nothing.
 
-    python scripts/fuzz_cli.py --count 1000 --seed 1            # every family
-    python scripts/fuzz_cli.py --count 200 --families hf,outputs
+    python scripts/qa/fuzz_cli.py --count 1000 --seed 1            # every family
+    python scripts/qa/fuzz_cli.py --count 200 --families hf,outputs
 
 Each case takes a valid command of one subcommand (export of an op, of the
 own model or of an HF checkpoint; validate; build; diagnose) and breaks one
@@ -39,11 +39,10 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from mhc_export.cli import main as cli_main
+from mhc_export.core import preflight
 
-from mhc_export.cli import main as cli_main  # noqa: E402
-from mhc_export.core import preflight  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 BAD_SIZES = ["0", "-1", "9", "100", "abc", "1.5", ""]
 HUGE = ["1000000000", "100000000", "4294967296"]
