@@ -13,7 +13,6 @@ scripts/gpu/run.sh kernels): the real kernels against the float64 reference.
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -21,10 +20,10 @@ import pytest
 import torch
 
 from mhc_export.testing.f64_reference import ODD_ATTRS, pre_f64, rel_err
+from mhc_export.testing.scripts import load_script
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-
-from peers import flashinfer_mhc
+flashinfer_mhc = load_script(
+    Path(__file__).resolve().parents[1] / "benchmarks" / "peers" / "flashinfer_mhc.py")
 
 
 def _fi_pre_big_fuse(dot_mix, sqrsum, residual, mhc_scale, mhc_base, k, rms_eps=1e-6,
