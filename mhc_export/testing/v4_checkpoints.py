@@ -326,6 +326,24 @@ def _write_header(file: Path, entries: dict[str, tuple[str, tuple[int, ...]]]) -
     return offset
 
 
+def edit_header(shard: str | Path, edit) -> dict[str, Any]:
+    """Apply ``edit`` (a function changing the dict in place) to a safetensors file's header
+    and rewrite the file valid: data offsets count from the end of the header, so a longer
+    header moves nothing they name. Returns the edited header ({} for a file too short to
+    have one). The fuzzers and tests break checkpoints with it."""
+    shard = Path(shard)
+    data = shard.read_bytes()
+    if len(data) < 8:
+        return {}
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + n])
+    edit(header)
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    shard.write_bytes(len(text).to_bytes(8, "little") + text + data[8 + n:])
+    return header
+
+
 def flash_config(**overrides: Any):
     """The V4-Flash DeepseekV4Config (real sizes), for header-only indexes and one-layer files."""
     from transformers import DeepseekV4Config
