@@ -15,9 +15,9 @@ never touched), and runs that mutant's targeted test subset with pytest
 (-x, CPU only). A mutant is killed when pytest fails. Before the mutants, the
 unmutated subsets must pass (otherwise nothing below means anything).
 
-The mutation list is ours (not a generic operator sweep): each entry is an
-error someone could really make in that file, including every mutation named
-in issue 13. docs/TESTING.md records the last full run.
+The mutation list (scripts/qa/mutants.json, data) is ours, not a generic
+operator sweep: each entry is an error someone could really make in that file,
+including every mutation named in issue 13. docs/TESTING.md records the last full run.
 """
 
 from __future__ import annotations
@@ -69,112 +69,9 @@ class Mutant:
     nth: int = 0  # which occurrence of ``old`` (0: it must be unique)
 
 
-MUTANTS = [
-    # --- the eager reference -------------------------------------------------------
-    Mutant("R1", REF, "torch.rsqrt(x.square().mean(dim=-1, keepdim=True) + rms_eps)",
-           "1 / (torch.sqrt(x.square().mean(dim=-1, keepdim=True)) + rms_eps)",
-           "rsqrt(mean + rms_eps) -> 1 / (sqrt(mean) + rms_eps) (issue 13)"),
-    Mutant("R2", REF, "hc_base[:n]) + pre_eps", "hc_base[:n])", "pre_eps dropped"),
-    Mutant("R3", REF, "post = post_mult * torch.sigmoid", "post = 2.0 * torch.sigmoid",
-           "post_mult hard-coded to 2.0 (issue 13)"),
-    Mutant("R4", REF, "c = torch.softmax(logits, dim=-1) + eps",
-           "c = torch.softmax(logits, dim=-1)", "Sinkhorn: eps after the softmax dropped"),
-    Mutant("R5", REF, "for _ in range(iters - 1):", "for _ in range(iters - 2):",
-           "Sinkhorn: one round too few"),
-    Mutant("R6", REF, "c = c / (c.sum(dim=-2, keepdim=True) + eps)\n        for",
-           "c = c / (c.sum(dim=-1, keepdim=True) + eps)\n        for",
-           "Sinkhorn: first normalisation over rows instead of columns"),
-    Mutant("R7", REF, "torch.sigmoid(mixes * hc_scale[0] + hc_base) + eps",
-           "torch.sigmoid(mixes * hc_scale[0] + hc_base)", "MhcHead: eps dropped"),
-    Mutant("R8", REF, "_rms_mixes(residual.reshape(t, n * d).float(), hc_fn, rms_eps)\n    w",
-           "_rms_mixes(residual.reshape(t, n * d).float(), hc_fn, 1e-6)\n    w",
-           "MhcHead: rms_eps replaced by 1e-6"),
-    Mutant("R9", REF, 'eq = "tji,tid->tjd" if transpose_comb else "tij,tid->tjd"',
-           'eq = "tij,tid->tjd" if transpose_comb else "tji,tid->tjd"',
-           "MhcPost: comb transposed (rows instead of columns)"),
-    Mutant("R10", REF, "mixes[:, n : 2 * n] * hc_scale[1]", "mixes[:, n : 2 * n] * hc_scale[2]",
-           "post gate reads the comb scale"),
-    Mutant("R11", REF, "sinkhorn(logits, sinkhorn_iters, sinkhorn_eps, init=sinkhorn_init)",
-           "sinkhorn(logits, sinkhorn_iters, pre_eps, init=sinkhorn_init)",
-           "MhcPre's Sinkhorn gets pre_eps instead of sinkhorn_eps"),
-    Mutant("R12", CHECKS, "if not math.isfinite(value) or value <= 0:",
-           "if not math.isfinite(value) or value < 0:", "post_mult = 0 accepted"),
-    # --- the ONNX function bodies ----------------------------------------------------
-    Mutant("O1", ONNX, "pre_mix = op.Sigmoid(pre_logit) + op.Constant(value_float=pre_eps)",
-           "pre_mix = op.Sigmoid(pre_logit)", "MhcMix (MhcPre's body): + pre_eps dropped"),
-    Mutant("O2", ONNX, "op.Constant(value_float=rms_eps)", "op.Constant(value_float=1e-6)",
-           "MhcPre: rms_eps replaced by the constant 1e-6 (issue 13)", nth=1),
-    Mutant("O3", ONNX, "op.Sigmoid(mixes * hc_scale + hc_base) + op.Constant(value_float=eps)",
-           "op.Sigmoid(mixes * hc_scale + hc_base)", "MhcHead: + eps dropped (issue 13)"),
-    Mutant("O4", ONNX, "op.Constant(value_float=post_mult)", "op.Constant(value_float=2.0)",
-           "MhcPre: post_mult hard-coded to 2.0 (issue 13)"),
-    Mutant("O5", ONNX, "rounds = op.Sub(op.Constant(value_int=iters), op.Constant(value_int=1))",
-           "rounds = op.Constant(value_int=iters)", "MhcSinkhorn: one round too many"),
-    Mutant("O6", ONNX, "c = op.Softmax(logits, axis=-1) + e", "c = op.Softmax(logits, axis=-1)",
-           "MhcSinkhorn: eps after the softmax dropped"),
-    Mutant("O7", ONNX, "op.MatMul(op.Transpose(comb_mix, perm=[0, 2, 1]), op.Cast(residual, to=1))",
-           "op.MatMul(comb_mix, op.Cast(residual, to=1))", "MhcPost: comb not transposed"),
-    Mutant("O8", ONNX, "op.Constant(value_float=rms_eps)", "op.Constant(value_float=1e-6)",
-           "MhcHead: rms_eps replaced by the constant 1e-6", nth=2),
-    Mutant("O9", ONNX, "MhcSinkhorn(logits, iters=sinkhorn_iters, eps=sinkhorn_eps)",
-           "MhcSinkhorn(logits, iters=sinkhorn_iters, eps=pre_eps)",
-           "MhcPre: Sinkhorn gets pre_eps"),
-    Mutant("O10", ONNX, "MhcSinkhorn(logits, iters=sinkhorn_iters, eps=sinkhorn_eps)",
-           "MhcSinkhorn(logits, eps=sinkhorn_eps)",
-           "MhcPre: sinkhorn_iters not passed (the callee's default 20 runs)"),
-    Mutant("O11", ONNX, "s_post = op.Slice(hc_scale, op.Constant(value_ints=[1]), "
-           "op.Constant(value_ints=[2]))",
-           "s_post = op.Slice(hc_scale, op.Constant(value_ints=[2]), op.Constant(value_ints=[3]))",
-           "MhcPre: post gate reads the comb scale"),
-    # --- the output invariants -------------------------------------------------------
-    Mutant("I1", INV, "kappa ** max(2 * iters - 3, 0)", "kappa ** max(iters - 3, 0)",
-           "Sinkhorn bound: contraction exponent 2*iters-3 -> iters-3 (issue 13)"),
-    Mutant("I2", INV, "torch.maximum(pre_eps - p, p - (1 + pre_eps))", "(p - (1 + pre_eps))",
-           "pre lower bound (pre_eps - p) dropped (issue 13)", nth=1),
-    Mutant("I3", INV, "torch.maximum(-p, p - post_mult)", "(p - post_mult)",
-           "post lower bound (post < 0) dropped"),
-    Mutant("I4", INV, "bound = converge + 2 * eps / (1 - kappa).clamp_min(1e-12) + deficit",
-           "bound = converge + deficit", "Sinkhorn bound: the eps term dropped (too tight)"),
-    Mutant("I5", INV, "if iters <= 2:", "if iters <= 1:",
-           "Sinkhorn bound: the K <= 2 fallback only for K = 1"),
-    Mutant("I6", INV, "limit = 1 + bound + 1e-12", "limit = 1 + 10 * bound + 1e-12",
-           "spectral norm limit 10x looser"),
-    Mutant("I7", INV, "bad = int((~torch.isfinite(c)).sum() + (c < 0).sum())",
-           "bad = int((~torch.isfinite(c)).sum())", "negative comb entries not counted"),
-    Mutant("I8", INV, "err = u * y.norm(dim=-1) + acc", "err = 30 * u * y.norm(dim=-1) + acc",
-           "pre recovery tolerance 30x looser"),
-    Mutant("I9", INV, "converge = torch.expm1(dist.clamp_max(math.log(n + 1.0)))",
-           "converge = torch.expm1(dist.clamp_max(math.log(n + 1.0))) * 8",
-           "Sinkhorn bound 8x looser"),
-    # --- DeepSeek-V4.1 (issue 23): the delayed pre and its checks ----------------------
-    Mutant("V1", REF, "return (residual_out, _collapse(residual_out, pre_mix), *mixes)",
-           "return (residual_out, _collapse(residual_out, mixes[0]), *mixes)",
-           "MhcPostMix collapses with the site's own pre (V4's wiring)"),
-    Mutant("V2", ONNX, "layer_input = MhcCollapse(residual_out, pre_mix)",
-           "layer_input = MhcCollapse(residual, pre_mix)",
-           "MhcPostMix body collapses the input residual, not residual_out"),
-    Mutant("V3", INV, "(1 + pre_eps) * 2.0**-23,", "(1 + pre_eps) * 2.0**-23 + 0.01,",
-           "pre_mix range limit loosened by 0.01"),
-    Mutant("V4", MODEL, "y = ops.collapse(x, pre) if y is None else y",
-           "y = ops.collapse(x, next_pre) if y is None else y",
-           "V4.1 model collapses each site with its own pre"),
-    Mutant("V5", FUSE, "if _depends_on(producer, collapse.input[1], r):", "if False:",
-           "fusion pass fuses a site that collapses with its own pre"),
-    # --- the kernels' Python binding -------------------------------------------------
-    Mutant("K1", OPS, "PreParams(rms_eps, pre_eps, sinkhorn_eps, post_mult, sinkhorn_iters)",
-           "PreParams(pre_eps, rms_eps, sinkhorn_eps, post_mult, sinkhorn_iters)",
-           "rms_eps and pre_eps swapped into the C struct"),
-    Mutant("K2", OPS, "HeadParams(rms_eps, eps)", "HeadParams(eps, rms_eps)",
-           "head rms_eps and eps swapped"),
-    Mutant("K3", OPS, "t, n, iters, eps,", "t, n, iters, 1e-6,", "Sinkhorn eps not passed"),
-    Mutant("K4", OPS, "ptr(post_mix), ptr(comb_mix), ptr(res)",
-           "ptr(comb_mix), ptr(post_mix), ptr(res)", "MhcPost gates swapped"),
-    Mutant("K5", OPS, "    check_attributes(rms_eps=rms_eps, eps=eps)\n", "",
-           "MhcHead attributes not checked before the C call"),
-    Mutant("K6", LIB, '("sinkhorn_eps", ctypes.c_float),\n        ("post_mult", ctypes.c_float),',
-           '("post_mult", ctypes.c_float),\n        ("sinkhorn_eps", ctypes.c_float),',
-           "ctypes struct fields out of the header's order"),
-]
+# The mutants, as data: id, file, what it breaks, the text replaced and its replacement,
+# and for a text that is not unique which occurrence (1-based).
+MUTANTS = [Mutant(**m) for m in json.loads((Path(__file__).with_name("mutants.json")).read_text())]
 
 
 @dataclass
