@@ -28,7 +28,7 @@ from mhc_export.diagnostics import (
     spectral_stats,
 )
 from mhc_export.reference.eager import pre_mixes, sinkhorn
-from mhc_export.testing.f64_reference import pre_f64, sinkhorn_f64
+from mhc_export.testing.f64 import pre_f64, sinkhorn_f64
 
 
 def _gen(seed: int) -> torch.Generator:

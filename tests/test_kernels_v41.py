@@ -22,7 +22,7 @@ import torch
 from mhc_export import kernels
 from mhc_export.core.spec import V41_FLASH_RMS_EPS, num_mixes
 from mhc_export.reference import ops
-from mhc_export.testing.f64_reference import (
+from mhc_export.testing.f64 import (
     collapse_f64,
     mix_f64,
     post_collapse_f64,

@@ -19,7 +19,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from mhc_export.testing.f64_reference import ODD_ATTRS, pre_f64, rel_err
+from mhc_export.testing.f64 import ODD_ATTRS, pre_f64, rel_err
 from mhc_export.testing.scripts import load_script
 
 flashinfer_mhc = load_script(

@@ -11,7 +11,7 @@ without DeepGEMM's fused prenorm GEMM would write. `mhc_post` is our MhcPost.
 
 FlashInfer's `mhc_post_mult_value` defaults to 1.0; ours (post_mult, V4) to 2.0:
 the wrappers always pass our value. Before a peer is timed its outputs are
-checked against the float64 reference (tests/f64_reference.py), once with
+checked against the float64 reference (mhc_export/testing/f64.py), once with
 attributes far from the defaults (`self_check`: a swapped or dropped argument
 shows there) and once per benchmark row on the inputs that are timed (`check`).
 
@@ -34,7 +34,7 @@ from types import ModuleType
 import torch
 
 from mhc_export.core.spec import MHC_PRE
-from mhc_export.testing.f64_reference import ODD_ATTRS, post_f64, pre_f64, rel_err
+from mhc_export.testing.f64 import ODD_ATTRS, post_f64, pre_f64, rel_err
 
 ROOT = Path(__file__).resolve().parents[2]
 

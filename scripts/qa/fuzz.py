@@ -18,7 +18,7 @@ real pre in [pre_eps, 1 + pre_eps]), then runs:
   kernels   the CUDA kernels (--gpu)
   plugin    the TensorRT plugin through mhc_plugin_harness (--gpu, every k-th config)
 
-and compares each output with tests/f64_reference.py (max |err| / max |ref|)
+and compares each output with mhc_export/testing/f64.py (max |err| / max |ref|)
 against the tolerance of its dtype (float32 1e-4, float16 4e-3, bfloat16 2e-2).
 A configuration whose float64 reference is itself non-finite (eps 0 with a
 column of exp() underflowing to 0: 0/0) is counted as degenerate and skipped.
@@ -51,7 +51,7 @@ from mhc_export.core.spec import (
 from mhc_export.export.single_op import SingleOp, build_single_op_model
 from mhc_export.reference import eager as reference
 from mhc_export.reference import ops
-from mhc_export.testing.f64_reference import (
+from mhc_export.testing.f64 import (
     collapse_f64,
     head_f64,
     mix_f64,
