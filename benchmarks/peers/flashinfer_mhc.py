@@ -77,6 +77,8 @@ def load(bundle: Path | str | None = None) -> tuple[ModuleType | None, str]:
     # FlashInfer otherwise derives CUDA_HOME from the nvcc on PATH, a wrapper there.
     os.environ.setdefault("CUDA_HOME", "/usr/local/cuda")
     _libcuda_link(work)
+    # The bundle is a site folder (flashinfer with its tvm_ffi and friends), not an installed
+    # package: it goes on this process's path so that flashinfer finds its own dependencies.
     if str(site) not in sys.path:
         sys.path.insert(0, str(site))
     try:
