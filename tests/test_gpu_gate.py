@@ -220,6 +220,13 @@ def test_runner_prefill_and_v41_steps(tmp_path):
     _one(lines, "regex:v41StreamKernel", "stalled")
 
 
+def test_runner_prepare_copies_both_header_sets(tmp_path):
+    lines = _dry(tmp_path, "prepare", MHC_TRT_HEADERS=str(tmp_path / "h"))
+    copies = [ln for ln in lines if ln.startswith("+ cp -r")]
+    assert copies == [f"+ cp -r {tmp_path}/h/tensorrt-{v} .trt_headers/tensorrt-{v}"
+                      for v in ("10.16", "11.1")]
+
+
 def test_runner_refuses_an_unknown_mode_or_step(tmp_path):
     proc = subprocess.run(["bash", str(RUNNER), "--dry-run", "nope"], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
