@@ -182,6 +182,9 @@ def test_runner_kernels_fuzz_hf_modes(tmp_path):
     pip = _one(lines, "pip install")
     assert lines.index(pip) < lines.index(_one(lines, "build_plugins.sh"))
     assert "PYTHONPATH=/tmp/site:" in _one(lines, "export PYTHONPATH=/tmp/site")
+    # The carried set must import before anything is built.
+    assert lines.index(_one(lines, "-c", "transformers.models.deepseek_v4")) < lines.index(
+        _one(lines, "build_plugins.sh"))
     _one(lines, "tests/test_hf_gpu.py")
     _one(lines, "benchmarks/bench_hf_layers.py")
 

@@ -2,7 +2,8 @@
 # The GPU machine's runner: one device call per mode, each building what it needs for
 # sm_90 and writing its logs and JSON to $OUT (./out/gpu_<mode> without it).
 #
-#   here:        scripts/gpu/run.sh prepare          copies the TensorRT headers into .trt_headers/
+#   here:        scripts/gpu/run.sh prepare          the TensorRT headers into .trt_headers/, the
+#                                                     pinned transformers' wheels into .wheels/
 #   GPU machine: scripts/gpu/run.sh MODE [ARGS...]   (device tool: carry [".trt_headers"],
 #                                                     and ".peers" / ".wheels" where said)
 #   anywhere:    scripts/gpu/run.sh --dry-run MODE ...  (or MHC_DRY_RUN=1): print the commands
@@ -10,8 +11,8 @@
 # Modes:
 #   gate [PYTEST ARGS]  the whole suite (or e.g. -m gpu) with the builds required: both header
 #                       sets (scripts/dev/build_plugins_ci.sh), then the JUnit gate (a skipped
-#                       or missing GPU test fails; at least MIN_GATE of them). A transformers
-#                       wheel in .wheels/ goes first on the path (the machine's predates V4).
+#                       or missing GPU test fails; at least MIN_GATE of them). The wheels in
+#                       .wheels/ go first on the path (the machine's transformers predates V4).
 #   kernels [BENCH ARGS] kernel build, the kernel GPU tests (gated, MIN_KERNELS),
 #                       benchmarks/bench_kernels.py with eager and torch.compile; with .peers
 #                       also FlashInfer's test and columns (a bundle that does not load fails).
@@ -20,7 +21,7 @@
 #                       env: MODES ("stream v5"), BENCH_OPS, BENCH_T, TESTS, TESTS_K, NCU_KERNEL
 #   fuzz [COUNT] [SEED] kernel + plugin build, scripts/qa/fuzz.py --gpu (default 1000 7;
 #                       HARNESS_EVERY)
-#   hf [BENCH ARGS]     installs .wheels/transformers-*.whl (required), kernel build,
+#   hf [BENCH ARGS]     installs the .wheels/ set (transformers required), kernel build,
 #                       tests/test_hf_gpu.py, benchmarks/bench_hf_layers.py
 #   prefill [STEPS]     the kernel library (built unless carried), then steps (default: smoke
 #                       tests bench boundary ncu) of smoke tests bench sweep boundary ncu; $OUT
@@ -74,14 +75,18 @@ print_env() {  # date, GPU, versions -> $out/env.txt
     x python3 -c "$VERSIONS"
   } 2>&1 | tee "$out/env.txt"
 }
-install_wheels() {  # required|optional: the carried transformers wheel first on the path
+install_wheels() {  # required|optional: the carried transformers and its hub dependencies
+  # The GPU machine's transformers predates DeepSeek-V4: the wheels `prepare` put in
+  # .wheels/ go first on the path, and the run stops before the build if they do not import.
   if ! ls "$root"/.wheels/transformers-*.whl >/dev/null 2>&1; then
     [ "$1" = optional ] && return 0
-    [ "$dry" = 1 ] || { echo "no .wheels/transformers-*.whl (pip download --no-deps transformers==5.23.0 -d .wheels)"; exit 1; }
+    [ "$dry" = 1 ] || { echo "no .wheels/transformers-*.whl (scripts/gpu/run.sh prepare makes it)"; exit 1; }
   fi
-  x python3 -m pip install -q --no-deps --target /tmp/site "$root"/.wheels/transformers-*.whl \
+  x python3 -m pip install -q --no-deps --target /tmp/site "$root"/.wheels/*.whl \
     > "$out/pip.txt" 2>&1 || { tail -5 "$out/pip.txt"; echo "PIP FAILED"; exit 1; }
   setenv PYTHONPATH=/tmp/site:$PYTHONPATH
+  x python3 -c 'import transformers.models.deepseek_v4' 2>&1 | tail -1 | tee "$out/transformers.txt"
+  [ "${PIPESTATUS[0]}" = 0 ] || { echo "CARRIED TRANSFORMERS DOES NOT IMPORT"; exit 1; }
 }
 build() {  # ci | kernels | plugins -> build/ (log $out/build.txt); exits on failure
   local t0 archs=MHC_CUDA_ARCHS=${MHC_CUDA_ARCHS:-90} cmd
@@ -340,16 +345,25 @@ post_mix 512 5120}"
 }
 
 # ---- the modes --------------------------------------------------------------------------
-prepare() {  # here: the TensorRT headers into .trt_headers/ (git-ignored through info/exclude)
-  local src=${MHC_TRT_HEADERS:-$root/../shared/third_party} exclude v
+prepare() {  # here: what the device calls carry, git-ignored through info/exclude
+  local src=${MHC_TRT_HEADERS:-$root/../shared/third_party} exclude v pkg ver
   exclude="$(git rev-parse --git-common-dir)/info/exclude"
-  x mkdir -p .trt_headers
-  grep -qx '/.trt_headers/' "$exclude" 2>/dev/null || x sh -c "echo /.trt_headers/ >> '$exclude'"
-  for v in 10.16 11.1; do
+  x mkdir -p .trt_headers .wheels
+  for v in /.trt_headers/ /.wheels/; do
+    grep -qx "$v" "$exclude" 2>/dev/null || x sh -c "echo $v >> '$exclude'"
+  done
+  for v in 10.16 11.1; do  # the TensorRT headers (.trt_headers)
     x rm -rf ".trt_headers/tensorrt-$v"
     x cp -r "$src/tensorrt-$v" ".trt_headers/tensorrt-$v"
   done
-  show du -sh .trt_headers
+  # transformers as pinned here, and the huggingface-hub line it requires (the GPU
+  # machine has 5.17 with huggingface-hub 1.x): carried as wheels (.wheels).
+  for pkg in transformers huggingface_hub httpx2 httpcore2 truststore click hf-xet; do
+    ver=$(.venv/bin/python -m pip show "$pkg" 2>/dev/null | sed -n 's/^Version: //p')
+    [ -z "$ver" ] || x .venv/bin/python -m pip download -q --no-deps --only-binary=:all: \
+      --platform manylinux_2_17_x86_64 --python-version 3.12 -d .wheels "$pkg==$ver"
+  done
+  show du -sh .trt_headers .wheels
 }
 
 case $mode in
