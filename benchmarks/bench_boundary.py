@@ -11,27 +11,27 @@ the next mixes once; the unfused pair also reads the residual it just wrote.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench_kernels import _nsets, copy_bandwidth, time_calls
-
 from mhc_export import kernels
 from mhc_export.core.spec import num_mixes
+from mhc_export.testing.bench import (
+    copy_bandwidth,
+    fused_floor_bytes,
+    nsets,
+    time_calls,
+    write_run,
+)
 
 
 def boundary_sets(t: int, n: int, d: int, dtype: torch.dtype, g: torch.Generator):
     k, m = n * d, num_mixes(n)
     e = torch.tensor([], dtype=dtype).element_size()
     sets = []
-    for _ in range(_nsets(2 * t * k * e + m * k * 4)):
+    for _ in range(nsets(2 * t * k * e + m * k * 4)):
         sets.append((
             torch.randn(t, d, device="cuda", generator=g).to(dtype),
             torch.randn(t, n, d, device="cuda", generator=g).to(dtype),
@@ -42,13 +42,6 @@ def boundary_sets(t: int, n: int, d: int, dtype: torch.dtype, g: torch.Generator
             torch.randn(m, device="cuda", generator=g) * 0.5,
         ))
     return sets
-
-
-def fused_floor_bytes(t: int, n: int, d: int, e: int) -> int:
-    k = n * d
-    reads = t * d * e + t * k * e + t * (n + n * n) * 4 + num_mixes(n) * k * 4
-    writes = t * k * e + t * d * e + t * (n + n * n) * 4
-    return reads + writes
 
 
 def main() -> int:
@@ -81,10 +74,7 @@ def main() -> int:
             del sets
             torch.cuda.empty_cache()
     if a.json:
-        a.json.write_text(json.dumps({
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "device": dev, "copy_TBps": bw / 1e12, "dtype": "bfloat16", "n": 4, "rows": rows},
-            indent=1))
+        write_run(a.json, dev, bw, dtype="bfloat16", n=4, rows=rows)
     return 0
 
 

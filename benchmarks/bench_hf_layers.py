@@ -17,19 +17,16 @@ Shapes past ``--budget-s`` are skipped (named in the output).
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
 import sys
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 
 from mhc_export.adapters.hf_deepseek_v4 import adapted
 from mhc_export.adapters.hf_testing import make_config, random_model
 from mhc_export.reference.ops import kernel_backend
+from mhc_export.testing.bench import median_seconds, write_json
 
 WIDTHS = {
     4096: dict(hidden_size=4096, num_attention_heads=64, head_dim=512, q_lora_rank=1024,
@@ -54,17 +51,7 @@ def config(d: int, layers: int):
 
 def timed(fn, reps: int) -> float:
     """Median milliseconds over ``reps`` CUDA-event-timed calls after 2 warm-ups."""
-    for _ in range(2):
-        fn()
-    times = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        torch.cuda.synchronize()
-        times.append(a.elapsed_time(b))
-    return statistics.median(times)
+    return median_seconds(fn, reps) * 1e3
 
 
 def mhc_only(model, tokens: int, ours: bool, reps: int) -> float:
@@ -147,9 +134,8 @@ def main() -> int:
     if skipped:
         print(f"skipped (past --budget-s {args.budget_s:g}): {', '.join(skipped)}")
     if args.json:
-        args.json.write_text(json.dumps(dict(device=dev, torch=torch.__version__,
-                                             backend=kernel_backend(), layers=args.layers,
-                                             rows=rows, skipped=skipped), indent=2))
+        write_json(args.json, dict(device=dev, torch=torch.__version__, backend=kernel_backend(),
+                                   layers=args.layers, rows=rows, skipped=skipped), indent=2)
     return 0
 
 

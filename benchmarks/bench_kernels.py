@@ -21,102 +21,31 @@ kernel alone), checked against our outputs first: `tp us` and `x tp` = ours / it
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import math
-import statistics
-import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 from peers import flashinfer_mhc, torch_twopass
 
 from mhc_export import kernels
 from mhc_export.core.spec import num_mixes
 from mhc_export.reference import eager as reference
+from mhc_export.testing.bench import (
+    ROTATE_BYTES,
+    copy_bandwidth,
+    floor_bytes,
+    nsets,
+    time_calls,
+    utc_now,
+    write_json,
+)
 
-ROTATE_BYTES = 256 << 20  # 5x the H100's 50 MB L2
-MAX_SETS = 64
 T_LIST = (1, 8, 64, 512, 4096, 16384)
 MAIN_SHAPES = ((7168, 4), (4096, 4))
 # mHC.cu's table (seed 004): (T, d) at n=4.
 SEED_CONFIGS = ((320, 1280), (512, 1920), (1280, 2560), (2560, 1280))
-
-
-def copy_bandwidth(nbytes: int = 2 << 30, reps: int = 20) -> float:
-    """Bytes/s of a large device-to-device copy, counting read + write."""
-    a = torch.empty(nbytes // 4, dtype=torch.float32, device="cuda").uniform_()
-    b = torch.empty_like(a)
-    for _ in range(3):
-        b.copy_(a)
-    times = []
-    for _ in range(reps):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        b.copy_(a)
-        e.record()
-        e.synchronize()
-        times.append(s.elapsed_time(e) * 1e-3)
-    del a, b
-    torch.cuda.empty_cache()
-    return 2 * nbytes / statistics.median(times)
-
-
-def time_calls(calls: list[Callable[[], object]], min_calls: int = 24, replays: int = 15,
-               use_graph: bool = True) -> tuple[float, str]:
-    """Median seconds per call, over CUDA graph replays of a rotation through `calls`."""
-    rounds = max(1, math.ceil(min_calls / len(calls)))
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(2):
-            for c in calls:
-                c()
-    torch.cuda.current_stream().wait_stream(side)
-    torch.cuda.synchronize()
-    per_replay = rounds * len(calls)
-    method = "cuda-graph"
-    if use_graph:
-        try:
-            g = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(g):
-                for _ in range(rounds):
-                    for c in calls:
-                        c()
-            run = g.replay
-        except Exception as exc:  # capture unsupported: fall back to plain launches
-            method = f"events-loop (graph capture failed: {type(exc).__name__})"
-            torch.cuda.synchronize()
-            use_graph = False
-    if not use_graph:
-        if not method.startswith("events"):
-            method = "events-loop"
-
-        def run() -> None:
-            for _ in range(rounds):
-                for c in calls:
-                    c()
-    run()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(replays):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        run()
-        e.record()
-        e.synchronize()
-        times.append(s.elapsed_time(e) * 1e-3 / per_replay)
-    return statistics.median(times), method
-
-
-def _nsets(set_bytes: int) -> int:
-    return max(1, min(MAX_SETS, math.ceil(ROTATE_BYTES / max(set_bytes, 1))))
 
 
 def make_sets(op: str, t: int, n: int, d: int, dtype: torch.dtype, gen: torch.Generator):
@@ -125,7 +54,7 @@ def make_sets(op: str, t: int, n: int, d: int, dtype: torch.dtype, gen: torch.Ge
     rows = {"pre": num_mixes(n), "head": n}.get(op, 0)
     set_bytes = t * k * e + rows * k * 4 + (t * d * e if op == "post" else 0)
     sets = []
-    for _ in range(_nsets(set_bytes)):
+    for _ in range(nsets(set_bytes)):
         residual = torch.randn(t, n, d, device="cuda", generator=gen).to(dtype)
         if op in ("pre", "head"):
             hc_fn = torch.randn(rows, k, device="cuda", generator=gen) / k**0.5
@@ -140,17 +69,6 @@ def make_sets(op: str, t: int, n: int, d: int, dtype: torch.dtype, gen: torch.Ge
         else:
             sets.append((torch.randn(t, n, n, device="cuda", generator=gen),))
     return sets
-
-
-def floor_bytes(op: str, t: int, n: int, d: int, e: int) -> int:
-    k = n * d
-    if op == "pre":
-        return t * k * e + t * d * e + num_mixes(n) * k * 4 + t * (n + n * n) * 4
-    if op == "head":
-        return t * k * e + t * d * e + n * k * 4
-    if op == "post":
-        return t * d * e + 2 * t * k * e + t * (n + n * n) * 4
-    return 2 * t * n * n * 4
 
 
 IMPLS = {
@@ -322,7 +240,7 @@ def main() -> int:
             torch.cuda.empty_cache()
 
     out = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": utc_now(),
         "device": props.name,
         "sms": props.multi_processor_count,
         "torch": torch.__version__,
@@ -334,7 +252,7 @@ def main() -> int:
         "peer": fi_status,
         "results": results,
     }
-    args.json.write_text(json.dumps(out, indent=1))
+    write_json(args.json, out)
     hdr = (f"{'op':8s} {'T':>6s} {'d':>5s} {'n':>2s} {'kernel us':>10s} {'floor us':>9s} "
            f"{'xfloor':>6s} {'TB/s':>5s} {'eager us':>9s} {'x eager':>8s} {'compile us':>10s} "
            f"{'x comp':>7s} {'fi us':>9s} {'x fi':>6s} {'fi fin us':>11s} {'tp us':>9s} "

@@ -15,23 +15,23 @@ input sets rotated past L2, copy bandwidth measured in the same run.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench_boundary import fused_floor_bytes
-from bench_kernels import _nsets, copy_bandwidth, floor_bytes, time_calls
-
 from mhc_export import kernels
 from mhc_export.core.spec import num_mixes
 from mhc_export.reference import eager as reference
 from mhc_export.reference.model import get_config
+from mhc_export.testing.bench import (
+    copy_bandwidth,
+    floor_bytes,
+    fused_floor_bytes,
+    nsets,
+    time_calls,
+    write_run,
+)
 
 
 def mhc_calls(sublayers: int, fused: bool) -> list[str]:
@@ -132,7 +132,7 @@ def main() -> int:
     rows = []
     for t in t_list:
         per_set = sub * (2 * t * n * d * 2 + num_mixes(n) * n * d * 4)
-        sets = [make_set(sub, t, n, d, torch.bfloat16, g) for _ in range(_nsets(per_set))]
+        sets = [make_set(sub, t, n, d, torch.bfloat16, g) for _ in range(nsets(per_set))]
         # Correct before timed: fused = plain (the same bits by the contract), and
         # the plain sequence against the float32 reference at the smallest T.
         yp, yf = run_plain(sets[0]), run_fused(sets[0])
@@ -161,10 +161,7 @@ def main() -> int:
         del sets
         torch.cuda.empty_cache()
     if a.json:
-        a.json.write_text(json.dumps({
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "device": dev, "copy_TBps": bw / 1e12, "config": cfg.to_dict(), "dtype": "bfloat16",
-            "rows": rows}, indent=1))
+        write_run(a.json, dev, bw, config=cfg.to_dict(), dtype="bfloat16", rows=rows)
     return 0
 
 

@@ -17,20 +17,14 @@ holding the row), MhcPostCollapse reads (n+1)*d*b + 4*M and writes d*b; hc_fn
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench_kernels import _nsets, copy_bandwidth, time_calls
-
 from mhc_export import kernels
 from mhc_export.core.spec import num_mixes
+from mhc_export.testing.bench import copy_bandwidth, nsets, time_calls, write_run
 
 T_LIST = (1, 8, 64, 512, 4096, 16384)
 D_LIST = (5120, 7168)
@@ -42,7 +36,7 @@ def v41_sets(t: int, n: int, d: int, g: torch.Generator) -> list[list[torch.Tens
     """x, residual, pre_mix, post_mix, comb_mix, hc_fn, hc_scale, hc_base (bf16)."""
     k, m = n * d, num_mixes(n)
     sets = []
-    for _ in range(_nsets(2 * t * (k + d) * 2 + m * k * 4)):
+    for _ in range(nsets(2 * t * (k + d) * 2 + m * k * 4)):
         comb = torch.rand(t, n, n, device="cuda", generator=g)
         sets.append([
             torch.randn(t, d, device="cuda", generator=g).to(torch.bfloat16),
@@ -127,13 +121,7 @@ def main() -> int:
                   f"{r['post_collapse_us']:9.2f} {r['post_collapse_x_floor']:5.2f} | "
                   f"{r['mix_us']:9.2f} {r['mix_x_floor']:5.2f}", flush=True)
     if a.json:
-        a.json.parent.mkdir(parents=True, exist_ok=True)
-        tmp = a.json.with_suffix(".tmp")
-        tmp.write_text(json.dumps({
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "device": dev, "copy_TBps": bw / 1e12, "dtype": "bfloat16", "n": 4,
-            "targets": TARGETS, "rows": rows}, indent=1))
-        tmp.replace(a.json)
+        write_run(a.json, dev, bw, dtype="bfloat16", n=4, targets=TARGETS, rows=rows)
     return 0
 
 

@@ -26,12 +26,10 @@ set -euo pipefail
 
 onnx="${1:?usage: polygraphy_compare.sh MODEL.onnx [TOKENS]}"
 tokens="${2:-8}"
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-root="$(dirname "$here")"
+# shellcheck source=engines/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 atol="${ATOL:-1e-3}"
 rtol="${RTOL:-1e-3}"
-dmax="${DECODE_MAX_TOKENS:-16}"
-pmax="${PREFILL_MAX_TOKENS:-4096}"
 
 if [[ -z "${DRY_RUN:-}" ]] && ! command -v polygraphy >/dev/null; then
   echo "polygraphy_compare.sh: polygraphy not found; pip install polygraphy" >&2
@@ -53,26 +51,20 @@ fi
 plugin_flags=()
 [[ -n "$plugin" ]] && plugin_flags=(--plugins "$plugin")
 
-run() {
-  echo "+ $*"
-  [[ -n "${DRY_RUN:-}" ]] || "$@"
-}
-
-pypath="$root${PYTHONPATH:+:$PYTHONPATH}"
 # polygraphy with TensorRT imported first (see the header).
 polygraphy_trt() {
   run env PYTHONPATH="$pypath" python3 -c \
     'import sys, tensorrt; from polygraphy import tools; sys.argv[0] = "polygraphy"; sys.exit(tools.main())' "$@"
 }
 
-run env PYTHONPATH="$pypath" python3 -m mhc_export check "$onnx"
+check "$onnx"
 if [[ -n "$plugin" ]]; then
-  run env PYTHONPATH="$pypath" python3 -m mhc_export check "$onnx" --plugins "$plugin" --load dlopen
+  check "$onnx" --plugins "$plugin" --load dlopen
 fi
 
 # Shapes for the two profiles and the comparison run, from the model's inputs:
 # full model: tokens [batch, seq]; single ops: every per-token input [T, ...].
-read -r min1 opt1 max1 min2 opt2 max2 run_shapes < <(python3 - "$onnx" "$tokens" "$dmax" "$pmax" <<'EOF'
+read -r min1 opt1 max1 min2 opt2 max2 run_shapes < <(python3 - "$onnx" "$tokens" "$decode_max" "$prefill_max" <<'EOF'
 import sys, onnx
 path, t, dmax, pmax = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 m = onnx.load(path, load_external_data=False)

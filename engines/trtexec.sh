@@ -44,11 +44,9 @@
 #   stubs); see shared/device/README.md for what is installable where.
 set -euo pipefail
 
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-root="$(dirname "$here")"
+# shellcheck source=engines/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 model_dir="${1:-$here}"
-decode_max="${DECODE_MAX_TOKENS:-16}"
-prefill_max="${PREFILL_MAX_TOKENS:-4096}"
 timing_cache="${TIMING_CACHE:-$here/timing.cache}"
 trtexec="${TRTEXEC:-$(command -v trtexec || true)}"
 
@@ -90,14 +88,6 @@ else
   echo "trtexec.sh: no plugin library (MHC_PLUGIN_LIB unset, no $default_plugin):" \
        "mHC nodes build from their ONNX local functions" >&2
 fi
-
-run() {
-  echo "+ $*"
-  [[ -n "${DRY_RUN:-}" ]] || "$@"
-}
-
-py="${PYTHON:-python3}"
-check() { run env PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" "$py" -m mhc_export check "$@"; }
 
 # Precision (see the header): strongly typed; the flag exists on TensorRT 10 only.
 precision_flags=()

@@ -6,14 +6,11 @@
     python export_scripts/export.py --op pre --streams 4 --hidden 7168 --dtype bfloat16
     python export_scripts/export.py --hf CKPT_DIR [--layers A:B]   # HF DeepSeek-V4 (docs/HF.md)
 
-Same options as ``mhc-export export``; ``--help`` lists them.
+Same options as ``mhc-export export``; ``--help`` lists them. Needs the package
+importable: ``scripts/setup.sh`` installs it editable into ``.venv``.
 """
 
 import sys
-from pathlib import Path
-
-# Runnable from a plain checkout, installed or not.
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mhc_export.cli import main
 

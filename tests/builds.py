@@ -6,8 +6,8 @@ missing artifact or a missing CUDA device skips or fails is decided here:
 * ``MHC_REQUIRE_PLUGIN_BUILDS=1`` (scripts/test.sh, .ci/run, the GPU scripts,
   after building): a test that needs the kernel library, the plugin library or
   the harness FAILS when it was not built, instead of skipping.
-* ``MHC_REQUIRE_GPU=1`` (set only by scripts/gpu_all.sh and
-  scripts/gpu_kernels.sh): a test that needs a CUDA device fails without one.
+* ``MHC_REQUIRE_GPU=1`` (set only by scripts/gpu/run.sh, in every mode that runs
+  GPU tests): a test that needs a CUDA device fails without one.
   CI leaves it unset, so GPU tests skip there with the reason.
 
 Tests declare what they need with markers, which tests/conftest.py enforces:
@@ -57,8 +57,8 @@ def harness_missing_reason() -> str | None:
     if find_harness()[0] is not None:
         return None
     looked = ", ".join(str(d) for d, _ in harness_build_dirs())
-    return (f"{HARNESS} and the plugin library not built (run scripts/build_plugins.sh or "
-            f"scripts/build_plugins_ci.sh; looked in {looked})")
+    return (f"{HARNESS} and the plugin library not built (run scripts/dev/build_plugins.sh or "
+            f"scripts/dev/build_plugins_ci.sh; looked in {looked})")
 
 
 def kernels_missing_reason() -> str | None:

@@ -245,13 +245,13 @@ def test_pyproject_license_is_spdx():
 # 17. the build's error without headers names ../shared and MHC_TRT_HEADERS
 def test_build_scripts_name_the_headers(tmp_path):
     env = {**os.environ, "MHC_TRT_HEADERS": str(tmp_path / "none")}
-    proc = subprocess.run(["bash", str(REPO / "scripts" / "build_plugins_ci.sh"),
+    proc = subprocess.run(["bash", str(REPO / "scripts" / "dev" / "build_plugins_ci.sh"),
                            str(tmp_path / "b")], capture_output=True, text=True, env=env,
                           timeout=60)
     assert proc.returncode == 2
     assert "../shared/third_party" in proc.stderr and "MHC_TRT_HEADERS" in proc.stderr
     env = {**os.environ, "TENSORRT_ROOT": str(tmp_path / "none")}
-    proc = subprocess.run(["bash", str(REPO / "scripts" / "build_plugins.sh")],
+    proc = subprocess.run(["bash", str(REPO / "scripts" / "dev" / "build_plugins.sh")],
                           capture_output=True, text=True, env=env, timeout=60)
     assert proc.returncode == 2
     assert "TENSORRT_ROOT" in proc.stderr and "../shared/third_party" in proc.stderr

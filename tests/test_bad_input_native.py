@@ -1,5 +1,5 @@
 """Bad input in DeepSeek's published checkpoint layout (native names, FP8 + UE8M0 block
-scales, FP4 experts), found by scripts/fuzz_cli.py's hf families.
+scales, FP4 experts), found by scripts/qa/fuzz_cli.py's hf families.
 
 Each refusal test failed on the code before the fix: a scale grid of another shape
 raised a RuntimeError mid-load (FP4) or was cut silently to the weight (FP8: wrong
@@ -25,7 +25,7 @@ pytest.importorskip("transformers.models.deepseek_v4",
 from mhc_export.adapters.hf_checkpoint import inspect_checkpoint
 from mhc_export.adapters.hf_loader import plan
 from mhc_export.adapters.hf_testing import make_config
-from mhc_export.testing.v4_checkpoints import write_checkpoint
+from mhc_export.testing.v4_checkpoints import edit_header, write_checkpoint
 
 ONE_LAYER = dict(num_hidden_layers=1, layer_types=["sliding_attention"],
                  mlp_layer_types=["moe"])
@@ -43,18 +43,6 @@ def native(tmp_path_factory) -> Path:
 def _copy(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst
-
-
-def _edit_header(shard: Path, edit) -> dict:
-    """Apply ``edit`` to a safetensors header, rewrite the file valid; return the header."""
-    data = shard.read_bytes()
-    n = int.from_bytes(data[:8], "little")
-    header = json.loads(data[8:8 + n])
-    edit(header)
-    text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)
-    shard.write_bytes(len(text).to_bytes(8, "little") + text + data[8 + n:])
-    return header
 
 
 def _refused(args: list[str], capsys, *needles: str) -> str:
@@ -81,7 +69,7 @@ def test_native_fp4_scale_of_another_shape(tmp_path, capsys, native):
         assert shape[0] != shape[1]
         header[name]["shape"] = shape[::-1]
 
-    _edit_header(ck / "model.safetensors", transpose)
+    edit_header(ck / "model.safetensors", transpose)
     _refused(_export(ck, tmp_path), capsys, name, "needs", "one per 32 FP4 values")
     assert not (tmp_path / "o").exists()
 
@@ -149,7 +137,7 @@ def test_fp4_experts_stored_int8_and_uint8_load(tmp_path, native):
         assert header[name]["dtype"] == "I8"
         header[name]["dtype"] = "U8"
 
-    _edit_header(tmp_path / "ck" / "model.safetensors", retype)
+    edit_header(tmp_path / "ck" / "model.safetensors", retype)
     info = inspect_checkpoint(tmp_path / "ck")
     model = build(info, plan(info, None, torch.float32), torch.float32)
     hf_name = next(k for k in truth if k.endswith("layers.0.mlp.experts.down_proj"))
@@ -167,7 +155,7 @@ def test_slice_validation_checks_the_layers_its_reference_reads(tmp_path, capsys
     def reshape(header):
         header[name]["shape"] = [*header[name]["shape"], 1]
 
-    _edit_header(tmp_path / "ck" / "model.safetensors", reshape)
+    edit_header(tmp_path / "ck" / "model.safetensors", reshape)
     out = tmp_path / "o" / "m.onnx"
     _refused(["export", "--hf", str(tmp_path / "ck"), "--layers", "1:3", "--out", str(out)],
              capsys, name, "runs the model from layer 0", "--no-validate")
@@ -186,6 +174,6 @@ def test_native_scale_of_another_dtype(tmp_path, capsys, native, dtype):
         assert header[name]["dtype"] == "F8_E8M0"
         header[name]["dtype"] = dtype
 
-    _edit_header(ck / "model.safetensors", retype)
+    edit_header(ck / "model.safetensors", retype)
     _refused(_export(ck, tmp_path), capsys, name, dtype, "UE8M0 (F8_E8M0) or F32")
     assert not (tmp_path / "o").exists()

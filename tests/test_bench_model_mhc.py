@@ -7,20 +7,20 @@ sequence is what the ONNX fusion pass leaves of them.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-
-from bench_model_mhc import mhc_calls, run_reference, sequence_floor_bytes
-
 from mhc_export.core.spec import num_mixes
 from mhc_export.reference import eager as reference
 from mhc_export.reference import ops
 from mhc_export.reference.model import MhcModel, get_config
+from mhc_export.testing.scripts import load_script
+
+_bench = load_script(Path(__file__).resolve().parents[1] / "benchmarks" / "bench_model_mhc.py")
+mhc_calls, run_reference = _bench.mhc_calls, _bench.run_reference
+sequence_floor_bytes = _bench.sequence_floor_bytes
 
 
 @pytest.mark.parametrize("layers", [1, 2, 5])

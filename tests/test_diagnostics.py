@@ -9,7 +9,6 @@ import sys
 
 import pytest
 import torch
-from f64_reference import pre_f64, sinkhorn_f64
 from torch.func import jacrev
 
 from mhc_export.cli import main
@@ -29,6 +28,7 @@ from mhc_export.diagnostics import (
     spectral_stats,
 )
 from mhc_export.reference.eager import pre_mixes, sinkhorn
+from mhc_export.testing.f64 import pre_f64, sinkhorn_f64
 
 
 def _gen(seed: int) -> torch.Generator:

@@ -13,7 +13,6 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from f64_reference import ODD_ATTRS, head_f64, post_f64, pre_f64, rel_err, sinkhorn_f64
 from onnx.reference import ReferenceEvaluator
 from trt_attr_inline import inline_like_tensorrt
 
@@ -22,6 +21,7 @@ from mhc_export.export.model_export import export_model
 from mhc_export.export.onnx_functions import FUNCTIONS
 from mhc_export.export.single_op import SingleOp, export_single_op
 from mhc_export.reference.model import build_model, get_config, random_tokens
+from mhc_export.testing.f64 import ODD_ATTRS, head_f64, post_f64, pre_f64, rel_err, sinkhorn_f64
 from mhc_export.validation import ort_runner
 
 ATTRS = ODD_ATTRS  # far from the defaults and from each other

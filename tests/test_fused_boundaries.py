@@ -1,6 +1,6 @@
 """Fused layer boundaries (MhcPostPre, MhcPostHead): reference, custom ops, ONNX, graph pass.
 
-Every check is against tests/f64_reference.py or the unfused graph of the same
+Every check is against mhc_export/testing/f64.py or the unfused graph of the same
 model, with attributes far from their defaults.
 """
 
@@ -10,7 +10,6 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from f64_reference import head_f64, post_f64, pre_f64, rel_err
 from onnx.reference import ReferenceEvaluator
 from trt_attr_inline import inline_like_tensorrt
 
@@ -21,6 +20,7 @@ from mhc_export.export.single_op import SingleOp, export_single_op
 from mhc_export.reference import eager as reference
 from mhc_export.reference import ops
 from mhc_export.reference.model import build_model, get_config, random_tokens
+from mhc_export.testing.f64 import head_f64, post_f64, pre_f64, rel_err
 from mhc_export.validation import ort_runner
 from mhc_export.validation.report import tolerance_for
 

@@ -1,7 +1,7 @@
-"""CI-sized runs of the two fuzzers (scripts/fuzz.py, scripts/fuzz_cli.py).
+"""CI-sized runs of the two fuzzers (scripts/qa/fuzz.py, scripts/qa/fuzz_cli.py).
 
-scripts/fuzz.py covers the V4 ops and V4.1's MhcMix, MhcCollapse, MhcPostMix and
-MhcPostCollapse; scripts/fuzz_cli.py's hf families both checkpoint layouts.
+scripts/qa/fuzz.py covers the V4 ops and V4.1's MhcMix, MhcCollapse, MhcPostMix and
+MhcPostCollapse; scripts/qa/fuzz_cli.py's hf families both checkpoint layouts.
 
 The full runs (>= 1000 configurations on CPU and on the GPU) are recorded in
 docs/FUZZING.md; here a few hundred keep every backend honest on each commit.
@@ -9,25 +9,20 @@ docs/FUZZING.md; here a few hundred keep every backend honest on each commit.
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import onnx
 import pytest
 
 from mhc_export.export.single_op import SingleOp, build_single_op_model, export_single_op
+from mhc_export.testing.scripts import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script(ROOT / "scripts" / "qa" / f"{name}.py")
 
 
 def test_numeric_fuzz_cpu_backends(tmp_path, capsys):

@@ -1,8 +1,9 @@
-"""No silent GPU skips: the require switches fail, and the GPU scripts' JUnit gate catches skips.
+"""No silent GPU skips: the require switches fail, and the GPU runner's JUnit gate catches skips.
 
 Each case runs pytest in a subprocess on a real GPU test module with no build
 (an empty build root, a kernel library path that does not exist) and reads
-its JUnit XML, exactly as scripts/gpu_all.sh and scripts/gpu_kernels.sh do.
+its JUnit XML, exactly as scripts/gpu/run.sh gate and kernels do. The runner's
+dry run (every mode) shows the commands it would run on the GPU machine.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from mhc_export.testing.scripts import load_script
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-import junit_gate  # noqa: E402
+RUNNER = ROOT / "scripts" / "gpu" / "run.sh"
+junit_gate = load_script(ROOT / "scripts" / "qa" / "junit_gate.py")
 
 MODULES = ["tests/test_kernels.py", "tests/test_kernels_lib.py", "tests/test_plugin_harness.py",
            "tests/test_plugin_lib.py"]
@@ -120,14 +123,124 @@ def test_gate_fails_on_a_skipped_missing_or_too_few_gpu_tests(tmp_path, capsys):
     assert junit_gate.main([str(tmp_path / "none.xml"), "--expect", str(ids)]) == 2
 
 
-def test_gpu_scripts_run_the_gate_with_both_switches():
-    for script in ("gpu_all.sh", "gpu_kernels.sh"):
-        text = (ROOT / "scripts" / script).read_text()
-        assert "MHC_REQUIRE_PLUGIN_BUILDS=1 MHC_REQUIRE_GPU=1" in text, script
-        # The gated list is the gpu-marked tests (gpu_kernels.sh adds "or peer"
-        # when the FlashInfer bundle was carried).
-        assert "scripts/junit_gate.py" in text, script
-        assert "-m gpu" in text or ("marks=gpu" in text and '-m "$marks"' in text), script
+def _dry(tmp_path: Path, *args: str, **env: str) -> list[str]:
+    """The commands `scripts/gpu/run.sh --dry-run ARGS` prints, one per line."""
+    full = {**os.environ, "OUT": str(tmp_path / "out"), **env}
+    for key in ("MHC_KERNELS_LIB", "MHC_MIN_GPU_TESTS", "MODES", "TESTS_K", "NCU_JOBS"):
+        if key not in env:
+            full.pop(key, None)
+    proc = subprocess.run(["bash", str(RUNNER), "--dry-run", *args], cwd=ROOT, env=full,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout.splitlines()
+
+
+def _one(lines: list[str], *parts: str) -> str:
+    """The one printed command holding every part."""
+    hits = [ln for ln in lines if ln.startswith("+ ") and all(p in ln for p in parts)]
+    assert len(hits) == 1, (parts, lines)
+    return hits[0]
+
+
+REQUIRE = "MHC_REQUIRE_PLUGIN_BUILDS=1 MHC_REQUIRE_GPU=1"
+KERNELS_ONLY = "-DMHC_BUILD_TRT_PLUGINS=OFF"
+
+
+def test_runner_gate_builds_both_header_sets_and_gates_every_gpu_test(tmp_path):
+    lines = _dry(tmp_path, "gate", "-m", "gpu")
+    build = _one(lines, "build_plugins_ci.sh")
+    assert f"MHC_TRT_HEADERS={ROOT}/.trt_headers" in build and "MHC_CUDA_ARCHS=90" in build
+    switches = _one(lines, "export", "MHC_REQUIRE_GPU")
+    assert REQUIRE in switches
+    collect = _one(lines, "--collect-only")
+    assert collect.endswith("-m gpu -m gpu")
+    run = _one(lines, "timeout 480", "-m pytest")
+    assert run.endswith(f"--junitxml={tmp_path}/out/tests.xml -m gpu")
+    gate = _one(lines, "scripts/qa/junit_gate.py")
+    assert gate.endswith(f"--expect {tmp_path}/out/gpu_tests.txt --min 392")
+    order = [lines.index(x) for x in (build, switches, collect, run, gate)]
+    assert order == sorted(order)
+    assert "--min 7" in _one(_dry(tmp_path, "gate", MHC_MIN_GPU_TESTS="7"), "junit_gate")
+    # Nothing was built: the dry run leaves no build tree behind.
+    assert not (tmp_path / "out" / "build.txt").read_text()
+
+
+def test_runner_kernels_fuzz_hf_modes(tmp_path):
+    lines = _dry(tmp_path, "kernels", "--t-list", "1")
+    assert KERNELS_ONLY in _one(lines, "scripts/dev/build_plugins.sh")
+    assert REQUIRE in _one(lines, "export", "MHC_REQUIRE_GPU")
+    assert "--min 352" in _one(lines, "junit_gate.py")
+    assert _one(lines, "bench_kernels.py").endswith(
+        f"--json {tmp_path}/out/bench_kernels.json --t-list 1")
+
+    lines = _dry(tmp_path, "fuzz", "50", "3")
+    build = _one(lines, "build_plugins.sh")
+    assert "TENSORRT_ROOT=" in build and KERNELS_ONLY not in build
+    assert "--count 50 --seed 3" in _one(lines, "scripts/qa/fuzz.py --gpu")
+
+    lines = _dry(tmp_path, "hf")
+    pip = _one(lines, "pip install")
+    assert lines.index(pip) < lines.index(_one(lines, "build_plugins.sh"))
+    assert "PYTHONPATH=/tmp/site:" in _one(lines, "export PYTHONPATH=/tmp/site")
+    # The carried set must import before anything is built.
+    assert lines.index(_one(lines, "-c", "transformers.models.deepseek_v4")) < lines.index(
+        _one(lines, "build_plugins.sh"))
+    _one(lines, "tests/test_hf_gpu.py")
+    _one(lines, "benchmarks/bench_hf_layers.py")
+
+
+def test_runner_stream_steps(tmp_path):
+    lines = _dry(tmp_path, "stream")  # default steps: smoke bench ncu tests boundary
+    assert KERNELS_ONLY in _one(lines, "build_plugins.sh")
+    assert len([ln for ln in lines if "scripts/gpu/profile_kernel.py" in ln]) == 5 + 3
+    assert "MHC_STREAM=0" in _one(lines, "bench_kernels.py", "bench_v5.json")
+    assert "MHC_STREAM=0" in _one(lines, "bench_boundary.py", "boundary_v5.json")
+    assert _one(lines, "-m pytest").endswith("-x -rP tests/test_kernels.py")
+    lines = _dry(tmp_path, "stream", "peer", "post", "model", "stalls", "sass", "decode")
+    assert "--peer flashinfer" in _one(lines, "bench_kernels.py", "bench_peer.json")
+    assert "MHC_POST_TOKEN_MAJOR=1" in _one(lines, "post_tokenmajor.json")
+    _one(lines, "bench_model_mhc.py")
+    _one(lines, "cuobjdump -sass")
+    assert len([ln for ln in lines if "smsp__average_warps_issue_stalled" in ln]) == 2
+    assert len([ln for ln in lines if "--launch-count 4" in ln]) == 5
+
+
+def test_runner_prefill_and_v41_steps(tmp_path):
+    lines = _dry(tmp_path, "prefill", "smoke", "bench", "sweep", "ncu", MODES="auto legacy",
+                 NCU_JOBS="twopass:pre:4096")
+    assert "MHC_PREFILL=chunked" in _one(lines, "profile_kernel.py pre 300 1024 --n 2")
+    assert "MHC_PREFILL=legacy" in _one(lines, "prefill_bench_legacy.json")
+    assert "MHC_PREFILL_L2_FRAC=0.45" in _one(lines, "prefill_bench_frac45.json")
+    assert "MHC_PREFILL=twopass" in _one(lines, "ncu --profile-from-start off")
+    assert lines[-1] == "+ archive_out"
+
+    lines = _dry(tmp_path, "v41", "build", "tests", "harness", "bench", "ncu", "stalls")
+    assert REQUIRE in _one(lines, "export", "MHC_REQUIRE_GPU")
+    _one(lines, "tests/test_kernels_v41.py")
+    _one(lines, "tests/test_plugin_harness.py -k")
+    assert "MHC_V41_BALANCE=1" in _one(lines, "bench_v41_balanced.json")
+    assert len([ln for ln in lines if "regex:v41 " in ln]) == 2
+    _one(lines, "regex:v41StreamKernel", "stalled")
+
+
+def test_runner_prepare_copies_both_header_sets(tmp_path):
+    lines = _dry(tmp_path, "prepare", MHC_TRT_HEADERS=str(tmp_path / "h"))
+    copies = [ln for ln in lines if ln.startswith("+ cp -r")]
+    assert copies == [f"+ cp -r {tmp_path}/h/tensorrt-{v} .trt_headers/tensorrt-{v}"
+                      for v in ("10.16", "11.1")]
+
+
+def test_runner_refuses_an_unknown_mode_or_step(tmp_path):
+    proc = subprocess.run(["bash", str(RUNNER), "--dry-run", "nope"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "usage: scripts/gpu/run.sh" in proc.stderr
+    env = {**os.environ, "OUT": str(tmp_path), "MHC_DRY_RUN": "1"}
+    proc = subprocess.run(["bash", str(RUNNER), "stream", "nope"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "unknown step nope" in proc.stdout
+
+
+def test_ci_never_requires_a_gpu():
     # CI and the test command never set MHC_REQUIRE_GPU: GPU tests skip there with the reason.
     for path in ("scripts/test.sh", ".ci/run"):
         assert "MHC_REQUIRE_GPU" not in (ROOT / path).read_text(), path

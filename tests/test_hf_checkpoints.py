@@ -1,6 +1,6 @@
 """DeepSeek-V4 checkpoints as published (issue 18): both layouts, FP8 + FP4, MTP, shards.
 
-Tiny checkpoints come from tests/v4_checkpoints.py (random weights, truth kept);
+Tiny checkpoints come from mhc_export/testing/v4_checkpoints.py (random weights, truth kept);
 every check is against the independent float64 reading of the files
 (mhc_export/adapters/hf_truth.py) or HF's own float64 model built from it.
 """
@@ -15,7 +15,6 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from v4_checkpoints import flash_config, write_checkpoint
 
 from mhc_export.adapters import hf_memory
 from mhc_export.adapters.hf_checkpoint import CheckpointError, inspect_checkpoint
@@ -24,6 +23,7 @@ from mhc_export.adapters.hf_loader import build, plan
 from mhc_export.adapters.hf_reference import FULL_REFERENCE, reference_run, weights_error
 from mhc_export.adapters.hf_truth import IndependentReader, e2m1_pairs, e4m3, ue8m0
 from mhc_export.cli import main
+from mhc_export.testing.v4_checkpoints import flash_config, write_checkpoint
 from mhc_export.validation import ort_runner
 
 F32_TOL = 1e-4
@@ -291,7 +291,7 @@ def test_memory_estimate_within_25_percent_of_peak_rss(tmp_path):
     """One real-width layer (8 experts) exported with native weights in a fresh process."""
     import subprocess
 
-    from v4_checkpoints import write_real_layers
+    from mhc_export.testing.v4_checkpoints import write_real_layers
 
     path = tmp_path / "medium"
     write_real_layers(path, flash_config(n_routed_experts=8, vocab_size=1000), [3], top=False)

@@ -18,13 +18,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn.functional as F
-from f64_reference import rel_err
 from torch import nn
 
 from mhc_export.adapters import hf_deepseek_v41 as v41
 from mhc_export.cli import main
 from mhc_export.export.model_export import export_model
 from mhc_export.reference.model import Attention, RMSNorm, SwiGLU, build_model, get_config
+from mhc_export.testing.f64 import rel_err
 from mhc_export.validation import ort_runner
 
 CONFIG = SimpleNamespace(text_config=SimpleNamespace(

@@ -1,18 +1,14 @@
-"""scripts/house_metrics.py counts what a hand count of a small made-up tree gives."""
+"""scripts/qa/house_metrics.py counts what a hand count of a small made-up tree gives."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
+from mhc_export.testing.scripts import load_script
+
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("house_metrics",
-                                               ROOT / "scripts" / "house_metrics.py")
-hm = importlib.util.module_from_spec(_spec)
-sys.modules["house_metrics"] = hm  # dataclasses look their module up
-_spec.loader.exec_module(hm)
+hm = load_script(ROOT / "scripts" / "qa" / "house_metrics.py")
 
 FILES = {
     "mhc_export/__init__.py": "from .a import thing\n",

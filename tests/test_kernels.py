@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from f64_reference import head_f64, post_f64, pre_f64, rel_err, sinkhorn_f64
 
 from mhc_export import kernels
 from mhc_export.core.spec import num_mixes
+from mhc_export.testing.f64 import head_f64, post_f64, pre_f64, rel_err, sinkhorn_f64
 
 # tests/builds.py decides: skip with the reason on CI, fail under MHC_REQUIRE_* switches.
 pytestmark = [pytest.mark.gpu, pytest.mark.needs_build("kernels")]
@@ -337,9 +337,8 @@ def test_bad_inputs_raise_clear_errors():
 
 # --- process-wide state: capture and threads (issue: kernel caches per device) ---
 _COLD_PROCESS = r"""
-import sys, threading, torch
-sys.path.insert(0, "tests")
-from f64_reference import pre_f64, rel_err
+import threading, torch
+from mhc_export.testing.f64 import pre_f64, rel_err
 from mhc_export import kernels
 dev = torch.device("cuda")
 g = torch.Generator(device=dev).manual_seed(5)

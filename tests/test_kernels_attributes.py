@@ -2,7 +2,7 @@
 
 At the default attributes (eps 1e-6) a kernel that ignored rms_eps, pre_eps,
 sinkhorn_eps or head eps would move its outputs by ~1e-6, inside the float32
-tolerance; with tests/f64_reference.py's ODD_ATTRS it moves them by 1e-2.
+tolerance; with mhc_export/testing/f64.py's ODD_ATTRS it moves them by 1e-2.
 
 The GPU tests compare against the independent float64 reference. The binding
 tests run anywhere: a stand-in for libmhc_kernels.so records what the binding
@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from f64_reference import ODD_ATTRS, head_f64, pre_f64, rel_err, sinkhorn_f64
 
 from mhc_export.core.spec import num_mixes
 from mhc_export.kernels import _lib, _ops
+from mhc_export.testing.f64 import ODD_ATTRS, head_f64, pre_f64, rel_err, sinkhorn_f64
 
 ROOT = Path(__file__).resolve().parents[1]
 TOL_OUT = {torch.bfloat16: 1e-2, torch.float16: 2e-3, torch.float32: 2e-5}

@@ -18,11 +18,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from f64_reference import collapse_f64, mix_f64, post_collapse_f64, post_f64, rel_err, sinkhorn_f64
 
 from mhc_export import kernels
 from mhc_export.core.spec import V41_FLASH_RMS_EPS, num_mixes
 from mhc_export.reference import ops
+from mhc_export.testing.f64 import (
+    collapse_f64,
+    mix_f64,
+    post_collapse_f64,
+    post_f64,
+    rel_err,
+    sinkhorn_f64,
+)
 
 pytestmark = [pytest.mark.gpu, pytest.mark.needs_build("kernels")]
 

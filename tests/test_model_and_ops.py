@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from f64_reference import ODD_ATTRS, head_f64, post_f64, pre_f64, rel_err, sinkhorn_f64
 from test_reference import random_pre_inputs
 
 from mhc_export.reference import eager as reference
 from mhc_export.reference import ops
 from mhc_export.reference.checkpoint import load_checkpoint, read_config, save_checkpoint
 from mhc_export.reference.model import CONFIGS, build_model, get_config, random_tokens
+from mhc_export.testing.f64 import ODD_ATTRS, head_f64, post_f64, pre_f64, rel_err, sinkhorn_f64
 
 
 def _op_samples():
@@ -57,7 +57,7 @@ ODD_CONFIG = {"rms_eps": 0.1, "pre_eps": 0.05, "sinkhorn_eps": 1e-2, "post_mult"
 
 
 def _forward_f64_mhc(model, tokens: torch.Tensor) -> torch.Tensor:
-    """The model's forward with every mHC op from tests/f64_reference.py (sharing no
+    """The model's forward with every mHC op from mhc_export/testing/f64.py (sharing no
     code with mhc_export.reference.eager or mhc_export.reference.ops); the attention/FFN modules are
     the model's own. The residual stays float32 between sublayers, as in the model."""
     cfg = model.cfg

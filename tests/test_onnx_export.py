@@ -5,13 +5,13 @@ from __future__ import annotations
 import onnx
 import pytest
 import torch
-from f64_reference import head_f64, post_f64, pre_f64, rel_err, sinkhorn_f64
 
 from mhc_export.core.spec import OPS, PLUGIN_NAMESPACE, PLUGIN_VERSION
 from mhc_export.export.model_export import export_model
 from mhc_export.export.onnx_export import check_opset
 from mhc_export.export.single_op import SingleOp, export_single_op
 from mhc_export.reference.model import build_model, random_tokens
+from mhc_export.testing.f64 import head_f64, post_f64, pre_f64, rel_err, sinkhorn_f64
 from mhc_export.validation import ort_runner
 from mhc_export.validation.ort_compare import validate_model, validate_single_op
 from mhc_export.validation.report import tolerance_for

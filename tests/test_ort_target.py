@@ -1,7 +1,7 @@
 """``--target onnxruntime``: MhcCollapse / MhcPost (and MhcPre's collapse) as ONNX Runtime's
 com.microsoft HyperConnectionPreMix / HyperConnectionPostMix, in V4 and V4.1 graphs.
 
-The contrib ops are checked alone against tests/f64_reference.py (the exact-mapping
+The contrib ops are checked alone against mhc_export/testing/f64.py (the exact-mapping
 claim, every residual dtype), and the rewritten models against the mhc form in ONNX
 Runtime, the eager model, and onnx.reference with the two ops written here in numpy
 from ONNX Runtime's schema text.
@@ -13,7 +13,6 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from f64_reference import collapse_f64, post_f64, rel_err
 from onnx.reference import ReferenceEvaluator
 from onnx.reference.op_run import OpRun
 from test_v41_model import ODD_V41
@@ -24,6 +23,7 @@ from mhc_export.export.model_export import export_model
 from mhc_export.export.ort_target import ORT_DOMAIN
 from mhc_export.reference import eager as reference
 from mhc_export.reference.model import build_model, get_config, random_tokens
+from mhc_export.testing.f64 import collapse_f64, post_f64, rel_err
 from mhc_export.validation import ort_runner
 from mhc_export.validation.ort_compare import validate_model
 

@@ -6,24 +6,24 @@ squares, and the wrappers map our attributes onto FlashInfer's arguments (k,
 eps names, post_mult whose default differs, output order and shapes), checked
 through a stand-in that has FlashInfer 0.7.2's signatures and the math of its
 kernels (csrc/mhc/mhc_pre_big_fuse.cu). On the GPU machine with the bundle
-(.peers/flashinfer; marker `peer`, run by scripts/gpu_stream.sh peer and
-scripts/gpu_kernels.sh): the real kernels against the float64 reference.
+(.peers/flashinfer; marker `peer`, run by scripts/gpu/run.sh stream peer and
+scripts/gpu/run.sh kernels): the real kernels against the float64 reference.
 """
 
 from __future__ import annotations
 
 import math
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
-from f64_reference import ODD_ATTRS, pre_f64, rel_err
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from mhc_export.testing.f64 import ODD_ATTRS, pre_f64, rel_err
+from mhc_export.testing.scripts import load_script
 
-from peers import flashinfer_mhc
+flashinfer_mhc = load_script(
+    Path(__file__).resolve().parents[1] / "benchmarks" / "peers" / "flashinfer_mhc.py")
 
 
 def _fi_pre_big_fuse(dot_mix, sqrsum, residual, mhc_scale, mhc_base, k, rms_eps=1e-6,

@@ -22,7 +22,10 @@ import numpy as np
 import pytest
 import torch
 from builds import find_harness
-from f64_reference import (
+
+from mhc_export.core import build_layout as layout
+from mhc_export.core import spec
+from mhc_export.testing.f64 import (
     ODD_ATTRS,
     collapse_f64,
     head_f64,
@@ -33,9 +36,6 @@ from f64_reference import (
     rel_err,
     sinkhorn_f64,
 )
-
-from mhc_export.core import build_layout as layout
-from mhc_export.core import spec
 
 HARNESS = layout.HARNESS
 BUILD, LIBRARY = find_harness()
@@ -187,7 +187,7 @@ _TORCH = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch
 _TOL = {"bfloat16": 1e-2, "float16": 2e-3, "float32": 2e-5}
 _TOL_F32_OUT = 5e-5
 
-# Far from the defaults and from each other (tests/f64_reference.py), so that a plugin
+# Far from the defaults and from each other (mhc_export/testing/f64.py), so that a plugin
 # that ignored or swapped a field moves its outputs well past the tolerances.
 _ATTRS = ODD_ATTRS
 

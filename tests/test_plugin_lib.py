@@ -1,4 +1,4 @@
-"""CI checks of the TensorRT plugin library built by scripts/build_plugins_ci.sh.
+"""CI checks of the TensorRT plugin library built by scripts/dev/build_plugins_ci.sh.
 
 The library must build against both TensorRT header versions in
 ../shared/third_party (10.16 and 11.1), export exactly the two entry points
@@ -30,7 +30,7 @@ HEADERS = Path(os.environ.get("MHC_TRT_HEADERS", ROOT.parent / "shared" / "third
 
 def _need(path: Path) -> Path:
     if not path.exists():
-        missing(f"{path} not built (run scripts/build_plugins_ci.sh)", REQUIRE_BUILDS_ENV)
+        missing(f"{path} not built (run scripts/dev/build_plugins_ci.sh)", REQUIRE_BUILDS_ENV)
     return path
 
 

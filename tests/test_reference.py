@@ -6,10 +6,10 @@ import re
 
 import pytest
 import torch
-from f64_reference import ODD_ATTRS, head_f64, post_f64, pre_f64, rel_err, sinkhorn_f64
 
 from mhc_export.core.spec import num_mixes
 from mhc_export.reference import eager as reference
+from mhc_export.testing.f64 import ODD_ATTRS, head_f64, post_f64, pre_f64, rel_err, sinkhorn_f64
 
 # (T, n, d): n != 4, odd d, T = 1 included.
 SHAPES = [(1, 4, 64), (5, 4, 256), (17, 2, 33), (3, 8, 40), (9, 3, 7), (2, 1, 16), (64, 4, 512)]

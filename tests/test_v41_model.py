@@ -5,18 +5,18 @@ from __future__ import annotations
 
 import pytest
 import torch
-from f64_reference import collapse_f64, mix_f64, post_f64, rel_err
 
 from mhc_export.core.spec import V41_FLASH
 from mhc_export.reference.checkpoint import load_checkpoint, read_config, save_checkpoint
 from mhc_export.reference.model import build_model, get_config, random_tokens
+from mhc_export.testing.f64 import collapse_f64, mix_f64, post_f64, rel_err
 
 ODD_V41 = {"rms_eps": 0.1, "pre_eps": 0.05, "sinkhorn_eps": 1e-2, "post_mult": 1.3,
            "sinkhorn_iters": 7}
 
 
 def forward_f64_v41(model, tokens: torch.Tensor, *, own_pre: bool = False) -> torch.Tensor:
-    """The model's forward with every mHC op from tests/f64_reference.py (no code shared
+    """The model's forward with every mHC op from mhc_export/testing/f64.py (no code shared
     with mhc_export.reference.eager or .ops): n copies of the embedding, the one-hot seed, each
     site collapsed with the previous site's pre, a final collapse, no head mix. The
     attention/FFN modules are the model's own. ``own_pre`` wires V4's collapse (each site

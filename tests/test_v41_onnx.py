@@ -3,7 +3,7 @@ tiny-v41 model fused and plain, and the fusion pass on hand-built graphs.
 
 Every export is checked with the full checker and run in ONNX Runtime, in
 onnx.reference and under TensorRT's one-level attribute rule, against
-tests/f64_reference.py or the eager model, with attributes far from their defaults.
+mhc_export/testing/f64.py or the eager model, with attributes far from their defaults.
 """
 
 from __future__ import annotations
@@ -12,14 +12,6 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from f64_reference import (
-    ODD_ATTRS,
-    collapse_f64,
-    mix_f64,
-    post_collapse_f64,
-    post_mix_f64,
-    rel_err,
-)
 from onnx.reference import ReferenceEvaluator
 from test_v41_model import ODD_V41
 from trt_attr_inline import inline_like_tensorrt
@@ -29,6 +21,14 @@ from mhc_export.export.fuse import fuse_boundaries
 from mhc_export.export.model_export import export_model
 from mhc_export.export.single_op import SingleOp, export_single_op, single_op_from_onnx
 from mhc_export.reference.model import build_model, get_config, random_tokens
+from mhc_export.testing.f64 import (
+    ODD_ATTRS,
+    collapse_f64,
+    mix_f64,
+    post_collapse_f64,
+    post_mix_f64,
+    rel_err,
+)
 from mhc_export.validation import ort_runner
 
 F64 = {"mix": mix_f64, "collapse": collapse_f64, "post_mix": post_mix_f64,

@@ -1,5 +1,5 @@
 """DeepSeek-V4.1's ops (MhcMix, MhcCollapse, MhcPostMix, MhcPostCollapse): the eager
-reference and the torch custom ops against tests/f64_reference.py, at attributes far
+reference and the torch custom ops against mhc_export/testing/f64.py, at attributes far
 from their defaults and at V4.1-Flash's rms_eps = 1e-20."""
 
 from __future__ import annotations
@@ -8,7 +8,12 @@ import re
 
 import pytest
 import torch
-from f64_reference import (
+from test_reference import random_pre_inputs
+
+from mhc_export.core.spec import V41_FLASH_RMS_EPS, V41_OPS, num_mixes
+from mhc_export.reference import eager as reference
+from mhc_export.reference import ops
+from mhc_export.testing.f64 import (
     ODD_ATTRS,
     collapse_f64,
     mix_f64,
@@ -17,11 +22,6 @@ from f64_reference import (
     pre_f64,
     rel_err,
 )
-from test_reference import random_pre_inputs
-
-from mhc_export.core.spec import V41_FLASH_RMS_EPS, V41_OPS, num_mixes
-from mhc_export.reference import eager as reference
-from mhc_export.reference import ops
 from mhc_export.validation.report import tolerance_for
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]

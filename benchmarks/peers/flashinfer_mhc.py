@@ -11,7 +11,7 @@ without DeepGEMM's fused prenorm GEMM would write. `mhc_post` is our MhcPost.
 
 FlashInfer's `mhc_post_mult_value` defaults to 1.0; ours (post_mult, V4) to 2.0:
 the wrappers always pass our value. Before a peer is timed its outputs are
-checked against the float64 reference (tests/f64_reference.py), once with
+checked against the float64 reference (mhc_export/testing/f64.py), once with
 attributes far from the defaults (`self_check`: a swapped or dropped argument
 shows there) and once per benchmark row on the inputs that are timed (`check`).
 
@@ -33,13 +33,10 @@ from types import ModuleType
 
 import torch
 
+from mhc_export.core.spec import MHC_PRE
+from mhc_export.testing.f64 import ODD_ATTRS, post_f64, pre_f64, rel_err
+
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT))
-
-from f64_reference import ODD_ATTRS, post_f64, pre_f64, rel_err  # noqa: E402
-
-from mhc_export.core.spec import MHC_PRE  # noqa: E402
 
 VERSION = "0.7.2.post1"
 BUNDLE_ENV = "MHC_FLASHINFER_BUNDLE"
@@ -80,6 +77,8 @@ def load(bundle: Path | str | None = None) -> tuple[ModuleType | None, str]:
     # FlashInfer otherwise derives CUDA_HOME from the nvcc on PATH, a wrapper there.
     os.environ.setdefault("CUDA_HOME", "/usr/local/cuda")
     _libcuda_link(work)
+    # The bundle is a site folder (flashinfer with its tvm_ffi and friends), not an installed
+    # package: it goes on this process's path so that flashinfer finds its own dependencies.
     if str(site) not in sys.path:
         sys.path.insert(0, str(site))
     try:

@@ -1,6 +1,6 @@
 """Where the CMake builds put the native libraries: one place for every caller.
 
-``scripts/build_plugins.sh`` (and ``build_plugins_ci.sh``) build into
+``scripts/dev/build_plugins.sh`` (and ``build_plugins_ci.sh``) build into
 ``build/plugins-trt<major>/`` for the TensorRT major of the headers used:
 ``kernels/libmhc_kernels.so`` (the CUDA kernels, independent of TensorRT),
 ``libmhc_trt_plugins_trt<major>.so`` and ``mhc_plugin_harness``. The plugin

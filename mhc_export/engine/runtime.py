@@ -95,7 +95,7 @@ def _check_major(path: Path, trt_major: int | None, source: str) -> None:
         raise ValueError(
             f"plugin library {path} (from {source}) was built for TensorRT {built_for} but "
             f"TensorRT {trt_major} is running; use {layout.plugin_library_name(trt_major)} "
-            f"(scripts/build_plugins.sh with TensorRT {trt_major} headers)"
+            f"(scripts/dev/build_plugins.sh with TensorRT {trt_major} headers)"
         )
 
 

@@ -298,7 +298,7 @@ def single_op_from_onnx(model: onnx.ModelProto) -> SingleOp | None:
 def build_single_op_model(spec: SingleOp, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
     """The one-node model ``export_single_op`` writes, assembled directly (milliseconds
     instead of a torch.export trace): same node, attributes, names, types and flat
-    local function. For sweeps over many attribute values (scripts/fuzz.py)."""
+    local function. For sweeps over many attribute values (scripts/qa/fuzz.py)."""
     from ..core.spec import ONNX_DOMAIN_VERSION, PLUGIN_ATTRIBUTES
     from .onnx_functions import function_protos
 

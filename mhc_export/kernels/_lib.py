@@ -137,7 +137,7 @@ def _try_load() -> None:
         return
     _reason = (
         f"{LIB_NAME} could not be loaded; tried: " + "; ".join(tried)
-        + ". Build it with scripts/build_plugins.sh or point $" + ENV_VAR + " at it."
+        + ". Build it with scripts/dev/build_plugins.sh or point $" + ENV_VAR + " at it."
     )
 
 

@@ -22,10 +22,17 @@ This file documents the published format (``../shared/spec/hf_checkpoints.md``):
 value the files encode. ``header_only=True`` writes safetensors headers without data
 (sparse files of the right size): the real-size index (names, dtypes, shapes of all of
 V4-Flash) for the selection and memory tests, a few hundred kB of disk in all.
+
+From the command line (scripts/rtx/native_weights.sh uses it)::
+
+    python -m mhc_export.testing.v4_checkpoints OUT_DIR [--layout native|hf]
+        [--weights fp8|bf16|fp32] [--experts fp4|fp8] [--scale-fmt ue8m0|float32]
+        [--shards N] [--no-mtp] [--flash-header-only]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -302,9 +309,9 @@ def _write_files(path: Path, stored: dict[str, Any], shards: int, header_only: b
 _SIZE = {"F32": 4, "BF16": 2, "I64": 8, "I8": 1, "F8_E4M3": 1, "F8_E8M0": 1}
 
 
-def _write_header(file: Path, entries: dict[str, tuple[str, tuple[int, ...]]]) -> int:
-    """A safetensors file with its header and no data written: sparse, so it has the size
-    the header promises (the preflight refuses a truncated file) and takes no disk."""
+def _header_bytes(entries: dict[str, tuple[str, tuple[int, ...]]]) -> tuple[bytes, int]:
+    """A safetensors header for ``entries`` (name -> dtype, shape) in order, with its length
+    prefix and padding, and the data size it promises."""
     header, offset = {}, 0
     for name, (dtype, shape) in entries.items():
         n = _SIZE[dtype]
@@ -314,9 +321,34 @@ def _write_header(file: Path, entries: dict[str, tuple[str, tuple[int, ...]]]) -
         offset += n
     blob = json.dumps(header).encode()
     blob += b" " * (-len(blob) % 8)
-    file.write_bytes(struct.pack("<Q", len(blob)) + blob)
-    os.truncate(file, 8 + len(blob) + offset)
-    return offset
+    return struct.pack("<Q", len(blob)) + blob, offset
+
+
+def _write_header(file: Path, entries: dict[str, tuple[str, tuple[int, ...]]]) -> int:
+    """A safetensors file with its header and no data written: sparse, so it has the size
+    the header promises (the preflight refuses a truncated file) and takes no disk."""
+    head, size = _header_bytes(entries)
+    file.write_bytes(head)
+    os.truncate(file, len(head) + size)
+    return size
+
+
+def edit_header(shard: str | Path, edit) -> dict[str, Any]:
+    """Apply ``edit`` (a function changing the dict in place) to a safetensors file's header
+    and rewrite the file valid: data offsets count from the end of the header, so a longer
+    header moves nothing they name. Returns the edited header ({} for a file too short to
+    have one). The fuzzers and tests break checkpoints with it."""
+    shard = Path(shard)
+    data = shard.read_bytes()
+    if len(data) < 8:
+        return {}
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + n])
+    edit(header)
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    shard.write_bytes(len(text).to_bytes(8, "little") + text + data[8 + n:])
+    return header
 
 
 def flash_config(**overrides: Any):
@@ -366,17 +398,9 @@ def write_real_layers(path: str | Path, config, layers: list[int], *, seed: int 
 
 
 def _write_streaming(file: Path, entries: dict, gen: torch.Generator, config) -> int:
-    header, offset = {}, 0
-    for name, (dtype, shape) in entries.items():
-        n = _SIZE[dtype]
-        for s in shape:
-            n *= s
-        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + n]}
-        offset += n
-    blob = json.dumps(header).encode()
-    blob += b" " * (-len(blob) % 8)
+    head, offset = _header_bytes(entries)
     with open(file, "wb") as f:
-        f.write(struct.pack("<Q", len(blob)) + blob)
+        f.write(head)
         for name, (dtype, shape) in entries.items():
             rows = shape[0] if shape else 1
             step = max(1, (1 << 26) // max(1, _numel(shape[1:])))
@@ -424,3 +448,26 @@ def _random_stored(name: str, dtype: str, shape: tuple[int, ...], gen: torch.Gen
     else:
         value = randn() * 0.02
     return value.to(torch.float32 if dtype == "F32" else torch.bfloat16)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Write a random DeepSeek-V4 checkpoint.")
+    p.add_argument("out", type=Path)
+    p.add_argument("--layout", choices=("native", "hf"), default="native")
+    p.add_argument("--weights", choices=("fp8", "bf16", "fp32"), default="fp8")
+    p.add_argument("--experts", choices=("fp4", "fp8"), default="fp4")
+    p.add_argument("--scale-fmt", choices=("ue8m0", "float32"), default="ue8m0")
+    p.add_argument("--shards", type=int, default=1)
+    p.add_argument("--no-mtp", action="store_true")
+    p.add_argument("--flash-header-only", action="store_true",
+                   help="the real-size V4-Flash index: names, dtypes, shapes, no data")
+    a = p.parse_args(argv)
+    config = flash_config() if a.flash_header_only else None
+    write_checkpoint(a.out, config, layout=a.layout, weights=a.weights, experts=a.experts,
+                     scale_fmt=a.scale_fmt, shards=a.shards, mtp=not a.no_mtp,
+                     header_only=a.flash_header_only)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU machine, call 2 of 2 (carry .rtx_part2): join the bundle, unpack TensorRT-RTX
 # into /tmp/trt_rtx and .rtx_run (library, harness, models) here, then run:
-#   1. the TensorRT-RTX check (scripts/rtx_check.sh): library loading by
+#   1. the TensorRT-RTX check (scripts/rtx/rtx_check.sh): library loading by
 #      load_library and by a bare dlopen, creators, logger, and a parse + build of
 #      every exported model in .rtx_run/onnx with and without the plugin library,
 #   2. pytest -m trt tests (the engine builder/runtime tests) with TensorRT-RTX.
@@ -28,7 +28,7 @@ export MHC_PLUGIN_BUILD_DIR=$PWD/.rtx_run/bin MHC_PLUGIN_LIB=$PWD/.rtx_run/bin/l
 date -u; nvidia-smi -L; python3 --version; ls /tmp/trt_rtx/tensorrt_rtx_libs | head
 
 echo "==== 1. TensorRT-RTX check"
-timeout 140 bash scripts/rtx_check.sh --out "$out" --timeout 120 --jobs 12 2>&1 | tail -60
+timeout 140 bash scripts/rtx/rtx_check.sh --out "$out" --timeout 120 --jobs 12 2>&1 | tail -60
 echo "rtx_check exit: ${PIPESTATUS[0]}"
 
 echo "==== 2. pytest -m trt tests (TensorRT-RTX)"

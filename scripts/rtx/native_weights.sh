@@ -5,7 +5,7 @@
 # slices dequantized, and the V4.1 tiny model fused and plain. Runs here, without
 # a GPU (ahead of time for SM89), or on the GPU machine:
 #   MHC_TRT_RTX_DIR=<TensorRT-RTX unpacked> scripts/rtx/native_weights.sh [OUT]
-# Needs the plugin library built (scripts/build_plugins.sh) and a Python 3.12 with
+# Needs the plugin library built (scripts/dev/build_plugins.sh) and a Python 3.12 with
 # numpy and onnx for TensorRT-RTX's bindings (RTX_PYTHON, default python3.12;
 # scripts/rtx/prepare.sh fetches the wheels). Its parent process imports
 # mhc_export.core.spec, which imports torch: where that Python has no torch, put a stub
@@ -17,7 +17,7 @@ out=${1:-$root/out/rtx_native}
 py=${PYTHON:-$root/.venv/bin/python}
 rm -rf "$out" && mkdir -p "$out/onnx"
 ckpt=$out/checkpoint
-"$py" "$root/tests/v4_checkpoints.py" "$ckpt" --layout native --weights fp8 --experts fp4 --shards 3
+"$py" -m mhc_export.testing.v4_checkpoints "$ckpt" --layout native --weights fp8 --experts fp4 --shards 3
 export_hf() {  # name, args...
   local name=$1; shift
   "$py" -m mhc_export export --hf "$ckpt" "$@" --out "$out/onnx/$name.onnx" > "$out/$name.export.log" 2>&1 \
@@ -31,6 +31,6 @@ for fuse in "" --no-fuse; do
   "$py" -m mhc_export export --config tiny-v41 --dtype bfloat16 --no-validate $fuse \
     --out "$out/onnx/tiny_v41_bf16${fuse:+_plain}.onnx" > /dev/null
 done
-MHC_RTX_TARGETS=${MHC_RTX_TARGETS:-SM89} PYTHONPATH=$root${PYTHONPATH:+:$PYTHONPATH} "${RTX_PYTHON:-python3.12}" "$root/scripts/rtx_check.py" \
+MHC_RTX_TARGETS=${MHC_RTX_TARGETS:-SM89} PYTHONPATH=$root${PYTHONPATH:+:$PYTHONPATH} "${RTX_PYTHON:-python3.12}" "$root/scripts/rtx/rtx_check.py" \
   --plugins "${MHC_PLUGIN_LIB:-$root/build/plugins-trt11/libmhc_trt_plugins_trt11.so}" \
   --onnx-dir "$out/onnx" --out "$out"

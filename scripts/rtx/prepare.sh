@@ -8,7 +8,7 @@
 # Then make two back-to-back device calls (see docs/TENSORRT.md):
 #   1. carry .rtx_part1   command: bash scripts/rtx/device_step1.sh
 #   2. carry .rtx_part2   command: bash scripts/rtx/device_step2.sh
-# scripts/rtx_check.sh also runs HERE, without a GPU: MHC_TRT_RTX_DIR=.trt_rtx/pkg
+# scripts/rtx/rtx_check.sh also runs HERE, without a GPU: MHC_TRT_RTX_DIR=.trt_rtx/pkg
 # MHC_RTX_TARGETS=SM89 (Python 3.12, which the TensorRT-RTX bindings need).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -42,7 +42,7 @@ fi
 build=${MHC_RTX_PLUGIN_BUILD:-$root/build/plugins-trt11}
 if [ ! -f "$build/libmhc_trt_plugins_trt11.so" ] || [ ! -f "$build/mhc_plugin_harness" ]; then
   PATH=$PATH:/usr/local/cuda/bin TENSORRT_ROOT="$root/../shared/third_party/tensorrt-11.1" \
-    scripts/build_plugins.sh "$build"
+    scripts/dev/build_plugins.sh "$build"
 fi
 rm -rf .rtx_run && mkdir -p .rtx_run/bin .rtx_run/onnx
 cp "$build/libmhc_trt_plugins_trt11.so" "$build/mhc_plugin_harness" .rtx_run/bin/

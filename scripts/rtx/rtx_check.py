@@ -12,7 +12,7 @@ TensorRT-RTX has been seen to abort the process ("terminate called without an
 active exception") when it adds a plugin layer; the parent records exactly how
 each child ended.
 
-    python scripts/rtx_check.py --plugins LIB --onnx-dir DIR [--out DIR]
+    python scripts/rtx/rtx_check.py --plugins LIB --onnx-dir DIR [--out DIR]
 
 needs MHC_TRT_RTX_DIR (or the TensorRT-RTX wheels on sys.path), and a GPU or
 MHC_RTX_TARGETS=SM89[,...] (TensorRT-RTX then builds ahead of time for those).
@@ -33,7 +33,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 from mhc_export.core.spec import PLUGIN_OPS  # noqa: E402  (PYTHONPATH: rtx_check.sh sets it)
 
 OPS = tuple(op.op_type for op in PLUGIN_OPS.values())  # V4 and V4.1 creators
@@ -48,7 +48,6 @@ INTERESTING = re.compile(
 
 
 def _trt():
-    sys.path.insert(0, str(ROOT))
     from mhc_export.engine.trt_module import load_tensorrt
 
     return load_tensorrt(prefer="tensorrt-rtx")

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Export and validate one decoder layer at DeepSeek-V4-Flash width on this CPU machine.
 
-    python scripts/hf_flash_slice.py [WORKDIR]
+    python scripts/dev/hf_flash_slice.py [WORKDIR]
 
 Writes a random 2-layer V4-Flash-width checkpoint (8 experts; bf16 on disk),
 then runs ``mhc-export export --hf CKPT --layers 0:1`` (float32) under
@@ -13,8 +13,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 

@@ -1,6 +1,6 @@
 """Markdown tables, one per op, of a scripts/gpu_prefill.sh run (issue 22).
 
-    python3 scripts/prefill_tables.py benchmarks/results/2026-12-06-h100 [prefix]
+    python3 scripts/gpu/prefill_tables.py benchmarks/results/2026-12-06-h100 [prefix]
 
 Reads <prefix>_bench_<mode>.json (bench_kernels.py) and <prefix>_boundary_<mode>.json
 (bench_boundary.py) from the folder (prefix: prefill): the table's choice (auto) beside the forced

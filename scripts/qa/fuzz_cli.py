@@ -1,7 +1,7 @@
 """Fuzz the command line with bad input: every case must fail cleanly, at once, leaving nothing.
 
-    python scripts/fuzz_cli.py --count 1000 --seed 1            # every family
-    python scripts/fuzz_cli.py --count 200 --families hf,outputs
+    python scripts/qa/fuzz_cli.py --count 1000 --seed 1            # every family
+    python scripts/qa/fuzz_cli.py --count 200 --families hf,outputs
 
 Each case takes a valid command of one subcommand (export of an op, of the
 own model or of an HF checkpoint; validate; build; diagnose) and breaks one
@@ -39,11 +39,11 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from mhc_export.cli import main as cli_main
+from mhc_export.core import preflight
+from mhc_export.testing.v4_checkpoints import edit_header
 
-from mhc_export.cli import main as cli_main  # noqa: E402
-from mhc_export.core import preflight  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 BAD_SIZES = ["0", "-1", "9", "100", "abc", "1.5", ""]
 HUGE = ["1000000000", "100000000", "4294967296"]
@@ -500,21 +500,7 @@ def _change_dtype(shard: Path, r: random.Random) -> None:
         name = r.choice([k for k in header if k != "__metadata__"])
         header[name]["dtype"] = r.choice(["I32", "F16", "I64", "X9", "BOOL", "U8"])
 
-    _edit_header(shard, edit)
-
-
-def _edit_header(shard: Path, edit: Callable[[dict], None]) -> None:
-    """Apply ``edit`` to a safetensors header in place: a valid file again (data offsets
-    count from the end of the header, so a longer header moves nothing they name)."""
-    data = shard.read_bytes()
-    if len(data) < 8:
-        return
-    n = int.from_bytes(data[:8], "little")
-    header = json.loads(data[8:8 + n])
-    edit(header)
-    text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)
-    shard.write_bytes(len(text).to_bytes(8, "little") + text + data[8 + n:])
+    edit_header(shard, edit)
 
 
 # How a checkpoint in DeepSeek's published layout breaks beyond what any checkpoint can:
@@ -570,7 +556,7 @@ def _break_native(kind: str, ck: Path, shards: list[Path], r: random.Random) -> 
         else:
             del header[r.choice(scales)]
 
-    _edit_header(shard, edit)
+    edit_header(shard, edit)
 
 
 def _quantized(shard: Path) -> bool:

@@ -1,4 +1,4 @@
-"""An independent float64 implementation of shared/spec/mhc_ops.md for the tests.
+"""An independent float64 implementation of shared/spec/mhc_ops.md (the float64 reference).
 
 Written from the spec's formulas with numpy-style loops over the small
 dimensions, sharing no code with mhc_export.reference.eager, so a bug in one does not

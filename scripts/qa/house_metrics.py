@@ -1,6 +1,6 @@
 """How the house is laid out, in numbers (issue 19): before/after a restructuring.
 
-    python scripts/house_metrics.py [--root DIR] [--json OUT.json]
+    python scripts/qa/house_metrics.py [--root DIR] [--json OUT.json]
 
 - import graph of the package: modules (files), arrows (distinct importer ->
   imported pairs inside the package, lazy imports included) and cycles (strongly

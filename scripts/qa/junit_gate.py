@@ -1,6 +1,6 @@
 """Fail a GPU run that passed by skipping: read pytest's JUnit XML.
 
-    python scripts/junit_gate.py RESULTS.xml --expect IDS.txt [--min N]
+    python scripts/qa/junit_gate.py RESULTS.xml --expect IDS.txt [--min N]
 
 IDS.txt holds the node ids that must have run and passed (one per line, as
 ``pytest --collect-only -q -m gpu`` prints them; the GPU scripts write it

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build the CUDA kernel library and the TensorRT plugin library with CMake.
-#   scripts/build_plugins.sh [BUILD_DIR] [extra cmake -D args...]
+#   scripts/dev/build_plugins.sh [BUILD_DIR] [extra cmake -D args...]
 # TENSORRT_ROOT picks the TensorRT headers (default: the 11.1 headers in
 # ../shared/third_party); MHC_CUDA_ARCHS the GPU targets (default 80;90;100).
 # BUILD_DIR defaults to build/plugins-trt<major of those headers>: the one
@@ -8,7 +8,7 @@
 # (mhc_export/core/build_layout.py). It then holds kernels/libmhc_kernels.so,
 # libmhc_trt_plugins_trt<major>.so and mhc_plugin_harness.
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
+root=$(cd "$(dirname "$0")/../.." && pwd)
 trt_root=${TENSORRT_ROOT:-$root/../shared/third_party/tensorrt-11.1}
 if [ -f "$trt_root/include/NvInferVersion.h" ]; then
   major=$(sed -n 's/^#define \(TRT_MAJOR_ENTERPRISE\|NV_TENSORRT_MAJOR\) *\([0-9]*\).*/\2/p' \

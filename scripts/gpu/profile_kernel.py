@@ -1,6 +1,6 @@
 """Run one mHC kernel call a few times on random inputs, for ncu to profile.
 
-    ncu --launch-skip 2 --launch-count 1 python3 scripts/profile_kernel.py pre 4096 7168
+    ncu --launch-skip 2 --launch-count 1 python3 scripts/gpu/profile_kernel.py pre 4096 7168
 
 With --profile-call K only call K runs inside cudaProfilerStart/Stop (ncu
 --profile-from-start off: every launch of that one call, e.g. the chunked path's
@@ -13,11 +13,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mhc_export import kernels
 from mhc_export.core.spec import num_mixes

@@ -1,7 +1,7 @@
 """Fuzz every backend of the V4 and V4.1 mHC ops against the independent float64 reference.
 
-    python scripts/fuzz.py --count 1000 --seed 1 [--json out.json]            # CPU backends
-    python scripts/fuzz.py --count 1000 --seed 2 --gpu [--harness-every 4]     # + GPU backends
+    python scripts/qa/fuzz.py --count 1000 --seed 1 [--json out.json]            # CPU backends
+    python scripts/qa/fuzz.py --count 1000 --seed 2 --gpu [--harness-every 4]     # + GPU backends
 
 Each configuration draws an op (V4's MhcPre, MhcSinkhorn, MhcPost, MhcHead and
 V4.1's MhcMix, MhcCollapse, MhcPostMix, MhcPostCollapse), T, n in 1..8, d (any
@@ -18,7 +18,7 @@ real pre in [pre_eps, 1 + pre_eps]), then runs:
   kernels   the CUDA kernels (--gpu)
   plugin    the TensorRT plugin through mhc_plugin_harness (--gpu, every k-th config)
 
-and compares each output with tests/f64_reference.py (max |err| / max |ref|)
+and compares each output with mhc_export/testing/f64.py (max |err| / max |ref|)
 against the tolerance of its dtype (float32 1e-4, float16 4e-3, bfloat16 2e-2).
 A configuration whose float64 reference is itself non-finite (eps 0 with a
 column of exp() underflowing to 0: 0/0) is counted as degenerate and skipped.
@@ -40,10 +40,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
-
-from f64_reference import (  # noqa: E402
+from mhc_export.core.spec import (
+    ALL_OPS,
+    MAX_STREAMS,
+    OPS,
+    V41_FLASH_RMS_EPS,
+    V41_OPS,
+    num_mixes,
+)
+from mhc_export.export.single_op import SingleOp, build_single_op_model
+from mhc_export.reference import eager as reference
+from mhc_export.reference import ops
+from mhc_export.testing.f64 import (
     collapse_f64,
     head_f64,
     mix_f64,
@@ -53,19 +61,7 @@ from f64_reference import (  # noqa: E402
     pre_f64,
     sinkhorn_f64,
 )
-
-from mhc_export.core.spec import (  # noqa: E402
-    ALL_OPS,
-    MAX_STREAMS,
-    OPS,
-    V41_FLASH_RMS_EPS,
-    V41_OPS,
-    num_mixes,
-)
-from mhc_export.export.single_op import SingleOp, build_single_op_model  # noqa: E402
-from mhc_export.reference import eager as reference  # noqa: E402
-from mhc_export.reference import ops  # noqa: E402
-from mhc_export.validation.report import tolerance_for  # noqa: E402
+from mhc_export.validation.report import tolerance_for
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 FUZZED_OPS = (*OPS, *V41_OPS)

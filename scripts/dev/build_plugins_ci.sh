@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # CI build of the TensorRT plugin library against BOTH TensorRT header
 # versions, plus the compile-only check of the C++ example.
-#   scripts/build_plugins_ci.sh [OUT_ROOT]        (default: build/)
+#   scripts/dev/build_plugins_ci.sh [OUT_ROOT]        (default: build/)
 # Produces:
 #   OUT_ROOT/plugins-trt11/   full build, TensorRT 11.1 headers, archs MHC_CUDA_ARCHS (default 80;90;100)
 #   OUT_ROOT/plugins-trt10/   plugin library + harness only, TensorRT 10.16 headers, one arch
@@ -10,7 +10,7 @@
 # tests/test_plugin_lib.py checks all of these. MHC_TRT_HEADERS (default
 # ../shared/third_party) holds tensorrt-10.16/ and tensorrt-11.1/.
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
+root=$(cd "$(dirname "$0")/../.." && pwd)
 out=${1:-$root/build}
 headers=${MHC_TRT_HEADERS:-$root/../shared/third_party}
 for v in 10.16 11.1; do
@@ -26,7 +26,7 @@ command -v ninja >/dev/null && gen=(-G Ninja)
 t0=$(date +%s)
 
 echo "== plugins against TensorRT 11.1 headers -> $out/plugins-trt11"
-TENSORRT_ROOT="$headers/tensorrt-11.1" "$root/scripts/build_plugins.sh" "$out/plugins-trt11"
+TENSORRT_ROOT="$headers/tensorrt-11.1" "$root/scripts/dev/build_plugins.sh" "$out/plugins-trt11"
 t1=$(date +%s)
 
 echo "== plugins against TensorRT 10.16 headers -> $out/plugins-trt10"

@@ -1,0 +1,445 @@
+#!/usr/bin/env bash
+# The GPU machine's runner: one device call per mode, each building what it needs for
+# sm_90 and writing its logs and JSON to $OUT (./out/gpu_<mode> without it).
+#
+#   here:        scripts/gpu/run.sh prepare          the TensorRT headers into .trt_headers/, the
+#                                                     pinned transformers' wheels into .wheels/
+#   GPU machine: scripts/gpu/run.sh MODE [ARGS...]   (device tool: carry [".trt_headers"],
+#                                                     and ".peers" / ".wheels" where said)
+#   anywhere:    scripts/gpu/run.sh --dry-run MODE ...  (or MHC_DRY_RUN=1): print the commands
+#                                                     it would run, build and run nothing
+# Modes:
+#   gate [PYTEST ARGS]  the whole suite (or e.g. -m gpu) with the builds required: both header
+#                       sets (scripts/dev/build_plugins_ci.sh), then the JUnit gate (a skipped
+#                       or missing GPU test fails; at least MIN_GATE of them). The wheels in
+#                       .wheels/ go first on the path (the machine's transformers predates V4).
+#   kernels [BENCH ARGS] kernel build, the kernel GPU tests (gated, MIN_KERNELS),
+#                       benchmarks/bench_kernels.py with eager and torch.compile; with .peers
+#                       also FlashInfer's test and columns (a bundle that does not load fails).
+#   stream [STEPS]      kernel build, then steps (default: smoke bench ncu tests boundary) of
+#                       smoke tests bench boundary model peer post ncu stalls sass decode.
+#                       env: MODES ("stream v5"), BENCH_OPS, BENCH_T, TESTS, TESTS_K, NCU_KERNEL
+#   fuzz [COUNT] [SEED] kernel + plugin build, scripts/qa/fuzz.py --gpu (default 1000 7;
+#                       HARNESS_EVERY)
+#   hf [BENCH ARGS]     installs the .wheels/ set (transformers required), kernel build,
+#                       tests/test_hf_gpu.py, benchmarks/bench_hf_layers.py
+#   prefill [STEPS]     the kernel library (built unless carried), then steps (default: smoke
+#                       tests bench boundary ncu) of smoke tests bench sweep boundary ncu; $OUT
+#                       ends as one prefill_run.tgz. env: MODES ("auto legacy twopass"),
+#                       BOUNDARY_MODES ("auto legacy"), SWEEP, BENCH_T, MODE_T, SWEEP_T,
+#                       SWEEP_OPS, BOUNDARY_T, TESTS_K, NCU_JOBS, NCU_METRICS
+#   v41 [STEPS]         steps (default: build tests bench ncu) of build tests harness bench ncu
+#                       stalls (plugins too when .trt_headers is carried). env: BENCH_T, BENCH_D,
+#                       TEST_K, NCU_JOBS, NCU_KERNEL
+# Everywhere: MHC_CUDA_ARCHS (90), TEST_TIMEOUT, BENCH_TIMEOUT, MHC_MIN_GPU_TESTS (a subset's
+# floor). A benchmark mode's environment: mode_env below.
+set -uo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$root"
+# Fewest GPU tests a gated run may collect (raise them when adding GPU tests).
+MIN_GATE=392     # gate: the whole suite's gpu-marked tests
+MIN_KERNELS=352  # kernels: the kernel test files
+KLIB=$root/build/plugins-trt11/kernels/libmhc_kernels.so
+dry=${MHC_DRY_RUN:-0}
+[ "${1:-}" = --dry-run ] && { dry=1; shift; }
+mode=${1:-}
+shift || true
+rc=0
+exec 3>&1  # the dry run prints here whatever the step's redirections
+
+# ---- shared parts -----------------------------------------------------------------------
+x() {  # run a command, or print it in a dry run (quoted only where the shell needs it)
+  local a line=+
+  if [ "$dry" = 1 ]; then
+    for a in "$@"; do
+      if [[ $a =~ ^[][A-Za-z0-9_./:=,+@%*-]+$ ]]; then line+=" $a"; else line+=" $(printf %q "$a")"; fi
+    done
+    echo "$line" >&3
+    return 0
+  fi
+  "$@"
+}
+show() { [ "$dry" = 1 ] || "$@"; }  # a summary of a log: nothing to read in a dry run
+setenv() {  # export K=V..., printed in a dry run
+  [ "$dry" = 1 ] && echo "+ export $*" >&3
+  local kv
+  for kv in "$@"; do export "${kv?}"; done
+}
+VERSIONS='import importlib.util as u, torch
+print("torch", torch.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU")
+for m in ("onnx", "onnxruntime", "transformers"):
+    if u.find_spec(m): print(m, __import__(m).__version__)'
+print_env() {  # date, GPU, versions -> $out/env.txt
+  { x date -u
+    x nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader
+    x python3 -c "$VERSIONS"
+  } 2>&1 | tee "$out/env.txt"
+}
+install_wheels() {  # required|optional: the carried transformers and its hub dependencies
+  # The GPU machine's transformers predates DeepSeek-V4: the wheels `prepare` put in
+  # .wheels/ go first on the path, and the run stops before the build if they do not import.
+  if ! ls "$root"/.wheels/transformers-*.whl >/dev/null 2>&1; then
+    [ "$1" = optional ] && return 0
+    [ "$dry" = 1 ] || { echo "no .wheels/transformers-*.whl (scripts/gpu/run.sh prepare makes it)"; exit 1; }
+  fi
+  x python3 -m pip install -q --no-deps --target /tmp/site "$root"/.wheels/*.whl \
+    > "$out/pip.txt" 2>&1 || { tail -5 "$out/pip.txt"; echo "PIP FAILED"; exit 1; }
+  setenv PYTHONPATH=/tmp/site:$PYTHONPATH
+  x python3 -c 'import transformers.models.deepseek_v4' 2>&1 | tail -1 | tee "$out/transformers.txt"
+  [ "${PIPESTATUS[0]}" = 0 ] || { echo "CARRIED TRANSFORMERS DOES NOT IMPORT"; exit 1; }
+}
+build() {  # ci | kernels | plugins -> build/ (log $out/build.txt); exits on failure
+  local t0 archs=MHC_CUDA_ARCHS=${MHC_CUDA_ARCHS:-90} cmd
+  t0=$(date +%s)
+  case $1 in
+    ci) cmd=(env MHC_TRT_HEADERS="$root/.trt_headers" "$archs" bash scripts/dev/build_plugins_ci.sh) ;;
+    kernels) cmd=(env "$archs" bash scripts/dev/build_plugins.sh "$root/build/plugins-trt11"
+                  -DMHC_BUILD_TRT_PLUGINS=OFF -DMHC_PTXAS_VERBOSE=ON) ;;
+    plugins) cmd=(env TENSORRT_ROOT="$root/.trt_headers/tensorrt-11.1" "$archs"
+                  bash scripts/dev/build_plugins.sh "$root/build/plugins-trt11" -DMHC_PTXAS_VERBOSE=ON) ;;
+  esac
+  x "${cmd[@]}" > "$out/build.txt" 2>&1 || { tail -40 "$out/build.txt"; echo "BUILD FAILED"; exit 1; }
+  echo "build $1 ok in $(( $(date +%s) - t0 )) s"
+}
+registers() { show grep -A2 "$1" "$out/build.txt" | grep -E "registers|spill" | sort | uniq -c | head -20; }
+gated_pytest() {  # MIN MARKS TIMEOUT PYTEST ARGS...: every MARKS test must run and pass
+  local min=$1 marks=$2 limit=$3 tests gate
+  shift 3
+  x python3 -m pytest --collect-only -q -p no:cacheprovider -m "$marks" "$@" 2>&1 \
+    | grep '::' > "$out/gpu_tests.txt"
+  x timeout "$limit" python3 -m pytest -q -p no:cacheprovider -rs --junitxml="$out/tests.xml" \
+    "$@" 2>&1 | tee "$out/tests.txt" | tail -45
+  tests=${PIPESTATUS[0]}
+  x python3 scripts/qa/junit_gate.py "$out/tests.xml" --expect "$out/gpu_tests.txt" \
+    --min "${MHC_MIN_GPU_TESTS:-$min}" 2>&1 | tee "$out/gate.txt" | tail -25
+  gate=${PIPESTATUS[0]}
+  [ "$tests" = 0 ] && [ "$gate" = 0 ] || rc=1
+}
+require_gpu() {  # a missing build or CUDA device fails the GPU tests instead of skipping them
+  setenv MHC_KERNELS_LIB="${MHC_KERNELS_LIB:-$KLIB}" MHC_REQUIRE_PLUGIN_BUILDS=1 MHC_REQUIRE_GPU=1
+}
+mode_env() {  # the environment of a benchmark mode; parts joined by '+', e.g. chunked+ft1+frac40
+  local part
+  for part in ${1//+/ }; do
+    case $part in
+      v5) echo MHC_STREAM=0 ;;                             # the v5 cluster kernel at large T
+      nodecode) echo MHC_DECODE_MAX_T=0 ;;                 # small T on the large-T kernels
+      tokenmajor) echo MHC_POST_TOKEN_MAJOR=1 ;;           # MhcPost's older grid order
+      legacy|twopass|chunked) echo MHC_PREFILL=$part ;;    # legacy: the paths before issue 22
+      nopdl) echo MHC_PREFILL_PDL=0 ;;
+      hint*) echo MHC_PREFILL_HINTS=${part#hint} ;;
+      pdl*) echo MHC_PREFILL_PDL=${part#pdl} ;;
+      frac*) echo MHC_PREFILL_L2_FRAC=0.${part#frac} ;;
+      kr*) echo MHC_PREFILL_KR=${part#kr} ;;
+      tt*) echo MHC_PREFILL_TT=${part#tt} ;;
+      ft*) echo MHC_PREFILL_FT=${part#ft} ;;
+    esac                                                   # anything else: the default dispatch
+  done
+}
+smoke() {  # JOBS "mode:op T d [args]": a hang or a crash shows here in seconds
+  local job
+  for job in "$@"; do
+    # shellcheck disable=SC2046,SC2086
+    x env $(mode_env "${job%%:*}") timeout 60 python3 scripts/gpu/profile_kernel.py ${job#*:} 2>&1 \
+      | tail -2 || { rc=1; echo "SMOKE FAILED: $job"; }
+  done
+}
+bench() {  # MODE TAG OPS T-LIST EXTRA...: bench_kernels.py -> $out/TAG.json, TAG.txt
+  local m=$1 tag=$2 ops=$3 tl=$4
+  shift 4
+  # shellcheck disable=SC2046
+  x env $(mode_env "$m") timeout "${BENCH_TIMEOUT:-240}" python3 benchmarks/bench_kernels.py \
+    --ops "$ops" --no-compile --no-eager --t-list "$tl" "$@" --json "$out/$tag.json" \
+    > "$out/$tag.txt" 2>&1 || rc=1
+  echo "== $tag"
+  show grep -E "^peer:|^[a-z_]+ +[0-9]|Error|error" "$out/$tag.txt" | cut -c1-150
+}
+boundary() {  # MODE TAG T-LIST: bench_boundary.py -> $out/TAG.json, TAG.txt
+  # shellcheck disable=SC2046
+  x env $(mode_env "$1") timeout 200 python3 benchmarks/bench_boundary.py --t-list "$3" \
+    --json "$out/$2.json" > "$out/$2.txt" 2>&1 || rc=1
+  echo "== $2"
+  show grep -E "^d=" "$out/$2.txt"
+}
+kernel_tests() {  # the kernel tests, printing the rel err lines (TESTS, TESTS_K)
+  # shellcheck disable=SC2086
+  x timeout "${TEST_TIMEOUT:-300}" python3 -m pytest -q -p no:cacheprovider -x -rP \
+    ${TESTS:-tests/test_kernels.py} ${1:+-k "$1"} 2>&1 | tee "$out/tests.txt" \
+    | grep -E "rel err vs|passed|failed|Error" | tail -40
+  [ "${PIPESTATUS[0]}" = 0 ] || rc=1
+}
+ncu_sections() {  # KERNEL SKIP COUNT JOB...: ncu's main sections of one launch per job -> ncu.txt
+  local kernel=$1 skip=$2 count=$3 job
+  shift 3
+  for job in "$@"; do
+    echo "######## ncu $job" >> "$out/ncu.txt"
+    # shellcheck disable=SC2086
+    x timeout 120 ncu --section SpeedOfLight --section Occupancy --section LaunchStats \
+      --section MemoryWorkloadAnalysis --section WarpStateStats --section SchedulerStats \
+      -k "regex:$kernel" --launch-skip "$skip" --launch-count "$count" \
+      python3 scripts/gpu/profile_kernel.py $job >> "$out/ncu.txt" 2>&1 || rc=1
+    echo "== ncu $job"
+    show sed -n "/######## ncu $job\$/,\$p" "$out/ncu.txt" | grep -E "^  [a-zA-Z_].*\(|^    (Duration|DRAM Throughput|Memory Throughput|Registers Per|Achieved Occupancy|Issue Slots Busy|No Eligible)" | head -16
+  done
+}
+stalls() {  # KERNEL SKIP LOG JOB...: where the warps wait, per issued instruction
+  local kernel=$1 skip=$2 log=$3 job
+  shift 3
+  for job in "$@"; do
+    echo "######## stalls $job" >> "$out/$log"
+    # shellcheck disable=SC2086
+    x timeout 120 ncu --section SpeedOfLight --section Occupancy \
+      --metrics "regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio" \
+      -k "regex:$kernel" --launch-skip "$skip" --launch-count 1 \
+      python3 scripts/gpu/profile_kernel.py $job > "$out/stalls.tmp" 2>&1 || rc=1
+    cat "$out/stalls.tmp" >> "$out/$log"
+    echo "== stalls $job"
+    show grep -E "^    (Duration|DRAM Throughput|Achieved Occupancy)" "$out/stalls.tmp"
+    show grep -E "stalled_" "$out/stalls.tmp" | awk '{print $NF, $1}' | sort -rn | head -8
+  done
+  rm -f "$out/stalls.tmp"
+}
+run_steps() {  # MODE STEP...: each step is the function MODE_STEP
+  local step t1
+  for step in "$@"; do
+    t1=$(date +%s)
+    if declare -F "${mode}_$step" >/dev/null; then "${mode}_$step"; else echo "unknown step $step"; rc=2; fi
+    echo "step $step: $(( $(date +%s) - t1 )) s"
+  done
+}
+
+# ---- stream: the kernel A/B benchmarks and profiles (issues 10, 11) -----------------------
+stream_smoke() { smoke "stream:pre 4096 7168" "stream:head 4099 7168" "stream:post_pre 300 4096" \
+                       "stream:post_head 517 1000" "stream:pre 300 64 --n 8"; }
+stream_tests() { kernel_tests "${TESTS_K:-}"; }
+stream_bench() {
+  local m
+  for m in ${MODES:-stream v5}; do bench "$m" "bench_$m" "${BENCH_OPS:-pre,head}" "${BENCH_T:-1,64,512,4096,16384}"; done
+}
+stream_boundary() {
+  local m
+  for m in ${MODES:-stream v5}; do boundary "$m" "boundary_$m" 1,8,64,512,4096,16384; done
+}
+stream_decode() {  # per-kernel times of the small-T paths (ncu serialises PDL chains)
+  local job
+  for job in "pre 1 7168" "pre 8 7168" "head 1 7168" "post_pre 1 7168" "post_head 1 7168"; do
+    echo "######## decode $job" >> "$out/ncu.txt"
+    # shellcheck disable=SC2086
+    x timeout 120 ncu --section SpeedOfLight -k regex:Kernel --launch-skip 2 --launch-count 4 \
+      python3 scripts/gpu/profile_kernel.py $job --calls 6 > "$out/dec.tmp" 2>&1 || rc=1
+    cat "$out/dec.tmp" >> "$out/ncu.txt"
+    echo "== decode $job"
+    show awk '/^  [a-zA-Z_].*\(/{k=$2" "$3} /Duration/{print "   ", k, $NF, "us"}' "$out/dec.tmp" | head -6
+  done
+  rm -f "$out/dec.tmp"
+}
+stream_ncu() { ncu_sections "${NCU_KERNEL:-streamKernel}" 1 1 "pre 4096 7168" "post_pre 4096 7168" "head 4096 7168"; }
+stream_peer() {  # ours next to FlashInfer 0.7.2 (carry ".peers": benchmarks/peers/flashinfer_mhc.py)
+  x timeout 200 python3 -m pytest -q -p no:cacheprovider -rs -m peer tests/test_peer_flashinfer.py \
+    > "$out/peer_test.txt" 2>&1 || rc=1
+  show tail -3 "$out/peer_test.txt"
+  BENCH_TIMEOUT=300 bench default bench_peer pre,post "${BENCH_T:-1,8,64,512,4096,16384}" --peer flashinfer
+}
+stream_post() {  # MhcPost: chunk-major grid (default) vs token-major, FlashInfer when carried
+  local order
+  for order in default tokenmajor; do
+    BENCH_TIMEOUT=200 bench "$order" "post_$order" post "${BENCH_T:-1,8,64,512,4096,16384}"
+  done
+}
+stream_model() {  # the whole-model mHC time, plain vs fused (issue 11)
+  x timeout 240 python3 benchmarks/bench_model_mhc.py --json "$out/bench_model.json" \
+    > "$out/bench_model.txt" 2>&1 || rc=1
+  show tail -6 "$out/bench_model.txt"
+}
+stream_stalls() { stalls "${NCU_KERNEL:-streamKernel}" 1 ncu.txt "pre 4096 7168" "head 4096 7168"; }
+stream_sass() {
+  local f=$out/sass_pre_n4_gw4.txt
+  x cuobjdump -sass "$MHC_KERNELS_LIB" > "$out/sass.tmp" 2>/dev/null
+  show awk '/Function : _ZN3mhc12streamKernelILi4ELb0ELb0ELi4E/{f=1;next} /Function : /{f=0} f' \
+    "$out/sass.tmp" > "$f"
+  rm -f "$out/sass.tmp"
+  echo "== sass pre n=4 gw=4: $(wc -l < "$f") lines"
+  show grep -oE "(MEMBAR[A-Z.]*|UCGABAR[A-Z_.]*|CCTL[A-Z.]*|FENCE[A-Z.]*|BAR\.[A-Z.]*|SYNCS[A-Z.]*|LDGDEPBAR|DEPBAR[A-Z.]*|HMMA[A-Z0-9.]*|LDL|STL|LDSM[A-Z.0-9]*)" \
+    "$f" | sort | uniq -c
+}
+
+# ---- prefill: the prefill paths (issue 22) ----------------------------------------------
+prefill_smoke() { smoke "auto:pre 4099 7168" "auto:post_pre 4099 7168" "twopass:head 1000 4096" \
+                        "chunked:pre 300 1024 --n 2"; }
+prefill_tests() { kernel_tests "${TESTS_K:-prefill or v4_all_t or post_pre or deterministic or garbage or graph or streaming or fused_tiles}"; }
+prefill_bench() {  # every path at the issue's sizes, the two-pass torch baseline beside the table's
+  local m
+  for m in ${MODES:-auto legacy twopass}; do
+    if [ "$m" = auto ]; then
+      BENCH_TIMEOUT=200 bench auto prefill_bench_auto pre,head "${BENCH_T:-1,64,512,4096,16384}"
+    else
+      BENCH_TIMEOUT=200 bench "$m" "prefill_bench_$m" pre,head "${MODE_T:-512,4096,16384}" --no-twopass --peer none
+    fi
+  done
+}
+prefill_sweep() {  # chunked variants (l2 share, slices per CTA, tokens per CTA, PDL)
+  local m
+  for m in ${SWEEP:-nopdl frac20 frac45 kr2}; do
+    BENCH_TIMEOUT=200 bench "$m" "prefill_bench_$m" "${SWEEP_OPS:-pre,head}" "${SWEEP_T:-512,4096,16384}" --no-twopass --peer none
+  done
+}
+prefill_boundary() {
+  local m
+  for m in ${BOUNDARY_MODES:-auto legacy}; do boundary "$m" "prefill_boundary_$m" "${BOUNDARY_T:-1,64,512,4096,16384}"; done
+}
+prefill_ncu() {  # one call's DRAM and L2 bytes, summed over its launches (caches kept between them)
+  local m=${NCU_METRICS:-dram__bytes_read.sum,dram__bytes_write.sum,lts__t_sectors_srcunit_tex_op_read.sum,lts__t_sectors_srcunit_tex_op_read_lookup_hit.sum,gpu__time_duration.sum}
+  local job bm op t f metrics
+  for job in ${NCU_JOBS:-"auto:pre:4096" "twopass:pre:4096" "legacy:pre:4096" "auto:head:4096" "auto:post_pre:4096"}; do
+    IFS=: read -r bm op t <<< "$job"
+    f=$out/ncu_${bm}_${op}_$t.csv
+    for metrics in "$m" "dram__bytes_read.sum,dram__bytes_write.sum,gpu__time_duration.sum"; do
+      # shellcheck disable=SC2046
+      x env $(mode_env "$bm") timeout 120 ncu --profile-from-start off --cache-control none \
+        --metrics "$metrics" --csv python3 scripts/gpu/profile_kernel.py "$op" "$t" 7168 --calls 3 \
+        --profile-call 2 > "$f" 2>&1 || rc=1
+      { [ "$dry" = 1 ] || grep -q '"Metric Name"' "$f"; } && break  # else an unknown L2 metric: DRAM alone
+    done
+    show python3 scripts/gpu/ncu_bytes.py "$f" "$bm $op T=$t d=7168"
+  done
+}
+archive_out() {  # one archive: the device tool returns only a few files per call
+  local tgz
+  tgz=$(mktemp /tmp/prefill_run.XXXXXX.tgz)
+  tar czf "$tgz" -C "$out" . && find "$out" -mindepth 1 -delete && mv "$tgz" "$out/prefill_run.tgz"
+}
+
+# ---- v41: DeepSeek-V4.1 kernels and plugins (issue 23) ----------------------------------
+v41_build() {
+  if [ -d "$root/.trt_headers/tensorrt-11.1" ]; then build plugins; else build kernels; fi
+  registers v41StreamKernel
+}
+junit_tests() {  # NAME TIMEOUT PYTEST ARGS...: -> $out/NAME.txt, NAME.xml
+  local name=$1 limit=$2
+  shift 2
+  x timeout "$limit" python3 -m pytest -q -p no:cacheprovider -rs "$@" \
+    --junitxml="$out/$name.xml" > "$out/$name.txt" 2>&1 || rc=1
+  show tail -15 "$out/$name.txt"
+}
+v41_tests() { junit_tests tests "${TEST_TIMEOUT:-240}" tests/test_kernels_v41.py ${TEST_K:+-k "$TEST_K"}; }
+v41_harness() {
+  setenv MHC_TRT_HEADERS="$root/.trt_headers"
+  junit_tests harness "${HARNESS_TIMEOUT:-200}" tests/test_plugin_harness.py -k "mix or collapse"
+}
+v41_bench() {  # the default schedule, then MHC_V41_BALANCE=1 (every SM) in the same run
+  local tag
+  for tag in "" _balanced; do
+    [ -n "$tag" ] && echo "== MHC_V41_BALANCE=1"
+    x env ${tag:+MHC_V41_BALANCE=1} timeout "${BENCH_TIMEOUT:-240}" python3 benchmarks/bench_v41.py \
+      --t-list "${BENCH_T:-1,8,64,512,4096,16384}" --d-list "${BENCH_D:-5120,7168}" \
+      --json "$out/bench_v41$tag.json" 2>&1 | tee "$out/bench$tag.txt"
+    [ "${PIPESTATUS[0]}" = 0 ] || rc=1
+  done
+}
+v41_stalls() { stalls v41StreamKernel 2 stalls.txt "post_mix 4096 5120"; }
+v41_ncu() {
+  local jobs=()
+  mapfile -t jobs <<< "${NCU_JOBS:-post_mix 4096 5120
+post_mix 512 5120}"
+  ncu_sections "${NCU_KERNEL:-v41}" 2 2 "${jobs[@]}"
+}
+
+# ---- the modes --------------------------------------------------------------------------
+prepare() {  # here: what the device calls carry, git-ignored through info/exclude
+  local src=${MHC_TRT_HEADERS:-$root/../shared/third_party} exclude v pkg ver
+  exclude="$(git rev-parse --git-common-dir)/info/exclude"
+  x mkdir -p .trt_headers .wheels
+  for v in /.trt_headers/ /.wheels/; do
+    grep -qx "$v" "$exclude" 2>/dev/null || x sh -c "echo $v >> '$exclude'"
+  done
+  for v in 10.16 11.1; do  # the TensorRT headers (.trt_headers)
+    x rm -rf ".trt_headers/tensorrt-$v"
+    x cp -r "$src/tensorrt-$v" ".trt_headers/tensorrt-$v"
+  done
+  # transformers as pinned here, and the huggingface-hub line it requires (the GPU
+  # machine has 5.17 with huggingface-hub 1.x): carried as wheels (.wheels).
+  for pkg in transformers huggingface_hub httpx2 httpcore2 truststore click hf-xet; do
+    ver=$(.venv/bin/python -m pip show "$pkg" 2>/dev/null | sed -n 's/^Version: //p')
+    [ -z "$ver" ] || x .venv/bin/python -m pip download -q --no-deps --only-binary=:all: \
+      --platform manylinux_2_17_x86_64 --python-version 3.12 -d .wheels "$pkg==$ver"
+  done
+  show du -sh .trt_headers .wheels
+}
+
+case $mode in
+  prepare) prepare; exit 0 ;;
+  gate|kernels|stream|fuzz|hf|prefill|v41) ;;
+  *) echo "usage: scripts/gpu/run.sh [--dry-run] prepare|gate|kernels|stream|fuzz|hf|prefill|v41 [ARGS...]" >&2
+     exit 2 ;;
+esac
+out=${OUT:-$root/out/gpu_$mode}
+mkdir -p "$out"
+setenv PYTHONUNBUFFERED=1 "PYTHONPATH=$root${PYTHONPATH:+:$PYTHONPATH}"
+case $mode in
+  gate)
+    install_wheels optional
+    print_env
+    build ci
+    show tail -1 "$out/build.txt"
+    require_gpu
+    setenv MHC_TRT_HEADERS="$root/.trt_headers"
+    # The GPU tests (marker gpu) that must all run and pass; the floor catches a module
+    # that stopped collecting (tests/builds.py, docs/TESTING.md).
+    gated_pytest "$MIN_GATE" gpu "${TEST_TIMEOUT:-480}" "$@" ;;
+  kernels)
+    print_env
+    build kernels
+    require_gpu
+    tests=(tests/test_kernels.py tests/test_kernels_attributes.py tests/test_kernels_lib.py)
+    marks=gpu
+    if [ -d "$root/.peers/flashinfer/site/flashinfer" ] || [ -n "${MHC_FLASHINFER_BUNDLE:-}" ]; then
+      peer=1
+      tests+=(tests/test_peer_flashinfer.py)
+      marks="gpu or peer"
+    fi
+    gated_pytest "$MIN_KERNELS" "$marks" "${TEST_TIMEOUT:-300}" "${tests[@]}"
+    x timeout "${BENCH_TIMEOUT:-360}" python3 benchmarks/bench_kernels.py --json "$out/bench_kernels.json" \
+      "$@" 2>&1 | tee "$out/bench.txt" | tail -80
+    [ "${PIPESTATUS[0]}" = 0 ] || rc=1
+    if [ -n "${peer:-}" ] && [ "$dry" != 1 ] && grep -q '^peer: unavailable' "$out/bench.txt"; then
+      echo "PEER NOT TIMED: $(grep '^peer:' "$out/bench.txt")"; rc=1
+    fi ;;
+  stream)
+    print_env
+    build kernels
+    registers streamKernel
+    require_gpu
+    [ $# -gt 0 ] || set -- smoke bench ncu tests boundary
+    run_steps "$@" ;;
+  fuzz)
+    print_env
+    [ -f build/plugins-trt11/libmhc_trt_plugins_trt11.so ] || build plugins
+    setenv MHC_KERNELS_LIB="$KLIB"
+    x python3 scripts/qa/fuzz.py --gpu --only kernels,plugin --count "${1:-1000}" --seed "${2:-7}" \
+      --harness-every "${HARNESS_EVERY:-4}" --json "$out/fuzz_gpu.json" 2>&1 | tee "$out/fuzz_gpu.txt"
+    rc=${PIPESTATUS[0]} ;;
+  hf)
+    install_wheels required
+    print_env
+    build kernels
+    setenv MHC_KERNELS_LIB="$KLIB"
+    x timeout "${TEST_TIMEOUT:-120}" python3 -m pytest -q -s -p no:cacheprovider tests/test_hf_gpu.py \
+      2>&1 | tee "$out/tests.txt" | tail -15
+    [ "${PIPESTATUS[0]}" = 0 ] || rc=1
+    x timeout "${BENCH_TIMEOUT:-200}" python3 benchmarks/bench_hf_layers.py --json "$out/bench_hf.json" \
+      "$@" 2>&1 | tee "$out/bench.txt" | tail -30
+    [ "${PIPESTATUS[0]}" = 0 ] || rc=1 ;;
+  prefill)
+    print_env
+    [ -f "$KLIB" ] || build kernels
+    require_gpu
+    [ $# -gt 0 ] || set -- smoke tests bench boundary ncu
+    run_steps "$@"
+    x archive_out ;;
+  v41)
+    print_env
+    require_gpu
+    [ $# -gt 0 ] || set -- build tests bench ncu
+    run_steps "$@" ;;
+esac
+exit $rc
