@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import ctypes
 from collections.abc import Sequence
+from typing import Unpack
 
 import torch
 
 from ..core.checks import check_attributes, check_head_inputs, check_post_inputs, check_pre_inputs
-from ..core.spec import HEAD_EPS, POST_MULT, PRE_EPS, RMS_EPS, SINKHORN_EPS, SINKHORN_ITERS
+from ..core.spec import HEAD_EPS, RMS_EPS, SINKHORN_EPS, SINKHORN_ITERS, PreAttrs, pre_attributes
 from ._lib import DTYPE_CODES, HeadParams, PreParams, load, raise_for_status
 
 
@@ -54,12 +55,12 @@ def new_output(
     return given
 
 
-def pre_params(rms_eps: float, pre_eps: float, sinkhorn_eps: float, post_mult: float,
-                sinkhorn_iters: int) -> PreParams:
-    """MhcPre's attributes, checked, as the C struct (MhcPostPre shares them)."""
-    check_attributes(rms_eps=rms_eps, pre_eps=pre_eps, sinkhorn_eps=sinkhorn_eps,
-                     post_mult=post_mult, sinkhorn_iters=sinkhorn_iters)
-    return PreParams(rms_eps, pre_eps, sinkhorn_eps, post_mult, sinkhorn_iters)
+def pre_params(attrs: PreAttrs) -> PreParams:
+    """MhcPre's attributes (spec defaults for the missing ones), checked, as the C struct
+    (MhcPostPre, MhcMix and MhcPostMix share them)."""
+    full = pre_attributes(attrs)
+    check_attributes(**full)
+    return PreParams(**full)
 
 
 def head_params(rms_eps: float, eps: float) -> HeadParams:
@@ -122,12 +123,8 @@ def pre(
     hc_scale: torch.Tensor,
     hc_base: torch.Tensor,
     *,
-    rms_eps: float = RMS_EPS,
-    pre_eps: float = PRE_EPS,
-    sinkhorn_eps: float = SINKHORN_EPS,
-    post_mult: float = POST_MULT,
-    sinkhorn_iters: int = SINKHORN_ITERS,
     out: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    **attrs: Unpack[PreAttrs],
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """MhcPre: (layer_input [T, d], post_mix [T, n], comb_mix [T, n, n]).
 
@@ -135,7 +132,7 @@ def pre(
     """
     lib = load()
     t, n, d = check_pre_inputs(residual, hc_fn, hc_scale, hc_base)
-    params = pre_params(rms_eps, pre_eps, sinkhorn_eps, post_mult, sinkhorn_iters)
+    params = pre_params(attrs)
     inputs = dict(residual=residual, hc_fn=hc_fn, hc_scale=hc_scale, hc_base=hc_base)
     outputs = [("layer_input", (t, d), residual.dtype), *mix_outputs("", t, n)[1:]]
     li, post_mix, comb_mix = launch(lib, "mhcPre", inputs, outputs, out, (t, n, d), params)
@@ -210,18 +207,14 @@ def post_pre(
     hc_scale: torch.Tensor,
     hc_base: torch.Tensor,
     *,
-    rms_eps: float = RMS_EPS,
-    pre_eps: float = PRE_EPS,
-    sinkhorn_eps: float = SINKHORN_EPS,
-    post_mult: float = POST_MULT,
-    sinkhorn_iters: int = SINKHORN_ITERS,
     out: tuple[torch.Tensor, ...] | None = None,
+    **attrs: Unpack[PreAttrs],
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """MhcPostPre: (residual_out [T,n,d], layer_input [T,d], next_post_mix, next_comb_mix)."""
     lib = load()
     t, n, d = check_post_inputs(x, residual, post_mix, comb_mix)
     check_pre_inputs(residual, hc_fn, hc_scale, hc_base)
-    params = pre_params(rms_eps, pre_eps, sinkhorn_eps, post_mult, sinkhorn_iters)
+    params = pre_params(attrs)
     inputs = dict(x=x, residual=residual, post_mix=post_mix, comb_mix=comb_mix, hc_fn=hc_fn,
                    hc_scale=hc_scale, hc_base=hc_base)
     outputs = boundary_outputs(residual, t, n, d) + mix_outputs("next_", t, n)[1:]

@@ -3,10 +3,12 @@ MhcPostMix and MhcPostCollapse, taking and returning CUDA torch tensors."""
 
 from __future__ import annotations
 
+from typing import Unpack
+
 import torch
 
 from ..core.checks import check_collapse_inputs, check_post_inputs, check_pre_inputs
-from ..core.spec import POST_MULT, PRE_EPS, RMS_EPS, SINKHORN_EPS, SINKHORN_ITERS
+from ..core.spec import PreAttrs
 from ._lib import load
 from ._ops import boundary_outputs, launch, mix_outputs, pre_params
 
@@ -17,17 +19,13 @@ def mix(
     hc_scale: torch.Tensor,
     hc_base: torch.Tensor,
     *,
-    rms_eps: float = RMS_EPS,
-    pre_eps: float = PRE_EPS,
-    sinkhorn_eps: float = SINKHORN_EPS,
-    post_mult: float = POST_MULT,
-    sinkhorn_iters: int = SINKHORN_ITERS,
     out: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    **attrs: Unpack[PreAttrs],
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """MhcMix: (pre_mix [T, n], post_mix [T, n], comb_mix [T, n, n]), all float32."""
     lib = load()
     t, n, d = check_pre_inputs(residual, hc_fn, hc_scale, hc_base)
-    params = pre_params(rms_eps, pre_eps, sinkhorn_eps, post_mult, sinkhorn_iters)
+    params = pre_params(attrs)
     inputs = dict(residual=residual, hc_fn=hc_fn, hc_scale=hc_scale, hc_base=hc_base)
     pre, post, comb = launch(lib, "mhcMix", inputs, mix_outputs("", t, n), out, (t, n, d),
                              params)
@@ -54,19 +52,15 @@ def post_mix(
     hc_scale: torch.Tensor,
     hc_base: torch.Tensor,
     *,
-    rms_eps: float = RMS_EPS,
-    pre_eps: float = PRE_EPS,
-    sinkhorn_eps: float = SINKHORN_EPS,
-    post_mult: float = POST_MULT,
-    sinkhorn_iters: int = SINKHORN_ITERS,
     out: tuple[torch.Tensor, ...] | None = None,
+    **attrs: Unpack[PreAttrs],
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """MhcPostMix: (residual_out, layer_input, next_pre_mix, next_post_mix, next_comb_mix)."""
     lib = load()
     t, n, d = check_post_inputs(x, residual, post_mix, comb_mix)
     check_pre_inputs(residual, hc_fn, hc_scale, hc_base)
     check_collapse_inputs(residual, pre_mix)
-    params = pre_params(rms_eps, pre_eps, sinkhorn_eps, post_mult, sinkhorn_iters)
+    params = pre_params(attrs)
     inputs = dict(x=x, residual=residual, pre_mix=pre_mix, post_mix=post_mix,
                    comb_mix=comb_mix, hc_fn=hc_fn, hc_scale=hc_scale, hc_base=hc_base)
     outputs = boundary_outputs(residual, t, n, d) + mix_outputs("next_", t, n)

@@ -122,20 +122,12 @@ def mhc_pre(
     hc_fn: torch.Tensor,
     hc_scale: torch.Tensor,
     hc_base: torch.Tensor,
-    *,
-    rms_eps: float = RMS_EPS,
-    pre_eps: float = PRE_EPS,
-    sinkhorn_eps: float = SINKHORN_EPS,
-    post_mult: float = POST_MULT,
-    sinkhorn_iters: int = SINKHORN_ITERS,
-    sinkhorn_init: str = "softmax_row",
+    **pre_attrs: float | int | str,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """MhcPre: returns (layer_input [T, d] residual dtype, post_mix [T, n], comb_mix [T, n, n])."""
-    pre, post, comb = pre_mixes(
-        residual, hc_fn, hc_scale, hc_base,
-        rms_eps=rms_eps, pre_eps=pre_eps, sinkhorn_eps=sinkhorn_eps,
-        post_mult=post_mult, sinkhorn_iters=sinkhorn_iters, sinkhorn_init=sinkhorn_init,
-    )
+    """MhcPre: returns (layer_input [T, d] residual dtype, post_mix [T, n], comb_mix [T, n, n]).
+
+    Attributes (and ``sinkhorn_init``) as for :func:`pre_mixes`, which owns their defaults."""
+    pre, post, comb = pre_mixes(residual, hc_fn, hc_scale, hc_base, **pre_attrs)  # type: ignore[arg-type]
     return _collapse(residual, pre), post, comb
 
 
