@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Unpack
+from typing import TYPE_CHECKING
 
 import torch
 from torch.func import jacrev, vmap
@@ -36,6 +36,9 @@ from ..core.spec import (
 )
 from ..reference.eager import pre_mixes, sinkhorn
 from .gauge import gauge_perp_basis, project_gauge_perp
+
+if TYPE_CHECKING:  # typing.Unpack is Python 3.11+; annotations stay strings
+    from typing import Unpack
 
 __all__ = [
     "GateStats",
@@ -132,10 +135,7 @@ class Sensitivity:
 
 
 def dynamic_sensitivity(
-    residual: torch.Tensor,
-    hc_fn: torch.Tensor,
-    hc_scale: torch.Tensor,
-    hc_base: torch.Tensor,
+    residual: torch.Tensor, hc_fn: torch.Tensor, hc_scale: torch.Tensor, hc_base: torch.Tensor,
     **pre_attrs: Unpack[PreAttrs],
 ) -> Sensitivity:
     """||D comb(x)|| ||x||, ||D pre(x)|| ||x||, ||D post(x)|| ||x|| for every token of residual
@@ -170,10 +170,7 @@ def dynamic_sensitivity(
 
 
 def comb_logits(
-    residual: torch.Tensor,
-    hc_fn: torch.Tensor,
-    hc_scale: torch.Tensor,
-    hc_base: torch.Tensor,
+    residual: torch.Tensor, hc_fn: torch.Tensor, hc_scale: torch.Tensor, hc_base: torch.Tensor,
     *,
     rms_eps: float = RMS_EPS,
 ) -> torch.Tensor:
@@ -195,10 +192,7 @@ class LogitUpdate:
 
 
 def logit_update(
-    residual: torch.Tensor,
-    hc_fn: torch.Tensor,
-    hc_scale: torch.Tensor,
-    hc_base: torch.Tensor,
+    residual: torch.Tensor, hc_fn: torch.Tensor, hc_scale: torch.Tensor, hc_base: torch.Tensor,
     *,
     lr: float = 1e-3,
     rms_eps: float = RMS_EPS,

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import ctypes
 from collections.abc import Sequence
-from typing import Unpack
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..core.checks import check_attributes, check_head_inputs, check_post_inputs, check_pre_inputs
 from ..core.spec import HEAD_EPS, RMS_EPS, SINKHORN_EPS, SINKHORN_ITERS, PreAttrs, pre_attributes
 from ._lib import DTYPE_CODES, HeadParams, PreParams, load, raise_for_status
+
+if TYPE_CHECKING:  # typing.Unpack is Python 3.11+; annotations stay strings
+    from typing import Unpack
 
 
 def require_cuda(**tensors: torch.Tensor) -> None:
@@ -118,10 +121,7 @@ def boundary_outputs(residual: torch.Tensor, t: int, n: int, d: int) -> list[Out
 
 
 def pre(
-    residual: torch.Tensor,
-    hc_fn: torch.Tensor,
-    hc_scale: torch.Tensor,
-    hc_base: torch.Tensor,
+    residual: torch.Tensor, hc_fn: torch.Tensor, hc_scale: torch.Tensor, hc_base: torch.Tensor,
     *,
     out: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
     **attrs: Unpack[PreAttrs],
@@ -164,10 +164,7 @@ def sinkhorn(
 
 
 def post(
-    x: torch.Tensor,
-    residual: torch.Tensor,
-    post_mix: torch.Tensor,
-    comb_mix: torch.Tensor,
+    x: torch.Tensor, residual: torch.Tensor, post_mix: torch.Tensor, comb_mix: torch.Tensor,
     *,
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
@@ -180,10 +177,7 @@ def post(
 
 
 def head(
-    residual: torch.Tensor,
-    hc_fn: torch.Tensor,
-    hc_scale: torch.Tensor,
-    hc_base: torch.Tensor,
+    residual: torch.Tensor, hc_fn: torch.Tensor, hc_scale: torch.Tensor, hc_base: torch.Tensor,
     *,
     rms_eps: float = RMS_EPS,
     eps: float = HEAD_EPS,
@@ -199,13 +193,8 @@ def head(
 
 
 def post_pre(
-    x: torch.Tensor,
-    residual: torch.Tensor,
-    post_mix: torch.Tensor,
-    comb_mix: torch.Tensor,
-    hc_fn: torch.Tensor,
-    hc_scale: torch.Tensor,
-    hc_base: torch.Tensor,
+    x: torch.Tensor, residual: torch.Tensor, post_mix: torch.Tensor, comb_mix: torch.Tensor,
+    hc_fn: torch.Tensor, hc_scale: torch.Tensor, hc_base: torch.Tensor,
     *,
     out: tuple[torch.Tensor, ...] | None = None,
     **attrs: Unpack[PreAttrs],
@@ -216,7 +205,7 @@ def post_pre(
     check_pre_inputs(residual, hc_fn, hc_scale, hc_base)
     params = pre_params(attrs)
     inputs = dict(x=x, residual=residual, post_mix=post_mix, comb_mix=comb_mix, hc_fn=hc_fn,
-                   hc_scale=hc_scale, hc_base=hc_base)
+                  hc_scale=hc_scale, hc_base=hc_base)
     outputs = boundary_outputs(residual, t, n, d) + mix_outputs("next_", t, n)[1:]
     res_out, li, post2, comb2 = launch(lib, "mhcPostPre", inputs, outputs, out, (t, n, d),
                                        params)
@@ -224,13 +213,8 @@ def post_pre(
 
 
 def post_head(
-    x: torch.Tensor,
-    residual: torch.Tensor,
-    post_mix: torch.Tensor,
-    comb_mix: torch.Tensor,
-    hc_fn: torch.Tensor,
-    hc_scale: torch.Tensor,
-    hc_base: torch.Tensor,
+    x: torch.Tensor, residual: torch.Tensor, post_mix: torch.Tensor, comb_mix: torch.Tensor,
+    hc_fn: torch.Tensor, hc_scale: torch.Tensor, hc_base: torch.Tensor,
     *,
     rms_eps: float = RMS_EPS,
     eps: float = HEAD_EPS,
@@ -242,6 +226,6 @@ def post_head(
     check_head_inputs(residual, hc_fn, hc_scale, hc_base)
     params = head_params(rms_eps, eps)
     inputs = dict(x=x, residual=residual, post_mix=post_mix, comb_mix=comb_mix, hc_fn=hc_fn,
-                   hc_scale=hc_scale, hc_base=hc_base)
+                  hc_scale=hc_scale, hc_base=hc_base)
     return launch(lib, "mhcPostHead", inputs, [("y", (t, d), residual.dtype)], (out,),
                   (t, n, d), params)[0]

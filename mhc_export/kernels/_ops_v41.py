@@ -3,7 +3,7 @@ MhcPostMix and MhcPostCollapse, taking and returning CUDA torch tensors."""
 
 from __future__ import annotations
 
-from typing import Unpack
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -12,12 +12,12 @@ from ..core.spec import PreAttrs
 from ._lib import load
 from ._ops import boundary_outputs, launch, mix_outputs, pre_params
 
+if TYPE_CHECKING:  # typing.Unpack is Python 3.11+; annotations stay strings
+    from typing import Unpack
+
 
 def mix(
-    residual: torch.Tensor,
-    hc_fn: torch.Tensor,
-    hc_scale: torch.Tensor,
-    hc_base: torch.Tensor,
+    residual: torch.Tensor, hc_fn: torch.Tensor, hc_scale: torch.Tensor, hc_base: torch.Tensor,
     *,
     out: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
     **attrs: Unpack[PreAttrs],
@@ -43,14 +43,9 @@ def collapse(
 
 
 def post_mix(
-    x: torch.Tensor,
-    residual: torch.Tensor,
-    pre_mix: torch.Tensor,
-    post_mix: torch.Tensor,
-    comb_mix: torch.Tensor,
-    hc_fn: torch.Tensor,
-    hc_scale: torch.Tensor,
-    hc_base: torch.Tensor,
+    x: torch.Tensor, residual: torch.Tensor, pre_mix: torch.Tensor,
+    post_mix: torch.Tensor, comb_mix: torch.Tensor,
+    hc_fn: torch.Tensor, hc_scale: torch.Tensor, hc_base: torch.Tensor,
     *,
     out: tuple[torch.Tensor, ...] | None = None,
     **attrs: Unpack[PreAttrs],
@@ -62,7 +57,7 @@ def post_mix(
     check_collapse_inputs(residual, pre_mix)
     params = pre_params(attrs)
     inputs = dict(x=x, residual=residual, pre_mix=pre_mix, post_mix=post_mix,
-                   comb_mix=comb_mix, hc_fn=hc_fn, hc_scale=hc_scale, hc_base=hc_base)
+                  comb_mix=comb_mix, hc_fn=hc_fn, hc_scale=hc_scale, hc_base=hc_base)
     outputs = boundary_outputs(residual, t, n, d) + mix_outputs("next_", t, n)
     res_out, li, pre2, post2, comb2 = launch(lib, "mhcPostMix", inputs, outputs, out,
                                              (t, n, d), params)
@@ -70,11 +65,8 @@ def post_mix(
 
 
 def post_collapse(
-    x: torch.Tensor,
-    residual: torch.Tensor,
-    pre_mix: torch.Tensor,
-    post_mix: torch.Tensor,
-    comb_mix: torch.Tensor,
+    x: torch.Tensor, residual: torch.Tensor, pre_mix: torch.Tensor,
+    post_mix: torch.Tensor, comb_mix: torch.Tensor,
     *,
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
@@ -83,6 +75,6 @@ def post_collapse(
     t, n, d = check_post_inputs(x, residual, post_mix, comb_mix)
     check_collapse_inputs(residual, pre_mix)
     inputs = dict(x=x, residual=residual, pre_mix=pre_mix, post_mix=post_mix,
-                   comb_mix=comb_mix)
+                  comb_mix=comb_mix)
     return launch(lib, "mhcPostCollapse", inputs, [("y", (t, d), residual.dtype)], (out,),
                   (t, n, d))[0]
