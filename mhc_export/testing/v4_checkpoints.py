@@ -302,20 +302,25 @@ def _write_files(path: Path, stored: dict[str, Any], shards: int, header_only: b
 _SIZE = {"F32": 4, "BF16": 2, "I64": 8, "I8": 1, "F8_E4M3": 1, "F8_E8M0": 1}
 
 
-def _write_header(file: Path, entries: dict[str, tuple[str, tuple[int, ...]]]) -> int:
-    """A safetensors file with its header and no data written: sparse, so it has the size
-    the header promises (the preflight refuses a truncated file) and takes no disk."""
+def _header(entries: dict[str, tuple[str, tuple[int, ...]]]) -> tuple[bytes, int]:
+    """A safetensors header (length prefix included) for tensors stored in ``entries``
+    order, and the data bytes it promises."""
     header, offset = {}, 0
     for name, (dtype, shape) in entries.items():
-        n = _SIZE[dtype]
-        for s in shape:
-            n *= s
+        n = _SIZE[dtype] * _numel(shape)
         header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + n]}
         offset += n
     blob = json.dumps(header).encode()
-    blob += b" " * (-len(blob) % 8)
-    file.write_bytes(struct.pack("<Q", len(blob)) + blob)
-    os.truncate(file, 8 + len(blob) + offset)
+    blob += b" " * (-len(blob) % 8)  # the format pads the header to 8 bytes
+    return struct.pack("<Q", len(blob)) + blob, offset
+
+
+def _write_header(file: Path, entries: dict[str, tuple[str, tuple[int, ...]]]) -> int:
+    """A safetensors file with its header and no data written: sparse, so it has the size
+    the header promises (the preflight refuses a truncated file) and takes no disk."""
+    head, offset = _header(entries)
+    file.write_bytes(head)
+    os.truncate(file, len(head) + offset)
     return offset
 
 
@@ -366,17 +371,9 @@ def write_real_layers(path: str | Path, config, layers: list[int], *, seed: int 
 
 
 def _write_streaming(file: Path, entries: dict, gen: torch.Generator, config) -> int:
-    header, offset = {}, 0
-    for name, (dtype, shape) in entries.items():
-        n = _SIZE[dtype]
-        for s in shape:
-            n *= s
-        header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + n]}
-        offset += n
-    blob = json.dumps(header).encode()
-    blob += b" " * (-len(blob) % 8)
+    head, offset = _header(entries)
     with open(file, "wb") as f:
-        f.write(struct.pack("<Q", len(blob)) + blob)
+        f.write(head)
         for name, (dtype, shape) in entries.items():
             rows = shape[0] if shape else 1
             step = max(1, (1 << 26) // max(1, _numel(shape[1:])))
