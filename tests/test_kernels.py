@@ -252,6 +252,14 @@ def test_sinkhorn_extreme_logits():
 
 # --- MhcPost ----------------------------------------------------------------
 
+def _assert_written_close(op, name, got, want, where):
+    """A poisoned (NaN) output fully written, within the output tolerance of float64."""
+    torch.cuda.synchronize()
+    assert torch.isfinite(got).all(), f"{name} has unwritten (NaN) elements"
+    err = rel_err(got, want)
+    assert err < TOL_OUT[got.dtype], f"{op} rel err {err:.3g} ({where})"
+
+
 def check_post(t, n, d, dtype, seed):
     g = _gen(seed)
     x = make_residual(t, 1, d, dtype, g).reshape(t, d)
@@ -259,10 +267,8 @@ def check_post(t, n, d, dtype, seed):
     post_mix = torch.rand(t, n, device=DEV, generator=g) * 2
     comb_mix = torch.rand(t, n, n, device=DEV, generator=g)
     out = kernels.post(x, residual, post_mix, comb_mix, out=nan_like((t, n, d), dtype))
-    torch.cuda.synchronize()
-    assert torch.isfinite(out).all(), "out has unwritten (NaN) elements"
-    err = rel_err(out, post_f64(x, residual, post_mix, comb_mix))
-    assert err < TOL_OUT[dtype], f"post rel err {err:.3g} (T={t} n={n} d={d} {dtype})"
+    _assert_written_close("post", "out", out, post_f64(x, residual, post_mix, comb_mix),
+                          f"T={t} n={n} d={d} {dtype}")
     again = kernels.post(x, residual, post_mix, comb_mix)
     assert torch.equal(out, again)
 
@@ -286,10 +292,8 @@ def check_head(t, n, d, dtype, seed):
     hc_fn, hc_scale, hc_base = make_weights(n, d, n, 1, g)
     residual = make_residual(t, n, d, dtype, g)
     y = kernels.head(residual, hc_fn, hc_scale, hc_base, out=nan_like((t, d), dtype))
-    torch.cuda.synchronize()
-    assert torch.isfinite(y).all(), "y has unwritten (NaN) elements"
-    err = rel_err(y, head_f64(residual, hc_fn, hc_scale, hc_base))
-    assert err < TOL_OUT[dtype], f"head rel err {err:.3g} (T={t} n={n} d={d} {dtype})"
+    _assert_written_close("head", "y", y, head_f64(residual, hc_fn, hc_scale, hc_base),
+                          f"T={t} n={n} d={d} {dtype}")
     assert torch.equal(y, kernels.head(residual, hc_fn, hc_scale, hc_base))
 
 
