@@ -273,18 +273,6 @@ def check_post(t, n, d, dtype, seed):
     assert torch.equal(out, again)
 
 
-@pytest.mark.parametrize("t", [1, 2, 3, 17, 64, 1000, 4099])
-def test_post_v4_all_t(t):
-    check_post(t, 4, 7168, torch.bfloat16, seed=300 + t)
-
-
-@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 6, 7, 8])
-@pytest.mark.parametrize("dtype", ALL_DTYPES)
-def test_post_n_dtypes(n, dtype):
-    for t, d in ((3, 1000), (64, 2056), (17, 4096)):
-        check_post(t, n, d, dtype, seed=n * 10 + t)
-
-
 # --- MhcHead ----------------------------------------------------------------
 
 def check_head(t, n, d, dtype, seed):
@@ -297,16 +285,28 @@ def check_head(t, n, d, dtype, seed):
     assert torch.equal(y, kernels.head(residual, hc_fn, hc_scale, hc_base))
 
 
+# Per op: its check, the base seed of the V4 sweep over T, the seed step per n and the
+# (T, d) shapes of the n x dtype sweep (each op draws its own inputs).
+_POST_HEAD = {
+    "post": (check_post, 300, 10, ((3, 1000), (64, 2056), (17, 4096))),
+    "head": (check_head, 500, 100, ((3, 1000), (64, 2056))),
+}
+
+
 @pytest.mark.parametrize("t", [1, 2, 3, 17, 64, 1000, 4099])
-def test_head_v4_all_t(t):
-    check_head(t, 4, 7168, torch.bfloat16, seed=500 + t)
+@pytest.mark.parametrize("op", list(_POST_HEAD))
+def test_post_head_v4_all_t(op, t):
+    check, seed, _, _ = _POST_HEAD[op]
+    check(t, 4, 7168, torch.bfloat16, seed=seed + t)
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 6, 7, 8])
 @pytest.mark.parametrize("dtype", ALL_DTYPES)
-def test_head_n_dtypes(n, dtype):
-    for t, d in ((3, 1000), (64, 2056)):
-        check_head(t, n, d, dtype, seed=n * 100 + t)
+@pytest.mark.parametrize("op", list(_POST_HEAD))
+def test_post_head_n_dtypes(op, n, dtype):
+    check, _, seed_step, shapes = _POST_HEAD[op]
+    for t, d in shapes:
+        check(t, n, d, dtype, seed=n * seed_step + t)
 
 
 # --- Errors -----------------------------------------------------------------

@@ -179,17 +179,25 @@ def post(
 def head(
     residual: torch.Tensor, hc_fn: torch.Tensor, hc_scale: torch.Tensor, hc_base: torch.Tensor,
     *,
-    rms_eps: float = RMS_EPS,
-    eps: float = HEAD_EPS,
+    rms_eps: float = RMS_EPS, eps: float = HEAD_EPS,  # MhcHead's attributes
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """MhcHead: y [T, d] = sum_i w_i * residual[:, i]."""
     lib = load()
-    t, n, d = check_head_inputs(residual, hc_fn, hc_scale, hc_base)
-    params = head_params(rms_eps, eps)
+    dims = check_head_inputs(residual, hc_fn, hc_scale, hc_base)
     inputs = dict(residual=residual, hc_fn=hc_fn, hc_scale=hc_scale, hc_base=hc_base)
-    return launch(lib, "mhcHead", inputs, [("y", (t, d), residual.dtype)], (out,), (t, n, d),
-                  params)[0]
+    return _launch_head(lib, "mhcHead", inputs, dims, rms_eps, eps, out)
+
+
+def _launch_head(lib: ctypes.CDLL, symbol: str, inputs: dict[str, torch.Tensor],
+                 dims: tuple[int, int, int], rms_eps: float, eps: float,
+                 out: torch.Tensor | None) -> torch.Tensor:
+    """MhcHead and MhcPostHead after their input checks: MhcHead's attributes, checked,
+    and the one output y [T, d] in the residual dtype."""
+    params = head_params(rms_eps, eps)
+    t, _, d = dims
+    y = ("y", (t, d), inputs["residual"].dtype)
+    return launch(lib, symbol, inputs, [y], (out,), dims, params)[0]
 
 
 def post_pre(
@@ -216,16 +224,13 @@ def post_head(
     x: torch.Tensor, residual: torch.Tensor, post_mix: torch.Tensor, comb_mix: torch.Tensor,
     hc_fn: torch.Tensor, hc_scale: torch.Tensor, hc_base: torch.Tensor,
     *,
-    rms_eps: float = RMS_EPS,
-    eps: float = HEAD_EPS,
+    rms_eps: float = RMS_EPS, eps: float = HEAD_EPS,  # MhcHead's attributes
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """MhcPostHead: y [T, d] = MhcHead(MhcPost(x, residual, post_mix, comb_mix), ...)."""
     lib = load()
-    t, n, d = check_post_inputs(x, residual, post_mix, comb_mix)
+    dims = check_post_inputs(x, residual, post_mix, comb_mix)
     check_head_inputs(residual, hc_fn, hc_scale, hc_base)
-    params = head_params(rms_eps, eps)
     inputs = dict(x=x, residual=residual, post_mix=post_mix, comb_mix=comb_mix, hc_fn=hc_fn,
                   hc_scale=hc_scale, hc_base=hc_base)
-    return launch(lib, "mhcPostHead", inputs, [("y", (t, d), residual.dtype)], (out,),
-                  (t, n, d), params)[0]
+    return _launch_head(lib, "mhcPostHead", inputs, dims, rms_eps, eps, out)
