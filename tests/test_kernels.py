@@ -563,15 +563,20 @@ def _run_paths(tmp_path, inp, paths):
     return got
 
 
+def _assert_post_halves_equal(got, inp, paths, ref):
+    """MhcPostPre's residual_out on each of ``paths`` bit-equal to ``ref``'s: the post half
+    is the MhcPost kernel's arithmetic on every path."""
+    for key in (k for k in inp if k.startswith("postpre")):
+        for name in paths:
+            assert torch.equal(got[name][key][0], got[ref][key][0]), (name, key)
+
+
 def test_streaming_kernel_matches_the_other_paths(tmp_path):
     # n=4 at the V4 widths and an odd d; n=1, 3, 8 (other fragment row counts).
     inp = _path_inputs(((300, 4, 7168), (133, 4, 4096), (517, 4, 1000), (150, 3, 1000),
                         (131, 8, 64), (140, 1, 520)), _gen(4242))
     got = _run_paths(tmp_path, inp, _PATHS)
-    for key in inp:
-        # The post half is the MhcPost kernel's arithmetic on every path.
-        if key.startswith("postpre"):
-            assert torch.equal(got["stream"][key][0], got["two-pass"][key][0])
+    _assert_post_halves_equal(got, inp, ("stream",), "two-pass")
 
 
 def test_decode_kernels_match_the_large_t_paths(tmp_path):
@@ -582,9 +587,7 @@ def test_decode_kernels_match_the_large_t_paths(tmp_path):
                         (1, 8, 64), (3, 4, 4096), (64, 4, 7168), (5, 3, 1000), (2, 8, 520),
                         (9, 1, 64)), _gen(4343))
     got = _run_paths(tmp_path, inp, {"decode": {}, "no-decode": {"MHC_DECODE_MAX_T": "0"}})
-    for key in inp:
-        if key.startswith("postpre"):
-            assert torch.equal(got["decode"][key][0], got["no-decode"][key][0])
+    _assert_post_halves_equal(got, inp, ("decode",), "no-decode")
 
 
 # --- The prefill paths (issue 22: mhc_prefill.cuh) -----------------------------------
@@ -607,11 +610,8 @@ def test_prefill_paths_match_float64(tmp_path):
     inp = _path_inputs(((4099, 4, 7168), (1000, 4, 4096), (333, 4, 1024), (150, 2, 512),
                         (131, 1, 1536), (77, 8, 64)), _gen(4545))
     got = _run_paths(tmp_path, inp, _PREFILL_PATHS)
+    _assert_post_halves_equal(got, inp, ("chunked", "chunked-kr2", "twopass"), "legacy")
     for key in inp:
-        if key.startswith("postpre"):
-            # The post half is the MhcPost kernel's arithmetic on every path.
-            for name in ("chunked", "chunked-kr2", "twopass"):
-                assert torch.equal(got[name][key][0], got["legacy"][key][0]), (name, key)
         # PDL changes when launches start, never what they compute.
         for a, b in zip(got["chunked"][key], got["chunked-nopdl"][key], strict=True):
             assert torch.equal(a, b), f"{key}: chunked with and without PDL differ"
