@@ -5,6 +5,9 @@ from __future__ import annotations
 import pytest
 from builds import require
 
+# Before a test module imports it: its asserts then report values as a test's own do.
+pytest.register_assert_rewrite("support")
+
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import onnx
 import pytest
+from support import fails, set_attr
 
 from mhc_export.cli import main
 from mhc_export.core import preflight, spec
@@ -22,17 +23,6 @@ from mhc_export.export.single_op import SingleOp, export_single_op
 from mhc_export.validation.onnx_check import mhc_node_problems
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _fails(args: list[str], capsys, *needles: str) -> str:
-    """main(args) exits 2 with one line holding every needle and no traceback."""
-    assert main(args) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1, err
-    assert "Traceback" not in err
-    for needle in needles:
-        assert needle in err, err
-    return err
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +41,7 @@ def test_corrupt_checkpoint(tmp_path, capsys, tiny, kind):
     data = tiny[1].read_bytes()
     bad.write_bytes(os.urandom(4096) if kind == "random" else data[: len(data) // 2])
     out = tmp_path / "m.onnx"
-    _fails(["export", "--checkpoint", str(bad), "--out", str(out)], capsys,
+    fails(["export", "--checkpoint", str(bad), "--out", str(out)], capsys,
            str(bad), "corrupt or truncated")
     assert not out.exists()
 
@@ -62,14 +52,14 @@ def test_corrupt_onnx(tmp_path, capsys, tiny, kind):
     bad = tmp_path / "bad.onnx"
     data = tiny[0].read_bytes()
     bad.write_bytes(os.urandom(2048) if kind == "random" else data[: len(data) // 3])
-    _fails(["validate", "--onnx", str(bad)], capsys, str(bad), "not a readable ONNX model")
+    fails(["validate", "--onnx", str(bad)], capsys, str(bad), "not a readable ONNX model")
 
 
 # 3. n outside 1..8: one rule, checked before export, stated in --help
 @pytest.mark.parametrize("streams", [0, 9, -1])
 def test_streams_limit(tmp_path, capsys, streams):
     out = tmp_path / "p.onnx"
-    _fails(["export", "--op", "pre", "--streams", str(streams), "--out", str(out)], capsys,
+    fails(["export", "--op", "pre", "--streams", str(streams), "--out", str(out)], capsys,
            "--streams must be in 1..8")
     assert not out.exists()
 
@@ -81,7 +71,7 @@ def test_streams_rule_is_stated_in_help(capsys):
     with pytest.raises(SystemExit):
         main(["diagnose", "--help"])
     assert "1..8" in capsys.readouterr().out
-    _fails(["diagnose", "--streams", "9"], capsys, "--streams must be in 1..8")
+    fails(["diagnose", "--streams", "9"], capsys, "--streams must be in 1..8")
 
 
 def test_one_stream_exports(tmp_path):
@@ -91,11 +81,11 @@ def test_one_stream_exports(tmp_path):
 
 # 4. --out naming a directory (or under a file)
 def test_out_is_a_directory(tmp_path, capsys):
-    _fails(["export", "--op", "post", "--out", str(tmp_path)], capsys, "is a directory")
+    fails(["export", "--op", "post", "--out", str(tmp_path)], capsys, "is a directory")
     f = tmp_path / "file"
     f.write_text("x")
-    _fails(["export", "--op", "post", "--out", str(f / "m.onnx")], capsys, "is a file")
-    _fails(["export", "--config", "tiny", "--out", str(tmp_path / "m.onnx"),
+    fails(["export", "--op", "post", "--out", str(f / "m.onnx")], capsys, "is a file")
+    fails(["export", "--config", "tiny", "--out", str(tmp_path / "m.onnx"),
             "--report", str(tmp_path)], capsys, "--report", "is a directory")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
 
@@ -103,7 +93,7 @@ def test_out_is_a_directory(tmp_path, capsys):
 # 5. a validation too large for memory is refused early, with the number
 def test_validation_memory_estimate(tmp_path, capsys):
     out = tmp_path / "m.onnx"
-    err = _fails(["export", "--config", "tiny", "--seq", "100000", "--out", str(out)], capsys,
+    err = fails(["export", "--config", "tiny", "--seq", "100000", "--out", str(out)], capsys,
                  "GiB of memory", "lower --batch/--seq or pass --no-validate")
     assert not out.exists()
     needed = float(err.split("needs about ")[1].split(" GiB")[0])
@@ -125,21 +115,21 @@ def test_validation_memory_estimate(tmp_path, capsys):
 def test_conflicting_or_ignored_flags(tmp_path, capsys, tiny, args, needle):
     args = [a.replace("CKPT", str(tiny[1])) for a in args]
     out = tmp_path / "m.onnx"
-    _fails(["export", *args, "--out", str(out)], capsys, needle)
+    fails(["export", *args, "--out", str(out)], capsys, needle)
     assert not out.exists()
 
 
 def test_validate_ignored_flags(tmp_path, capsys, tiny):
-    _fails(["validate", "--onnx", str(tiny[0]), "--tokens", "5"], capsys,
+    fails(["validate", "--onnx", str(tiny[0]), "--tokens", "5"], capsys,
            "--tokens applies to single-op models")
-    _fails(["validate", "--onnx", str(tiny[0]), "--plugins", "x.so"], capsys,
+    fails(["validate", "--onnx", str(tiny[0]), "--plugins", "x.so"], capsys,
            "--plugins applies to --engine only")
 
 
 # 7. Sinkhorn in bf16 is refused: it is float32 by contract
 def test_sinkhorn_dtype(tmp_path, capsys):
     out = tmp_path / "s.onnx"
-    _fails(["export", "--op", "sinkhorn", "--dtype", "bfloat16", "--out", str(out)], capsys,
+    fails(["export", "--op", "sinkhorn", "--dtype", "bfloat16", "--out", str(out)], capsys,
            "MhcSinkhorn is float32 by contract")
     assert not out.exists()
 
@@ -160,7 +150,7 @@ def test_validate_with_checkpoint_of_other_config(tmp_path, capsys, tiny):
     from mhc_export.reference.model import build_model
 
     save_checkpoint(build_model("small", seed=1), small_ckpt)
-    _fails(["validate", "--onnx", str(tiny[0]), "--checkpoint", str(small_ckpt)], capsys,
+    fails(["validate", "--onnx", str(tiny[0]), "--checkpoint", str(small_ckpt)], capsys,
            "holds config small", "exported from config tiny", "hidden (256 vs 64)")
 
 
@@ -278,33 +268,33 @@ def _mutated(model, change):
     return m
 
 
-def _set(node, name, value):
-    for a in node.attribute:
-        if a.name == name:
-            node.attribute.remove(a)
-            break
-    node.attribute.append(onnx.helper.make_attribute(name, value))
+def _refused_everywhere(model, change, needle, op_type, tmp_path, capsys):
+    """``model`` with ``change`` made to its node: one problem naming ``op_type`` and
+    ``needle``, refused with it by validate and build (no plan written); the model itself
+    has none."""
+    bad = _mutated(model, change)
+    problems = mhc_node_problems(bad)
+    assert len(problems) == 1 and needle in problems[0], problems
+    assert op_type in problems[0]
+    path = tmp_path / "bad.onnx"
+    onnx.save(bad, path)
+    fails(["validate", "--onnx", str(path)], capsys, needle)
+    fails(["build", "--onnx", str(path), "--out", str(tmp_path / "b.plan")], capsys, needle)
+    assert not (tmp_path / "b.plan").exists()
+    assert not mhc_node_problems(model)
 
 
 @pytest.mark.parametrize(("change", "needle"), [
-    (lambda n: _set(n, "sinkhorn_iters", 7.0), "attribute sinkhorn_iters must be int, got float"),
-    (lambda n: _set(n, "rms_eps", "1e-6"), "attribute rms_eps must be float, got string"),
-    (lambda n: _set(n, "bogus", 1), "unknown attribute 'bogus'"),
+    (lambda n: set_attr(n, "sinkhorn_iters", 7.0),
+     "attribute sinkhorn_iters must be int, got float"),
+    (lambda n: set_attr(n, "rms_eps", "1e-6"), "attribute rms_eps must be float, got string"),
+    (lambda n: set_attr(n, "bogus", 1), "unknown attribute 'bogus'"),
     (lambda n: n.input.__delitem__(3), "takes 4 inputs"),
-    (lambda n: _set(n, "plugin_version", "2"), "plugin_version '2' is not provided"),
-    (lambda n: _set(n, "plugin_namespace", "other"), "plugin_namespace 'other'"),
+    (lambda n: set_attr(n, "plugin_version", "2"), "plugin_version '2' is not provided"),
+    (lambda n: set_attr(n, "plugin_namespace", "other"), "plugin_namespace 'other'"),
 ])
 def test_bad_mhc_nodes_are_named(pre_model, change, needle, tmp_path, capsys):
-    bad = _mutated(pre_model, change)
-    problems = mhc_node_problems(bad)
-    assert len(problems) == 1 and needle in problems[0], problems
-    assert "MhcPre" in problems[0]
-    path = tmp_path / "bad.onnx"
-    onnx.save(bad, path)
-    _fails(["validate", "--onnx", str(path)], capsys, needle)
-    _fails(["build", "--onnx", str(path), "--out", str(tmp_path / "b.plan")], capsys, needle)
-    assert not (tmp_path / "b.plan").exists()
-    assert not mhc_node_problems(pre_model)
+    _refused_everywhere(pre_model, change, needle, "MhcPre", tmp_path, capsys)
 
 
 def test_check_output_path_unit(tmp_path):
@@ -326,19 +316,10 @@ def v41_models(tmp_path_factory):
 
 
 @pytest.mark.parametrize(("op", "change", "needle"), [
-    ("post_mix", lambda n: _set(n, "plugin_namespace", "other"), "plugin_namespace 'other'"),
-    ("post_collapse", lambda n: _set(n, "plugin_version", "2"),
+    ("post_mix", lambda n: set_attr(n, "plugin_namespace", "other"), "plugin_namespace 'other'"),
+    ("post_collapse", lambda n: set_attr(n, "plugin_version", "2"),
      "plugin_version '2' is not provided"),
 ])
 def test_bad_v41_plugin_identity_is_named(v41_models, op, change, needle, tmp_path, capsys):
-    model = v41_models[op]
-    bad = _mutated(model, change)
-    problems = mhc_node_problems(bad)
-    assert len(problems) == 1 and needle in problems[0], problems
-    assert spec.ALL_OPS[op].op_type in problems[0]
-    path = tmp_path / "bad.onnx"
-    onnx.save(bad, path)
-    _fails(["validate", "--onnx", str(path)], capsys, needle)
-    _fails(["build", "--onnx", str(path), "--out", str(tmp_path / "b.plan")], capsys, needle)
-    assert not (tmp_path / "b.plan").exists()
-    assert not mhc_node_problems(model)
+    _refused_everywhere(v41_models[op], change, needle, spec.ALL_OPS[op].op_type, tmp_path,
+                        capsys)

@@ -18,23 +18,12 @@ from pathlib import Path
 import onnx
 import pytest
 import torch
+from support import fails
 
 from mhc_export.cli import main
 from mhc_export.core import preflight
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _fails(args: list[str], capsys, *needles: str, code: int = 2) -> str:
-    """main(args) exits ``code`` with one line holding every needle and no traceback."""
-    capsys.readouterr()  # what came before (save_pretrained's progress bars)
-    assert main(args) == code
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1, err
-    assert "Traceback" not in err
-    for needle in needles:
-        assert needle in err, err
-    return err
 
 
 @contextlib.contextmanager
@@ -93,14 +82,14 @@ def _copy(src: Path, dst: Path) -> Path:
 # 1. --out an existing folder; 2. --out read-only; 3. --report read-only: checked up front
 def test_hf_out_is_a_folder(tmp_path, capsys, ckpt):
     (tmp_path / "out").mkdir()
-    _fails(["export", "--hf", str(ckpt), "--out", str(tmp_path / "out")], capsys,
+    fails(["export", "--hf", str(ckpt), "--out", str(tmp_path / "out")], capsys,
            "--out", "is a directory")
     assert _files(tmp_path) == []
 
 
 def test_hf_out_read_only(tmp_path, capsys, ckpt):
     with read_only(tmp_path / "ro") as ro:
-        _fails(["export", "--hf", str(ckpt), "--out", str(ro / "m.onnx")], capsys,
+        fails(["export", "--hf", str(ckpt), "--out", str(ro / "m.onnx")], capsys,
                "--out", "read-only")
     assert _files(tmp_path) == []
 
@@ -108,7 +97,7 @@ def test_hf_out_read_only(tmp_path, capsys, ckpt):
 def test_hf_report_read_only(tmp_path, capsys, ckpt):
     out = tmp_path / "m.onnx"
     with read_only(tmp_path / "ro") as ro:
-        _fails(["export", "--hf", str(ckpt), "--out", str(out), "--report",
+        fails(["export", "--hf", str(ckpt), "--out", str(out), "--report",
                 str(ro / "r.json")], capsys, "--report", "read-only")
     assert _files(tmp_path) == []  # no ONNX without its report
 
@@ -121,7 +110,7 @@ def test_hf_truncated_single_file(tmp_path, capsys):
                                                  mlp_layer_types=["moe"]), seed=5)
     st = path / "model.safetensors"
     st.write_bytes(st.read_bytes()[: st.stat().st_size // 2])
-    _fails(["export", "--hf", str(path), "--out", str(tmp_path / "o" / "m.onnx")], capsys,
+    fails(["export", "--hf", str(path), "--out", str(tmp_path / "o" / "m.onnx")], capsys,
            str(st), "truncated")
     assert not (tmp_path / "o").exists()
 
@@ -132,7 +121,7 @@ def test_hf_missing_index_entry(tmp_path, capsys, ckpt):
     dropped = sorted(index["weight_map"])[3]
     del index["weight_map"][dropped]
     (bad / "model.safetensors.index.json").write_text(json.dumps(index))
-    _fails(["export", "--hf", str(bad), "--out", str(tmp_path / "o" / "m.onnx")], capsys,
+    fails(["export", "--hf", str(bad), "--out", str(tmp_path / "o" / "m.onnx")], capsys,
            dropped, "the index does not list")
 
 
@@ -147,7 +136,7 @@ def test_hf_wrong_dtype_in_header(tmp_path, capsys, ckpt):
     text = json.dumps(header, separators=(",", ":")).encode().ljust(n)
     assert len(text) == n
     shard.write_bytes(data[:8] + text + data[8 + n:])
-    _fails(["export", "--hf", str(bad), "--out", str(tmp_path / "o" / "m.onnx")], capsys,
+    fails(["export", "--hf", str(bad), "--out", str(tmp_path / "o" / "m.onnx")], capsys,
            name, "I32", "not a float type")
 
 
@@ -155,7 +144,7 @@ def test_hf_index_weight_map_not_a_table(tmp_path, capsys, ckpt):
     """Found by the fuzzer: an index whose weight_map is a number raised AttributeError."""
     bad = _copy(ckpt, tmp_path / "ck")
     (bad / "model.safetensors.index.json").write_text('{"weight_map": 3}')
-    _fails(["export", "--hf", str(bad), "--out", str(tmp_path / "o" / "m.onnx")], capsys,
+    fails(["export", "--hf", str(bad), "--out", str(tmp_path / "o" / "m.onnx")], capsys,
            "not a valid safetensors index")
 
 
@@ -164,7 +153,7 @@ def test_hf_config_disagrees_with_weights(tmp_path, capsys, ckpt):
     bad = _copy(ckpt, tmp_path / "ck")
     cfg = json.loads((bad / "config.json").read_text())
     (bad / "config.json").write_text(json.dumps({**cfg, "hidden_size": 48}))
-    _fails(["export", "--hf", str(bad), "--out", str(tmp_path / "o" / "m.onnx")], capsys,
+    fails(["export", "--hf", str(bad), "--out", str(tmp_path / "o" / "m.onnx")], capsys,
            "model.embed_tokens.weight", "the config needs [97, 48]")
     assert not (tmp_path / "o").exists()
 
@@ -178,7 +167,7 @@ def test_hf_good_checkpoint_passes_the_preflight(ckpt):
 
 # 6. float16 HF exports are refused up front (docs/HF.md: float32, bfloat16)
 def test_hf_float16_refused(tmp_path, capsys, ckpt):
-    _fails(["export", "--hf", str(ckpt), "--dtype", "float16", "--layers", "0:1", "--out",
+    fails(["export", "--hf", str(ckpt), "--dtype", "float16", "--layers", "0:1", "--out",
             str(tmp_path / "m.onnx")], capsys, "--dtype float16", "float32 or bfloat16")
     assert _files(tmp_path) == []
 
@@ -253,7 +242,7 @@ def test_hf_validate_other_checkpoint_checked_and_named(hf4, tmp_path, capsys):
     path, out = hf4
     other = tmp_path / "other"
     t.save_random_checkpoint(other, t.make_config(index_n_heads=8), seed=3)
-    _fails(["validate", "--onnx", str(out), "--checkpoint", str(other)], capsys,
+    fails(["validate", "--onnx", str(out), "--checkpoint", str(other)], capsys,
            "--checkpoint", "is not the model", "index_n_heads (8 vs 4)")
     same = tmp_path / "same"
     t.save_random_checkpoint(same, t.make_config(index_n_heads=4), seed=9)
@@ -273,7 +262,7 @@ def test_validate_does_not_name_hf_flag(hf4, tmp_path, capsys):
             p.value = json.dumps(str(tmp_path / "gone"))
     moved = tmp_path / "moved.onnx"
     onnx.save(proto, moved)
-    err = _fails(["validate", "--onnx", str(moved)], capsys, "recorded in", "--checkpoint")
+    err = fails(["validate", "--onnx", str(moved)], capsys, "recorded in", "--checkpoint")
     assert "--hf" not in err
 
 
@@ -286,7 +275,7 @@ def test_validate_does_not_name_hf_flag(hf4, tmp_path, capsys):
 @pytest.mark.parametrize("args", [["--hidden", "1000000000"], ["--tokens", "100000000"]])
 def test_single_op_memory_precheck(tmp_path, capsys, args):
     out = tmp_path / "p.onnx"
-    _fails(["export", "--op", "pre", *args, "--out", str(out)], capsys,
+    fails(["export", "--op", "pre", *args, "--out", str(out)], capsys,
            "GiB of memory", "lower --hidden/--tokens")
     assert _files(tmp_path) == []
 
@@ -296,13 +285,13 @@ def test_validate_single_op_memory_precheck(tmp_path, capsys):
     out = tmp_path / "p.onnx"
     assert main(["export", "--op", "pre", "--hidden", "16", "--no-validate", "--out",
                  str(out)]) == 0
-    _fails(["validate", "--onnx", str(out), "--tokens", "4294967296"], capsys,
+    fails(["validate", "--onnx", str(out), "--tokens", "4294967296"], capsys,
            "GiB of memory", "lower --tokens")
     assert _files(tmp_path) == ["p.onnx"]
 
 
 def test_diagnose_memory_precheck(tmp_path, capsys):
-    _fails(["diagnose", "--widths", "100000000", "--json", str(tmp_path / "d.json")], capsys,
+    fails(["diagnose", "--widths", "100000000", "--json", str(tmp_path / "d.json")], capsys,
            "GiB of memory", "lower --widths")
     assert _files(tmp_path) == []
 
@@ -322,11 +311,11 @@ def test_memory_estimates_bound_a_measured_peak():
 # 8. diagnose output paths: checked before the sweep
 def test_diagnose_outputs_checked_first(tmp_path, capsys):
     (tmp_path / "folder").mkdir()
-    _fails(["diagnose", "--plot", str(tmp_path / "folder")], capsys, "--plot", "is a directory")
+    fails(["diagnose", "--plot", str(tmp_path / "folder")], capsys, "--plot", "is a directory")
     with read_only(tmp_path / "ro") as ro:
-        _fails(["diagnose", "--json", str(ro / "d.json")], capsys, "--json", "read-only")
+        fails(["diagnose", "--json", str(ro / "d.json")], capsys, "--json", "read-only")
     same = str(tmp_path / "x")
-    _fails(["diagnose", "--json", same, "--plot", same], capsys, "--plot", "--json")
+    fails(["diagnose", "--json", same, "--plot", same], capsys, "--plot", "--json")
     assert _files(tmp_path) == []
 
 
@@ -334,7 +323,7 @@ def test_diagnose_outputs_checked_first(tmp_path, capsys):
 @pytest.mark.parametrize("opset", ["17", "26", "99"])
 @pytest.mark.parametrize("what", [["--op", "pre"], ["--config", "tiny"]])
 def test_opset_outside_range_refused(tmp_path, capsys, opset, what):
-    _fails(["export", *what, "--opset", opset, "--out", str(tmp_path / "m.onnx")], capsys,
+    fails(["export", *what, "--opset", opset, "--out", str(tmp_path / "m.onnx")], capsys,
            f"--opset {opset}", "18..25")
     assert _files(tmp_path) == []
 
@@ -399,7 +388,7 @@ def test_build_engine_checks_tensorrt_first(tmp_path, capsys, monkeypatch):
     except TensorRTNotAvailable:
         pass
     out = tmp_path / "p.onnx"
-    _fails(["export", "--op", "pre", "--hidden", "16", "--out", str(out), "--build-engine"],
+    fails(["export", "--op", "pre", "--hidden", "16", "--out", str(out), "--build-engine"],
            capsys, "TensorRT", code=3)
     assert _files(tmp_path) == []
 
@@ -414,24 +403,24 @@ def test_corrupt_dtype_metadata(tmp_path, capsys, value):
         if p.key == "mhc_export.dtype":
             p.value = value
     onnx.save(proto, out)
-    _fails(["validate", "--onnx", str(out)], capsys, "dtype")
+    fails(["validate", "--onnx", str(out)], capsys, "dtype")
 
 
 def test_hf_empty_layers_refused(tmp_path, capsys, ckpt):
     """Found by the fuzzer: --layers '' was taken as no --layers and exported everything."""
-    _fails(["export", "--hf", str(ckpt), "--layers", "", "--out", str(tmp_path / "m.onnx")],
+    fails(["export", "--hf", str(ckpt), "--layers", "", "--out", str(tmp_path / "m.onnx")],
            capsys, "--layers ''")
     assert _files(tmp_path) == []
 
 
 # 16. messages that name the flag and say what is wrong
 def test_dtype_message_names_the_flag(tmp_path, capsys):
-    _fails(["export", "--dtype", "int8", "--out", str(tmp_path / "m.onnx")], capsys,
+    fails(["export", "--dtype", "int8", "--out", str(tmp_path / "m.onnx")], capsys,
            "--dtype int8")
 
 
 def test_checkpoint_folder_is_not_missing(tmp_path, capsys):
-    err = _fails(["export", "--checkpoint", str(tmp_path), "--out", str(tmp_path / "m.onnx")],
+    err = fails(["export", "--checkpoint", str(tmp_path), "--out", str(tmp_path / "m.onnx")],
                  capsys, "is a directory")
     assert "does not exist" not in err
 
@@ -445,7 +434,7 @@ def test_corrupt_config_metadata(tmp_path, capsys):
             p.value = '{"hidden": 64,'
     onnx.save(proto, out)
     capsys.readouterr()
-    _fails(["validate", "--onnx", str(out)], capsys, "mhc_export.config", "not valid JSON")
+    fails(["validate", "--onnx", str(out)], capsys, "mhc_export.config", "not valid JSON")
 
 
 # 17. docs and names that tell the truth

@@ -324,3 +324,12 @@ def test_metadata_keys_are_spelled_in_one_module():
         for s in set(_string_constants(path)) & keys:
             spelled.setdefault(s, []).append(where)
     assert not spelled, f"metadata keys spelled outside mhc_export/core/metadata.py: {spelled}"
+
+
+def test_pre_attrs_keywords_are_mhc_pre_attributes():
+    """spec.PreAttrs (the keywords of the kernel wrappers and diagnostics) names MhcPre's
+    attributes in the contract's order, and pre_attributes fills the spec defaults."""
+    assert tuple(spec.PreAttrs.__annotations__) == tuple(a.name for a in spec.MHC_PRE.attributes)
+    assert spec.pre_attributes({"pre_eps": 0.5}) == {**spec.MHC_PRE.defaults(), "pre_eps": 0.5}
+    with pytest.raises(TypeError, match="unexpected keyword argument 'eps'"):
+        spec.pre_attributes({"eps": 1e-3})

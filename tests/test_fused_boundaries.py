@@ -6,22 +6,27 @@ model, with attributes far from their defaults.
 
 from __future__ import annotations
 
-import numpy as np
 import onnx
 import pytest
 import torch
-from onnx.reference import ReferenceEvaluator
-from trt_attr_inline import inline_like_tensorrt
+from support import (
+    assert_two_forms_agree,
+    export_fixtures,
+    graph,
+    inlined_logits,
+    mhc_node,
+    reference_logits,
+    single_op_runs,
+)
 
 from mhc_export.core.spec import num_mixes
 from mhc_export.export.fuse import fuse_boundaries
 from mhc_export.export.model_export import export_model
-from mhc_export.export.single_op import SingleOp, export_single_op
+from mhc_export.export.single_op import SingleOp
 from mhc_export.reference import eager as reference
 from mhc_export.reference import ops
-from mhc_export.reference.model import build_model, get_config, random_tokens
+from mhc_export.reference.model import build_model, get_config
 from mhc_export.testing.f64 import head_f64, post_f64, pre_f64, rel_err
-from mhc_export.validation import ort_runner
 from mhc_export.validation.report import tolerance_for
 
 PRE_ATTRS = {"rms_eps": 0.1, "pre_eps": 0.05, "sinkhorn_eps": 1e-2, "post_mult": 1.3,
@@ -83,14 +88,10 @@ def test_bad_inputs_are_named():
 
 @pytest.fixture(scope="module")
 def fixtures(tmp_path_factory):
-    base = tmp_path_factory.mktemp("fused")
-    out = {}
-    for op, attrs in (("post_pre", PRE_ATTRS), ("post_head", HEAD_ATTRS)):
-        for dtype in ("float32", "bfloat16"):
-            spec = SingleOp.create(op, 4, 24, dtype, **attrs)
-            export_single_op(spec, base / f"{op}_{dtype}.onnx")
-            out[op, dtype] = (spec, base / f"{op}_{dtype}.onnx")
-    return out
+    return export_fixtures(tmp_path_factory.mktemp("fused"), {
+        (op, dtype): SingleOp.create(op, 4, 24, dtype, **attrs)
+        for op, attrs in (("post_pre", PRE_ATTRS), ("post_head", HEAD_ATTRS))
+        for dtype in ("float32", "bfloat16")})
 
 
 @pytest.mark.parametrize("op", ["post_pre", "post_head"])
@@ -105,14 +106,11 @@ def test_single_op_fixtures_in_ort_and_reference_evaluator(fixtures, op):
         exp = _f64_post_pre(v, torch.float32)
     else:
         exp = [head_f64(post_f64(*v[:4]).float(), *v[4:], **HEAD_ATTRS)]
-    ort = ort_runner.run(ort_runner.session(path, "CPUExecutionProvider"), inputs)
-    trt = ort_runner.run(ort_runner.session(inline_like_tensorrt(model).SerializeToString(),
-                                            "CPUExecutionProvider"), inputs)
-    refev = ReferenceEvaluator(str(path)).run(None, {k: t.numpy() for k, t in inputs.items()})
-    for i, (name, e) in enumerate(zip(spec_outputs(op), exp, strict=True)):
-        assert rel_err(ort[name], e) < 2e-6, name
-        assert rel_err(trt[name], e) < 2e-6, name
-        assert rel_err(torch.from_numpy(np.asarray(refev[i])), e) < 2e-6, name
+    runs = single_op_runs(path, inputs)
+    assert list(runs) == list(spec_outputs(op))
+    for name, e in zip(spec_outputs(op), exp, strict=True):
+        for got in runs[name]:  # ONNX Runtime, TensorRT's inlining, onnx.reference
+            assert rel_err(got, e) < 2e-6, name
 
 
 def spec_outputs(op):
@@ -152,19 +150,9 @@ def test_fused_and_plain_models_agree(tiny_pair):
         "MhcHead", "MhcPost", "MhcPre"]
     assert {fn.name for fn in f.functions} == {"MhcPre", "MhcPostPre", "MhcPostHead"}
     onnx.checker.check_model(f, full_check=True)
-    tokens = random_tokens(model.cfg, 2, 7, seed=9)
-    with torch.no_grad():
-        eager = model(tokens)
-    a = ort_runner.run(ort_runner.session(fused, "CPUExecutionProvider"), {"tokens": tokens})
-    b = ort_runner.run(ort_runner.session(plain, "CPUExecutionProvider"), {"tokens": tokens})
-    assert rel_err(a["logits"], b["logits"].double()) < 1e-5
-    assert rel_err(a["logits"], eager) < 1e-4
-    refev = ReferenceEvaluator(str(fused)).run(None, {"tokens": tokens.numpy()})[0]
-    assert rel_err(torch.from_numpy(np.asarray(refev)), eager) < 1e-4
-    trt = inline_like_tensorrt(f)
-    c = ort_runner.run(ort_runner.session(trt.SerializeToString(), "CPUExecutionProvider"),
-                       {"tokens": tokens})
-    assert rel_err(c["logits"], eager) < 1e-4
+    tokens, eager = assert_two_forms_agree(model, fused, plain, seq=7, seed=9)
+    assert rel_err(reference_logits(fused, tokens), eager) < 1e-4
+    assert rel_err(inlined_logits(f, tokens), eager) < 1e-4
 
 
 def test_fused_model_validates_with_invariants_on_fused_nodes(tiny_pair):
@@ -177,25 +165,14 @@ def test_fused_model_validates_with_invariants_on_fused_nodes(tiny_pair):
     assert any("sinkhorn error" in i.name for i in ort_inv)
 
 
-def _graph(nodes, inputs, outputs):
-    f = onnx.TensorProto.FLOAT
-    return onnx.helper.make_graph(
-        nodes, "g", [onnx.helper.make_tensor_value_info(i, f, None) for i in inputs],
-        [onnx.helper.make_tensor_value_info(o, f, None) for o in outputs])
-
-
-def _mhc(op, ins, outs, **attrs):
-    return onnx.helper.make_node(op, ins, outs, domain="mhc", name=f"{op}_{outs[0]}", **attrs)
-
-
 def test_pass_on_a_hand_built_graph():
-    post = _mhc("MhcPost", ["x", "R", "p", "c"], ["R1"])
+    post = mhc_node("MhcPost", ["x", "R", "p", "c"], ["R1"])
     # A consumer of R1 placed between the post and the pre stays valid after fusion.
     side = onnx.helper.make_node("Identity", ["R1"], ["R1copy"])
-    pre = _mhc("MhcPre", ["R1", "fn", "s", "b"], ["y", "p2", "c2"], sinkhorn_iters=5)
-    post2 = _mhc("MhcPost", ["y", "R1", "p2", "c2"], ["R2"])
-    head = _mhc("MhcHead", ["R2", "hfn", "hs", "hb"], ["out"], eps=0.5)
-    g = _graph([post, side, pre, post2, head], ["x", "R", "p", "c", "fn", "s", "b", "hfn",
+    pre = mhc_node("MhcPre", ["R1", "fn", "s", "b"], ["y", "p2", "c2"], sinkhorn_iters=5)
+    post2 = mhc_node("MhcPost", ["y", "R1", "p2", "c2"], ["R2"])
+    head = mhc_node("MhcHead", ["R2", "hfn", "hs", "hb"], ["out"], eps=0.5)
+    g = graph([post, side, pre, post2, head], ["x", "R", "p", "c", "fn", "s", "b", "hfn",
                                                 "hs", "hb"], ["out", "R1copy"])
     assert fuse_boundaries(g) == {"MhcPostPre": 1, "MhcPostHead": 1, "MhcPostMix": 0,
                                   "MhcPostCollapse": 0}
@@ -217,10 +194,10 @@ def test_pass_on_a_hand_built_graph():
 def test_pass_leaves_graphs_without_the_pattern_alone():
     # MhcPre fed by a graph input, and a MhcPost whose output other nodes also need
     # before the head: the head fusion would drop that residual, so it stays.
-    pre = _mhc("MhcPre", ["R", "fn", "s", "b"], ["y", "p2", "c2"])
-    post = _mhc("MhcPost", ["y", "R", "p2", "c2"], ["R2"])
-    head = _mhc("MhcHead", ["R2", "hfn", "hs", "hb"], ["out"])
-    g = _graph([pre, post, head], ["R", "fn", "s", "b", "hfn", "hs", "hb"], ["out", "R2"])
+    pre = mhc_node("MhcPre", ["R", "fn", "s", "b"], ["y", "p2", "c2"])
+    post = mhc_node("MhcPost", ["y", "R", "p2", "c2"], ["R2"])
+    head = mhc_node("MhcHead", ["R2", "hfn", "hs", "hb"], ["out"])
+    g = graph([pre, post, head], ["R", "fn", "s", "b", "hfn", "hs", "hb"], ["out", "R2"])
     before = onnx.GraphProto()
     before.CopyFrom(g)
     assert fuse_boundaries(g) == {"MhcPostPre": 0, "MhcPostHead": 0, "MhcPostMix": 0,

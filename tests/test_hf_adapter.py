@@ -9,7 +9,6 @@ hash and learned routers, hc_mult 4 and 2. Skips only where transformers
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 
@@ -21,7 +20,13 @@ pytest.importorskip("transformers.models.deepseek_v4",
                     reason="transformers >= 5.23 (pip install -e '.[hf]') is not installed")
 
 from mhc_export.adapters.hf_deepseek_v4 import MARK, adapt, adapted
-from mhc_export.adapters.hf_testing import make_config, random_model, save_random_checkpoint
+from mhc_export.adapters.hf_testing import (
+    bf16_errors,
+    make_config,
+    random_model,
+    save_random_checkpoint,
+)
+from mhc_export.adapters.hf_testing import max_rel as rel
 from mhc_export.cli import main
 from mhc_export.validation import ort_runner
 
@@ -35,10 +40,6 @@ CONFIGS = {
                layer_types=[HCA, SLIDING, CSA], mlp_layer_types=["moe", "hash_moe", "moe"]),
 }
 F32_TOL = 1e-5
-
-
-def rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a.double() - b.double()).abs().max() / b.double().abs().max()).item()
 
 
 def ids(batch: int, seq: int, seed: int = 0) -> torch.Tensor:
@@ -129,14 +130,7 @@ def test_bf16_difference_is_hf_rounding_not_ours():
     of HF's bf16 logits and no further than HF's own bf16 from the float32 model.
     """
     cfg = make_config(num_experts_per_tok=4, index_topk=16)
-    m32 = random_model(cfg, seed=3)
-    x = ids(2, 40, seed=7)
-    ref32 = m32(x, use_cache=False).logits
-    m16 = copy.deepcopy(m32).to(torch.bfloat16)
-    hf16 = m16(x, use_cache=False).logits
-    with adapted(m16):
-        ours16 = m16(x, use_cache=False).logits
-    diff, hf_err, our_err = rel(ours16, hf16), rel(hf16, ref32), rel(ours16, ref32)
+    diff, hf_err, our_err = bf16_errors(random_model(cfg, seed=3), ids(2, 40, seed=7))
     print(f"bf16: ours vs HF {diff:.2e}; vs float32: HF {hf_err:.2e}, ours {our_err:.2e}")
     assert 0 < diff <= 2e-2
     assert our_err <= hf_err * 1.1

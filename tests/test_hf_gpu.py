@@ -16,7 +16,7 @@ pytest.importorskip("transformers.models.deepseek_v4",
 
 from mhc_export import kernels
 from mhc_export.adapters.hf_deepseek_v4 import adapted
-from mhc_export.adapters.hf_testing import make_config, random_model
+from mhc_export.adapters.hf_testing import bf16_errors, make_config, max_rel, random_model
 from mhc_export.reference.ops import kernel_backend
 
 pytestmark = pytest.mark.gpu
@@ -28,10 +28,6 @@ if not kernels.available():
                 allow_module_level=True)
 
 BF16_TOL = 1e-2  # GUIDE: bf16 paths land between 1e-3 and 1e-2 relative
-
-
-def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
-    return ((a.double() - b.double()).abs().max() / b.double().abs().max()).item()
 
 
 @pytest.fixture(scope="module")
@@ -57,14 +53,7 @@ def test_ops_dispatch_to_kernels():
 @torch.no_grad()
 def test_adapted_on_kernels_matches_hf_eager(model, ids):
     """bf16 on our kernels vs HF's bf16 eager, both against the float32 model."""
-    import copy
-
-    ref32 = model(ids, use_cache=False).logits
-    m16 = copy.deepcopy(model).to(torch.bfloat16)
-    hf16 = m16(ids, use_cache=False).logits
-    with adapted(m16):
-        ours16 = m16(ids, use_cache=False).logits
-    diff, hf_err, our_err = _rel(ours16, hf16), _rel(hf16, ref32), _rel(ours16, ref32)
+    diff, hf_err, our_err = bf16_errors(model, ids)
     print(f"bf16 on kernels: vs HF bf16 {diff:.3e}; vs float32: HF {hf_err:.3e}, ours "
           f"{our_err:.3e}")
     numbers = f"ours vs HF bf16 {diff:.3e}; vs float32: HF {hf_err:.3e}, ours {our_err:.3e}"
@@ -114,4 +103,4 @@ def test_torch_compile(model, ids):
     with adapted(model):
         eager = model(ids, use_cache=False).logits
         got = torch.compile(model)(ids, use_cache=False).logits
-    assert _rel(got, eager) <= BF16_TOL
+    assert max_rel(got, eager) <= BF16_TOL

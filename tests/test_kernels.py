@@ -252,6 +252,14 @@ def test_sinkhorn_extreme_logits():
 
 # --- MhcPost ----------------------------------------------------------------
 
+def _assert_written_close(op, name, got, want, where):
+    """A poisoned (NaN) output fully written, within the output tolerance of float64."""
+    torch.cuda.synchronize()
+    assert torch.isfinite(got).all(), f"{name} has unwritten (NaN) elements"
+    err = rel_err(got, want)
+    assert err < TOL_OUT[got.dtype], f"{op} rel err {err:.3g} ({where})"
+
+
 def check_post(t, n, d, dtype, seed):
     g = _gen(seed)
     x = make_residual(t, 1, d, dtype, g).reshape(t, d)
@@ -259,24 +267,10 @@ def check_post(t, n, d, dtype, seed):
     post_mix = torch.rand(t, n, device=DEV, generator=g) * 2
     comb_mix = torch.rand(t, n, n, device=DEV, generator=g)
     out = kernels.post(x, residual, post_mix, comb_mix, out=nan_like((t, n, d), dtype))
-    torch.cuda.synchronize()
-    assert torch.isfinite(out).all(), "out has unwritten (NaN) elements"
-    err = rel_err(out, post_f64(x, residual, post_mix, comb_mix))
-    assert err < TOL_OUT[dtype], f"post rel err {err:.3g} (T={t} n={n} d={d} {dtype})"
+    _assert_written_close("post", "out", out, post_f64(x, residual, post_mix, comb_mix),
+                          f"T={t} n={n} d={d} {dtype}")
     again = kernels.post(x, residual, post_mix, comb_mix)
     assert torch.equal(out, again)
-
-
-@pytest.mark.parametrize("t", [1, 2, 3, 17, 64, 1000, 4099])
-def test_post_v4_all_t(t):
-    check_post(t, 4, 7168, torch.bfloat16, seed=300 + t)
-
-
-@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 6, 7, 8])
-@pytest.mark.parametrize("dtype", ALL_DTYPES)
-def test_post_n_dtypes(n, dtype):
-    for t, d in ((3, 1000), (64, 2056), (17, 4096)):
-        check_post(t, n, d, dtype, seed=n * 10 + t)
 
 
 # --- MhcHead ----------------------------------------------------------------
@@ -286,23 +280,33 @@ def check_head(t, n, d, dtype, seed):
     hc_fn, hc_scale, hc_base = make_weights(n, d, n, 1, g)
     residual = make_residual(t, n, d, dtype, g)
     y = kernels.head(residual, hc_fn, hc_scale, hc_base, out=nan_like((t, d), dtype))
-    torch.cuda.synchronize()
-    assert torch.isfinite(y).all(), "y has unwritten (NaN) elements"
-    err = rel_err(y, head_f64(residual, hc_fn, hc_scale, hc_base))
-    assert err < TOL_OUT[dtype], f"head rel err {err:.3g} (T={t} n={n} d={d} {dtype})"
+    _assert_written_close("head", "y", y, head_f64(residual, hc_fn, hc_scale, hc_base),
+                          f"T={t} n={n} d={d} {dtype}")
     assert torch.equal(y, kernels.head(residual, hc_fn, hc_scale, hc_base))
 
 
+# Per op: its check, the base seed of the V4 sweep over T, the seed step per n and the
+# (T, d) shapes of the n x dtype sweep (each op draws its own inputs).
+_POST_HEAD = {
+    "post": (check_post, 300, 10, ((3, 1000), (64, 2056), (17, 4096))),
+    "head": (check_head, 500, 100, ((3, 1000), (64, 2056))),
+}
+
+
 @pytest.mark.parametrize("t", [1, 2, 3, 17, 64, 1000, 4099])
-def test_head_v4_all_t(t):
-    check_head(t, 4, 7168, torch.bfloat16, seed=500 + t)
+@pytest.mark.parametrize("op", list(_POST_HEAD))
+def test_post_head_v4_all_t(op, t):
+    check, seed, _, _ = _POST_HEAD[op]
+    check(t, 4, 7168, torch.bfloat16, seed=seed + t)
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 6, 7, 8])
 @pytest.mark.parametrize("dtype", ALL_DTYPES)
-def test_head_n_dtypes(n, dtype):
-    for t, d in ((3, 1000), (64, 2056)):
-        check_head(t, n, d, dtype, seed=n * 100 + t)
+@pytest.mark.parametrize("op", list(_POST_HEAD))
+def test_post_head_n_dtypes(op, n, dtype):
+    check, _, seed_step, shapes = _POST_HEAD[op]
+    for t, d in shapes:
+        check(t, n, d, dtype, seed=n * seed_step + t)
 
 
 # --- Errors -----------------------------------------------------------------
@@ -558,15 +562,20 @@ def _run_paths(tmp_path, inp, paths):
     return got
 
 
+def _assert_post_halves_equal(got, inp, paths, ref):
+    """MhcPostPre's residual_out on each of ``paths`` bit-equal to ``ref``'s: the post half
+    is the MhcPost kernel's arithmetic on every path."""
+    for key in (k for k in inp if k.startswith("postpre")):
+        for name in paths:
+            assert torch.equal(got[name][key][0], got[ref][key][0]), (name, key)
+
+
 def test_streaming_kernel_matches_the_other_paths(tmp_path):
     # n=4 at the V4 widths and an odd d; n=1, 3, 8 (other fragment row counts).
     inp = _path_inputs(((300, 4, 7168), (133, 4, 4096), (517, 4, 1000), (150, 3, 1000),
                         (131, 8, 64), (140, 1, 520)), _gen(4242))
     got = _run_paths(tmp_path, inp, _PATHS)
-    for key in inp:
-        # The post half is the MhcPost kernel's arithmetic on every path.
-        if key.startswith("postpre"):
-            assert torch.equal(got["stream"][key][0], got["two-pass"][key][0])
+    _assert_post_halves_equal(got, inp, ("stream",), "two-pass")
 
 
 def test_decode_kernels_match_the_large_t_paths(tmp_path):
@@ -577,9 +586,7 @@ def test_decode_kernels_match_the_large_t_paths(tmp_path):
                         (1, 8, 64), (3, 4, 4096), (64, 4, 7168), (5, 3, 1000), (2, 8, 520),
                         (9, 1, 64)), _gen(4343))
     got = _run_paths(tmp_path, inp, {"decode": {}, "no-decode": {"MHC_DECODE_MAX_T": "0"}})
-    for key in inp:
-        if key.startswith("postpre"):
-            assert torch.equal(got["decode"][key][0], got["no-decode"][key][0])
+    _assert_post_halves_equal(got, inp, ("decode",), "no-decode")
 
 
 # --- The prefill paths (issue 22: mhc_prefill.cuh) -----------------------------------
@@ -602,11 +609,8 @@ def test_prefill_paths_match_float64(tmp_path):
     inp = _path_inputs(((4099, 4, 7168), (1000, 4, 4096), (333, 4, 1024), (150, 2, 512),
                         (131, 1, 1536), (77, 8, 64)), _gen(4545))
     got = _run_paths(tmp_path, inp, _PREFILL_PATHS)
+    _assert_post_halves_equal(got, inp, ("chunked", "chunked-kr2", "twopass"), "legacy")
     for key in inp:
-        if key.startswith("postpre"):
-            # The post half is the MhcPost kernel's arithmetic on every path.
-            for name in ("chunked", "chunked-kr2", "twopass"):
-                assert torch.equal(got[name][key][0], got["legacy"][key][0]), (name, key)
         # PDL changes when launches start, never what they compute.
         for a, b in zip(got["chunked"][key], got["chunked-nopdl"][key], strict=True):
             assert torch.equal(a, b), f"{key}: chunked with and without PDL differ"

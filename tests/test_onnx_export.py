@@ -5,6 +5,7 @@ from __future__ import annotations
 import onnx
 import pytest
 import torch
+from support import export_fixtures
 
 from mhc_export.core.spec import OPS, PLUGIN_NAMESPACE, PLUGIN_VERSION
 from mhc_export.export.model_export import export_model
@@ -25,16 +26,11 @@ def _attrs(node: onnx.NodeProto) -> dict:
 
 @pytest.fixture(scope="module")
 def single_op_models(tmp_path_factory):
-    out = {}
-    base = tmp_path_factory.mktemp("single")
-    for op in OPS:
-        for dtype in DTYPES if op != "sinkhorn" else ["float32"]:  # Sinkhorn is float32
-            spec = SingleOp.create(op, streams=3 if op == "sinkhorn" else 4, hidden=40,
-                                   dtype=dtype)
-            path = base / f"{op}_{dtype}.onnx"
-            export_single_op(spec, path)
-            out[op, dtype] = (spec, path)
-    return out
+    return export_fixtures(tmp_path_factory.mktemp("single"), {
+        (op, dtype): SingleOp.create(op, streams=3 if op == "sinkhorn" else 4, hidden=40,
+                                     dtype=dtype)
+        for op in OPS
+        for dtype in (DTYPES if op != "sinkhorn" else ["float32"])})  # Sinkhorn is float32
 
 
 @pytest.mark.parametrize("op", list(OPS))

@@ -13,8 +13,8 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from onnx.reference import ReferenceEvaluator
 from onnx.reference.op_run import OpRun
+from support import assert_two_forms_agree, reference_logits
 from test_v41_model import ODD_V41
 
 from mhc_export.cli import main
@@ -22,7 +22,7 @@ from mhc_export.core.spec import FIRST_ORT_RELEASE
 from mhc_export.export.model_export import export_model
 from mhc_export.export.ort_target import ORT_DOMAIN
 from mhc_export.reference import eager as reference
-from mhc_export.reference.model import build_model, get_config, random_tokens
+from mhc_export.reference.model import build_model, get_config
 from mhc_export.testing.f64 import collapse_f64, post_f64, rel_err
 from mhc_export.validation import ort_runner
 from mhc_export.validation.ort_compare import validate_model
@@ -132,17 +132,10 @@ def test_target_emits_the_contrib_ops(exported):
 
 def test_target_computes_what_the_mhc_form_computes(exported):
     model, ort_path, mhc_path, _ = exported
-    tokens = random_tokens(model.cfg, 2, 9, seed=7)
-    with torch.no_grad():
-        eager = model(tokens)
-    a = ort_runner.run(ort_runner.session(ort_path, "CPUExecutionProvider"), {"tokens": tokens})
-    b = ort_runner.run(ort_runner.session(mhc_path, "CPUExecutionProvider"), {"tokens": tokens})
-    assert rel_err(a["logits"], b["logits"].double()) < 1e-5
-    assert rel_err(a["logits"], eager) < 1e-4
-    ref = ReferenceEvaluator(str(ort_path), new_ops=[HyperConnectionPreMix,
-                                                     HyperConnectionPostMix])
-    got = ref.run(None, {"tokens": tokens.numpy()})[0]
-    assert rel_err(torch.from_numpy(np.asarray(got)), eager) < 1e-4
+    tokens, eager = assert_two_forms_agree(model, ort_path, mhc_path, seq=9, seed=7)
+    got = reference_logits(ort_path, tokens,
+                           new_ops=[HyperConnectionPreMix, HyperConnectionPostMix])
+    assert rel_err(got, eager) < 1e-4
 
 
 def test_target_validates_with_invariants_and_family(exported):

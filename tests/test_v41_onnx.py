@@ -8,18 +8,26 @@ mhc_export/testing/f64.py or the eager model, with attributes far from their def
 
 from __future__ import annotations
 
-import numpy as np
 import onnx
 import pytest
 import torch
-from onnx.reference import ReferenceEvaluator
+from support import (
+    assert_two_forms_agree,
+    export_fixtures,
+    graph,
+    inlined_logits,
+    mhc_node,
+    ort_logits,
+    reference_logits,
+    set_attr,
+    single_op_runs,
+)
 from test_v41_model import ODD_V41
-from trt_attr_inline import inline_like_tensorrt
 
 from mhc_export.core.spec import V41_OPS
 from mhc_export.export.fuse import fuse_boundaries
 from mhc_export.export.model_export import export_model
-from mhc_export.export.single_op import SingleOp, export_single_op, single_op_from_onnx
+from mhc_export.export.single_op import SingleOp, single_op_from_onnx
 from mhc_export.reference.model import build_model, get_config, random_tokens
 from mhc_export.testing.f64 import (
     ODD_ATTRS,
@@ -29,7 +37,6 @@ from mhc_export.testing.f64 import (
     post_mix_f64,
     rel_err,
 )
-from mhc_export.validation import ort_runner
 
 F64 = {"mix": mix_f64, "collapse": collapse_f64, "post_mix": post_mix_f64,
        "post_collapse": post_collapse_f64}
@@ -43,15 +50,9 @@ def _expected(op: str, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
 
 @pytest.fixture(scope="module")
 def fixtures(tmp_path_factory):
-    base = tmp_path_factory.mktemp("v41ops")
-    out = {}
-    for op in V41_OPS:
-        for dtype in ("float32", "bfloat16"):
-            spec = SingleOp.create(op, 4, 40, dtype, **ODD_ATTRS[op])
-            path = base / f"{op}_{dtype}.onnx"
-            export_single_op(spec, path)
-            out[op, dtype] = (spec, path)
-    return out
+    return export_fixtures(tmp_path_factory.mktemp("v41ops"), {
+        (op, dtype): SingleOp.create(op, 4, 40, dtype, **ODD_ATTRS[op])
+        for op in V41_OPS for dtype in ("float32", "bfloat16")})
 
 
 @pytest.mark.parametrize("op", list(V41_OPS))
@@ -75,20 +76,16 @@ def test_fixture_is_one_flat_node_in_spec_order(fixtures, op):
 @pytest.mark.parametrize("op", list(V41_OPS))
 def test_fixture_in_ort_reference_evaluator_and_tensorrt_rule(fixtures, op):
     spec, path = fixtures[op, "float32"]
-    model = onnx.load(path)
     inputs = spec.random_inputs(13, seed=3)
     exp = _expected(op, inputs)
-    ort = ort_runner.run(ort_runner.session(path, "CPUExecutionProvider"), inputs)
-    trt = ort_runner.run(ort_runner.session(inline_like_tensorrt(model).SerializeToString(),
-                                            "CPUExecutionProvider"), inputs)
-    refev = ReferenceEvaluator(str(path)).run(None, {k: t.numpy() for k, t in inputs.items()})
-    for i, (name, e) in enumerate(exp.items()):
-        assert rel_err(ort[name], e) < 2e-6, name
-        assert rel_err(trt[name], e) < 2e-6, name
-        assert rel_err(torch.from_numpy(np.asarray(refev[i])), e) < 2e-6, name
+    runs = single_op_runs(path, inputs)
+    assert list(runs) == list(exp)
+    for name, e in exp.items():
+        for got in runs[name]:  # ONNX Runtime, TensorRT's inlining, onnx.reference
+            assert rel_err(got, e) < 2e-6, name
     if op in ("mix", "post_mix"):  # the attributes matter: defaults give other mixes
         default = F64[op](*inputs.values())
-        assert rel_err(ort[V41_OPS[op].outputs[-1]], default[-1]) > 1e-2
+        assert rel_err(runs[V41_OPS[op].outputs[-1]][0], default[-1]) > 1e-2
 
 
 @pytest.mark.parametrize("op", list(V41_OPS))
@@ -135,21 +132,11 @@ def test_v41_model_fused_and_plain_agree(tiny_v41_pair):
     f = onnx.load(fused)
     onnx.checker.check_model(f, full_check=True)
     assert {fn.name for fn in f.functions} == {"MhcMix", "MhcPostMix", "MhcPostCollapse"}
-    tokens = random_tokens(model.cfg, 2, 7, seed=9)
-    with torch.no_grad():
-        eager = model(tokens)
-    a = ort_runner.run(ort_runner.session(fused, "CPUExecutionProvider"), {"tokens": tokens})
-    b = ort_runner.run(ort_runner.session(plain, "CPUExecutionProvider"), {"tokens": tokens})
-    assert rel_err(a["logits"], b["logits"].double()) < 1e-5
-    assert rel_err(a["logits"], eager) < 1e-4
+    tokens, eager = assert_two_forms_agree(model, fused, plain, seq=7, seed=9)
     for path in (fused, plain):
         onnx.checker.check_model(onnx.load(path), full_check=True)
-        refev = ReferenceEvaluator(str(path)).run(None, {"tokens": tokens.numpy()})[0]
-        assert rel_err(torch.from_numpy(np.asarray(refev)), eager) < 1e-4
-        trt = inline_like_tensorrt(onnx.load(path))
-        c = ort_runner.run(ort_runner.session(trt.SerializeToString(), "CPUExecutionProvider"),
-                           {"tokens": tokens})
-        assert rel_err(c["logits"], eager) < 1e-4
+        assert rel_err(reference_logits(path, tokens), eager) < 1e-4
+        assert rel_err(inlined_logits(onnx.load(path), tokens), eager) < 1e-4
 
 
 @pytest.mark.parametrize(("engram", "extra"), [((1,), 0), ((0, 1), 1)], ids=str)
@@ -165,12 +152,8 @@ def test_engram_boundaries_stay_plain(tmp_path, engram, extra):
     tokens = random_tokens(model.cfg, 2, 5, seed=4)
     with torch.no_grad():
         eager = model(tokens)
-    got = ort_runner.run(ort_runner.session(path, "CPUExecutionProvider"), {"tokens": tokens})
-    assert rel_err(got["logits"], eager) < 1e-4
-    trt = inline_like_tensorrt(onnx.load(path))
-    got = ort_runner.run(ort_runner.session(trt.SerializeToString(), "CPUExecutionProvider"),
-                         {"tokens": tokens})
-    assert rel_err(got["logits"], eager) < 1e-4
+    assert rel_err(ort_logits(path, tokens), eager) < 1e-4
+    assert rel_err(inlined_logits(onnx.load(path), tokens), eager) < 1e-4
 
 
 @pytest.mark.parametrize("which", ["fused", "plain"])
@@ -199,31 +182,20 @@ def test_v4_model_report_names_its_family(tmp_path):
 # ---- the pass on hand-built graphs ----------------------------------------------------
 
 
-def _graph(nodes, inputs, outputs):
-    f = onnx.TensorProto.FLOAT
-    return onnx.helper.make_graph(
-        nodes, "g", [onnx.helper.make_tensor_value_info(i, f, None) for i in inputs],
-        [onnx.helper.make_tensor_value_info(o, f, None) for o in outputs])
-
-
-def _mhc(op, ins, outs, **attrs):
-    return onnx.helper.make_node(op, ins, outs, domain="mhc", name=f"{op}_{outs[0]}", **attrs)
-
-
 W = ["fn", "s", "b"]
 ZERO = {"MhcPostPre": 0, "MhcPostHead": 0}
 
 
 def test_pass_fuses_v41_boundaries():
     # site 1: mixes p1 of X1; site 2 collapses R1 with p1 (delayed), the end with p2.
-    mix1 = _mhc("MhcMix", ["X", *W], ["p1", "q1", "c1"], sinkhorn_iters=5)
-    post1 = _mhc("MhcPost", ["y1", "X", "q1", "c1"], ["R1"])
+    mix1 = mhc_node("MhcMix", ["X", *W], ["p1", "q1", "c1"], sinkhorn_iters=5)
+    post1 = mhc_node("MhcPost", ["y1", "X", "q1", "c1"], ["R1"])
     side = onnx.helper.make_node("Identity", ["R1"], ["R1copy"])  # another reader of R1
-    mix2 = _mhc("MhcMix", ["R1", "fn2", "s2", "b2"], ["p2", "q2", "c2"], sinkhorn_iters=3)
-    col2 = _mhc("MhcCollapse", ["R1", "p1"], ["y2"])
-    post2 = _mhc("MhcPost", ["y2", "R1", "q2", "c2"], ["R2"])
-    end = _mhc("MhcCollapse", ["R2", "p2"], ["out"])
-    g = _graph([mix1, post1, side, col2, mix2, post2, end],
+    mix2 = mhc_node("MhcMix", ["R1", "fn2", "s2", "b2"], ["p2", "q2", "c2"], sinkhorn_iters=3)
+    col2 = mhc_node("MhcCollapse", ["R1", "p1"], ["y2"])
+    post2 = mhc_node("MhcPost", ["y2", "R1", "q2", "c2"], ["R2"])
+    end = mhc_node("MhcCollapse", ["R2", "p2"], ["out"])
+    g = graph([mix1, post1, side, col2, mix2, post2, end],
                ["X", "y1", *W, "fn2", "s2", "b2"], ["out", "R1copy"])
     assert fuse_boundaries(g) == {**ZERO, "MhcPostMix": 1, "MhcPostCollapse": 1}
     by = {n.op_type: n for n in g.node}
@@ -242,18 +214,18 @@ def test_pass_fuses_v41_boundaries():
 
 def test_pass_leaves_engram_and_own_pre_boundaries_alone():
     # An engram rewrites the stream between the post and the next site: no fusion there.
-    post1 = _mhc("MhcPost", ["y1", "X", "q1", "c1"], ["R1"])
+    post1 = mhc_node("MhcPost", ["y1", "X", "q1", "c1"], ["R1"])
     engram = onnx.helper.make_node("Relu", ["R1"], ["E1"])
-    mix2 = _mhc("MhcMix", ["E1", *W], ["p2", "q2", "c2"])
-    col2 = _mhc("MhcCollapse", ["E1", "p1"], ["y2"])
+    mix2 = mhc_node("MhcMix", ["E1", *W], ["p2", "q2", "c2"])
+    col2 = mhc_node("MhcCollapse", ["E1", "p1"], ["y2"])
     # V4's wiring: the collapse uses the pre made from the same stream. Not a V4.1 site.
-    post2 = _mhc("MhcPost", ["y2", "E1", "q2", "c2"], ["R2"])
-    mix3 = _mhc("MhcMix", ["R2", *W], ["p3", "q3", "c3"])
-    col3 = _mhc("MhcCollapse", ["R2", "p3"], ["y3"])
+    post2 = mhc_node("MhcPost", ["y2", "E1", "q2", "c2"], ["R2"])
+    mix3 = mhc_node("MhcMix", ["R2", *W], ["p3", "q3", "c3"])
+    col3 = mhc_node("MhcCollapse", ["R2", "p3"], ["y3"])
     # The final collapse while the stream is also a graph output (e.g. an MTP input).
-    post3 = _mhc("MhcPost", ["y3", "R2", "q3", "c3"], ["R3"])
-    end = _mhc("MhcCollapse", ["R3", "p3"], ["out"])
-    g = _graph([post1, engram, mix2, col2, post2, mix3, col3, post3, end],
+    post3 = mhc_node("MhcPost", ["y3", "R2", "q3", "c3"], ["R3"])
+    end = mhc_node("MhcCollapse", ["R3", "p3"], ["out"])
+    g = graph([post1, engram, mix2, col2, post2, mix3, col3, post3, end],
                ["X", "y1", "q1", "c1", "p1", *W], ["out", "R3"])
     before = onnx.GraphProto()
     before.CopyFrom(g)
@@ -290,20 +262,12 @@ def test_validate_command_rebuilds_the_v41_model(tmp_path, capsys):
     assert "family: V4.1" in said and "config: tiny-v41" in said and "RESULT: PASS" in said
 
 
-def _set(node, name, value):
-    for a in node.attribute:
-        if a.name == name:
-            node.attribute.remove(a)
-            break
-    node.attribute.append(onnx.helper.make_attribute(name, value))
-
-
 @pytest.mark.parametrize(("op", "change", "needle"), [
-    ("post_mix", lambda n: _set(n, "sinkhorn_iters", 7.0),
+    ("post_mix", lambda n: set_attr(n, "sinkhorn_iters", 7.0),
      "attribute sinkhorn_iters must be int, got float"),
     ("post_mix", lambda n: n.input.__delitem__(2), "takes 8 inputs"),
-    ("mix", lambda n: _set(n, "rms_eps", "1e-20"), "attribute rms_eps must be float"),
-    ("collapse", lambda n: _set(n, "rms_eps", 1e-20), "unknown attribute 'rms_eps'"),
+    ("mix", lambda n: set_attr(n, "rms_eps", "1e-20"), "attribute rms_eps must be float"),
+    ("collapse", lambda n: set_attr(n, "rms_eps", 1e-20), "unknown attribute 'rms_eps'"),
     ("post_collapse", lambda n: n.output.append("extra"), "has 1 outputs"),
 ])
 def test_bad_v41_nodes_are_named(fixtures, op, change, needle, tmp_path, capsys):

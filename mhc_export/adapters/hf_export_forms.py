@@ -70,6 +70,18 @@ def _compress(module, chunk_kv: torch.Tensor, chunk_gate: torch.Tensor) -> torch
     return apply_rotary_pos_emb(compressed.unsqueeze(1), cos, sin).squeeze(1)
 
 
+def _compressed(module, hidden_states: torch.Tensor, *, overlap: bool) -> torch.Tensor:
+    """The compressor's entries [B, W, C]: kv and position-biased gate windows, pooled.
+    ``overlap`` (CSA and its indexer) gives each window the previous one's Ca half too."""
+    chunk_kv = _windows(module.kv_proj(hidden_states), module.compress_rate)
+    chunk_gate = _windows(module.gate_proj(hidden_states), module.compress_rate)
+    chunk_gate = chunk_gate + module.position_bias
+    if overlap:
+        chunk_kv = _overlapped(chunk_kv, module.head_dim, 0.0)
+        chunk_gate = _overlapped(chunk_gate, module.head_dim, float("-inf"))
+    return _compress(module, chunk_kv, chunk_gate)
+
+
 def _future(position_ids: torch.Tensor, rate: int, n_entries: int,
             device: torch.device) -> torch.Tensor:
     """[B, S, W] True where query t may not see compressed entry w (w >= (t+1) // rate)."""
@@ -83,9 +95,7 @@ def hca_compressor_forward(self, hidden_states, q_residual, position_ids, past_k
     """DeepseekV4HCACompressor.forward, cache-free and branch-free."""
     _no_cache(past_key_values)
     batch, seq_len, _ = hidden_states.shape
-    chunk_kv = _windows(self.kv_proj(hidden_states), self.compress_rate)
-    chunk_gate = _windows(self.gate_proj(hidden_states), self.compress_rate) + self.position_bias
-    compressed_kv = _compress(self, chunk_kv, chunk_gate).unsqueeze(1)
+    compressed_kv = _compressed(self, hidden_states, overlap=False).unsqueeze(1)
     future = _future(position_ids, self.compress_rate, compressed_kv.shape[2],
                      compressed_kv.device)
     block_bias = compressed_kv.new_zeros((batch, 1, seq_len, compressed_kv.shape[2]))
@@ -98,12 +108,7 @@ def indexer_forward(self, hidden_states, q_residual, position_ids, past_key_valu
 
     _no_cache(past_key_values)
     batch, seq_len, _ = hidden_states.shape
-    chunk_kv = _windows(self.kv_proj(hidden_states), self.compress_rate)
-    chunk_gate = _windows(self.gate_proj(hidden_states), self.compress_rate) + self.position_bias
-    compressed_kv = _compress(
-        self, _overlapped(chunk_kv, self.head_dim, 0.0),
-        _overlapped(chunk_gate, self.head_dim, float("-inf")),
-    )
+    compressed_kv = _compressed(self, hidden_states, overlap=True)
     cos_q, sin_q = self.rotary_emb(hidden_states, position_ids=position_ids,
                                    layer_type=self.rope_layer_type)
     q = self.q_b_proj(q_residual).view(batch, seq_len, -1, self.head_dim).transpose(1, 2)
@@ -126,12 +131,7 @@ def csa_compressor_forward(self, hidden_states, q_residual, position_ids, past_k
     """DeepseekV4CSACompressor.forward, cache-free and branch-free."""
     _no_cache(past_key_values)
     batch, seq_len, _ = hidden_states.shape
-    chunk_kv = _windows(self.kv_proj(hidden_states), self.compress_rate)
-    chunk_gate = _windows(self.gate_proj(hidden_states), self.compress_rate) + self.position_bias
-    compressed_kv = _compress(
-        self, _overlapped(chunk_kv, self.head_dim, 0.0),
-        _overlapped(chunk_gate, self.head_dim, float("-inf")),
-    ).unsqueeze(1)
+    compressed_kv = _compressed(self, hidden_states, overlap=True).unsqueeze(1)
     top_k_indices = self.indexer(hidden_states, q_residual, position_ids, None, layer_idx)
     n_entries = compressed_kv.shape[2]
     valid = top_k_indices >= 0

@@ -95,3 +95,24 @@ def save_random_checkpoint(path: str | os.PathLike[str], config=None, *, seed: i
     kwargs = {"max_shard_size": max_shard_size} if max_shard_size else {}
     model.save_pretrained(path, **kwargs)
     return model
+
+
+def max_rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    """max |a - b| / max |b|, in float64."""
+    return ((a.double() - b.double()).abs().max() / b.double().abs().max()).item()
+
+
+@torch.no_grad()
+def bf16_errors(model: torch.nn.Module, ids: torch.Tensor) -> tuple[float, float, float]:
+    """A float32 ``model`` cast to bf16 and run adapted (our ops) and as HF runs it:
+    (ours vs HF's bf16, HF's bf16 vs float32, ours vs float32), as max_rel."""
+    import copy
+
+    from .hf_deepseek_v4 import adapted  # late, like transformers above: a light import
+
+    ref32 = model(ids, use_cache=False).logits
+    m16 = copy.deepcopy(model).to(torch.bfloat16)
+    hf16 = m16(ids, use_cache=False).logits
+    with adapted(m16):
+        ours16 = m16(ids, use_cache=False).logits
+    return max_rel(ours16, hf16), max_rel(hf16, ref32), max_rel(ours16, ref32)

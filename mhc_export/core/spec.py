@@ -7,7 +7,9 @@ that they cannot drift apart.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 import torch
 
@@ -82,6 +84,30 @@ MHC_PRE = OpContract(
         Attr("sinkhorn_iters", "int", SINKHORN_ITERS),
     ),
 )
+
+
+class PreAttrs(TypedDict, total=False):
+    """MhcPre's attributes as keyword arguments (MhcMix, MhcPostPre and MhcPostMix take
+    the same); the functions that accept them fill the missing ones with pre_attributes."""
+
+    rms_eps: float
+    pre_eps: float
+    sinkhorn_eps: float
+    post_mult: float
+    sinkhorn_iters: int
+
+
+def pre_attributes(given: Mapping[str, float | int]) -> dict[str, float | int]:
+    """MhcPre's attributes: MHC_PRE's defaults, replaced by ``given``. An unknown name is a
+    TypeError, as an unknown keyword argument is."""
+    defaults = MHC_PRE.defaults()
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise TypeError(f"unexpected keyword argument {unknown[0]!r}; MhcPre's attributes are "
+                        f"{', '.join(defaults)}")
+    return {**defaults, **given}  # type: ignore[dict-item]
+
+
 MHC_SINKHORN = OpContract(
     op_type="MhcSinkhorn",
     torch_name="mhc::sinkhorn",

@@ -20,14 +20,25 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch.func import jacrev, vmap
 
 from ..core.checks import check_attributes, check_pre_inputs
-from ..core.spec import POST_MULT, PRE_EPS, RMS_EPS, SINKHORN_EPS, SINKHORN_ITERS, num_mixes
+from ..core.spec import (
+    RMS_EPS,
+    SINKHORN_EPS,
+    SINKHORN_ITERS,
+    PreAttrs,
+    num_mixes,
+    pre_attributes,
+)
 from ..reference.eager import pre_mixes, sinkhorn
 from .gauge import gauge_perp_basis, project_gauge_perp
+
+if TYPE_CHECKING:  # typing.Unpack is Python 3.11+; annotations stay strings
+    from typing import Unpack
 
 __all__ = [
     "GateStats",
@@ -124,29 +135,20 @@ class Sensitivity:
 
 
 def dynamic_sensitivity(
-    residual: torch.Tensor,
-    hc_fn: torch.Tensor,
-    hc_scale: torch.Tensor,
-    hc_base: torch.Tensor,
-    *,
-    rms_eps: float = RMS_EPS,
-    pre_eps: float = PRE_EPS,
-    sinkhorn_eps: float = SINKHORN_EPS,
-    post_mult: float = POST_MULT,
-    sinkhorn_iters: int = SINKHORN_ITERS,
+    residual: torch.Tensor, hc_fn: torch.Tensor, hc_scale: torch.Tensor, hc_base: torch.Tensor,
+    **pre_attrs: Unpack[PreAttrs],
 ) -> Sensitivity:
-    """||D comb(x)|| ||x||, ||D pre(x)|| ||x||, ||D post(x)|| ||x|| for every token of residual."""
+    """||D comb(x)|| ||x||, ||D pre(x)|| ||x||, ||D post(x)|| ||x|| for every token of residual
+    (MhcPre's attributes as keywords, spec defaults for the missing ones)."""
     t, n, d = check_pre_inputs(residual, hc_fn, hc_scale, hc_base)
+    attrs = pre_attributes(pre_attrs)
     x = residual.detach().float()
 
     # Tokens do not interact, so the Jacobian of the token-summed gates with
     # respect to the whole batch holds every token's own Jacobian side by side:
     # one reverse pass per gate entry (2n + n^2) instead of one per token.
     def summed(r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        pre, post, comb = pre_mixes(
-            r, hc_fn, hc_scale, hc_base, rms_eps=rms_eps, pre_eps=pre_eps,
-            sinkhorn_eps=sinkhorn_eps, post_mult=post_mult, sinkhorn_iters=sinkhorn_iters,
-        )
+        pre, post, comb = pre_mixes(r, hc_fn, hc_scale, hc_base, **attrs)  # type: ignore[arg-type]
         return pre.sum(0), post.sum(0), comb.sum(0).reshape(n * n)
 
     jp, jq, jc = jacrev(summed)(x)  # [outs, T, n, d] each
@@ -168,10 +170,7 @@ def dynamic_sensitivity(
 
 
 def comb_logits(
-    residual: torch.Tensor,
-    hc_fn: torch.Tensor,
-    hc_scale: torch.Tensor,
-    hc_base: torch.Tensor,
+    residual: torch.Tensor, hc_fn: torch.Tensor, hc_scale: torch.Tensor, hc_base: torch.Tensor,
     *,
     rms_eps: float = RMS_EPS,
 ) -> torch.Tensor:
@@ -193,10 +192,7 @@ class LogitUpdate:
 
 
 def logit_update(
-    residual: torch.Tensor,
-    hc_fn: torch.Tensor,
-    hc_scale: torch.Tensor,
-    hc_base: torch.Tensor,
+    residual: torch.Tensor, hc_fn: torch.Tensor, hc_scale: torch.Tensor, hc_base: torch.Tensor,
     *,
     lr: float = 1e-3,
     rms_eps: float = RMS_EPS,

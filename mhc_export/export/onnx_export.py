@@ -19,6 +19,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypedDict
 
 import onnx
 import torch
@@ -123,6 +124,18 @@ class ExportResult:
     external_data: Path | None
     opset: int
     contrib_nodes: dict[str, int] = field(default_factory=dict)  # com.microsoft (--target)
+
+
+class ExportOptions(TypedDict, total=False):
+    """The keyword options of :func:`export` that callers pass through (the defaults are
+    export's)."""
+
+    opset: int
+    external_data: bool | None
+    metadata: dict[str, str] | None
+    verbose: bool
+    fuse: bool
+    target: str
 
 
 def check_opset(opset: int) -> int:

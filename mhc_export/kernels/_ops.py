@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..core.checks import check_attributes, check_head_inputs, check_post_inputs, check_pre_inputs
-from ..core.spec import HEAD_EPS, POST_MULT, PRE_EPS, RMS_EPS, SINKHORN_EPS, SINKHORN_ITERS
+from ..core.spec import HEAD_EPS, RMS_EPS, SINKHORN_EPS, SINKHORN_ITERS, PreAttrs, pre_attributes
 from ._lib import DTYPE_CODES, HeadParams, PreParams, load, raise_for_status
+
+if TYPE_CHECKING:  # typing.Unpack is Python 3.11+; annotations stay strings
+    from typing import Unpack
 
 
 def require_cuda(**tensors: torch.Tensor) -> None:
@@ -53,32 +58,73 @@ def new_output(
     return given
 
 
-def pre_params(rms_eps: float, pre_eps: float, sinkhorn_eps: float, post_mult: float,
-                sinkhorn_iters: int) -> PreParams:
-    """MhcPre's attributes, checked, as the C struct (MhcPostPre shares them)."""
-    check_attributes(rms_eps=rms_eps, pre_eps=pre_eps, sinkhorn_eps=sinkhorn_eps,
-                     post_mult=post_mult, sinkhorn_iters=sinkhorn_iters)
-    return PreParams(rms_eps, pre_eps, sinkhorn_eps, post_mult, sinkhorn_iters)
+def pre_params(attrs: PreAttrs) -> PreParams:
+    """MhcPre's attributes (spec defaults for the missing ones), checked, as the C struct
+    (MhcPostPre, MhcMix and MhcPostMix share them)."""
+    full = pre_attributes(attrs)
+    check_attributes(**full)
+    return PreParams(**full)
 
 
-def _head_params(rms_eps: float, eps: float) -> HeadParams:
+def head_params(rms_eps: float, eps: float) -> HeadParams:
     """MhcHead's attributes, checked, as the C struct (MhcPostHead shares them)."""
     check_attributes(rms_eps=rms_eps, eps=eps)
     return HeadParams(rms_eps, eps)
 
 
+OutSpec = tuple[str, tuple[int, ...], torch.dtype]
+"""An output of a C API call: (name for messages, shape, dtype)."""
+
+
+def launch(
+    lib: ctypes.CDLL, symbol: str, inputs: dict[str, torch.Tensor], outputs: Sequence[OutSpec],
+    out: Sequence[torch.Tensor | None] | None, dims: tuple[int, int, int],
+    params: PreParams | HeadParams | None = None,
+) -> tuple[torch.Tensor, ...]:
+    """Call ``lib.<symbol>`` the way every residual op of mhc_kernels.h is called.
+
+    ``inputs`` are in the C API's order, named for the error messages; ``out`` gives
+    tensors to write into (None entries are allocated). The C argument order is the
+    inputs, the outputs, T, n, d, the residual dtype code,
+    then (ops with attributes only) the params struct and the workspace, and the stream.
+    Callers load the library, then check shapes and attributes, then launch: that order
+    decides which error a caller sees first.
+    """
+    require_cuda(**inputs)
+    residual = inputs["residual"]
+    dev, code = residual.device, DTYPE_CODES[residual.dtype]
+    given = out if out is not None else (None,) * len(outputs)
+    outs = tuple(new_output(name, given[i], shape, dtype, dev)
+                 for i, (name, shape, dtype) in enumerate(outputs))
+    args = [*(ptr(t) for t in inputs.values()), *(ptr(o) for o in outs), *dims, code]
+    if params is not None:
+        # Only the ops with attributes (the mixes) take a workspace.
+        ws_bytes = int(getattr(lib, symbol + "WorkspaceSize")(*dims, code))
+        args += [ctypes.byref(params), ptr(new_workspace(ws_bytes, dev)), ws_bytes]
+    with torch.cuda.device(dev):
+        status = getattr(lib, symbol)(*args, stream(dev))
+    raise_for_status(status, symbol)
+    return outs
+
+
+def mix_outputs(prefix: str, t: int, n: int) -> list[OutSpec]:
+    """The float32 mixes pre [T, n], post [T, n], comb [T, n, n] as outputs."""
+    return [(f"{prefix}pre_mix", (t, n), torch.float32),
+            (f"{prefix}post_mix", (t, n), torch.float32),
+            (f"{prefix}comb_mix", (t, n, n), torch.float32)]
+
+
+def boundary_outputs(residual: torch.Tensor, t: int, n: int, d: int) -> list[OutSpec]:
+    """residual_out [T, n, d] and layer_input [T, d] in the residual dtype: the first
+    outputs of MhcPostPre and MhcPostMix."""
+    return [("residual_out", (t, n, d), residual.dtype), ("layer_input", (t, d), residual.dtype)]
+
+
 def pre(
-    residual: torch.Tensor,
-    hc_fn: torch.Tensor,
-    hc_scale: torch.Tensor,
-    hc_base: torch.Tensor,
+    residual: torch.Tensor, hc_fn: torch.Tensor, hc_scale: torch.Tensor, hc_base: torch.Tensor,
     *,
-    rms_eps: float = RMS_EPS,
-    pre_eps: float = PRE_EPS,
-    sinkhorn_eps: float = SINKHORN_EPS,
-    post_mult: float = POST_MULT,
-    sinkhorn_iters: int = SINKHORN_ITERS,
     out: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    **attrs: Unpack[PreAttrs],
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """MhcPre: (layer_input [T, d], post_mix [T, n], comb_mix [T, n, n]).
 
@@ -86,24 +132,11 @@ def pre(
     """
     lib = load()
     t, n, d = check_pre_inputs(residual, hc_fn, hc_scale, hc_base)
-    params = pre_params(rms_eps, pre_eps, sinkhorn_eps, post_mult, sinkhorn_iters)
-    require_cuda(residual=residual, hc_fn=hc_fn, hc_scale=hc_scale, hc_base=hc_base)
-    dev = residual.device
-    o = out if out is not None else (None, None, None)
-    layer_input = new_output("layer_input", o[0], (t, d), residual.dtype, dev)
-    post_mix = new_output("post_mix", o[1], (t, n), torch.float32, dev)
-    comb_mix = new_output("comb_mix", o[2], (t, n, n), torch.float32, dev)
-    code = DTYPE_CODES[residual.dtype]
-    ws_bytes = int(lib.mhcPreWorkspaceSize(t, n, d, code))
-    ws = new_workspace(ws_bytes, dev)
-    with torch.cuda.device(dev):
-        status = lib.mhcPre(
-            ptr(residual), ptr(hc_fn), ptr(hc_scale), ptr(hc_base), ptr(layer_input),
-            ptr(post_mix), ptr(comb_mix), t, n, d, code, ctypes.byref(params), ptr(ws),
-            ws_bytes, stream(dev),
-        )
-    raise_for_status(status, "mhcPre")
-    return layer_input, post_mix, comb_mix
+    params = pre_params(attrs)
+    inputs = dict(residual=residual, hc_fn=hc_fn, hc_scale=hc_scale, hc_base=hc_base)
+    outputs = [("layer_input", (t, d), residual.dtype), *mix_outputs("", t, n)[1:]]
+    li, post_mix, comb_mix = launch(lib, "mhcPre", inputs, outputs, out, (t, n, d), params)
+    return li, post_mix, comb_mix
 
 
 def sinkhorn(
@@ -131,123 +164,73 @@ def sinkhorn(
 
 
 def post(
-    x: torch.Tensor,
-    residual: torch.Tensor,
-    post_mix: torch.Tensor,
-    comb_mix: torch.Tensor,
+    x: torch.Tensor, residual: torch.Tensor, post_mix: torch.Tensor, comb_mix: torch.Tensor,
     *,
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """MhcPost: out [T, n, d] = post * x + comb^T @ residual."""
     lib = load()
     t, n, d = check_post_inputs(x, residual, post_mix, comb_mix)
-    require_cuda(x=x, residual=residual, post_mix=post_mix, comb_mix=comb_mix)
-    res = new_output("out", out, (t, n, d), residual.dtype, residual.device)
-    with torch.cuda.device(residual.device):
-        status = lib.mhcPost(ptr(x), ptr(residual), ptr(post_mix), ptr(comb_mix), ptr(res),
-                             t, n, d, DTYPE_CODES[residual.dtype], stream(residual.device))
-    raise_for_status(status, "mhcPost")
-    return res
+    inputs = dict(x=x, residual=residual, post_mix=post_mix, comb_mix=comb_mix)
+    return launch(lib, "mhcPost", inputs, [("out", (t, n, d), residual.dtype)], (out,),
+                  (t, n, d))[0]
 
 
 def head(
-    residual: torch.Tensor,
-    hc_fn: torch.Tensor,
-    hc_scale: torch.Tensor,
-    hc_base: torch.Tensor,
+    residual: torch.Tensor, hc_fn: torch.Tensor, hc_scale: torch.Tensor, hc_base: torch.Tensor,
     *,
-    rms_eps: float = RMS_EPS,
-    eps: float = HEAD_EPS,
+    rms_eps: float = RMS_EPS, eps: float = HEAD_EPS,  # MhcHead's attributes
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """MhcHead: y [T, d] = sum_i w_i * residual[:, i]."""
     lib = load()
-    t, n, d = check_head_inputs(residual, hc_fn, hc_scale, hc_base)
-    params = _head_params(rms_eps, eps)
-    require_cuda(residual=residual, hc_fn=hc_fn, hc_scale=hc_scale, hc_base=hc_base)
-    dev = residual.device
-    y = new_output("y", out, (t, d), residual.dtype, dev)
-    code = DTYPE_CODES[residual.dtype]
-    ws_bytes = int(lib.mhcHeadWorkspaceSize(t, n, d, code))
-    ws = new_workspace(ws_bytes, dev)
-    with torch.cuda.device(dev):
-        status = lib.mhcHead(ptr(residual), ptr(hc_fn), ptr(hc_scale), ptr(hc_base), ptr(y),
-                             t, n, d, code, ctypes.byref(params), ptr(ws), ws_bytes,
-                             stream(dev))
-    raise_for_status(status, "mhcHead")
-    return y
+    dims = check_head_inputs(residual, hc_fn, hc_scale, hc_base)
+    inputs = dict(residual=residual, hc_fn=hc_fn, hc_scale=hc_scale, hc_base=hc_base)
+    return _launch_head(lib, "mhcHead", inputs, dims, rms_eps, eps, out)
+
+
+def _launch_head(lib: ctypes.CDLL, symbol: str, inputs: dict[str, torch.Tensor],
+                 dims: tuple[int, int, int], rms_eps: float, eps: float,
+                 out: torch.Tensor | None) -> torch.Tensor:
+    """MhcHead and MhcPostHead after their input checks: MhcHead's attributes, checked,
+    and the one output y [T, d] in the residual dtype."""
+    params = head_params(rms_eps, eps)
+    t, _, d = dims
+    y = ("y", (t, d), inputs["residual"].dtype)
+    return launch(lib, symbol, inputs, [y], (out,), dims, params)[0]
 
 
 def post_pre(
-    x: torch.Tensor,
-    residual: torch.Tensor,
-    post_mix: torch.Tensor,
-    comb_mix: torch.Tensor,
-    hc_fn: torch.Tensor,
-    hc_scale: torch.Tensor,
-    hc_base: torch.Tensor,
+    x: torch.Tensor, residual: torch.Tensor, post_mix: torch.Tensor, comb_mix: torch.Tensor,
+    hc_fn: torch.Tensor, hc_scale: torch.Tensor, hc_base: torch.Tensor,
     *,
-    rms_eps: float = RMS_EPS,
-    pre_eps: float = PRE_EPS,
-    sinkhorn_eps: float = SINKHORN_EPS,
-    post_mult: float = POST_MULT,
-    sinkhorn_iters: int = SINKHORN_ITERS,
     out: tuple[torch.Tensor, ...] | None = None,
+    **attrs: Unpack[PreAttrs],
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """MhcPostPre: (residual_out [T,n,d], layer_input [T,d], next_post_mix, next_comb_mix)."""
     lib = load()
     t, n, d = check_post_inputs(x, residual, post_mix, comb_mix)
     check_pre_inputs(residual, hc_fn, hc_scale, hc_base)
-    params = pre_params(rms_eps, pre_eps, sinkhorn_eps, post_mult, sinkhorn_iters)
-    require_cuda(x=x, residual=residual, post_mix=post_mix, comb_mix=comb_mix, hc_fn=hc_fn,
+    params = pre_params(attrs)
+    inputs = dict(x=x, residual=residual, post_mix=post_mix, comb_mix=comb_mix, hc_fn=hc_fn,
                   hc_scale=hc_scale, hc_base=hc_base)
-    dev = residual.device
-    o = out if out is not None else (None,) * 4
-    res_out = new_output("residual_out", o[0], (t, n, d), residual.dtype, dev)
-    layer_input = new_output("layer_input", o[1], (t, d), residual.dtype, dev)
-    post2 = new_output("next_post_mix", o[2], (t, n), torch.float32, dev)
-    comb2 = new_output("next_comb_mix", o[3], (t, n, n), torch.float32, dev)
-    code = DTYPE_CODES[residual.dtype]
-    ws_bytes = int(lib.mhcPostPreWorkspaceSize(t, n, d, code))
-    ws = new_workspace(ws_bytes, dev)
-    with torch.cuda.device(dev):
-        status = lib.mhcPostPre(
-            ptr(x), ptr(residual), ptr(post_mix), ptr(comb_mix), ptr(hc_fn),
-            ptr(hc_scale), ptr(hc_base), ptr(res_out), ptr(layer_input), ptr(post2),
-            ptr(comb2), t, n, d, code, ctypes.byref(params), ptr(ws), ws_bytes, stream(dev))
-    raise_for_status(status, "mhcPostPre")
-    return res_out, layer_input, post2, comb2
+    outputs = boundary_outputs(residual, t, n, d) + mix_outputs("next_", t, n)[1:]
+    res_out, li, post2, comb2 = launch(lib, "mhcPostPre", inputs, outputs, out, (t, n, d),
+                                       params)
+    return res_out, li, post2, comb2
 
 
 def post_head(
-    x: torch.Tensor,
-    residual: torch.Tensor,
-    post_mix: torch.Tensor,
-    comb_mix: torch.Tensor,
-    hc_fn: torch.Tensor,
-    hc_scale: torch.Tensor,
-    hc_base: torch.Tensor,
+    x: torch.Tensor, residual: torch.Tensor, post_mix: torch.Tensor, comb_mix: torch.Tensor,
+    hc_fn: torch.Tensor, hc_scale: torch.Tensor, hc_base: torch.Tensor,
     *,
-    rms_eps: float = RMS_EPS,
-    eps: float = HEAD_EPS,
+    rms_eps: float = RMS_EPS, eps: float = HEAD_EPS,  # MhcHead's attributes
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """MhcPostHead: y [T, d] = MhcHead(MhcPost(x, residual, post_mix, comb_mix), ...)."""
     lib = load()
-    t, n, d = check_post_inputs(x, residual, post_mix, comb_mix)
+    dims = check_post_inputs(x, residual, post_mix, comb_mix)
     check_head_inputs(residual, hc_fn, hc_scale, hc_base)
-    params = _head_params(rms_eps, eps)
-    require_cuda(x=x, residual=residual, post_mix=post_mix, comb_mix=comb_mix, hc_fn=hc_fn,
+    inputs = dict(x=x, residual=residual, post_mix=post_mix, comb_mix=comb_mix, hc_fn=hc_fn,
                   hc_scale=hc_scale, hc_base=hc_base)
-    dev = residual.device
-    y = new_output("y", out, (t, d), residual.dtype, dev)
-    code = DTYPE_CODES[residual.dtype]
-    ws_bytes = int(lib.mhcPostHeadWorkspaceSize(t, n, d, code))
-    ws = new_workspace(ws_bytes, dev)
-    with torch.cuda.device(dev):
-        status = lib.mhcPostHead(
-            ptr(x), ptr(residual), ptr(post_mix), ptr(comb_mix), ptr(hc_fn),
-            ptr(hc_scale), ptr(hc_base), ptr(y), t, n, d, code, ctypes.byref(params),
-            ptr(ws), ws_bytes, stream(dev))
-    raise_for_status(status, "mhcPostHead")
-    return y
+    return _launch_head(lib, "mhcPostHead", inputs, dims, rms_eps, eps, out)

@@ -91,10 +91,7 @@ def _rms_mixes(x: torch.Tensor, hc_fn: torch.Tensor, rms_eps: float) -> torch.Te
 
 
 def pre_mixes(
-    residual: torch.Tensor,
-    hc_fn: torch.Tensor,
-    hc_scale: torch.Tensor,
-    hc_base: torch.Tensor,
+    residual: torch.Tensor, hc_fn: torch.Tensor, hc_scale: torch.Tensor, hc_base: torch.Tensor,
     *,
     rms_eps: float = RMS_EPS,
     pre_eps: float = PRE_EPS,
@@ -118,24 +115,13 @@ def pre_mixes(
 
 
 def mhc_pre(
-    residual: torch.Tensor,
-    hc_fn: torch.Tensor,
-    hc_scale: torch.Tensor,
-    hc_base: torch.Tensor,
-    *,
-    rms_eps: float = RMS_EPS,
-    pre_eps: float = PRE_EPS,
-    sinkhorn_eps: float = SINKHORN_EPS,
-    post_mult: float = POST_MULT,
-    sinkhorn_iters: int = SINKHORN_ITERS,
-    sinkhorn_init: str = "softmax_row",
+    residual: torch.Tensor, hc_fn: torch.Tensor, hc_scale: torch.Tensor, hc_base: torch.Tensor,
+    **pre_attrs: float | int | str,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """MhcPre: returns (layer_input [T, d] residual dtype, post_mix [T, n], comb_mix [T, n, n])."""
-    pre, post, comb = pre_mixes(
-        residual, hc_fn, hc_scale, hc_base,
-        rms_eps=rms_eps, pre_eps=pre_eps, sinkhorn_eps=sinkhorn_eps,
-        post_mult=post_mult, sinkhorn_iters=sinkhorn_iters, sinkhorn_init=sinkhorn_init,
-    )
+    """MhcPre: returns (layer_input [T, d] residual dtype, post_mix [T, n], comb_mix [T, n, n]).
+
+    Attributes (and ``sinkhorn_init``) as for :func:`pre_mixes`, which owns their defaults."""
+    pre, post, comb = pre_mixes(residual, hc_fn, hc_scale, hc_base, **pre_attrs)  # type: ignore[arg-type]
     return _collapse(residual, pre), post, comb
 
 
@@ -146,10 +132,7 @@ def _collapse(residual: torch.Tensor, pre: torch.Tensor) -> torch.Tensor:
 
 
 def mhc_post(
-    x: torch.Tensor,
-    residual: torch.Tensor,
-    post_mix: torch.Tensor,
-    comb_mix: torch.Tensor,
+    x: torch.Tensor, residual: torch.Tensor, post_mix: torch.Tensor, comb_mix: torch.Tensor,
     *,
     transpose_comb: bool = False,
 ) -> torch.Tensor:
@@ -165,10 +148,7 @@ def mhc_post(
 
 
 def mhc_head(
-    residual: torch.Tensor,
-    hc_fn: torch.Tensor,
-    hc_scale: torch.Tensor,
-    hc_base: torch.Tensor,
+    residual: torch.Tensor, hc_fn: torch.Tensor, hc_scale: torch.Tensor, hc_base: torch.Tensor,
     *,
     rms_eps: float = RMS_EPS,
     eps: float = HEAD_EPS,
@@ -182,13 +162,8 @@ def mhc_head(
 
 
 def mhc_post_pre(
-    x: torch.Tensor,
-    residual: torch.Tensor,
-    post_mix: torch.Tensor,
-    comb_mix: torch.Tensor,
-    hc_fn: torch.Tensor,
-    hc_scale: torch.Tensor,
-    hc_base: torch.Tensor,
+    x: torch.Tensor, residual: torch.Tensor, post_mix: torch.Tensor, comb_mix: torch.Tensor,
+    hc_fn: torch.Tensor, hc_scale: torch.Tensor, hc_base: torch.Tensor,
     **pre_attrs: float | int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """MhcPostPre, a layer boundary: the post of one sublayer, then the pre of the next.
@@ -201,13 +176,8 @@ def mhc_post_pre(
 
 
 def mhc_post_head(
-    x: torch.Tensor,
-    residual: torch.Tensor,
-    post_mix: torch.Tensor,
-    comb_mix: torch.Tensor,
-    hc_fn: torch.Tensor,
-    hc_scale: torch.Tensor,
-    hc_base: torch.Tensor,
+    x: torch.Tensor, residual: torch.Tensor, post_mix: torch.Tensor, comb_mix: torch.Tensor,
+    hc_fn: torch.Tensor, hc_scale: torch.Tensor, hc_base: torch.Tensor,
     *,
     rms_eps: float = RMS_EPS,
     eps: float = HEAD_EPS,
@@ -224,10 +194,7 @@ def mhc_post_head(
 
 
 def mhc_mix(
-    residual: torch.Tensor,
-    hc_fn: torch.Tensor,
-    hc_scale: torch.Tensor,
-    hc_base: torch.Tensor,
+    residual: torch.Tensor, hc_fn: torch.Tensor, hc_scale: torch.Tensor, hc_base: torch.Tensor,
     **pre_attrs: float | int | str,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """MhcMix: (pre_mix [T, n], post_mix [T, n], comb_mix [T, n, n]), float32; the first five
@@ -243,14 +210,9 @@ def mhc_collapse(residual: torch.Tensor, pre_mix: torch.Tensor) -> torch.Tensor:
 
 
 def mhc_post_mix(
-    x: torch.Tensor,
-    residual: torch.Tensor,
-    pre_mix: torch.Tensor,
-    post_mix: torch.Tensor,
-    comb_mix: torch.Tensor,
-    hc_fn: torch.Tensor,
-    hc_scale: torch.Tensor,
-    hc_base: torch.Tensor,
+    x: torch.Tensor, residual: torch.Tensor, pre_mix: torch.Tensor,
+    post_mix: torch.Tensor, comb_mix: torch.Tensor,
+    hc_fn: torch.Tensor, hc_scale: torch.Tensor, hc_base: torch.Tensor,
     **pre_attrs: float | int | str,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """MhcPostMix, the single-pass boundary: the post of site k, the collapse for site k+1
@@ -266,11 +228,8 @@ def mhc_post_mix(
 
 
 def mhc_post_collapse(
-    x: torch.Tensor,
-    residual: torch.Tensor,
-    pre_mix: torch.Tensor,
-    post_mix: torch.Tensor,
-    comb_mix: torch.Tensor,
+    x: torch.Tensor, residual: torch.Tensor, pre_mix: torch.Tensor,
+    post_mix: torch.Tensor, comb_mix: torch.Tensor,
 ) -> torch.Tensor:
     """MhcPostCollapse, V4.1's last boundary: MhcCollapse(MhcPost(...), pre_mix), the post
     result rounded to the residual dtype first."""

@@ -6,240 +6,110 @@ Each op is one opaque node for torch.export, which is what lets the ONNX
 exporter emit one ``mhc`` domain node per op (see :mod:`mhc_export.export.onnx_export`).
 The eager implementation is the reference itself, so a model run "fused"
 (through these ops) and "decomposed" (plain torch math) is bit-identical.
+
+The ops are registered from their contracts in :mod:`mhc_export.core.spec` (input,
+output and attribute names, attribute kinds), so the schemas cannot drift from the spec.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import torch
 
-from ..core import checks
+from ..core import checks, spec
+from ..core.spec import OpContract
 from . import eager as reference
 
 __all__ = ["collapse", "head", "kernel_backend", "mix", "post", "post_collapse", "post_head",
            "post_mix", "post_pre", "pre", "sinkhorn"]
 
+# ``int`` attributes are SymInt in the schema torch infers from a Python signature;
+# writing it the same way keeps the schemas of the registered ops as they were.
+_SCHEMA_KIND = {"float": "float", "int": "SymInt"}
 
-@torch.library.custom_op("mhc::pre", mutates_args=())
-def pre(
-    residual: torch.Tensor,
-    hc_fn: torch.Tensor,
-    hc_scale: torch.Tensor,
-    hc_base: torch.Tensor,
-    rms_eps: float,
-    pre_eps: float,
-    sinkhorn_eps: float,
-    post_mult: float,
-    sinkhorn_iters: int,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return reference.mhc_pre(
-        residual, hc_fn, hc_scale, hc_base,
-        rms_eps=rms_eps, pre_eps=pre_eps, sinkhorn_eps=sinkhorn_eps,
-        post_mult=post_mult, sinkhorn_iters=sinkhorn_iters,
-    )
-
-
-@pre.register_fake
-def _pre_fake(residual, hc_fn, hc_scale, hc_base, rms_eps, pre_eps, sinkhorn_eps, post_mult,
-              sinkhorn_iters):
-    checks.check_pre_inputs(residual, hc_fn, hc_scale, hc_base)
-    t, n, d = residual.shape
-    return (
-        residual.new_empty((t, d)),
-        residual.new_empty((t, n), dtype=torch.float32),
-        residual.new_empty((t, n, n), dtype=torch.float32),
-    )
+# The input checks each op's fake (meta) implementation runs, in order, as the
+# contract whose inputs they take: the fused ops run the checks of the ops they fuse.
+_FAKE_CHECKS: dict[str, tuple[OpContract, ...]] = {
+    "pre": (spec.MHC_PRE,), "sinkhorn": (), "post": (spec.MHC_POST,), "head": (spec.MHC_HEAD,),
+    "post_pre": (spec.MHC_POST, spec.MHC_PRE), "post_head": (spec.MHC_POST, spec.MHC_HEAD),
+    "mix": (spec.MHC_PRE,), "collapse": (spec.MHC_COLLAPSE,),
+    "post_mix": (spec.MHC_POST, spec.MHC_COLLAPSE, spec.MHC_PRE),
+    "post_collapse": (spec.MHC_POST, spec.MHC_COLLAPSE),
+}
+_CHECK_OF: dict[str, Callable[..., object]] = {
+    "MhcPre": checks.check_pre_inputs, "MhcPost": checks.check_post_inputs,
+    "MhcHead": checks.check_head_inputs, "MhcCollapse": checks.check_collapse_inputs,
+}
+# The eager reference of each op: what the CPU kernel runs, and the CUDA kernel where
+# the kernel library is not loaded.
+_REFERENCE: dict[str, Callable[..., object]] = {
+    "pre": reference.mhc_pre, "sinkhorn": reference.sinkhorn, "post": reference.mhc_post,
+    "head": reference.mhc_head, "post_pre": reference.mhc_post_pre,
+    "post_head": reference.mhc_post_head, "mix": reference.mhc_mix,
+    "collapse": reference.mhc_collapse, "post_mix": reference.mhc_post_mix,
+    "post_collapse": reference.mhc_post_collapse,
+}
 
 
-@torch.library.custom_op("mhc::sinkhorn", mutates_args=())
-def sinkhorn(logits: torch.Tensor, iters: int, eps: float) -> torch.Tensor:
-    return reference.sinkhorn(logits, iters, eps)
+def _schema(c: OpContract) -> str:
+    args = [f"Tensor {name}" for name in c.inputs]
+    args += [f"{_SCHEMA_KIND[a.kind]} {a.name}" for a in c.attributes]
+    returns = ", ".join(["Tensor"] * len(c.outputs))
+    return f"({', '.join(args)}) -> {returns if len(c.outputs) == 1 else f'({returns})'}"
 
 
-@sinkhorn.register_fake
-def _sinkhorn_fake(logits, iters, eps):
-    return torch.empty_like(logits)
+def _split(c: OpContract, args: Sequence[object]) -> tuple[list[torch.Tensor], dict[str, object]]:
+    """The op's positional arguments as (input tensors, attributes by name)."""
+    k = len(c.inputs)
+    attrs = dict(zip((a.name for a in c.attributes), args[k:], strict=True))
+    return list(args[:k]), attrs  # type: ignore[arg-type]
 
 
-@torch.library.custom_op("mhc::post", mutates_args=())
-def post(
-    x: torch.Tensor, residual: torch.Tensor, post_mix: torch.Tensor, comb_mix: torch.Tensor
-) -> torch.Tensor:
-    return reference.mhc_post(x, residual, post_mix, comb_mix)
+def _fake_output(name: str, t: dict[str, torch.Tensor]) -> torch.Tensor:
+    """An empty output of the right shape and dtype, from the output's name."""
+    if name == "comb":  # MhcSinkhorn: the logits' shape
+        return torch.empty_like(t["logits"])
+    residual = t["residual"]
+    rows, n, d = residual.shape
+    if name in ("out", "residual_out"):
+        return torch.empty_like(residual)
+    if name in ("layer_input", "y"):
+        return residual.new_empty((rows, d))
+    shape = (rows, n, n) if name.endswith("comb_mix") else (rows, n)  # pre_mix, post_mix
+    return residual.new_empty(shape, dtype=torch.float32)
 
 
-@post.register_fake
-def _post_fake(x, residual, post_mix, comb_mix):
-    checks.check_post_inputs(x, residual, post_mix, comb_mix)
-    return torch.empty_like(residual)
+def _register(key: str) -> torch.library.CustomOpDef:
+    """Register ``mhc::<key>``: the reference on CPU, the kernel binding on CUDA, and a
+    fake implementation that runs the reference's input checks (so torch.export fails
+    early with the same messages)."""
+    c = spec.ALL_OPS[key]
+    ref = _REFERENCE[key]
 
+    def eager(*args: object) -> object:
+        tensors, attrs = _split(c, args)
+        return ref(*tensors, **attrs)
 
-@torch.library.custom_op("mhc::head", mutates_args=())
-def head(
-    residual: torch.Tensor,
-    hc_fn: torch.Tensor,
-    hc_scale: torch.Tensor,
-    hc_base: torch.Tensor,
-    rms_eps: float,
-    eps: float,
-) -> torch.Tensor:
-    return reference.mhc_head(residual, hc_fn, hc_scale, hc_base, rms_eps=rms_eps, eps=eps)
+    op = torch.library.custom_op(c.torch_name, eager, mutates_args=(), schema=_schema(c))
 
+    @op.register_fake
+    def _fake(*args: object) -> object:
+        named = dict(zip(c.inputs, _split(c, args)[0], strict=True))
+        for base in _FAKE_CHECKS[key]:
+            _CHECK_OF[base.op_type](*(named[i] for i in base.inputs))
+        outs = tuple(_fake_output(name, named) for name in c.outputs)
+        return outs[0] if len(outs) == 1 else outs
 
-@head.register_fake
-def _head_fake(residual, hc_fn, hc_scale, hc_base, rms_eps, eps):
-    checks.check_head_inputs(residual, hc_fn, hc_scale, hc_base)
-    t, _, d = residual.shape
-    return residual.new_empty((t, d))
+    @op.register_kernel("cuda")
+    def _cuda(*args: object) -> object:
+        tensors, attrs = _split(c, args)
+        kernel = _kernel(key)
+        if kernel is None:
+            return ref(*tensors, **attrs)
+        return kernel(*[t.contiguous() for t in tensors], **attrs)
 
-
-# ---- fused layer boundaries --------------------------------------------------------------
-
-
-@torch.library.custom_op("mhc::post_pre", mutates_args=())
-def post_pre(
-    x: torch.Tensor,
-    residual: torch.Tensor,
-    post_mix: torch.Tensor,
-    comb_mix: torch.Tensor,
-    hc_fn: torch.Tensor,
-    hc_scale: torch.Tensor,
-    hc_base: torch.Tensor,
-    rms_eps: float,
-    pre_eps: float,
-    sinkhorn_eps: float,
-    post_mult: float,
-    sinkhorn_iters: int,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    return reference.mhc_post_pre(
-        x, residual, post_mix, comb_mix, hc_fn, hc_scale, hc_base, rms_eps=rms_eps,
-        pre_eps=pre_eps, sinkhorn_eps=sinkhorn_eps, post_mult=post_mult,
-        sinkhorn_iters=sinkhorn_iters)
-
-
-@post_pre.register_fake
-def _post_pre_fake(x, residual, post_mix, comb_mix, hc_fn, hc_scale, hc_base, *attrs):
-    checks.check_post_inputs(x, residual, post_mix, comb_mix)
-    checks.check_pre_inputs(residual, hc_fn, hc_scale, hc_base)
-    t, n, d = residual.shape
-    return (torch.empty_like(residual), residual.new_empty((t, d)),
-            residual.new_empty((t, n), dtype=torch.float32),
-            residual.new_empty((t, n, n), dtype=torch.float32))
-
-
-@torch.library.custom_op("mhc::post_head", mutates_args=())
-def post_head(
-    x: torch.Tensor,
-    residual: torch.Tensor,
-    post_mix: torch.Tensor,
-    comb_mix: torch.Tensor,
-    hc_fn: torch.Tensor,
-    hc_scale: torch.Tensor,
-    hc_base: torch.Tensor,
-    rms_eps: float,
-    eps: float,
-) -> torch.Tensor:
-    return reference.mhc_post_head(x, residual, post_mix, comb_mix, hc_fn, hc_scale, hc_base,
-                                   rms_eps=rms_eps, eps=eps)
-
-
-@post_head.register_fake
-def _post_head_fake(x, residual, post_mix, comb_mix, hc_fn, hc_scale, hc_base, rms_eps, eps):
-    checks.check_post_inputs(x, residual, post_mix, comb_mix)
-    checks.check_head_inputs(residual, hc_fn, hc_scale, hc_base)
-    t, _, d = residual.shape
-    return residual.new_empty((t, d))
-
-
-# ---- DeepSeek-V4.1 (delayed pre) -----------------------------------------------------------
-
-
-@torch.library.custom_op("mhc::mix", mutates_args=())
-def mix(
-    residual: torch.Tensor,
-    hc_fn: torch.Tensor,
-    hc_scale: torch.Tensor,
-    hc_base: torch.Tensor,
-    rms_eps: float,
-    pre_eps: float,
-    sinkhorn_eps: float,
-    post_mult: float,
-    sinkhorn_iters: int,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return reference.mhc_mix(
-        residual, hc_fn, hc_scale, hc_base, rms_eps=rms_eps, pre_eps=pre_eps,
-        sinkhorn_eps=sinkhorn_eps, post_mult=post_mult, sinkhorn_iters=sinkhorn_iters)
-
-
-def _mixes_like(residual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    t, n, _ = residual.shape
-    return (residual.new_empty((t, n), dtype=torch.float32),
-            residual.new_empty((t, n), dtype=torch.float32),
-            residual.new_empty((t, n, n), dtype=torch.float32))
-
-
-@mix.register_fake
-def _mix_fake(residual, hc_fn, hc_scale, hc_base, *attrs):
-    checks.check_pre_inputs(residual, hc_fn, hc_scale, hc_base)
-    return _mixes_like(residual)
-
-
-@torch.library.custom_op("mhc::collapse", mutates_args=())
-def collapse(residual: torch.Tensor, pre_mix: torch.Tensor) -> torch.Tensor:
-    return reference.mhc_collapse(residual, pre_mix)
-
-
-@collapse.register_fake
-def _collapse_fake(residual, pre_mix):
-    t, _, d = checks.check_collapse_inputs(residual, pre_mix)
-    return residual.new_empty((t, d))
-
-
-@torch.library.custom_op("mhc::post_mix", mutates_args=())
-def post_mix(
-    x: torch.Tensor,
-    residual: torch.Tensor,
-    pre_mix: torch.Tensor,
-    post_mix: torch.Tensor,
-    comb_mix: torch.Tensor,
-    hc_fn: torch.Tensor,
-    hc_scale: torch.Tensor,
-    hc_base: torch.Tensor,
-    rms_eps: float,
-    pre_eps: float,
-    sinkhorn_eps: float,
-    post_mult: float,
-    sinkhorn_iters: int,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    return reference.mhc_post_mix(
-        x, residual, pre_mix, post_mix, comb_mix, hc_fn, hc_scale, hc_base, rms_eps=rms_eps,
-        pre_eps=pre_eps, sinkhorn_eps=sinkhorn_eps, post_mult=post_mult,
-        sinkhorn_iters=sinkhorn_iters)
-
-
-@post_mix.register_fake
-def _post_mix_fake(x, residual, pre_mix, post_mix, comb_mix, hc_fn, hc_scale, hc_base, *attrs):
-    checks.check_post_inputs(x, residual, post_mix, comb_mix)
-    t, _, d = checks.check_collapse_inputs(residual, pre_mix)
-    checks.check_pre_inputs(residual, hc_fn, hc_scale, hc_base)
-    return (torch.empty_like(residual), residual.new_empty((t, d)), *_mixes_like(residual))
-
-
-@torch.library.custom_op("mhc::post_collapse", mutates_args=())
-def post_collapse(
-    x: torch.Tensor,
-    residual: torch.Tensor,
-    pre_mix: torch.Tensor,
-    post_mix: torch.Tensor,
-    comb_mix: torch.Tensor,
-) -> torch.Tensor:
-    return reference.mhc_post_collapse(x, residual, pre_mix, post_mix, comb_mix)
-
-
-@post_collapse.register_fake
-def _post_collapse_fake(x, residual, pre_mix, post_mix, comb_mix):
-    checks.check_post_inputs(x, residual, post_mix, comb_mix)
-    t, _, d = checks.check_collapse_inputs(residual, pre_mix)
-    return residual.new_empty((t, d))
+    return op
 
 
 # ---------------------------------------------------------------------------
@@ -258,117 +128,23 @@ def kernel_backend() -> str:
     return "mhc-kernels" if _lib.available() else "reference"
 
 
-def _kernels():
+def _kernel(name: str) -> Callable[..., object] | None:
+    """The kernel binding ``mhc_export.kernels.<name>`` where the library is loaded, else
+    None. Imported late: the kernels package loads ctypes bindings the CPU path never needs."""
     from .. import kernels
 
-    return kernels if kernels.available() else None
+    return getattr(kernels, name, None) if kernels.available() else None
 
 
-def _kernel(name: str):
-    """The kernel binding ``mhc_export.kernels.<name>`` where the library is loaded and
-    binds that op, else None (the V4.1 ops fall back to the reference until then)."""
-    k = _kernels()
-    return getattr(k, name, None) if k is not None else None
-
-
-@pre.register_kernel("cuda")
-def _pre_cuda(residual, hc_fn, hc_scale, hc_base, rms_eps, pre_eps, sinkhorn_eps, post_mult,
-              sinkhorn_iters):
-    k = _kernels()
-    if k is None:
-        return reference.mhc_pre(residual, hc_fn, hc_scale, hc_base, rms_eps=rms_eps,
-                                 pre_eps=pre_eps, sinkhorn_eps=sinkhorn_eps,
-                                 post_mult=post_mult, sinkhorn_iters=sinkhorn_iters)
-    return k.pre(residual.contiguous(), hc_fn.contiguous(), hc_scale.contiguous(),
-                 hc_base.contiguous(), rms_eps=rms_eps, pre_eps=pre_eps,
-                 sinkhorn_eps=sinkhorn_eps, post_mult=post_mult, sinkhorn_iters=sinkhorn_iters)
-
-
-@sinkhorn.register_kernel("cuda")
-def _sinkhorn_cuda(logits, iters, eps):
-    k = _kernels()
-    if k is None:
-        return reference.sinkhorn(logits, iters, eps)
-    return k.sinkhorn(logits.contiguous(), iters, eps)
-
-
-@post.register_kernel("cuda")
-def _post_cuda(x, residual, post_mix, comb_mix):
-    k = _kernels()
-    if k is None:
-        return reference.mhc_post(x, residual, post_mix, comb_mix)
-    return k.post(x.contiguous(), residual.contiguous(), post_mix.contiguous(),
-                  comb_mix.contiguous())
-
-
-@head.register_kernel("cuda")
-def _head_cuda(residual, hc_fn, hc_scale, hc_base, rms_eps, eps):
-    k = _kernels()
-    if k is None:
-        return reference.mhc_head(residual, hc_fn, hc_scale, hc_base, rms_eps=rms_eps, eps=eps)
-    return k.head(residual.contiguous(), hc_fn.contiguous(), hc_scale.contiguous(),
-                  hc_base.contiguous(), rms_eps=rms_eps, eps=eps)
-
-
-@post_pre.register_kernel("cuda")
-def _post_pre_cuda(x, residual, post_mix, comb_mix, hc_fn, hc_scale, hc_base, rms_eps, pre_eps,
-                   sinkhorn_eps, post_mult, sinkhorn_iters):
-    k = _kernels()
-    if k is None:
-        return reference.mhc_post_pre(
-            x, residual, post_mix, comb_mix, hc_fn, hc_scale, hc_base, rms_eps=rms_eps,
-            pre_eps=pre_eps, sinkhorn_eps=sinkhorn_eps, post_mult=post_mult,
-            sinkhorn_iters=sinkhorn_iters)
-    c = [t.contiguous() for t in (x, residual, post_mix, comb_mix, hc_fn, hc_scale, hc_base)]
-    return k.post_pre(*c, rms_eps=rms_eps, pre_eps=pre_eps, sinkhorn_eps=sinkhorn_eps,
-                      post_mult=post_mult, sinkhorn_iters=sinkhorn_iters)
-
-
-@post_head.register_kernel("cuda")
-def _post_head_cuda(x, residual, post_mix, comb_mix, hc_fn, hc_scale, hc_base, rms_eps, eps):
-    k = _kernels()
-    if k is None:
-        return reference.mhc_post_head(x, residual, post_mix, comb_mix, hc_fn, hc_scale,
-                                       hc_base, rms_eps=rms_eps, eps=eps)
-    c = [t.contiguous() for t in (x, residual, post_mix, comb_mix, hc_fn, hc_scale, hc_base)]
-    return k.post_head(*c, rms_eps=rms_eps, eps=eps)
-
-
-_PRE_ATTRS = ("rms_eps", "pre_eps", "sinkhorn_eps", "post_mult", "sinkhorn_iters")
-
-
-@mix.register_kernel("cuda")
-def _mix_cuda(residual, hc_fn, hc_scale, hc_base, *attrs):
-    a = dict(zip(_PRE_ATTRS, attrs, strict=True))
-    kernel = _kernel("mix")
-    if kernel is None:
-        return reference.mhc_mix(residual, hc_fn, hc_scale, hc_base, **a)
-    c = [t.contiguous() for t in (residual, hc_fn, hc_scale, hc_base)]
-    return kernel(*c, **a)
-
-
-@collapse.register_kernel("cuda")
-def _collapse_cuda(residual, pre_mix):
-    kernel = _kernel("collapse")
-    if kernel is None:
-        return reference.mhc_collapse(residual, pre_mix)
-    return kernel(residual.contiguous(), pre_mix.contiguous())
-
-
-@post_mix.register_kernel("cuda")
-def _post_mix_cuda(x, residual, pre_mix, post_mix, comb_mix, hc_fn, hc_scale, hc_base, *attrs):
-    a = dict(zip(_PRE_ATTRS, attrs, strict=True))
-    tensors = (x, residual, pre_mix, post_mix, comb_mix, hc_fn, hc_scale, hc_base)
-    kernel = _kernel("post_mix")
-    if kernel is None:
-        return reference.mhc_post_mix(*tensors, **a)
-    return kernel(*[t.contiguous() for t in tensors], **a)
-
-
-@post_collapse.register_kernel("cuda")
-def _post_collapse_cuda(x, residual, pre_mix, post_mix, comb_mix):
-    tensors = (x, residual, pre_mix, post_mix, comb_mix)
-    kernel = _kernel("post_collapse")
-    if kernel is None:
-        return reference.mhc_post_collapse(*tensors)
-    return kernel(*[t.contiguous() for t in tensors])
+pre = _register("pre")
+sinkhorn = _register("sinkhorn")
+post = _register("post")
+head = _register("head")
+# The fused layer boundaries.
+post_pre = _register("post_pre")
+post_head = _register("post_head")
+# DeepSeek-V4.1 (delayed pre).
+mix = _register("mix")
+collapse = _register("collapse")
+post_mix = _register("post_mix")
+post_collapse = _register("post_collapse")

@@ -314,9 +314,7 @@ def _header_bytes(entries: dict[str, tuple[str, tuple[int, ...]]]) -> tuple[byte
     prefix and padding, and the data size it promises."""
     header, offset = {}, 0
     for name, (dtype, shape) in entries.items():
-        n = _SIZE[dtype]
-        for s in shape:
-            n *= s
+        n = _SIZE[dtype] * _numel(shape)
         header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + n]}
         offset += n
     blob = json.dumps(header).encode()
