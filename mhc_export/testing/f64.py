@@ -2,12 +2,15 @@
 
 Written from the spec's formulas with numpy-style loops over the small
 dimensions, sharing no code with mhc_export.reference.eager, so a bug in one does not
-hide in the other.
+hide in the other. Only the attribute defaults are shared, as data, from core/spec.py
+(tests/test_contract.py holds every signature to it).
 """
 
 from __future__ import annotations
 
 import torch
+
+from ..core.spec import HEAD_EPS, POST_MULT, PRE_EPS, RMS_EPS, SINKHORN_EPS, SINKHORN_ITERS
 
 # Attribute values far from the defaults (eps 1e-6, post_mult 2.0, iters 20) and
 # from each other, for every float64 comparison that must see the attributes: an
@@ -28,7 +31,8 @@ ODD_ATTRS["mix"] = ODD_ATTRS["post_mix"] = ODD_ATTRS["pre"]
 ODD_ATTRS["collapse"] = ODD_ATTRS["post_collapse"] = {}
 
 
-def sinkhorn_f64(logits: torch.Tensor, iters: int = 20, eps: float = 1e-6) -> torch.Tensor:
+def sinkhorn_f64(logits: torch.Tensor, iters: int = SINKHORN_ITERS,
+                 eps: float = SINKHORN_EPS) -> torch.Tensor:
     z = logits.to(torch.float64)
     z = z - z.max(dim=-1, keepdim=True).values
     c = torch.exp(z)
@@ -49,8 +53,8 @@ def _mixes_f64(residual: torch.Tensor, hc_fn: torch.Tensor, rms_eps: float) -> t
 
 def pre_f64(
     residual: torch.Tensor, hc_fn: torch.Tensor, hc_scale: torch.Tensor, hc_base: torch.Tensor,
-    rms_eps: float = 1e-6, pre_eps: float = 1e-6, sinkhorn_eps: float = 1e-6,
-    post_mult: float = 2.0, sinkhorn_iters: int = 20,
+    rms_eps: float = RMS_EPS, pre_eps: float = PRE_EPS, sinkhorn_eps: float = SINKHORN_EPS,
+    post_mult: float = POST_MULT, sinkhorn_iters: int = SINKHORN_ITERS,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Returns (layer_input, post, comb, pre), all float64."""
     t, n, _ = residual.shape
@@ -85,7 +89,7 @@ def post_f64(
 
 def head_f64(
     residual: torch.Tensor, hc_fn: torch.Tensor, hc_scale: torch.Tensor, hc_base: torch.Tensor,
-    rms_eps: float = 1e-6, eps: float = 1e-6,
+    rms_eps: float = RMS_EPS, eps: float = HEAD_EPS,
 ) -> torch.Tensor:
     n = residual.shape[1]
     m = _mixes_f64(residual, hc_fn, rms_eps)
