@@ -5,8 +5,15 @@
 # MhcPostPre in the same run) and ncu profiles of MhcPostMix. Logs, JSON and the
 # ncu report go to $OUT (or out/gpu_v41).
 #   scripts/gpu_v41.sh [steps...]   steps (default: build tests bench ncu):
-#     build tests harness bench ncu stalls
-#   env: BENCH_T (T list), BENCH_D (d list), TEST_K (pytest -k filter)
+#     build tests harness fuzz bench ncu stalls
+#   env: BENCH_T (T list), BENCH_D (d list), TEST_K (pytest -k filter),
+#     BENCH_ALT (';'-separated switch sets, each benched after the default build
+#     in the same run, default MHC_V41_PRIVATE_LOADS=1; empty: none), BENCH_ALT_T
+#     (their T list),
+#     FUZZ_COUNT (scripts/fuzz.py --gpu --only kernels configurations, every op),
+#     NCU_JOBS (lines "[VAR=value ...] op T d" for scripts/profile_kernel.py).
+#   Without the build step the kernel library of build/plugins-trt11 is used as
+#   it is (built elsewhere for sm_90 and carried, to save device time).
 set -uo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -43,14 +50,25 @@ for step in $steps; do
         tests/test_plugin_harness.py -k "mix or collapse" --junitxml="$out/harness.xml" \
         > "$out/harness.txt" 2>&1 || rc=1
       tail -8 "$out/harness.txt" ;;
-    bench)  # the default schedule, then MHC_V41_BALANCE=1 (every SM) in the same run
+    fuzz)  # every op (V4 and V4.1) on the CUDA kernels against float64
+      timeout ${FUZZ_TIMEOUT:-120} python3 scripts/fuzz.py --gpu --only kernels \
+        --count ${FUZZ_COUNT:-40} --seed ${FUZZ_SEED:-23} --json "$out/fuzz.json" \
+        > "$out/fuzz.txt" 2>&1 || rc=1
+      tail -8 "$out/fuzz.txt" ;;
+    bench)  # the default build, then the same with the BENCH_ALT switches, in one run
       timeout ${BENCH_TIMEOUT:-240} python3 benchmarks/bench_v41.py \
         --t-list ${BENCH_T:-1,8,64,512,4096,16384} --d-list ${BENCH_D:-5120,7168} \
         --json "$out/bench_v41.json" 2>&1 | tee "$out/bench.txt" || rc=1
-      echo "== MHC_V41_BALANCE=1"
-      MHC_V41_BALANCE=1 timeout ${BENCH_TIMEOUT:-240} python3 benchmarks/bench_v41.py \
-        --t-list ${BENCH_T:-1,8,64,512,4096,16384} --d-list ${BENCH_D:-5120,7168} \
-        --json "$out/bench_v41_balanced.json" 2>&1 | tee "$out/bench_balanced.txt" || rc=1 ;;
+      k=0
+      IFS=';' read -r -a alts <<< "${BENCH_ALT-MHC_V41_PRIVATE_LOADS=1}"
+      for alt in "${alts[@]}"; do
+        [ -z "${alt// /}" ] && continue
+        k=$((k + 1))
+        echo "== alt$k: $alt" | tee "$out/bench_alt$k.txt"
+        env $alt timeout ${BENCH_TIMEOUT:-240} python3 benchmarks/bench_v41.py \
+          --t-list ${BENCH_ALT_T:-${BENCH_T:-1,8,64,512,4096,16384}} --d-list ${BENCH_D:-5120,7168} \
+          --json "$out/bench_v41_alt$k.json" 2>&1 | tee -a "$out/bench_alt$k.txt" || rc=1
+      done ;;
     stalls)  # where the stream kernel's warps wait, per issued instruction
       timeout 120 ncu --section SpeedOfLight --section Occupancy \
         --metrics "regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio" \
@@ -61,15 +79,21 @@ for step in $steps; do
     ncu)
       sec="--section SpeedOfLight --section Occupancy --section LaunchStats \
         --section MemoryWorkloadAnalysis --section WarpStateStats --section SchedulerStats"
+      met="dram__bytes_read.sum,dram__bytes_write.sum,smsp__inst_executed.sum"
+      n=0
       while read -r job; do
         [ -z "$job" ] && continue
-        echo "######## ncu $job" >> "$out/ncu.txt"
-        timeout 120 ncu $sec -k regex:${NCU_KERNEL:-v41} --launch-skip 2 --launch-count 2 \
-          python3 scripts/profile_kernel.py $job >> "$out/ncu.txt" 2>&1 || rc=1
-        echo "== ncu $job"; sed -n '/######## ncu '"$job"'$/,$p' "$out/ncu.txt" \
-          | grep -E "^  [a-zA-Z_].*\(|^    (Duration|DRAM Throughput|Memory Throughput|Registers Per|Achieved Occupancy|Issue Slots Busy|No Eligible)" | head -16
+        n=$((n + 1))
+        read -r -a w <<< "$job"
+        envs=(); while [[ "${w[0]}" == *=* ]]; do envs+=("${w[0]}"); w=("${w[@]:1}"); done
+        echo "######## ncu $n: $job" >> "$out/ncu.txt"
+        env "${envs[@]}" timeout 120 ncu $sec --metrics "$met" -k regex:${NCU_KERNEL:-v41} \
+          --launch-skip 2 --launch-count 2 python3 scripts/profile_kernel.py "${w[@]}" \
+          >> "$out/ncu.txt" 2>&1 || rc=1
+        echo "== ncu $job"; sed -n '/######## ncu '"$n"': /,$p' "$out/ncu.txt" \
+          | grep -E "^  [a-zA-Z_].*\(|^    (Duration|DRAM Throughput|Memory Throughput|Registers Per|Achieved Occupancy|Issue Slots Busy|No Eligible|dram__bytes|smsp__inst)" | head -24
       done <<< "${NCU_JOBS:-post_mix 4096 5120
-post_mix 512 5120}" ;;
+MHC_V41_PRIVATE_LOADS=1 post_mix 4096 5120}" ;;
     *) echo "unknown step $step"; rc=2 ;;
   esac
   echo "[$step: $(( $(date +%s) - t0 )) s]"

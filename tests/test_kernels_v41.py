@@ -242,3 +242,17 @@ def test_balanced_schedule_is_bit_identical(t, d, tmp_path):
     grid = kernels.post_mix(*v)
     for i, (a, b) in enumerate(zip(grid, balanced, strict=True)):
         assert torch.equal(a, b), f"output {i} differs"
+
+
+@pytest.mark.parametrize(("t", "d"), [(517, 1000), (4099, 5120), (300, 7168), (129, 264)])
+def test_private_loads_are_bit_identical(t, d, tmp_path):
+    """MHC_V41_PRIVATE_LOADS=1 (each thread cp.asyncs its own fragment vectors) against
+    the default coalesced row loads (a warp loads whole rows into other threads'
+    slots): the same data reach the same registers, so every output is equal bit for
+    bit; partial tiles (T % 16) and partial column splits (d % 256) included."""
+    v = boundary_inputs(t, 4, d, torch.bfloat16, _gen(3 * t + d))
+    private = _post_mix_in_process(v, {"MHC_V41_PRIVATE_LOADS": "1"}, tmp_path)
+    coalesced = run_post_mix(v)
+    for i, (a, b) in enumerate(zip(coalesced, private, strict=True)):
+        assert torch.equal(a, b), f"output {i} differs"
+    assert rel_err(coalesced[0], post_f64(*v[:2], *v[3:5])) < TOL_OUT[torch.bfloat16]

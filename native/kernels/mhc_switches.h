@@ -224,6 +224,17 @@ inline bool v41Balanced() {
     }();
     return on;
 }
+// MHC_V41_PRIVATE_LOADS=1: the V4.1 stream kernel's threads cp.async their own
+// MMA-fragment vectors (a warp instruction: 8 token rows x 64 bytes) instead of the
+// coalesced row loads (512 contiguous bytes); same bits. Kept for A/B runs
+// (docs/journal/v41_kernels.md, run 3).
+inline bool v41PrivateLoads() {
+    static const bool on = [] {
+        const char* e = envSwitch("MHC_V41_PRIVATE_LOADS");
+        return e && e[0] == '1' && e[1] == 0;
+    }();
+    return on;
+}
 // MHC_V41_STAGES=2..6: the V4.1 stream kernel's pipeline depth (else 0: the
 // kernel's own choice; mhc_v41.cu).
 inline int v41StagesEnv() {
