@@ -181,11 +181,11 @@ __global__ void __launch_bounds__(kV41FinishThreads) v41FinishKernel(const Finis
 // Large T (the stream and two-pass paths): a block per kWideTokens tokens.
 // Thread j sums value j of the block's [tokens][V] partials over the splits in
 // split order (kWideBatch loads in flight before the adds: the stream kernel's
-// d/256 splits, up to 32 at d <= 8192, in one L2 round trip), then one thread
+// d/256 splits in two L2 round trips up to d = 8192), then one thread
 // per token computes its gates and Sinkhorn. ~T / 16 blocks of short latency,
 // instead of a block and a one-thread Sinkhorn chain per token.
 constexpr int kWideTokens = 16;
-constexpr int kWideBatch = 32;
+constexpr int kWideBatch = 16;
 
 template <int N>
 __global__ void __launch_bounds__(kV41FinishThreads) v41FinishWideKernel(const FinishArgs a) {
@@ -200,9 +200,9 @@ __global__ void __launch_bounds__(kV41FinishThreads) v41FinishWideKernel(const F
         float s = 0.f;
         for (int k = 0; k < a.splits; k += kWideBatch) {
             float v[kWideBatch];
+            const float* pk = p + int64_t(k) * sstride;
 #pragma unroll
-            for (int q = 0; q < kWideBatch; ++q)
-                v[q] = k + q < a.splits ? p[int64_t(k + q) * sstride] : 0.f;
+            for (int q = 0; q < kWideBatch; ++q) v[q] = k + q < a.splits ? pk[q * sstride] : 0.f;
 #pragma unroll
             for (int q = 0; q < kWideBatch; ++q) s += v[q];  // + 0.0f past the last split
         }
