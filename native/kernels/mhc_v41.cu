@@ -287,6 +287,7 @@ struct V41Args {
     int d, groups, stages;
     int splits, balanced;
     int coalesced;  // 1: cooperative row loads (default), 0: each thread its own vectors
+    int staged;     // POST: outputs staged in the tile's slots, written as whole rows
 };
 
 // The shared-memory slot of thread t's 16-byte vector in a stage's [item][256] array:
@@ -451,6 +452,7 @@ __global__ void __launch_bounds__(kV41Threads, 1) v41StreamKernel(const V41Args 
         const bool cvalid = col < d;
         const unsigned char* st = smem + G::STAGE * (it % S);
         const uint4* data = reinterpret_cast<const uint4*>(st);
+        uint4* out = reinterpret_cast<uint4*>(smem + G::STAGE * (it % S));
         const int slot = v41Slot(tid);
         uint32_t A[2][N][4];
         float ss[2] = {0.f, 0.f};
@@ -483,10 +485,18 @@ __global__ void __launch_bounds__(kV41Threads, 1) v41StreamKernel(const V41Args 
                             li[2 * e] = fmaf(cf[j], q.x, li[2 * e]);
                             li[2 * e + 1] = fmaf(cf[j], q.y, li[2 * e + 1]);
                         }
-                        *reinterpret_cast<uint4*>(a.res_out + tok * K + int64_t(j) * d + col) =
-                            make_uint4(A[h][j][0], A[h][j][1], A[h][j][2], A[h][j][3]);
+                        const uint4 ow = make_uint4(A[h][j][0], A[h][j][1], A[h][j][2], A[h][j][3]);
+                        if (a.staged)  // into the slot just read (only its owner reads it)
+                            out[(h * PER + j) * kV41Threads + slot] = ow;
+                        else
+                            *reinterpret_cast<uint4*>(a.res_out + tok * K + int64_t(j) * d + col) = ow;
                     }
-                    store8(a.layer_input + tok * d + col, li);
+                    if (a.staged)
+                        out[(h * PER + N) * kV41Threads + slot] =
+                            make_uint4(packBf2(li[0], li[1]), packBf2(li[2], li[3]),
+                                       packBf2(li[4], li[5]), packBf2(li[6], li[7]));
+                    else
+                        store8(a.layer_input + tok * d + col, li);
                 } else {
 #pragma unroll
                     for (int j = 0; j < N; ++j)
@@ -559,28 +569,60 @@ __global__ void __launch_bounds__(kV41Threads, 1) v41StreamKernel(const V41Args 
         }
     };
 
-    // Stages: tiles it+1 .. it+S-1 are in flight while tile it is computed. One
-    // CTA barrier per tile: it publishes tile it's coefficients (cp.async by
-    // other threads), retires stage (it-1) % S for refilling and hands the
-    // partials of tile it-1 (double-buffered by parity) to the reduction.
+    // Staged outputs (POST): tile it's residual_out and layer_input rows, left in
+    // its slots by compute(it), written by whole 512-byte rows after the next
+    // barrier, with the loads' row-to-slot mapping.
+    auto writeOut = [&](int it) {
+        if constexpr (POST) {
+            int sp;
+            const int64_t t0 = itemOf(it, sp);
+            const uint4* st = reinterpret_cast<const uint4*>(smem + G::STAGE * (it % S));
+            const int lc = sp * kV41Cols + lane * 8;
+            const int owner = (lane >> 2) * 32 + (lane & 3);
+            for (int r = warp; r < kV41TT * (N + 1); r += W) {
+                const int tt = r / (N + 1), j = r - tt * (N + 1);
+                const int64_t tok = t0 + tt;
+                if (tok >= a.ntok || lc >= d) continue;
+                const uint4 v =
+                    st[((tt >> 3) * (N + 1) + j) * kV41Threads + v41Slot(owner + 4 * (tt & 7))];
+                __nv_bfloat16* dst = j < N ? a.res_out + tok * K + int64_t(j) * d + lc
+                                           : a.layer_input + tok * d + lc;
+                *reinterpret_cast<uint4*>(dst) = v;
+            }
+        }
+    };
+
+    // Stages: tiles it+1 .. it+L are in flight while tile it is computed (L = S-1,
+    // or S-2 with staged outputs, whose stage is still read one iteration later).
+    // One CTA barrier per tile: it publishes tile it's data and coefficients
+    // (cp.async by other threads), retires stage (it-1) % S (staged: (it-2) % S)
+    // for refilling and hands the partials of tile it-1 (double-buffered by
+    // parity) to the reduction and its staged outputs to writeOut.
     // The first tiles' loads go out before hc_fn is read and split: the B
     // fragments' latency overlaps the pipeline fill instead of preceding it.
-    for (int s = 0; s + 1 < S; ++s) issue(s, s);
+    const int L = a.staged ? S - 2 : S - 1;
+    for (int s = 0; s < L; ++s) issue(s, s);
     if (ntiles > 0) {
         int sp0;
         itemOf(0, sp0);
         loadB(sp0);
     }
     for (int it = 0; it < ntiles; ++it) {
-        waitGroupsLeft(S - 2);
+        waitGroupsLeft(L - 1);
         __syncthreads();
-        if (it > 0) reduce(it - 1);
-        issue(it + S - 1, (it + S - 1) % S);
+        if (it > 0) {
+            reduce(it - 1);
+            if (a.staged) writeOut(it - 1);
+        }
+        issue(it + L, (it + L) % S);
         compute(it);
     }
     asm volatile("cp.async.wait_group 0;\n" ::: "memory");
     __syncthreads();
-    if (ntiles > 0) reduce(ntiles - 1);
+    if (ntiles > 0) {
+        reduce(ntiles - 1);
+        if (a.staged) writeOut(ntiles - 1);
+    }
 #else
     __trap();
 #endif
@@ -671,6 +713,7 @@ mhcStatus_t launchStream(V41Args a, cudaStream_t stream, bool* fits) {
     a.splits = splits;
     a.stages = stages;
     a.coalesced = v41PrivateLoads() ? 0 : 1;
+    a.staged = POST && stages >= 3 && v41StagedStores() ? 1 : 0;  // needs 2 stages of lookahead
     dim3 grid;
     if (v41Balanced()) {
         const int64_t total = int64_t(splits) * a.tiles;
