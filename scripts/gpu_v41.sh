@@ -8,7 +8,7 @@
 #     build tests harness fuzz bench ncu stalls
 #   env: BENCH_T (T list), BENCH_D (d list), TEST_K (pytest -k filter),
 #     BENCH_ALT (';'-separated switch sets, each benched after the default build
-#     in the same run, default MHC_V41_PRIVATE_LOADS=1; empty: none), BENCH_ALT_T
+#     in the same run, default MHC_V41_COALESCED_LOADS=1; empty: none), BENCH_ALT_T
 #     (their T list),
 #     FUZZ_COUNT (scripts/fuzz.py --gpu --only kernels configurations, every op),
 #     NCU_JOBS (lines "[VAR=value ...] op T d" for scripts/profile_kernel.py).
@@ -60,7 +60,7 @@ for step in $steps; do
         --t-list ${BENCH_T:-1,8,64,512,4096,16384} --d-list ${BENCH_D:-5120,7168} \
         --json "$out/bench_v41.json" 2>&1 | tee "$out/bench.txt" || rc=1
       k=0
-      IFS=';' read -r -a alts <<< "${BENCH_ALT-MHC_V41_PRIVATE_LOADS=1}"
+      IFS=';' read -r -a alts <<< "${BENCH_ALT-MHC_V41_COALESCED_LOADS=1}"
       for alt in "${alts[@]}"; do
         [ -z "${alt// /}" ] && continue
         k=$((k + 1))
@@ -93,7 +93,7 @@ for step in $steps; do
         echo "== ncu $job"; sed -n '/######## ncu '"$n"': /,$p' "$out/ncu.txt" \
           | grep -E "^  [a-zA-Z_].*\(|^    (Duration|DRAM Throughput|Memory Throughput|Registers Per|Achieved Occupancy|Issue Slots Busy|No Eligible|dram__bytes|smsp__inst)" | head -24
       done <<< "${NCU_JOBS:-post_mix 4096 5120
-MHC_V41_PRIVATE_LOADS=1 post_mix 4096 5120}" ;;
+MHC_V41_COALESCED_LOADS=1 post_mix 4096 5120}" ;;
     *) echo "unknown step $step"; rc=2 ;;
   esac
   echo "[$step: $(( $(date +%s) - t0 )) s]"

@@ -244,15 +244,17 @@ def test_balanced_schedule_is_bit_identical(t, d, tmp_path):
         assert torch.equal(a, b), f"output {i} differs"
 
 
-@pytest.mark.parametrize("env", [{"MHC_V41_PRIVATE_LOADS": "1"}, {"MHC_V41_STAGED_STORES": "1"},
-                                 {"MHC_V41_STAGED_STORES": "1", "MHC_V41_BALANCE": "1"}],
-                         ids=["private_loads", "staged_stores", "staged_balanced"])
+@pytest.mark.parametrize("env", [{"MHC_V41_COALESCED_LOADS": "1"}, {"MHC_V41_STAGED_STORES": "1"},
+                                 {"MHC_V41_COALESCED_LOADS": "1", "MHC_V41_STAGED_STORES": "1",
+                                  "MHC_V41_BALANCE": "1"}],
+                         ids=["coalesced_loads", "staged_stores", "both_balanced"])
 @pytest.mark.parametrize(("t", "d"), [(517, 1000), (4099, 5120)])
 def test_load_and_store_patterns_are_bit_identical(t, d, env, tmp_path):
-    """The stream kernel's memory-access variants against the default (coalesced row
-    loads, fragment stores): MHC_V41_PRIVATE_LOADS=1 (each thread cp.asyncs its own
-    fragment vectors), MHC_V41_STAGED_STORES=1 (outputs staged in shared memory and
-    written as whole rows, alone and with the balanced schedule). Only who moves which
+    """The stream kernel's memory-access variants against the default (each thread
+    loads and stores its own fragment vectors): MHC_V41_COALESCED_LOADS=1 (a warp
+    loads whole rows into the owners' slots), MHC_V41_STAGED_STORES=1 (outputs staged
+    in shared memory and written as whole rows), and both with the balanced
+    schedule. Only who moves which
     bytes changes, so every output must be equal bit for bit; partial tiles (T % 16)
     and partial column splits (d % 256) included."""
     v = boundary_inputs(t, 4, d, torch.bfloat16, _gen(3 * t + d))

@@ -224,13 +224,13 @@ inline bool v41Balanced() {
     }();
     return on;
 }
-// MHC_V41_PRIVATE_LOADS=1: the V4.1 stream kernel's threads cp.async their own
-// MMA-fragment vectors (a warp instruction: 8 token rows x 64 bytes) instead of the
-// coalesced row loads (512 contiguous bytes); same bits. Kept for A/B runs
-// (docs/journal/v41_kernels.md, run 3).
-inline bool v41PrivateLoads() {
+// MHC_V41_COALESCED_LOADS=1: the V4.1 stream kernel loads each tile by whole rows
+// (a warp instruction: 512 contiguous bytes, into the owners' slots) instead of each
+// thread cp.asyncing its own MMA-fragment vectors (8 token rows x 64 bytes); same
+// bits. Opt-in until measured (docs/journal/v41_kernels.md, run 3).
+inline bool v41CoalescedLoads() {
     static const bool on = [] {
-        const char* e = envSwitch("MHC_V41_PRIVATE_LOADS");
+        const char* e = envSwitch("MHC_V41_COALESCED_LOADS");
         return e && e[0] == '1' && e[1] == 0;
     }();
     return on;
@@ -238,6 +238,7 @@ inline bool v41PrivateLoads() {
 // MHC_V41_STAGED_STORES=1: the V4.1 stream kernel stages residual_out and layer_input
 // in shared memory and writes them as whole 512-byte rows (one tile less in flight);
 // unset, each thread stores its fragment vectors (8 rows x 64 bytes a warp); same bits.
+// Opt-in until measured (run 3).
 inline bool v41StagedStores() {
     static const bool on = [] {
         const char* e = envSwitch("MHC_V41_STAGED_STORES");

@@ -286,7 +286,7 @@ struct V41Args {
     int64_t ntok, tiles;
     int d, groups, stages;
     int splits, balanced;
-    int coalesced;  // 1: cooperative row loads (default), 0: each thread its own vectors
+    int coalesced;  // 1: cooperative row loads, 0 (default): each thread its own vectors
     int staged;     // POST: outputs staged in the tile's slots, written as whole rows
 };
 
@@ -712,7 +712,7 @@ mhcStatus_t launchStream(V41Args a, cudaStream_t stream, bool* fits) {
     a.tiles = ceilDiv(a.ntok, kV41TT);
     a.splits = splits;
     a.stages = stages;
-    a.coalesced = v41PrivateLoads() ? 0 : 1;
+    a.coalesced = v41CoalescedLoads() ? 1 : 0;
     a.staged = POST && stages >= 3 && v41StagedStores() ? 1 : 0;  // needs 2 stages of lookahead
     dim3 grid;
     if (v41Balanced()) {
