@@ -379,7 +379,9 @@ case $mode in
   gate)
     install_wheels optional
     print_env
-    build ci
+    # GATE_BUILD=plugins: the TensorRT 11 build alone (no 10.16 set, no example), when
+    # device time is short; the 10.16 tests then fail the gate by name.
+    build "${GATE_BUILD:-ci}"
     show tail -1 "$out/build.txt"
     require_gpu
     setenv MHC_TRT_HEADERS="$root/.trt_headers"
