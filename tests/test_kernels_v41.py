@@ -249,25 +249,3 @@ def test_balanced_schedule_is_bit_identical(t, d, tmp_path):
     grid = kernels.post_mix(*v)
     for i, (a, b) in enumerate(zip(grid, balanced, strict=True)):
         assert torch.equal(a, b), f"output {i} differs"
-
-
-@pytest.mark.parametrize("env", [{"MHC_V41_COALESCED_LOADS": "1"}, {"MHC_V41_STAGED_STORES": "1"},
-                                 {"MHC_V41_COALESCED_LOADS": "1", "MHC_V41_STAGED_STORES": "1",
-                                  "MHC_V41_BALANCE": "1"}],
-                         ids=["coalesced_loads", "staged_stores", "both_balanced"])
-@pytest.mark.parametrize(("t", "d"), [(517, 1000), (4099, 5120)])
-def test_load_and_store_patterns_are_bit_identical(t, d, env, tmp_path):
-    """The stream kernel's memory-access variants against the default (each thread
-    loads and stores its own fragment vectors): MHC_V41_COALESCED_LOADS=1 (a warp
-    loads whole rows into the owners' slots), MHC_V41_STAGED_STORES=1 (outputs staged
-    in shared memory and written as whole rows), and both with the balanced
-    schedule. Only who moves which
-    bytes changes, so every output must be equal bit for bit; partial tiles (T % 16)
-    and partial column splits (d % 256) included."""
-    v = boundary_inputs(t, 4, d, torch.bfloat16, _gen(3 * t + d))
-    other = _post_mix_in_process(v, env, tmp_path)
-    default = run_post_mix(v)
-    for i, (a, b) in enumerate(zip(default, other, strict=True)):
-        assert torch.equal(a, b), f"output {i} differs"
-    assert rel_err(default[0], post_f64(*v[:2], *v[3:5])) < TOL_OUT[torch.bfloat16]
-    assert rel_err(default[1], collapse_f64(default[0], v[2])) < TOL_OUT[torch.bfloat16]

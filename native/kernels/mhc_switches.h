@@ -224,28 +224,6 @@ inline bool v41Balanced() {
     }();
     return on;
 }
-// MHC_V41_COALESCED_LOADS=1: the V4.1 stream kernel loads each tile by whole rows
-// (a warp instruction: 512 contiguous bytes, into the owners' slots) instead of each
-// thread cp.asyncing its own MMA-fragment vectors (8 token rows x 64 bytes); same
-// bits. Opt-in until measured (docs/journal/v41_kernels.md, run 3).
-inline bool v41CoalescedLoads() {
-    static const bool on = [] {
-        const char* e = envSwitch("MHC_V41_COALESCED_LOADS");
-        return e && e[0] == '1' && e[1] == 0;
-    }();
-    return on;
-}
-// MHC_V41_STAGED_STORES=1: the V4.1 stream kernel stages residual_out and layer_input
-// in shared memory and writes them as whole 512-byte rows (one tile less in flight);
-// unset, each thread stores its fragment vectors (8 rows x 64 bytes a warp); same bits.
-// Opt-in until measured (run 3).
-inline bool v41StagedStores() {
-    static const bool on = [] {
-        const char* e = envSwitch("MHC_V41_STAGED_STORES");
-        return e && e[0] == '1' && e[1] == 0;
-    }();
-    return on;
-}
 // MHC_V41_STAGES=2..6: the V4.1 stream kernel's pipeline depth (else 0: the
 // kernel's own choice; mhc_v41.cu).
 inline int v41StagesEnv() {

@@ -42,19 +42,6 @@ namespace {
 
 constexpr int kV41EltThreads = 128;
 
-// MhcCollapse of one 8-element vector: o = sum_i w[i] * v[i], fmaf from 0 in stream
-// order, as weightedStreamSum (mhc_common.cuh) does: the same bits.
-template <int N>
-__device__ __forceinline__ void collapseVec(const float (&w)[N], const float (&v)[N][8],
-                                            float (&o)[8]) {
-#pragma unroll
-    for (int e = 0; e < 8; ++e) {
-        o[e] = 0.f;
-#pragma unroll
-        for (int i = 0; i < N; ++i) o[e] = fmaf(w[i], v[i][e], o[e]);
-    }
-}
-
 // grid (ceil(d/8 / 128), token blocks): thread = one 16-byte column vector of a
 // token. POST: out_j = MhcPost (postVector), rounded to T (written when RES);
 // then layer_input / y = sum_i pre_i * value_i, fmaf from 0 in stream order,
@@ -94,7 +81,13 @@ __global__ void __launch_bounds__(kV41EltThreads)
                 for (int e = 0; e < 8; ++e) val[i][e] = rv[i][e];
         }
         float o[8];
-        collapseVec<N>(w, val, o);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) {
+            float a = 0.f;
+#pragma unroll
+            for (int i = 0; i < N; ++i) a = fmaf(w[i], val[i][e], a);
+            o[e] = a;
+        }
         store8(out + t * int64_t(d) + v * 8, o);
     }
 }
@@ -156,7 +149,13 @@ __global__ void __launch_bounds__(kV41FinishThreads) v41FinishKernel(const Finis
 #pragma unroll
         for (int i = 0; i < N; ++i) load8(xt + int64_t(i) * a.d, xv[i]);
         float o[8];
-        collapseVec<N>(w, xv, o);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) {
+            float s = 0.f;
+#pragma unroll
+            for (int i = 0; i < N; ++i) s = fmaf(w[i], xv[i][e], s);
+            o[e] = s;
+        }
         store8(static_cast<T*>(a.layer_input) + t * int64_t(a.d) + v * 8, o);
         return;
     }
@@ -180,12 +179,10 @@ __global__ void __launch_bounds__(kV41FinishThreads) v41FinishKernel(const Finis
 
 // Large T (the stream and two-pass paths): a block per kWideTokens tokens.
 // Thread j sums value j of the block's [tokens][V] partials over the splits in
-// split order (kWideBatch loads in flight before the adds: the stream kernel's
-// d/256 splits in two L2 round trips up to d = 8192), then one thread
+// split order (loads issued in batches of 8 before the adds), then one thread
 // per token computes its gates and Sinkhorn. ~T / 16 blocks of short latency,
 // instead of a block and a one-thread Sinkhorn chain per token.
 constexpr int kWideTokens = 16;
-constexpr int kWideBatch = 16;
 
 template <int N>
 __global__ void __launch_bounds__(kV41FinishThreads) v41FinishWideKernel(const FinishArgs a) {
@@ -198,13 +195,12 @@ __global__ void __launch_bounds__(kV41FinishThreads) v41FinishWideKernel(const F
     for (int j = threadIdx.x; j < ntb * V; j += kV41FinishThreads) {
         const float* p = a.part + t0 * V + j;
         float s = 0.f;
-        for (int k = 0; k < a.splits; k += kWideBatch) {
-            float v[kWideBatch];
-            const float* pk = p + int64_t(k) * sstride;
+        for (int k = 0; k < a.splits; k += 8) {
+            float v[8];
 #pragma unroll
-            for (int q = 0; q < kWideBatch; ++q) v[q] = k + q < a.splits ? pk[q * sstride] : 0.f;
+            for (int q = 0; q < 8; ++q) v[q] = k + q < a.splits ? p[int64_t(k + q) * sstride] : 0.f;
 #pragma unroll
-            for (int q = 0; q < kWideBatch; ++q) s += v[q];  // + 0.0f past the last split
+            for (int q = 0; q < 8; ++q) s += v[q];  // + 0.0f past the last split: no change
         }
         mix[j] = s;
     }
@@ -286,25 +282,7 @@ struct V41Args {
     int64_t ntok, tiles;
     int d, groups, stages;
     int splits, balanced;
-    int coalesced;  // 1: cooperative row loads, 0 (default): each thread its own vectors
-    int staged;     // POST: outputs staged in the tile's slots, written as whole rows
 };
-
-// The shared-memory slot of thread t's 16-byte vector in a stage's [item][256] array:
-// bit 2 flipped in odd warps, so that the coalesced loads' cp.async writes (lanes of
-// two warps' slots) and the owners' 16-byte reads both hit 8 distinct bank quads.
-__device__ __forceinline__ int v41Slot(int t) { return t ^ (((t >> 5) & 1) << 2); }
-
-// The 8 bf16 values of a 16-byte vector, in float.
-__device__ __forceinline__ void unpackVec(const uint4& u, float (&v)[8]) {
-    const uint32_t w[4] = {u.x, u.y, u.z, u.w};
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-        const float2 f = unpackBf2(w[e]);
-        v[2 * e] = f.x;
-        v[2 * e + 1] = f.y;
-    }
-}
 
 __device__ __forceinline__ void ssAdd(const uint32_t (&w)[4], float& ss) {
 #pragma unroll
@@ -387,6 +365,12 @@ __global__ void __launch_bounds__(kV41Threads, 1) v41StreamKernel(const V41Args 
             }
         bsplit = sp;
     };
+    if (ntiles > 0) {
+        int sp0;
+        itemOf(0, sp0);
+        loadB(sp0);
+    }
+
     // Loads of tile `it` into stage s; one commit group per call, even empty.
     auto issue = [&](int it, int s) {
         if (it < ntiles) {
@@ -395,37 +379,17 @@ __global__ void __launch_bounds__(kV41Threads, 1) v41StreamKernel(const V41Args 
             const int col = colOf(sp);
             const bool cvalid = col < d;
             uint4* st = reinterpret_cast<uint4*>(smem + G::STAGE * s);
-            constexpr int PER = POST ? N + 1 : N;
-            if (a.coalesced) {
-                // Warp w loads rows w, w + W, ... of the tile, row = (token tt, item i:
-                // residual stream i < N, or x): lane = the row's 16-byte chunk, so one
-                // instruction reads 512 contiguous bytes; each chunk goes to the slot of
-                // the thread whose MMA fragment holds it (warp c / 4, lane 4 (tt % 8) + c % 4).
-                const int lc = sp * kV41Cols + lane * 8;
-                const int owner = (lane >> 2) * 32 + (lane & 3);
-                for (int r = warp; r < kV41TT * PER; r += W) {
-                    const int tt = r / PER, i = r - tt * PER;
-                    const int64_t tok = t0 + tt;
-                    if (tok >= a.ntok || lc >= d) continue;
-                    const __nv_bfloat16* src =
-                        i < N ? a.res + tok * K + int64_t(i) * d + lc : a.x + tok * d + lc;
-                    cpAsync16(st + ((tt >> 3) * PER + i) * kV41Threads +
-                                  v41Slot(owner + 4 * (tt & 7)),
-                              src);
-                }
-            } else {
 #pragma unroll
-                for (int h = 0; h < 2; ++h) {
-                    const int64_t tok = t0 + g + 8 * h;
-                    if (tok >= a.ntok || !cvalid) continue;
+            for (int h = 0; h < 2; ++h) {
+                const int64_t tok = t0 + g + 8 * h;
+                if (tok >= a.ntok || !cvalid) continue;
+                constexpr int PER = POST ? N + 1 : N;
 #pragma unroll
-                    for (int i = 0; i < N; ++i)
-                        cpAsync16(st + (h * PER + i) * kV41Threads + v41Slot(tid),
-                                  a.res + tok * K + int64_t(i) * d + col);
-                    if constexpr (POST)
-                        cpAsync16(st + (h * PER + N) * kV41Threads + v41Slot(tid),
-                                  a.x + tok * d + col);
-                }
+                for (int i = 0; i < N; ++i)
+                    cpAsync16(st + (h * PER + i) * kV41Threads + tid,
+                              a.res + tok * K + int64_t(i) * d + col);
+                if constexpr (POST)
+                    cpAsync16(st + (h * PER + N) * kV41Threads + tid, a.x + tok * d + col);
             }
             if constexpr (POST) {
                 float* coef = reinterpret_cast<float*>(smem + G::STAGE * s + G::DATA);
@@ -452,8 +416,6 @@ __global__ void __launch_bounds__(kV41Threads, 1) v41StreamKernel(const V41Args 
         const bool cvalid = col < d;
         const unsigned char* st = smem + G::STAGE * (it % S);
         const uint4* data = reinterpret_cast<const uint4*>(st);
-        uint4* out = reinterpret_cast<uint4*>(smem + G::STAGE * (it % S));
-        const int slot = v41Slot(tid);
         uint32_t A[2][N][4];
         float ss[2] = {0.f, 0.f};
 #pragma unroll
@@ -465,38 +427,40 @@ __global__ void __launch_bounds__(kV41Threads, 1) v41StreamKernel(const V41Args 
                 if (tv) {
                     const float* cf = reinterpret_cast<const float*>(st + G::DATA) +
                                       (g + 8 * h) * CS;
-                    float xv[8], rf[N][8];
-                    unpackVec(data[(h * PER + N) * kV41Threads + slot], xv);
+                    uint4 rv[N];
 #pragma unroll
-                    for (int i = 0; i < N; ++i)
-                        unpackVec(data[(h * PER + i) * kV41Threads + slot], rf[i]);
-                    float li[8] = {};
+                    for (int i = 0; i < N; ++i) rv[i] = data[(h * PER + i) * kV41Threads + tid];
+                    const uint4 xq = data[(h * PER + N) * kV41Threads + tid];
+                    const uint32_t xw[4] = {xq.x, xq.y, xq.z, xq.w};
+                    float li[8];
+#pragma unroll
+                    for (int e = 0; e < 8; ++e) li[e] = 0.f;
 #pragma unroll
                     for (int j = 0; j < N; ++j) {
-                        float cj[N], o[8];
-#pragma unroll
-                        for (int i = 0; i < N; ++i) cj[i] = cf[2 * N + i * N + j];
-                        postVector<N>(cf[N + j], cj, xv, rf, o);  // MhcPost's operation order
+                        const float p = cf[N + j];
 #pragma unroll
                         for (int e = 0; e < 4; ++e) {
-                            A[h][j][e] = packBf2(o[2 * e], o[2 * e + 1]);
+                            // postVector's order: p * x, then + comb[i][j] * r_i for i = 0..N-1.
+                            const float2 xf = unpackBf2(xw[e]);
+                            float o0 = p * xf.x, o1 = p * xf.y;
+#pragma unroll
+                            for (int i = 0; i < N; ++i) {
+                                const uint32_t rw[4] = {rv[i].x, rv[i].y, rv[i].z, rv[i].w};
+                                const float2 rf = unpackBf2(rw[e]);
+                                const float c = cf[2 * N + i * N + j];
+                                o0 = fmaf(c, rf.x, o0);
+                                o1 = fmaf(c, rf.y, o1);
+                            }
+                            A[h][j][e] = packBf2(o0, o1);
                             // MhcCollapse's order on the rounded value: fmaf from 0, streams in order.
                             const float2 q = unpackBf2(A[h][j][e]);
                             li[2 * e] = fmaf(cf[j], q.x, li[2 * e]);
                             li[2 * e + 1] = fmaf(cf[j], q.y, li[2 * e + 1]);
                         }
-                        const uint4 ow = make_uint4(A[h][j][0], A[h][j][1], A[h][j][2], A[h][j][3]);
-                        if (a.staged)  // into the slot just read (only its owner reads it)
-                            out[(h * PER + j) * kV41Threads + slot] = ow;
-                        else
-                            *reinterpret_cast<uint4*>(a.res_out + tok * K + int64_t(j) * d + col) = ow;
+                        *reinterpret_cast<uint4*>(a.res_out + tok * K + int64_t(j) * d + col) =
+                            make_uint4(A[h][j][0], A[h][j][1], A[h][j][2], A[h][j][3]);
                     }
-                    if (a.staged)
-                        out[(h * PER + N) * kV41Threads + slot] =
-                            make_uint4(packBf2(li[0], li[1]), packBf2(li[2], li[3]),
-                                       packBf2(li[4], li[5]), packBf2(li[6], li[7]));
-                    else
-                        store8(a.layer_input + tok * d + col, li);
+                    store8(a.layer_input + tok * d + col, li);
                 } else {
 #pragma unroll
                     for (int j = 0; j < N; ++j)
@@ -506,7 +470,7 @@ __global__ void __launch_bounds__(kV41Threads, 1) v41StreamKernel(const V41Args 
             } else {
 #pragma unroll
                 for (int j = 0; j < N; ++j) {
-                    const uint4 q = tv ? data[(h * N + j) * kV41Threads + slot]
+                    const uint4 q = tv ? data[(h * N + j) * kV41Threads + tid]
                                        : make_uint4(0u, 0u, 0u, 0u);
                     A[h][j][0] = q.x;
                     A[h][j][1] = q.y;
@@ -569,60 +533,21 @@ __global__ void __launch_bounds__(kV41Threads, 1) v41StreamKernel(const V41Args 
         }
     };
 
-    // Staged outputs (POST): tile it's residual_out and layer_input rows, left in
-    // its slots by compute(it), written by whole 512-byte rows after the next
-    // barrier, with the loads' row-to-slot mapping.
-    auto writeOut = [&](int it) {
-        if constexpr (POST) {
-            int sp;
-            const int64_t t0 = itemOf(it, sp);
-            const uint4* st = reinterpret_cast<const uint4*>(smem + G::STAGE * (it % S));
-            const int lc = sp * kV41Cols + lane * 8;
-            const int owner = (lane >> 2) * 32 + (lane & 3);
-            for (int r = warp; r < kV41TT * (N + 1); r += W) {
-                const int tt = r / (N + 1), j = r - tt * (N + 1);
-                const int64_t tok = t0 + tt;
-                if (tok >= a.ntok || lc >= d) continue;
-                const uint4 v =
-                    st[((tt >> 3) * (N + 1) + j) * kV41Threads + v41Slot(owner + 4 * (tt & 7))];
-                __nv_bfloat16* dst = j < N ? a.res_out + tok * K + int64_t(j) * d + lc
-                                           : a.layer_input + tok * d + lc;
-                *reinterpret_cast<uint4*>(dst) = v;
-            }
-        }
-    };
-
-    // Stages: tiles it+1 .. it+L are in flight while tile it is computed (L = S-1,
-    // or S-2 with staged outputs, whose stage is still read one iteration later).
-    // One CTA barrier per tile: it publishes tile it's data and coefficients
-    // (cp.async by other threads), retires stage (it-1) % S (staged: (it-2) % S)
-    // for refilling and hands the partials of tile it-1 (double-buffered by
-    // parity) to the reduction and its staged outputs to writeOut.
-    // The first tiles' loads go out before hc_fn is read and split: the B
-    // fragments' latency overlaps the pipeline fill instead of preceding it.
-    const int L = a.staged ? S - 2 : S - 1;
-    for (int s = 0; s < L; ++s) issue(s, s);
-    if (ntiles > 0) {
-        int sp0;
-        itemOf(0, sp0);
-        loadB(sp0);
-    }
+    // Stages: tiles it+1 .. it+S-1 are in flight while tile it is computed. One
+    // CTA barrier per tile: it publishes tile it's coefficients (cp.async by
+    // other threads), retires stage (it-1) % S for refilling and hands the
+    // partials of tile it-1 (double-buffered by parity) to the reduction.
+    for (int s = 0; s + 1 < S; ++s) issue(s, s);
     for (int it = 0; it < ntiles; ++it) {
-        waitGroupsLeft(L - 1);
+        waitGroupsLeft(S - 2);
         __syncthreads();
-        if (it > 0) {
-            reduce(it - 1);
-            if (a.staged) writeOut(it - 1);
-        }
-        issue(it + L, (it + L) % S);
+        if (it > 0) reduce(it - 1);
+        issue(it + S - 1, (it + S - 1) % S);
         compute(it);
     }
     asm volatile("cp.async.wait_group 0;\n" ::: "memory");
     __syncthreads();
-    if (ntiles > 0) {
-        reduce(ntiles - 1);
-        if (a.staged) writeOut(ntiles - 1);
-    }
+    if (ntiles > 0) reduce(ntiles - 1);
 #else
     __trap();
 #endif
@@ -712,8 +637,6 @@ mhcStatus_t launchStream(V41Args a, cudaStream_t stream, bool* fits) {
     a.tiles = ceilDiv(a.ntok, kV41TT);
     a.splits = splits;
     a.stages = stages;
-    a.coalesced = v41CoalescedLoads() ? 1 : 0;
-    a.staged = POST && stages >= 3 && v41StagedStores() ? 1 : 0;  // needs 2 stages of lookahead
     dim3 grid;
     if (v41Balanced()) {
         const int64_t total = int64_t(splits) * a.tiles;
@@ -743,21 +666,26 @@ struct MixCall {
     void* res_out;  // MhcPostMix
     void* layer_input;
     const float* fn;
-    float* part;  // the workspace: the projection's partials
-    // The finish's arguments: part (read), hc_scale, hc_base, the three
-    // mixes written, ntok, d and the attributes (its res_out, pre_in, layer_input
-    // are set by the path that needs them).
-    FinishArgs fin;
+    const float* hc_scale;
+    const float* hc_base;
+    float* pre_mix;
+    float* post_mix;
+    float* comb_mix;
+    int64_t ntok;
+    int d;
+    mhcPreParams p;
+    float* part;
 };
 
 template <typename T, int N>
 mhcStatus_t runMixes(const MixCall& c, cudaStream_t stream) {
     constexpr int M = (2 + N) * N;
     const bool post = c.x != nullptr;
-    const int K = N * c.fin.d;
-    FinishArgs fa = c.fin;
+    const int K = N * c.d;
+    FinishArgs fa{c.part, 0, c.hc_scale, c.hc_base, c.pre_mix, c.post_mix, c.comb_mix, c.ntok,
+                  c.d, c.p, nullptr, nullptr, nullptr};
     mhcStatus_t st = MHC_STATUS_SUCCESS;
-    MixPath path = mixPath(c.fin.ntok, N, c.fin.d, dtypeOf<T>());
+    MixPath path = mixPath(c.ntok, N, c.d, dtypeOf<T>());
     if (path == MixPath::kStream) {
         if constexpr (std::is_same<T, __nv_bfloat16>::value && N <= kV41MaxN) {
             V41Args a = {};
@@ -770,8 +698,8 @@ mhcStatus_t runMixes(const MixCall& c, cudaStream_t stream) {
             a.layer_input = static_cast<T*>(c.layer_input);
             a.fn = c.fn;
             a.part = c.part;
-            a.ntok = c.fin.ntok;
-            a.d = c.fin.d;
+            a.ntok = c.ntok;
+            a.d = c.d;
             bool fits = false;
             st = post ? launchStream<N, true>(a, stream, &fits)
                       : launchStream<N, false>(a, stream, &fits);
@@ -779,7 +707,7 @@ mhcStatus_t runMixes(const MixCall& c, cudaStream_t stream) {
             if (!fits)
                 return fail(MHC_STATUS_NOT_SUPPORTED,
                             "mhc V4.1 stream kernel: not enough shared memory on this device");
-            fa.splits = streamSplits(c.fin.d);
+            fa.splits = streamSplits(c.d);
             return launchFinish<T, N>(fa, stream, true);
         }
     }
@@ -787,13 +715,13 @@ mhcStatus_t runMixes(const MixCall& c, cudaStream_t stream) {
         fa.splits = decodeSplits(K);
         if (post) {
             DecodePost dp{c.x, c.residual, c.post_in, c.comb_in, c.res_out};
-            st = launchDecodeMixes<T, M, N>(nullptr, c.fn, c.part, c.fin.ntok, K, stream, dp);
+            st = launchDecodeMixes<T, M, N>(nullptr, c.fn, c.part, c.ntok, K, stream, dp);
             fa.res_out = c.res_out;
             fa.pre_in = c.pre_in;
             fa.layer_input = c.layer_input;
         } else {
             st = launchDecodeMixes<T, M>(static_cast<const T*>(c.residual), c.fn, c.part,
-                                         c.fin.ntok, K, stream);
+                                         c.ntok, K, stream);
         }
         if (st != MHC_STATUS_SUCCESS) return st;
         return launchFinish<T, N>(fa, stream, false);
@@ -803,11 +731,11 @@ mhcStatus_t runMixes(const MixCall& c, cudaStream_t stream) {
     const T* src = static_cast<const T*>(c.residual);
     if (post) {
         st = launchCollapse<T, N, true, true>(c.x, c.residual, c.pre_in, c.post_in, c.comb_in,
-                                              c.res_out, c.layer_input, c.fin.ntok, c.fin.d, stream);
+                                              c.res_out, c.layer_input, c.ntok, c.d, stream);
         if (st != MHC_STATUS_SUCCESS) return st;
         src = static_cast<const T*>(c.res_out);
     }
-    const int splits = launchMix<T, M>(src, c.fn, c.part, c.fin.ntok, K, stream);
+    const int splits = launchMix<T, M>(src, c.fn, c.part, c.ntok, K, stream);
     if (splits < 0) return MHC_STATUS_CUDA_ERROR;
     fa.splits = splits;
     return launchFinish<T, N>(fa, stream, true);
@@ -828,43 +756,11 @@ mhcStatus_t checkWorkspace(void* ws, size_t size, int64_t T, int n, int d, const
     return checkPtr(ws, "workspace", true);
 }
 
-// Checks one MhcMix (post false) or MhcPostMix call, naming each bad argument as
-// the C API does, in the order of its parameters, and runs it. c.part: the workspace.
-mhcStatus_t mixEntry(MixCall c, bool post, int n, mhcDtype_t dtype, const mhcPreParams* params,
-                     size_t ws_size, const char* who, cudaStream_t stream) {
-    try {
-        mhcStatus_t st = checkShape(c.fin.ntok, n, c.fin.d, dtype);
-        if (st != MHC_STATUS_SUCCESS) return st;
-        if ((st = checkPreParams(params, who)) != MHC_STATUS_SUCCESS) return st;
-        if (c.fin.ntok == 0) return ok();
-        static const char* const kOut[2][3] = {
-            {"pre_mix", "post_mix", "comb_mix"},
-            {"next_pre_mix", "next_post_mix", "next_comb_mix"}};
-        const char* const* out = kOut[post ? 1 : 0];
-        if ((post && ((st = checkPtr(c.x, "x", true)) ||
-                      (st = checkPtr(c.residual, "residual", true)) ||
-                      (st = checkPtr(c.pre_in, "pre_mix", false)) ||
-                      (st = checkPtr(c.post_in, "post_mix", false)) ||
-                      (st = checkPtr(c.comb_in, "comb_mix", false)))) ||
-            (st = checkPtr(c.residual, "residual", true)) || (st = checkPtr(c.fn, "hc_fn", true)) ||
-            (st = checkPtr(c.fin.hc_scale, "hc_scale", false)) ||
-            (st = checkPtr(c.fin.hc_base, "hc_base", false)) ||
-            (post && ((st = checkPtr(c.res_out, "residual_out", true)) ||
-                      (st = checkPtr(c.layer_input, "layer_input", true)))) ||
-            (st = checkPtr(c.fin.pre_mix, out[0], false)) ||
-            (st = checkPtr(c.fin.post_mix, out[1], false)) ||
-            (st = checkPtr(c.fin.comb_mix, out[2], false)) ||
-            (st = checkWorkspace(c.part, ws_size, c.fin.ntok, n, c.fin.d, who)))
-            return st;
-        c.fin.p = *params;
-        st = dispatchDtype(dtype, [&](auto type) {
-            using T = decltype(type);
-            return dispatchN(n, [&](auto nc) { return runMixes<T, decltype(nc)::value>(c, stream); });
-        });
-        return st == MHC_STATUS_SUCCESS ? ok() : st;
-    } catch (...) {
-        return fail(MHC_STATUS_CUDA_ERROR, "%s: unexpected internal exception", who);
-    }
+mhcStatus_t runMixCall(const MixCall& c, int n, mhcDtype_t dtype, cudaStream_t stream) {
+    return dispatchDtype(dtype, [&](auto type) {
+        using T = decltype(type);
+        return dispatchN(n, [&](auto nc) { return runMixes<T, decltype(nc)::value>(c, stream); });
+    });
 }
 
 template <bool POST>
@@ -901,12 +797,36 @@ extern "C" MHC_API mhcStatus_t mhcMix(const void* residual, const float* hc_fn,
                                       int32_t n, int32_t d, mhcDtype_t dtype,
                                       const mhcPreParams* params, void* workspace,
                                       size_t workspace_size, cudaStream_t stream) {
-    // MhcMix: no post inputs, no residual_out or layer_input (MixCall's field order).
-    float* part = static_cast<float*>(workspace);
-    const MixCall c = {nullptr, residual, nullptr, nullptr, nullptr, nullptr, nullptr, hc_fn, part,
-                       {part, 0, hc_scale, hc_base, pre_mix, post_mix,
-                        comb_mix, T, d, {}, nullptr, nullptr, nullptr}};
-    return mixEntry(c, false, n, dtype, params, workspace_size, "mhcMix", stream);
+    try {
+        mhcStatus_t st = checkShape(T, n, d, dtype);
+        if (st != MHC_STATUS_SUCCESS) return st;
+        if ((st = checkPreParams(params, "mhcMix")) != MHC_STATUS_SUCCESS) return st;
+        if (T == 0) return ok();
+        if ((st = checkPtr(residual, "residual", true)) || (st = checkPtr(hc_fn, "hc_fn", true)) ||
+            (st = checkPtr(hc_scale, "hc_scale", false)) ||
+            (st = checkPtr(hc_base, "hc_base", false)) ||
+            (st = checkPtr(pre_mix, "pre_mix", false)) ||
+            (st = checkPtr(post_mix, "post_mix", false)) ||
+            (st = checkPtr(comb_mix, "comb_mix", false)) ||
+            (st = checkWorkspace(workspace, workspace_size, T, n, d, "mhcMix")))
+            return st;
+        MixCall c = {};
+        c.residual = residual;
+        c.fn = hc_fn;
+        c.hc_scale = hc_scale;
+        c.hc_base = hc_base;
+        c.pre_mix = pre_mix;
+        c.post_mix = post_mix;
+        c.comb_mix = comb_mix;
+        c.ntok = T;
+        c.d = d;
+        c.p = *params;
+        c.part = static_cast<float*>(workspace);
+        st = runMixCall(c, n, dtype, stream);
+        return st == MHC_STATUS_SUCCESS ? ok() : st;
+    } catch (...) {
+        return fail(MHC_STATUS_CUDA_ERROR, "mhcMix: unexpected internal exception");
+    }
 }
 
 extern "C" MHC_API mhcStatus_t mhcCollapse(const void* residual, const float* pre_mix,
@@ -946,14 +866,50 @@ extern "C" MHC_API mhcStatus_t mhcPostMix(
     void* residual_out, void* layer_input, float* next_pre_mix, float* next_post_mix,
     float* next_comb_mix, int64_t T, int32_t n, int32_t d, mhcDtype_t dtype,
     const mhcPreParams* params, void* workspace, size_t workspace_size, cudaStream_t stream) {
-    if (residual_out != nullptr && residual_out == residual)
-        return fail(MHC_STATUS_INVALID_VALUE, "mhcPostMix: residual_out must not alias residual");
-    if (next_pre_mix != nullptr && next_pre_mix == pre_mix)
-        return fail(MHC_STATUS_INVALID_VALUE, "mhcPostMix: next_pre_mix must not alias pre_mix");
-    float* part = static_cast<float*>(workspace);
-    const MixCall c = {x, residual, pre_mix, post_mix, comb_mix, residual_out, layer_input,
-                       hc_fn, part,
-                       {part, 0, hc_scale, hc_base, next_pre_mix,
-                        next_post_mix, next_comb_mix, T, d, {}, nullptr, nullptr, nullptr}};
-    return mixEntry(c, true, n, dtype, params, workspace_size, "mhcPostMix", stream);
+    try {
+        if (residual_out != nullptr && residual_out == residual)
+            return fail(MHC_STATUS_INVALID_VALUE, "mhcPostMix: residual_out must not alias residual");
+        if (next_pre_mix != nullptr && next_pre_mix == pre_mix)
+            return fail(MHC_STATUS_INVALID_VALUE, "mhcPostMix: next_pre_mix must not alias pre_mix");
+        mhcStatus_t st = checkShape(T, n, d, dtype);
+        if (st != MHC_STATUS_SUCCESS) return st;
+        if ((st = checkPreParams(params, "mhcPostMix")) != MHC_STATUS_SUCCESS) return st;
+        if (T == 0) return ok();
+        if ((st = checkPtr(x, "x", true)) || (st = checkPtr(residual, "residual", true)) ||
+            (st = checkPtr(pre_mix, "pre_mix", false)) ||
+            (st = checkPtr(post_mix, "post_mix", false)) ||
+            (st = checkPtr(comb_mix, "comb_mix", false)) ||
+            (st = checkPtr(hc_fn, "hc_fn", true)) ||
+            (st = checkPtr(hc_scale, "hc_scale", false)) ||
+            (st = checkPtr(hc_base, "hc_base", false)) ||
+            (st = checkPtr(residual_out, "residual_out", true)) ||
+            (st = checkPtr(layer_input, "layer_input", true)) ||
+            (st = checkPtr(next_pre_mix, "next_pre_mix", false)) ||
+            (st = checkPtr(next_post_mix, "next_post_mix", false)) ||
+            (st = checkPtr(next_comb_mix, "next_comb_mix", false)) ||
+            (st = checkWorkspace(workspace, workspace_size, T, n, d, "mhcPostMix")))
+            return st;
+        MixCall c = {};
+        c.x = x;
+        c.residual = residual;
+        c.pre_in = pre_mix;
+        c.post_in = post_mix;
+        c.comb_in = comb_mix;
+        c.res_out = residual_out;
+        c.layer_input = layer_input;
+        c.fn = hc_fn;
+        c.hc_scale = hc_scale;
+        c.hc_base = hc_base;
+        c.pre_mix = next_pre_mix;
+        c.post_mix = next_post_mix;
+        c.comb_mix = next_comb_mix;
+        c.ntok = T;
+        c.d = d;
+        c.p = *params;
+        c.part = static_cast<float*>(workspace);
+        st = runMixCall(c, n, dtype, stream);
+        return st == MHC_STATUS_SUCCESS ? ok() : st;
+    } catch (...) {
+        return fail(MHC_STATUS_CUDA_ERROR, "mhcPostMix: unexpected internal exception");
+    }
 }
