@@ -221,6 +221,10 @@ def test_runner_prefill_and_v41_steps(tmp_path):
     assert "MHC_V41_BALANCE=1" in _one(lines, "bench_v41_balanced.json")
     assert len([ln for ln in lines if "regex:v41 " in ln]) == 2
     _one(lines, "regex:v41StreamKernel", "stalled")
+    lines = _dry(tmp_path, "v41", "build", "fuzz", FUZZ_COUNT="5")
+    fuzz = _one(lines, "scripts/qa/fuzz.py --gpu --only kernels")
+    assert "--count 5 --seed 23" in fuzz
+    assert lines.index(_one(lines, "build_plugins.sh")) < lines.index(fuzz)
 
 
 def test_runner_prepare_copies_both_header_sets(tmp_path):

@@ -28,7 +28,7 @@
 #                       ends as one prefill_run.tgz. env: MODES ("auto legacy twopass"),
 #                       BOUNDARY_MODES ("auto legacy"), SWEEP, BENCH_T, MODE_T, SWEEP_T,
 #                       SWEEP_OPS, BOUNDARY_T, TESTS_K, NCU_JOBS, NCU_METRICS
-#   v41 [STEPS]         steps (default: build tests bench ncu) of build tests harness bench ncu
+#   v41 [STEPS]         steps (default: build tests bench ncu) of build tests harness fuzz bench ncu
 #                       stalls (plugins too when .trt_headers is carried). env: BENCH_T, BENCH_D,
 #                       TEST_K, NCU_JOBS, NCU_KERNEL
 # Everywhere: MHC_CUDA_ARCHS (90), TEST_TIMEOUT, BENCH_TIMEOUT, MHC_MIN_GPU_TESTS (a subset's
@@ -335,6 +335,12 @@ v41_bench() {  # the default schedule, then MHC_V41_BALANCE=1 (every SM) in the 
       --json "$out/bench_v41$tag.json" 2>&1 | tee "$out/bench$tag.txt"
     [ "${PIPESTATUS[0]}" = 0 ] || rc=1
   done
+}
+v41_fuzz() {  # every op, V4 and V4.1, on the CUDA kernels against float64
+  x timeout "${FUZZ_TIMEOUT:-120}" python3 scripts/qa/fuzz.py --gpu --only kernels \
+    --count "${FUZZ_COUNT:-40}" --seed "${FUZZ_SEED:-23}" --json "$out/fuzz.json" \
+    > "$out/fuzz.txt" 2>&1 || rc=1
+  show tail -8 "$out/fuzz.txt"
 }
 v41_stalls() { stalls v41StreamKernel 2 stalls.txt "post_mix 4096 5120"; }
 v41_ncu() {
