@@ -292,7 +292,7 @@ def measure(root: Path) -> dict[str, object]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--root", type=Path, default=Path(__file__).resolve().parents[1],
+    ap.add_argument("--root", type=Path, default=Path(__file__).resolve().parents[2],
                     help="the checkout to measure (default: this one)")
     ap.add_argument("--json", type=Path, help="also write the numbers as JSON")
     args = ap.parse_args(argv)
