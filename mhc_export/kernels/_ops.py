@@ -100,7 +100,10 @@ def launch(
     if params is not None:
         # Only the ops with attributes (the mixes) take a workspace.
         ws_bytes = int(getattr(lib, symbol + "WorkspaceSize")(*dims, code))
-        args += [ctypes.byref(params), ptr(new_workspace(ws_bytes, dev)), ws_bytes]
+        # Held until the launch is enqueued, so the allocator cannot hand the block out
+        # before the kernel that uses it is in the stream.
+        ws = new_workspace(ws_bytes, dev)
+        args += [ctypes.byref(params), ptr(ws), ws_bytes]
     with torch.cuda.device(dev):
         status = getattr(lib, symbol)(*args, stream(dev))
     raise_for_status(status, symbol)
