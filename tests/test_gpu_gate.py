@@ -126,7 +126,8 @@ def test_gate_fails_on_a_skipped_missing_or_too_few_gpu_tests(tmp_path, capsys):
 def _dry(tmp_path: Path, *args: str, **env: str) -> list[str]:
     """The commands `scripts/gpu/run.sh --dry-run ARGS` prints, one per line."""
     full = {**os.environ, "OUT": str(tmp_path / "out"), **env}
-    for key in ("MHC_KERNELS_LIB", "MHC_MIN_GPU_TESTS", "MODES", "TESTS_K", "NCU_JOBS"):
+    for key in ("MHC_KERNELS_LIB", "MHC_MIN_GPU_TESTS", "MODES", "TESTS_K", "NCU_JOBS",
+                "GATE_BUILD"):
         if key not in env:
             full.pop(key, None)
     proc = subprocess.run(["bash", str(RUNNER), "--dry-run", *args], cwd=ROOT, env=full,
@@ -161,6 +162,13 @@ def test_runner_gate_builds_both_header_sets_and_gates_every_gpu_test(tmp_path):
     order = [lines.index(x) for x in (build, switches, collect, run, gate)]
     assert order == sorted(order)
     assert "--min 7" in _one(_dry(tmp_path, "gate", MHC_MIN_GPU_TESTS="7"), "junit_gate")
+    # The short gate builds the TensorRT 11 set alone; an unknown build is refused.
+    short = _one(_dry(tmp_path, "gate", GATE_BUILD="plugins"), "build_plugins")
+    assert "scripts/dev/build_plugins.sh" in short and KERNELS_ONLY not in short
+    proc = subprocess.run(["bash", str(RUNNER), "--dry-run", "gate"], cwd=ROOT, text=True,
+                          env={**os.environ, "OUT": str(tmp_path / "o"), "GATE_BUILD": "x"},
+                          capture_output=True, timeout=60)
+    assert proc.returncode == 2 and "unknown build 'x'" in proc.stdout
     # Nothing was built: the dry run leaves no build tree behind.
     assert not (tmp_path / "out" / "build.txt").read_text()
 

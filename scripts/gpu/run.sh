@@ -97,6 +97,7 @@ build() {  # ci | kernels | plugins -> build/ (log $out/build.txt); exits on fai
                   -DMHC_BUILD_TRT_PLUGINS=OFF -DMHC_PTXAS_VERBOSE=ON) ;;
     plugins) cmd=(env TENSORRT_ROOT="$root/.trt_headers/tensorrt-11.1" "$archs"
                   bash scripts/dev/build_plugins.sh "$root/build/plugins-trt11" -DMHC_PTXAS_VERBOSE=ON) ;;
+    *) echo "unknown build '$1' (ci, kernels or plugins)"; exit 2 ;;
   esac
   x "${cmd[@]}" > "$out/build.txt" 2>&1 || { tail -40 "$out/build.txt"; echo "BUILD FAILED"; exit 1; }
   echo "build $1 ok in $(( $(date +%s) - t0 )) s"
