@@ -43,22 +43,21 @@ public:
     }
 };
 
-// Exits on a CUDA error, naming the call (CHECK_CUDA passes its text).
-void checkCuda(cudaError_t status, char const* call)
-{
-    if (status != cudaSuccess)
-    {
-        std::cerr << call << " failed: " << cudaGetErrorString(status) << "\n";
-        std::exit(1);
-    }
-}
-#define CHECK_CUDA(call) checkCuda((call), #call)
-
 [[noreturn]] void die(std::string const& msg)
 {
     std::cerr << "error: " << msg << "\n";
     std::exit(1);
 }
+
+// Exits on a CUDA error, naming the call (CHECK_CUDA passes its text).
+void checkCuda(cudaError_t status, char const* call)
+{
+    if (status != cudaSuccess)
+    {
+        die(std::string(call) + " failed: " + cudaGetErrorString(status));
+    }
+}
+#define CHECK_CUDA(call) checkCuda((call), #call)
 
 size_t elementSize(nvinfer1::DataType t)
 {

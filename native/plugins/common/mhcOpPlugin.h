@@ -190,10 +190,10 @@ class MhcPlugin final : public MhcPluginBase
 public:
     using Launch = mhcStatus_t (*)(Params const& params, KernelCall const& call);
 
-    MhcPlugin(OpSpec const& op, Fields const& fields, Params const& params, Launch launch)
+    MhcPlugin(OpSpec const& op, Fields const& fields, Params const& params, Launch fn)
         : MhcPluginBase(op, fields)
         , mParams(params)
-        , mLaunch(launch)
+        , mLaunch(fn)
     {
     }
 
