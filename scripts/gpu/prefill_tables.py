@@ -1,4 +1,4 @@
-"""Markdown tables, one per op, of a scripts/gpu_prefill.sh run (issue 22).
+"""Markdown tables, one per op, of a `scripts/gpu/run.sh prefill` run (issue 22).
 
     python3 scripts/gpu/prefill_tables.py benchmarks/results/2026-12-06-h100 [prefix]
 
