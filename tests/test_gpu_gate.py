@@ -193,7 +193,10 @@ def test_runner_kernels_fuzz_hf_modes(tmp_path):
     # The carried set must import before anything is built.
     assert lines.index(_one(lines, "-c", "transformers.models.deepseek_v4")) < lines.index(
         _one(lines, "build_plugins.sh"))
-    _one(lines, "tests/test_hf_gpu.py")
+    # Its GPU tests are gated like the others: skipped is failed.
+    assert REQUIRE in _one(lines, "export", "MHC_REQUIRE_GPU")
+    assert _one(lines, "junit_gate.py").endswith("--min 4")
+    _one(lines, "-m pytest -q", "tests/test_hf_gpu.py")
     _one(lines, "benchmarks/bench_hf_layers.py")
 
 

@@ -23,7 +23,7 @@
 #                       HARNESS_EVERY)
 #   hf [BENCH ARGS]     installs the .wheels/ set (transformers required), kernel build,
 #                       tests/test_hf_gpu.py, benchmarks/bench_hf_layers.py
-#   prefill [STEPS]     the kernel library (built unless carried), then steps (default: smoke
+#   prefill [STEPS]     the kernel library (incremental build), then steps (default: smoke
 #                       tests bench boundary ncu) of smoke tests bench sweep boundary ncu; $OUT
 #                       ends as one prefill_run.tgz. env: MODES ("auto legacy twopass"),
 #                       BOUNDARY_MODES ("auto legacy"), SWEEP, BENCH_T, MODE_T, SWEEP_T,
@@ -431,10 +431,8 @@ case $mode in
     install_wheels required
     print_env
     build kernels
-    setenv MHC_KERNELS_LIB="$KLIB"
-    x timeout "${TEST_TIMEOUT:-120}" python3 -m pytest -q -s -p no:cacheprovider tests/test_hf_gpu.py \
-      2>&1 | tee "$out/tests.txt" | tail -15
-    [ "${PIPESTATUS[0]}" = 0 ] || rc=1
+    require_gpu
+    gated_pytest 4 gpu "${TEST_TIMEOUT:-120}" tests/test_hf_gpu.py
     x timeout "${BENCH_TIMEOUT:-200}" python3 benchmarks/bench_hf_layers.py --json "$out/bench_hf.json" \
       "$@" 2>&1 | tee "$out/bench.txt" | tail -30
     [ "${PIPESTATUS[0]}" = 0 ] || rc=1 ;;
