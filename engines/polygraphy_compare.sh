@@ -10,7 +10,8 @@
 # both backends the same random inputs at TOKENS tokens (default 8) and
 # compares every output. Environment: MHC_PLUGIN_LIB (plugin library), ATOL,
 # RTOL (default 1e-3 / 1e-3: float32 models; use 2e-2 for bf16, matching
-# mhc_export.validation.report's tolerances), DECODE_MAX_TOKENS (16), PREFILL_MAX_TOKENS (4096).
+# mhc_export.validation.report's tolerances), DECODE_MAX_TOKENS (16), PREFILL_MAX_TOKENS (4096),
+# PYTHON (python3: the interpreter with TensorRT, polygraphy and this package).
 # Needs polygraphy (pip install polygraphy) and, for --trt, full TensorRT.
 #
 # Plugins: polygraphy's --plugins only dlopens the library (ctypes.CDLL in its
@@ -35,7 +36,7 @@ if [[ -z "${DRY_RUN:-}" ]] && ! command -v polygraphy >/dev/null; then
   echo "polygraphy_compare.sh: polygraphy not found; pip install polygraphy" >&2
   exit 3
 fi
-if [[ -z "${DRY_RUN:-}" ]] && ! python3 -c 'import tensorrt; tensorrt.Builder' 2>/dev/null; then
+if [[ -z "${DRY_RUN:-}" ]] && ! "${PYTHON:-python3}" -c 'import tensorrt; tensorrt.Builder' 2>/dev/null; then
   echo "polygraphy_compare.sh: polygraphy --trt needs full TensorRT ('import tensorrt'" \
        "with a Builder); none is installed here. TensorRT-RTX is not supported by" \
        "polygraphy; use 'mhc-export validate --engine' instead." >&2
@@ -44,7 +45,7 @@ fi
 
 plugin="${MHC_PLUGIN_LIB:-}"
 if [[ -z "$plugin" && -d "$root/build" ]]; then
-  major="$(python3 -c 'import tensorrt; print(tensorrt.__version__.split(".")[0])' 2>/dev/null || echo 11)"
+  major="$("${PYTHON:-python3}" -c 'import tensorrt; print(tensorrt.__version__.split(".")[0])' 2>/dev/null || echo 11)"
   lib="$root/build/plugins-trt$major/libmhc_trt_plugins_trt$major.so"
   [[ -f "$lib" ]] && plugin="$lib"
 fi
@@ -53,7 +54,7 @@ plugin_flags=()
 
 # polygraphy with TensorRT imported first (see the header).
 polygraphy_trt() {
-  run env PYTHONPATH="$pypath" python3 -c \
+  run env PYTHONPATH="$pypath" "${PYTHON:-python3}" -c \
     'import sys, tensorrt; from polygraphy import tools; sys.argv[0] = "polygraphy"; sys.exit(tools.main())' "$@"
 }
 
@@ -64,7 +65,7 @@ fi
 
 # Shapes for the two profiles and the comparison run, from the model's inputs:
 # full model: tokens [batch, seq]; single ops: every per-token input [T, ...].
-read -r min1 opt1 max1 min2 opt2 max2 run_shapes < <(python3 - "$onnx" "$tokens" "$decode_max" "$prefill_max" <<'EOF'
+read -r min1 opt1 max1 min2 opt2 max2 run_shapes < <("${PYTHON:-python3}" - "$onnx" "$tokens" "$decode_max" "$prefill_max" <<'EOF'
 import sys, onnx
 path, t, dmax, pmax = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 m = onnx.load(path, load_external_data=False)

@@ -16,8 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from mhc_export.cli import main
+from support import fails
 
 pytest.importorskip("transformers.models.deepseek_v4",
                     reason="transformers >= 5.23 (pip install -e '.[hf]') is not installed")
@@ -45,16 +44,6 @@ def _copy(src: Path, dst: Path) -> Path:
     return dst
 
 
-def _refused(args: list[str], capsys, *needles: str) -> str:
-    capsys.readouterr()
-    assert main(args) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in err, err
-    return err
-
-
 def _export(ck: Path, tmp_path: Path) -> list[str]:
     return ["export", "--hf", str(ck), "--no-validate", "--out", str(tmp_path / "o" / "m.onnx")]
 
@@ -70,7 +59,7 @@ def test_native_fp4_scale_of_another_shape(tmp_path, capsys, native):
         header[name]["shape"] = shape[::-1]
 
     edit_header(ck / "model.safetensors", transpose)
-    _refused(_export(ck, tmp_path), capsys, name, "needs", "one per 32 FP4 values")
+    fails(_export(ck, tmp_path), capsys, name, "needs", "one per 32 FP4 values")
     assert not (tmp_path / "o").exists()
 
 
@@ -81,7 +70,7 @@ def test_native_fp8_scale_grid_larger_than_the_weight(tmp_path, capsys, native):
     cfg = json.loads((ck / "config.json").read_text())
     cfg["quantization_config"]["weight_block_size"] = [32, 32]
     (ck / "config.json").write_text(json.dumps(cfg))
-    _refused(_export(ck, tmp_path), capsys, "scale layers.0.", "32 x 32 block")
+    fails(_export(ck, tmp_path), capsys, "scale layers.0.", "32 x 32 block")
     assert not (tmp_path / "o").exists()
 
 
@@ -91,7 +80,7 @@ def test_native_weight_block_size_not_two_positive_ints(tmp_path, capsys, native
     cfg = json.loads((ck / "config.json").read_text())
     cfg["quantization_config"]["weight_block_size"] = block
     (ck / "config.json").write_text(json.dumps(cfg))
-    _refused(_export(ck, tmp_path), capsys, "weight_block_size",
+    fails(_export(ck, tmp_path), capsys, "weight_block_size",
              "two positive integers")
     assert not (tmp_path / "o").exists()
 
@@ -120,7 +109,7 @@ def test_config_error_quoted_from_transformers_is_one_line(tmp_path, capsys, nat
     cfg = json.loads((ck / "config.json").read_text())
     cfg.update(num_hidden_layers=2, compress_ratios=[0])
     (ck / "config.json").write_text(json.dumps(cfg))
-    _refused(_export(ck, tmp_path), capsys, "not a valid DeepSeek-V4 config",
+    fails(_export(ck, tmp_path), capsys, "not a valid DeepSeek-V4 config",
              "num_hidden_layers")
 
 
@@ -157,7 +146,7 @@ def test_slice_validation_checks_the_layers_its_reference_reads(tmp_path, capsys
 
     edit_header(tmp_path / "ck" / "model.safetensors", reshape)
     out = tmp_path / "o" / "m.onnx"
-    _refused(["export", "--hf", str(tmp_path / "ck"), "--layers", "1:3", "--out", str(out)],
+    fails(["export", "--hf", str(tmp_path / "ck"), "--layers", "1:3", "--out", str(out)],
              capsys, name, "runs the model from layer 0", "--no-validate")
     assert not (tmp_path / "o").exists()
 
@@ -175,5 +164,5 @@ def test_native_scale_of_another_dtype(tmp_path, capsys, native, dtype):
         header[name]["dtype"] = dtype
 
     edit_header(ck / "model.safetensors", retype)
-    _refused(_export(ck, tmp_path), capsys, name, dtype, "UE8M0 (F8_E8M0) or F32")
+    fails(_export(ck, tmp_path), capsys, name, dtype, "UE8M0 (F8_E8M0) or F32")
     assert not (tmp_path / "o").exists()
