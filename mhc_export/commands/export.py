@@ -31,6 +31,8 @@ from ..sources.base import (
     DEFAULT_SEQ,
     DEFAULT_STREAMS,
     DEFAULT_TOKENS,
+    done,
+    progress,
 )
 from .build import add_build_options, build_from_args, summarize
 
@@ -148,15 +150,6 @@ def check_args(args: argparse.Namespace) -> None:
             raise ValueError(f"--{name} must be >= 1, got {value}")
 
 
-def _progress(msg: str) -> float:
-    print(f"[mhc-export] {msg}", flush=True)
-    return time.perf_counter()
-
-
-def _done(t0: float) -> None:
-    print(f"[mhc-export]   done in {time.perf_counter() - t0:.1f}s", flush=True)
-
-
 def run(args: argparse.Namespace) -> int:
     from ..export.onnx_export import check_opset
 
@@ -184,7 +177,8 @@ def run(args: argparse.Namespace) -> int:
         status = EXIT_OK if report.passed else EXIT_VALIDATION_FAILED
     if args.build_engine:
         plan = out.with_suffix(".plan")
-        t0 = _progress(f"building TensorRT engine {plan}")
+        progress(f"building TensorRT engine {plan}")
+        t0 = time.perf_counter()
         print(summarize(build_from_args(out, args, plan)))
-        _done(t0)
+        done(t0)
     return status

@@ -539,7 +539,6 @@ def _build_plan(trt: TensorRT, builder: Any, network: Any, config: Any, onnx_pat
             f"TensorRT ({trt.flavour} {trt.version}) failed to build {onnx_path}: "
             + (" | ".join(logger.errors) or "no error message was logged")
         )
-    del monitor
     return bytes(serialized), build_seconds
 
 

@@ -98,7 +98,7 @@ def launch(
                  for i, (name, shape, dtype) in enumerate(outputs))
     args = [*(ptr(t) for t in inputs.values()), *(ptr(o) for o in outs), *dims, code]
     if params is not None:
-        # Only the ops with attributes (the mixes) take a workspace.
+        # Only the ops with a params struct (the mixes and the heads) take a workspace.
         ws_bytes = int(getattr(lib, symbol + "WorkspaceSize")(*dims, code))
         # Held until the launch is enqueued, so the allocator cannot hand the block out
         # before the kernel that uses it is in the stream.

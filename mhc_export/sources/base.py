@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,3 +25,8 @@ class ValidateOptions:
 def progress(msg: str) -> None:
     """A progress line of the export command."""
     print(f"[mhc-export] {msg}", flush=True)
+
+
+def done(t0: float) -> None:
+    """The progress line closing a step that started at ``t0`` (time.perf_counter())."""
+    progress(f"  done in {time.perf_counter() - t0:.1f}s")

@@ -17,7 +17,7 @@ from ..core.preflight import check_export_outputs, check_memory, default_output
 from ..core.spec import dtype_name, parse_dtype
 from ..validation.report import Report
 from ..validation.runners import FunctionRunner, Runner
-from .base import DEFAULT_BATCH, DEFAULT_SEQ, ValidateOptions, progress
+from .base import DEFAULT_BATCH, DEFAULT_SEQ, ValidateOptions, done, progress
 
 
 def form_name(mode: str, *, fuse: bool, target: str = "mhc") -> str:
@@ -29,10 +29,6 @@ def form_name(mode: str, *, fuse: bool, target: str = "mhc") -> str:
     if mode == "decomposed":
         return "decomposed"
     return "fused" if fuse else "unfused"
-
-
-def _done(t0: float) -> None:
-    progress(f"  done in {time.perf_counter() - t0:.1f}s")
 
 
 class OwnModelSource:
@@ -60,7 +56,7 @@ class OwnModelSource:
             progress(f"building model '{cfg.name}' ({dtype_name(dtype)}, {form}, seed {seed})")
             t0 = time.perf_counter()
             model = build_model(cfg, dtype=dtype, mode=mode, seed=seed)
-        _done(t0)
+        done(t0)
         return model
 
     def metadata(self, eager: Any, args: argparse.Namespace,
@@ -86,7 +82,7 @@ class OwnModelSource:
         t0 = time.perf_counter()
         result = export_model(model, out, opset=args.opset, external_data=external,
                               metadata=metadata, fuse=not args.no_fuse, target=args.target)
-        _done(t0)
+        done(t0)
         counts = {**result.mhc_nodes, **result.contrib_nodes}
         nodes = ", ".join(f"{k} x{v}" for k, v in sorted(counts.items())) or "none"
         progress(f"  mhc nodes: {nodes}"
@@ -98,7 +94,7 @@ class OwnModelSource:
         progress(f"validating in ONNX Runtime against eager (batch {batch}, seq {seq})")
         t0 = time.perf_counter()
         report = validate_model(out, model, batch=batch, seq=seq)
-        _done(t0)
+        done(t0)
         return out, report
 
     def _preflight(self, args: argparse.Namespace, dtype: torch.dtype

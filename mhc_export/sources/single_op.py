@@ -17,7 +17,14 @@ from ..core.spec import dtype_name
 from ..export.single_op import SingleOp, export_single_op, single_op_from_onnx
 from ..validation.report import Report
 from ..validation.runners import FunctionRunner, Runner
-from .base import DEFAULT_HIDDEN, DEFAULT_STREAMS, DEFAULT_TOKENS, ValidateOptions, progress
+from .base import (
+    DEFAULT_HIDDEN,
+    DEFAULT_STREAMS,
+    DEFAULT_TOKENS,
+    ValidateOptions,
+    done,
+    progress,
+)
 
 
 def parse_attrs(items: list[str], op: str) -> dict[str, Any]:
@@ -35,10 +42,6 @@ def parse_attrs(items: list[str], op: str) -> dict[str, Any]:
         except ValueError:
             raise ValueError(f"--attr {name}={value!r}: not a valid {kinds[name]}") from None
     return attrs
-
-
-def _done(t0: float) -> None:
-    progress(f"  done in {time.perf_counter() - t0:.1f}s")
 
 
 class SingleOpSource:
@@ -76,13 +79,13 @@ class SingleOpSource:
         progress(f"exporting {OPS[args.op].op_type} ({sizes}, {dtype_name(dtype)}) to {out}")
         t0 = time.perf_counter()
         export_single_op(spec, out, opset=args.opset)
-        _done(t0)
+        done(t0)
         if args.no_validate:
             return out, None
         progress("validating in ONNX Runtime against eager")
         t0 = time.perf_counter()
         report = validate_single_op(out, spec, tokens=tokens)
-        _done(t0)
+        done(t0)
         return out, report
 
     def rebuild(self, proto: onnx.ModelProto, path: str | os.PathLike[str],

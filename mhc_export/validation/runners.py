@@ -30,8 +30,9 @@ class Runner(Protocol):
 
 
 class OrtRunner:
-    """One ONNX Runtime provider on one ONNX file; the session is made at the first run,
-    so a provider that cannot load the graph fails inside the compare loop."""
+    """One ONNX Runtime provider on one ONNX file; the session is made when it runs (each
+    runner runs once), so a provider that cannot load the graph fails inside the compare
+    loop."""
 
     def __init__(self, path: str | os.PathLike[str], provider: str, *,
                  fold_constants: bool = True) -> None:
