@@ -330,6 +330,9 @@ def test_pre_attrs_keywords_are_mhc_pre_attributes():
     """spec.PreAttrs (the keywords of the kernel wrappers and diagnostics) names MhcPre's
     attributes in the contract's order, and pre_attributes fills the spec defaults."""
     assert tuple(spec.PreAttrs.__annotations__) == tuple(a.name for a in spec.MHC_PRE.attributes)
-    assert spec.pre_attributes({"pre_eps": 0.5}) == {**spec.MHC_PRE.defaults(), "pre_eps": 0.5}
+    # Expected from the named constants, not from MHC_PRE.defaults() (which it uses).
+    assert spec.pre_attributes({"pre_eps": 0.5}) == {
+        "rms_eps": spec.RMS_EPS, "pre_eps": 0.5, "sinkhorn_eps": spec.SINKHORN_EPS,
+        "post_mult": spec.POST_MULT, "sinkhorn_iters": spec.SINKHORN_ITERS}
     with pytest.raises(TypeError, match="unexpected keyword argument 'eps'"):
         spec.pre_attributes({"eps": 1e-3})
