@@ -127,7 +127,7 @@ def _dry(tmp_path: Path, *args: str, **env: str) -> list[str]:
     """The commands `scripts/gpu/run.sh --dry-run ARGS` prints, one per line."""
     full = {**os.environ, "OUT": str(tmp_path / "out"), **env}
     for key in ("MHC_KERNELS_LIB", "MHC_MIN_GPU_TESTS", "MODES", "TESTS_K", "NCU_JOBS",
-                "GATE_BUILD"):
+                "GATE_BUILD", "GATE_BENCH"):
         if key not in env:
             full.pop(key, None)
     proc = subprocess.run(["bash", str(RUNNER), "--dry-run", *args], cwd=ROOT, env=full,
@@ -162,6 +162,13 @@ def test_runner_gate_builds_both_header_sets_and_gates_every_gpu_test(tmp_path):
     order = [lines.index(x) for x in (build, switches, collect, run, gate)]
     assert order == sorted(order)
     assert "--min 7" in _one(_dry(tmp_path, "gate", MHC_MIN_GPU_TESTS="7"), "junit_gate")
+    assert not [ln for ln in lines if "benchmarks/" in ln]
+    # GATE_BENCH=1: after the gate, each benchmark driver once, each writing its JSON.
+    benched = _dry(tmp_path, "gate", GATE_BENCH="1")
+    drivers = sorted(p.name for p in (ROOT / "benchmarks").glob("bench_*.py"))
+    for name in drivers:
+        assert f"--json {tmp_path}/out/gate_{name[:-3]}.json" in _one(benched, f"benchmarks/{name}")
+    assert benched.index(_one(benched, "junit_gate")) < benched.index(_one(benched, drivers[0]))
     # The short gate builds the TensorRT 11 set alone; an unknown build is refused.
     short = _one(_dry(tmp_path, "gate", GATE_BUILD="plugins"), "build_plugins")
     assert "scripts/dev/build_plugins.sh" in short and KERNELS_ONLY not in short

@@ -13,6 +13,7 @@
 #                       sets (scripts/dev/build_plugins_ci.sh), then the JUnit gate (a skipped
 #                       or missing GPU test fails; at least MIN_GATE of them). The wheels in
 #                       .wheels/ go first on the path (the machine's transformers predates V4).
+#                       GATE_BENCH=1: then each benchmark driver once on short lists.
 #   kernels [BENCH ARGS] kernel build, the kernel GPU tests (gated, MIN_KERNELS),
 #                       benchmarks/bench_kernels.py with eager and torch.compile; with .peers
 #                       also FlashInfer's test and columns (a bundle that does not load fails).
@@ -351,6 +352,19 @@ post_mix 512 5120}"
   ncu_sections "${NCU_KERNEL:-v41}" 2 2 "${jobs[@]}"
 }
 
+# ---- gate: every benchmark driver once, short lists (GATE_BENCH=1) ---------------------
+gate_bench() {  # each driver runs and writes its JSON: the benchmarks still work end to end
+  local cmd
+  for cmd in "bench_kernels.py --no-compile --t-list 1,64,4096" "bench_boundary.py --t-list 1,4096" \
+             "bench_v41.py --t-list 1,512,4096 --d-list 7168" "bench_model_mhc.py" \
+             "bench_hf_layers.py --compile none --budget-s 40"; do
+    # shellcheck disable=SC2086
+    x timeout 150 python3 benchmarks/$cmd --json "$out/gate_${cmd%%.py*}.json" \
+      > "$out/gate_${cmd%%.py*}.txt" 2>&1 || { rc=1; echo "BENCH FAILED: $cmd"; }
+    echo "== ${cmd%% *}: $(show tail -1 "$out/gate_${cmd%%.py*}.txt" | cut -c1-120)"
+  done
+}
+
 # ---- the modes --------------------------------------------------------------------------
 prepare() {  # here: what the device calls carry, git-ignored through info/exclude
   local src=${MHC_TRT_HEADERS:-$root/../shared/third_party} exclude v pkg ver
@@ -394,7 +408,8 @@ case $mode in
     setenv MHC_TRT_HEADERS="$root/.trt_headers"
     # The GPU tests (marker gpu) that must all run and pass; the floor catches a module
     # that stopped collecting (tests/builds.py, docs/TESTING.md).
-    gated_pytest "$MIN_GATE" gpu "${TEST_TIMEOUT:-480}" "$@" ;;
+    gated_pytest "$MIN_GATE" gpu "${TEST_TIMEOUT:-480}" "$@"
+    [ "${GATE_BENCH:-0}" = 1 ] && gate_bench ;;
   kernels)
     print_env
     build kernels
