@@ -11,6 +11,7 @@ headers alone, before any work, nothing written.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -22,7 +23,7 @@ pytest.importorskip("transformers.models.deepseek_v4",
                     reason="transformers >= 5.23 (pip install -e '.[hf]') is not installed")
 
 from mhc_export.adapters import hf_reference
-from mhc_export.adapters.hf_checkpoint import inspect_checkpoint
+from mhc_export.adapters.hf_checkpoint import CheckpointError, inspect_checkpoint
 from mhc_export.adapters.hf_loader import plan
 from mhc_export.adapters.hf_testing import make_config
 from mhc_export.cli import main
@@ -62,6 +63,26 @@ def test_native_fp4_scale_of_another_shape(tmp_path, capsys, native):
 
     edit_header(ck / "model.safetensors", transpose)
     fails(_export(ck, tmp_path), capsys, name, "needs", "one per 32 FP4 values")
+    assert not (tmp_path / "o").exists()
+
+
+def test_native_fp4_scale_too_narrow_for_its_rows(tmp_path, capsys, native):
+    """An FP4 expert's [rows, k] scale written [2 rows, k/2] (the same bytes): half the
+    scales each row needs. The plan refuses it from the headers (the loader's own check of
+    this, after the data was read, could no longer be reached and is gone)."""
+    ck = _copy(native, tmp_path / "ck")
+    name = "layers.0.ffn.experts.0.w1.scale"
+
+    def narrow(header):
+        rows, k = header[name]["shape"]
+        assert k % 2 == 0
+        header[name]["shape"] = [2 * rows, k // 2]
+
+    edit_header(ck / "model.safetensors", narrow)
+    info = inspect_checkpoint(ck)
+    with pytest.raises(CheckpointError, match=f"scale {re.escape(name)} has shape"):
+        plan(info, None, torch.float32)
+    fails(_export(ck, tmp_path), capsys, name, "needs", "one per 32 FP4 values of a row")
     assert not (tmp_path / "o").exists()
 
 
