@@ -336,8 +336,29 @@ def test_pre_attrs_keywords_are_mhc_pre_attributes():
     assert spec.pre_attributes({"pre_eps": 0.5}) == {
         "rms_eps": spec.RMS_EPS, "pre_eps": 0.5, "sinkhorn_eps": spec.SINKHORN_EPS,
         "post_mult": spec.POST_MULT, "sinkhorn_iters": spec.SINKHORN_ITERS}
-    with pytest.raises(TypeError, match="unexpected keyword argument 'eps'"):
+    with pytest.raises(TypeError, match="MhcPre has no attribute 'eps'"):
         spec.pre_attributes({"eps": 1e-3})
+
+
+@pytest.mark.parametrize("op", sorted(spec.ALL_OPS))
+def test_one_attribute_check_for_keywords_and_single_ops(op):
+    """OpContract.with_defaults fills every op's defaults and is the one check of unknown
+    names: the keyword form (TypeError) and SingleOp.create (ValueError) say the same."""
+    c = spec.ALL_OPS[op]
+    names = [a.name for a in c.attributes]
+    given = {names[-1]: 3} if names else {}
+    assert c.with_defaults(given) == {**{a.name: a.default for a in c.attributes}, **given}
+    with pytest.raises(TypeError) as keyword:
+        c.with_defaults({"bogus": 1})
+    with pytest.raises(ValueError) as single:
+        SingleOp.create(op, bogus=1)
+    assert str(keyword.value) == str(single.value)
+    assert str(single.value) == (f"{c.op_type} has no attribute 'bogus'; its attributes are "
+                                 f"{', '.join(names) or 'none'}")
+    if op == "pre":
+        with pytest.raises(TypeError) as pre:
+            spec.pre_attributes({"bogus": 1})
+        assert str(pre.value) == str(single.value)
 
 
 def _f64_outputs(op: str, v: dict[str, torch.Tensor]) -> list[torch.Tensor]:

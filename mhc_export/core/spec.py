@@ -65,6 +65,18 @@ class OpContract:
     def defaults(self) -> dict[str, float | int | str]:
         return {a.name: a.default for a in self.attributes}
 
+    def with_defaults(self, given: Mapping[str, float | int | str],
+                      error: type[Exception] = TypeError) -> dict[str, float | int | str]:
+        """The op's attributes: its defaults, replaced by ``given``. A name the op does not
+        have raises ``error``: TypeError where the attributes are keyword arguments (as
+        Python's own check), ValueError where they are values read from a user or a model."""
+        defaults = self.defaults()
+        unknown = sorted(set(given) - set(defaults))
+        if unknown:
+            raise error(f"{self.op_type} has no attribute {unknown[0]!r}; its attributes are "
+                        f"{', '.join(defaults) or 'none'}")
+        return {**defaults, **given}
+
 
 _PLUGIN_ATTRS = (
     Attr("plugin_namespace", "string", PLUGIN_NAMESPACE),
@@ -100,12 +112,7 @@ class PreAttrs(TypedDict, total=False):
 def pre_attributes(given: Mapping[str, float | int]) -> dict[str, float | int]:
     """MhcPre's attributes: MHC_PRE's defaults, replaced by ``given``. An unknown name is a
     TypeError, as an unknown keyword argument is."""
-    defaults = MHC_PRE.defaults()
-    unknown = sorted(set(given) - set(defaults))
-    if unknown:
-        raise TypeError(f"unexpected keyword argument {unknown[0]!r}; MhcPre's attributes are "
-                        f"{', '.join(defaults)}")
-    return {**defaults, **given}  # type: ignore[dict-item]
+    return MHC_PRE.with_defaults(given)  # type: ignore[return-value]
 
 
 MHC_SINKHORN = OpContract(
