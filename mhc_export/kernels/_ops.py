@@ -19,6 +19,7 @@ from ..core.spec import (
     RMS_EPS,
     SINKHORN_EPS,
     SINKHORN_ITERS,
+    OpContract,
     OutputSpec,
     PreAttrs,
     output_spec,
@@ -131,12 +132,23 @@ def pre(
     ``out`` optionally gives the three output tensors to write into.
     """
     lib = load()
+    li, post_mix, comb_mix = launch_mixes(lib, "mhcPre", MHC_PRE, residual, hc_fn, hc_scale,
+                                          hc_base, out, attrs)
+    return li, post_mix, comb_mix
+
+
+def launch_mixes(
+    lib: ctypes.CDLL, symbol: str, contract: OpContract, residual: torch.Tensor,
+    hc_fn: torch.Tensor, hc_scale: torch.Tensor, hc_base: torch.Tensor,
+    out: Sequence[torch.Tensor | None] | None, attrs: PreAttrs,
+) -> tuple[torch.Tensor, ...]:
+    """MhcPre and MhcMix once the library is loaded: the same inputs, checks and
+    attributes; only their outputs (the contract's) differ."""
     t, n, d = check_pre_inputs(residual, hc_fn, hc_scale, hc_base)
     params = pre_params(attrs)
     inputs = dict(residual=residual, hc_fn=hc_fn, hc_scale=hc_scale, hc_base=hc_base)
-    outputs = output_spec(MHC_PRE, (t, n, d), residual.dtype)
-    li, post_mix, comb_mix = launch(lib, "mhcPre", inputs, outputs, out, (t, n, d), params)
-    return li, post_mix, comb_mix
+    outputs = output_spec(contract, (t, n, d), residual.dtype)
+    return launch(lib, symbol, inputs, outputs, out, (t, n, d), params)
 
 
 def sinkhorn(

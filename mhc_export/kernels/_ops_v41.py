@@ -17,7 +17,7 @@ from ..core.spec import (
     output_spec,
 )
 from ._lib import load
-from ._ops import launch, pre_params
+from ._ops import launch, launch_mixes, pre_params
 
 if TYPE_CHECKING:  # typing.Unpack is Python 3.11+; annotations stay strings
     from typing import Unpack
@@ -31,11 +31,8 @@ def mix(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """MhcMix: (pre_mix [T, n], post_mix [T, n], comb_mix [T, n, n]), all float32."""
     lib = load()
-    t, n, d = check_pre_inputs(residual, hc_fn, hc_scale, hc_base)
-    params = pre_params(attrs)
-    inputs = dict(residual=residual, hc_fn=hc_fn, hc_scale=hc_scale, hc_base=hc_base)
-    outputs = output_spec(MHC_MIX, (t, n, d), residual.dtype)
-    pre, post, comb = launch(lib, "mhcMix", inputs, outputs, out, (t, n, d), params)
+    pre, post, comb = launch_mixes(lib, "mhcMix", MHC_MIX, residual, hc_fn, hc_scale, hc_base,
+                                   out, attrs)
     return pre, post, comb
 
 
