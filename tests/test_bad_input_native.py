@@ -11,6 +11,7 @@ headers alone, before any work, nothing written.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -21,9 +22,11 @@ from support import fails
 pytest.importorskip("transformers.models.deepseek_v4",
                     reason="transformers >= 5.23 (pip install -e '.[hf]') is not installed")
 
-from mhc_export.adapters.hf_checkpoint import inspect_checkpoint
+from mhc_export.adapters import hf_reference
+from mhc_export.adapters.hf_checkpoint import CheckpointError, inspect_checkpoint
 from mhc_export.adapters.hf_loader import plan
 from mhc_export.adapters.hf_testing import make_config
+from mhc_export.cli import main
 from mhc_export.testing.v4_checkpoints import edit_header, write_checkpoint
 
 ONE_LAYER = dict(num_hidden_layers=1, layer_types=["sliding_attention"],
@@ -60,6 +63,26 @@ def test_native_fp4_scale_of_another_shape(tmp_path, capsys, native):
 
     edit_header(ck / "model.safetensors", transpose)
     fails(_export(ck, tmp_path), capsys, name, "needs", "one per 32 FP4 values")
+    assert not (tmp_path / "o").exists()
+
+
+def test_native_fp4_scale_too_narrow_for_its_rows(tmp_path, capsys, native):
+    """An FP4 expert's [rows, k] scale written [2 rows, k/2] (the same bytes): half the
+    scales each row needs. The plan refuses it from the headers (the loader's own check of
+    this, after the data was read, could no longer be reached and is gone)."""
+    ck = _copy(native, tmp_path / "ck")
+    name = "layers.0.ffn.experts.0.w1.scale"
+
+    def narrow(header):
+        rows, k = header[name]["shape"]
+        assert k % 2 == 0
+        header[name]["shape"] = [2 * rows, k // 2]
+
+    edit_header(ck / "model.safetensors", narrow)
+    info = inspect_checkpoint(ck)
+    with pytest.raises(CheckpointError, match=f"scale {re.escape(name)} has shape"):
+        plan(info, None, torch.float32)
+    fails(_export(ck, tmp_path), capsys, name, "needs", "one per 32 FP4 values of a row")
     assert not (tmp_path / "o").exists()
 
 
@@ -134,21 +157,48 @@ def test_fp4_experts_stored_int8_and_uint8_load(tmp_path, native):
     assert torch.equal(got, truth[hf_name])
 
 
-def test_slice_validation_checks_the_layers_its_reference_reads(tmp_path, capsys):
-    """--layers 1:3 validates against HF's model run from layer 0, which reads layer 0: a
-    broken layer-0 scale raised RuntimeError after the export. Now refused up front;
-    --no-validate (no layer 0 read) is unaffected."""
+_LAYER0_SCALE = "layers.0.attn.wo_a.scale"
+
+
+def _layer0_damaged(tmp_path: Path) -> Path:
+    """Three layers in the published layout, layer 0's wo_a scale of a wrong rank."""
     write_checkpoint(tmp_path / "ck", make_config(), layout="native", seed=9)
-    name = "layers.0.attn.wo_a.scale"
 
     def reshape(header):
-        header[name]["shape"] = [*header[name]["shape"], 1]
+        header[_LAYER0_SCALE]["shape"] = [*header[_LAYER0_SCALE]["shape"], 1]
 
     edit_header(tmp_path / "ck" / "model.safetensors", reshape)
+    return tmp_path / "ck"
+
+
+def test_slice_validation_checks_the_layers_its_reference_reads(tmp_path, capsys,
+                                                                 monkeypatch):
+    """--layers 1:3 validates against HF's model run from layer 0 when it fits, which reads
+    layer 0: a broken layer-0 scale raised RuntimeError after the export. Now refused up
+    front; --no-validate (no layer 0 read) is unaffected."""
+    ck = _layer0_damaged(tmp_path)
+    monkeypatch.setattr(hf_reference, "available_memory", lambda: 1 << 50)  # it fits
     out = tmp_path / "o" / "m.onnx"
-    fails(["export", "--hf", str(tmp_path / "ck"), "--layers", "1:3", "--out", str(out)],
-             capsys, name, "runs the model from layer 0", "--no-validate")
+    fails(["export", "--hf", str(ck), "--layers", "1:3", "--out", str(out)],
+          capsys, _LAYER0_SCALE, "runs the model from layer 0", "--no-validate")
     assert not (tmp_path / "o").exists()
+
+
+def test_slice_validation_without_room_for_layer0_ignores_it(tmp_path, capsys, monkeypatch):
+    """When HF's float64 layers 0..2 do not fit but layers 1..2 do, validation of --layers
+    1:3 runs the slice alone and never reads layer 0: its damage refused the export all the
+    same. Now the export and its validation pass, against the slice's own reference."""
+    ck = _layer0_damaged(tmp_path)
+    info = inspect_checkpoint(ck)
+    room = hf_reference._f64_bytes(info, range(1, 3))
+    assert hf_reference._f64_bytes(info, range(0, 3)) > room
+    monkeypatch.setattr(hf_reference, "available_memory", lambda: room)
+    out = tmp_path / "o" / "m.onnx"
+    capsys.readouterr()
+    assert main(["export", "--hf", str(ck), "--layers", "1:3", "--out", str(out)]) == 0
+    assert out.is_file()
+    report = json.loads(out.with_suffix(".report.json").read_text())
+    assert report["config"]["reference"] == hf_reference.SLICE_REFERENCE.format(a=1, last=2)
 
 
 @pytest.mark.parametrize("dtype", ["BOOL"])

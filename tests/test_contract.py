@@ -28,6 +28,8 @@ from onnxscript.values import OnnxFunction
 
 import mhc_export
 from mhc_export.core import dtypes, metadata, spec
+from mhc_export.export.single_op import SingleOp
+from mhc_export.testing import f64
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "mhc_export"
@@ -334,5 +336,71 @@ def test_pre_attrs_keywords_are_mhc_pre_attributes():
     assert spec.pre_attributes({"pre_eps": 0.5}) == {
         "rms_eps": spec.RMS_EPS, "pre_eps": 0.5, "sinkhorn_eps": spec.SINKHORN_EPS,
         "post_mult": spec.POST_MULT, "sinkhorn_iters": spec.SINKHORN_ITERS}
-    with pytest.raises(TypeError, match="unexpected keyword argument 'eps'"):
+    with pytest.raises(TypeError, match="MhcPre has no attribute 'eps'"):
         spec.pre_attributes({"eps": 1e-3})
+
+
+@pytest.mark.parametrize("op", sorted(spec.ALL_OPS))
+def test_one_attribute_check_for_keywords_and_single_ops(op):
+    """OpContract.with_defaults fills every op's defaults and is the one check of unknown
+    names: the keyword form (TypeError) and SingleOp.create (ValueError) say the same."""
+    c = spec.ALL_OPS[op]
+    names = [a.name for a in c.attributes]
+    given = {names[-1]: 3} if names else {}
+    assert c.with_defaults(given) == {**{a.name: a.default for a in c.attributes}, **given}
+    with pytest.raises(TypeError) as keyword:
+        c.with_defaults({"bogus": 1})
+    with pytest.raises(ValueError) as single:
+        SingleOp.create(op, bogus=1)
+    assert str(keyword.value) == str(single.value)
+    assert str(single.value) == (f"{c.op_type} has no attribute 'bogus'; its attributes are "
+                                 f"{', '.join(names) or 'none'}")
+    if op == "pre":
+        with pytest.raises(TypeError) as pre:
+            spec.pre_attributes({"bogus": 1})
+        assert str(pre.value) == str(single.value)
+
+
+def _f64_outputs(op: str, v: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+    """The float64 reference's outputs of ``op`` (mhc_export/testing/f64.py); the fused V4
+    boundaries are composed from it as the spec defines them."""
+    a = list(v.values())
+    if op in ("pre", "mix", "post_mix", "sinkhorn", "post", "head", "collapse",
+              "post_collapse"):
+        fn = getattr(f64, f"{op}_f64")
+        out = fn(*a)
+        out = list(out) if isinstance(out, (tuple, list)) else [out]
+        return out[:3] if op == "pre" else out  # pre_f64 also returns the pre weights
+    r = f64.post_f64(*a[:4]).to(v["residual"].dtype)
+    if op == "post_pre":
+        return [r, *f64.pre_f64(r, *a[4:])[:3]]
+    assert op == "post_head", op
+    return [f64.head_f64(r, *a[4:])]
+
+
+@pytest.mark.parametrize("op", sorted(spec.ALL_OPS))
+def test_output_spec_shapes_match_the_float64_reference(op):
+    """spec.output_spec (what the kernel bindings allocate and the custom ops' fake
+    implementations return) gives every output the float64 reference's shape and the
+    eager reference's dtype, on random T, n, d and residual dtypes."""
+    g = torch.Generator().manual_seed(sorted(spec.ALL_OPS).index(op))
+    for _ in range(4):
+        t, n, d = (int(torch.randint(lo, hi, (1,), generator=g)) for lo, hi in
+                   ((1, 9), (1, spec.MAX_STREAMS + 1), (1, 40)))
+        dtype = (torch.float32 if op == "sinkhorn" else
+                 spec.RESIDUAL_DTYPES[int(torch.randint(0, 3, (1,), generator=g))])
+        one = SingleOp.create(op, streams=n, hidden=d, dtype=dtype)
+        v = one.random_inputs(t, seed=t)
+        shaping = v["logits"] if op == "sinkhorn" else v["residual"]
+        got = spec.output_spec(spec.ALL_OPS[op], shaping.shape, shaping.dtype)
+        assert [name for name, _, _ in got] == list(spec.ALL_OPS[op].outputs)
+        want = _f64_outputs(op, v)
+        assert [s for _, s, _ in got] == [tuple(w.shape) for w in want], (t, n, d)
+        assert [dt for _, _, dt in got] == [e.dtype for e in one.reference(v)]
+
+
+def test_output_spec_keeps_sinkhorn_leading_rows():
+    """MhcSinkhorn's comb has the logits' shape, whatever their leading dimensions."""
+    logits = torch.randn(2, 3, 5, 4, 4)
+    ((name, shape, dtype),) = spec.output_spec(spec.MHC_SINKHORN, logits.shape, logits.dtype)
+    assert (name, shape, dtype) == ("comb", tuple(f64.sinkhorn_f64(logits).shape), torch.float32)

@@ -19,8 +19,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from mhc_export.core.spec import num_mixes
-from mhc_export.kernels import _lib, _ops
+from mhc_export import kernels
+from mhc_export.core.spec import ALL_OPS, num_mixes
+from mhc_export.export.single_op import SingleOp
+from mhc_export.kernels import _lib, _ops, _ops_v41
 from mhc_export.testing.f64 import ODD_ATTRS, head_f64, pre_f64, rel_err, sinkhorn_f64
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,6 +104,7 @@ class _FakeLib:
 def fake_lib(monkeypatch):
     lib = _FakeLib()
     monkeypatch.setattr(_ops, "load", lambda: lib)
+    monkeypatch.setattr(_ops_v41, "load", lambda: lib)
     monkeypatch.setattr(_ops, "require_cuda", lambda **tensors: None)
     monkeypatch.setattr(_ops, "stream", lambda device: ctypes.c_void_p(0))
     monkeypatch.setattr(_ops.torch.cuda, "device", lambda device: contextlib.nullcontext())
@@ -139,6 +142,23 @@ def test_binding_hands_every_attribute_to_the_c_api(fake_lib):
     args = fake_lib.calls["mhcPost"]
     assert [p.value for p in args[:5]] == [v.data_ptr() for v in (x, residual, pm, cm, out)]
     assert args[5:9] == (t, n, d, _lib.DTYPE_CODES[torch.float32])
+
+
+@pytest.mark.parametrize("op", sorted(ALL_OPS))
+def test_binding_allocates_the_outputs_the_reference_returns(fake_lib, op):
+    """Every binding hands the C API outputs of the eager reference's shapes and dtypes
+    (spec.output_spec's), caller-given ones of another shape refused by name."""
+    dtype = torch.float32 if op == "sinkhorn" else torch.bfloat16
+    one = SingleOp.create(op, streams=3, hidden=5, dtype=dtype)
+    v = one.random_inputs(4, seed=2)
+    got = getattr(kernels, op)(*v.values())
+    got = got if isinstance(got, tuple) else (got,)
+    want = one.reference(v)
+    assert [(g.shape, g.dtype) for g in got] == [(w.shape, w.dtype) for w in want]
+    wrong = [torch.empty(0, dtype=w.dtype) for w in want]
+    name = ALL_OPS[op].outputs[0]
+    with pytest.raises(ValueError, match=f"out {name} must be"):
+        getattr(kernels, op)(*v.values(), out=wrong if len(wrong) > 1 else wrong[0])
 
 
 def test_binding_rejects_bad_attributes_before_the_c_api(fake_lib):

@@ -221,7 +221,7 @@ def test_external_data_and_atomic_write(tmp_path, monkeypatch):
 def test_bad_export_arguments():
     with pytest.raises(ValueError, match=r"standard opsets 18\.\.25"):
         check_opset(16)
-    with pytest.raises(ValueError, match="op pre has no attribute"):
+    with pytest.raises(ValueError, match="MhcPre has no attribute 'iters'"):
         SingleOp.create("pre", 4, 8, "float32", iters=3)
     with pytest.raises(ValueError, match="unknown op 'mul'"):
         SingleOp.create("mul")

@@ -128,6 +128,10 @@ def test_host_lifecycle(op, dtype):
     assert "dims -1 in desc.dims" in proc.stdout
     assert "configurePlugin refuses a profile in which n or d varies" in proc.stdout
     assert "getFieldsToSerialize carries every field with the given values" in proc.stdout
+    # One shape rule from the ports' tables (every dim code one value across the inputs):
+    # each input dim tied to another, changed alone, is refused at build and at run time.
+    assert "getOutputShapes refuses each of" in proc.stdout
+    assert "onShapeChange refuses each of" in proc.stdout
 
 
 @needs_harness

@@ -283,10 +283,9 @@ def _one(info: CheckpointInfo, name: str, shape, block, read) -> Stored:
     if dtype == "F8_E4M3":
         return Stored("fp8", data, tuple(data.shape) if shape is None else shape, scale, block,
                       source=name)
+    # The scale covers every row: plan() held its header shape to the weight's grid
+    # (_check_scale_grid) and the data read has the header's shape.
     decoded = (*data.shape[:-1], data.shape[-1] * 2)
-    if scale.shape[-1] * FP4_GROUP < decoded[-1]:
-        raise CheckpointError(f"{info.path}: {name}: {list(scale.shape)} scales do not cover "
-                              f"{decoded[-1]} FP4 values per row (one per {FP4_GROUP})")
     # I8 and U8 are the same FP4 bytes; one dtype, or stacking experts stored in both
     # would promote the bytes to int16.
     return Stored("fp4", data.view(torch.int8), decoded if shape is None else shape, scale,

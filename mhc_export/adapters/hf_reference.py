@@ -75,29 +75,39 @@ def weights_error(graph: torch.nn.Module, path, layers: range | None
     return worst, count, worst_name, lacking
 
 
-def _f64_bytes(reader: IndependentReader, layers: range | None) -> int:
+def _f64_bytes(info: CheckpointInfo, layers: range | None) -> int:
+    """Memory HF's float64 model of ``layers`` (None: all of them) needs, from the headers."""
     total = 0
-    for name, meta in reader.headers.items():
+    for name, (dtype, shape) in info.headers.items():
         m = re.match(r"^(?:model\.)?layers\.(\d+)\.", name)
         if name.startswith(("mtp.", "model.mtp.")) or (layers is not None and m
                                                          and int(m.group(1)) not in layers):
             continue
         n = 8
-        for s in meta["shape"]:
+        for s in shape:
             n *= s
-        total += n * (2 if meta["dtype"] in ("I8", "U8") else 1)
+        total += n * (2 if dtype in ("I8", "U8") else 1)
     return int(total * _F64_FACTOR)
 
 
-def holds_layers(names: Iterable[str], layers: range) -> bool:
-    """Whether checkpoint tensor ``names`` include the embedding and every layer of
-    ``layers``: then the reference of a slice A:B is a full run from layer 0."""
+def _holds_layers(names: Iterable[str], layers: range) -> bool:
+    """Whether checkpoint tensor ``names`` include the embedding and every layer of ``layers``."""
     names = list(names)
     found = {int(m.group(1)) for n in names
              if (m := re.match(r"^(?:model\.)?layers\.(\d+)\.", n))}
     has_embed = any(n.removeprefix("model.") in ("embed.weight", "embed_tokens.weight")
                     for n in names)
     return has_embed and set(layers) <= found
+
+
+def runs_from_layer0(info: CheckpointInfo, layers: range, have: int | None = None) -> bool:
+    """Whether :func:`reference_run` checks slice ``layers`` (A:B) against HF's model run
+    from layer 0: the files hold the embedding and layers 0..B-1, and their float64 model
+    fits in ``have`` bytes (default: what is available now). Then validation reads layers
+    0..A-1 too; otherwise it runs the slice's layers alone."""
+    prefix = range(0, layers.stop)
+    have = available_memory() if have is None else have
+    return _holds_layers(info.headers, prefix) and _f64_bytes(info, prefix) <= have
 
 
 def _hf_model(config: Any, reader: IndependentReader, layers: range | None,
@@ -159,15 +169,14 @@ def reference_run(info: CheckpointInfo, layers: range | None, *, batch: int, seq
     ids = torch.randint(0, info.config.vocab_size, (batch, seq), generator=g)
     positions = torch.arange(seq).unsqueeze(0).expand(batch, seq)
     if layers is None:
-        if _f64_bytes(reader, None) > have:
-            return f"HF's float64 model needs ~{_f64_bytes(reader, None) / 2**30:.1f} GiB"
+        if _f64_bytes(info, None) > have:
+            return f"HF's float64 model needs ~{_f64_bytes(info, None) / 2**30:.1f} GiB"
         model = _hf_model(info.config, reader, None, info.config.num_hidden_layers)
         with torch.no_grad():
             logits = model(input_ids=ids, position_ids=positions, use_cache=False).logits
         return {"input_ids": ids}, logits, MODEL_REFERENCE
     last = layers.stop - 1
-    prefix = range(0, layers.stop)
-    if holds_layers(reader.headers, prefix) and _f64_bytes(reader, prefix) <= have:
+    if runs_from_layer0(info, layers, have):
         model = _hf_model(info.config, reader, None, layers.stop)
         seen: dict[str, torch.Tensor] = {}
         hooks = [model.model.layers[layers.start].register_forward_pre_hook(
@@ -184,9 +193,9 @@ def reference_run(info: CheckpointInfo, layers: range | None, *, batch: int, seq
                 h.remove()
         inputs = {"hidden_streams": seen["in"], "input_ids": ids}
         return inputs, seen["out"], FULL_REFERENCE.format(last=last)
-    if _f64_bytes(reader, layers) > have:
+    if _f64_bytes(info, layers) > have:
         return (f"HF's float64 layers {layers.start}..{last} need ~"
-                f"{_f64_bytes(reader, layers) / 2**30:.1f} GiB, "
+                f"{_f64_bytes(info, layers) / 2**30:.1f} GiB, "
                 f"{have / 2**30:.1f} GiB available")
     from .hf_export import LayerSlice
 

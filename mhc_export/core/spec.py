@@ -7,7 +7,7 @@ that they cannot drift apart.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypedDict
 
@@ -65,6 +65,18 @@ class OpContract:
     def defaults(self) -> dict[str, float | int | str]:
         return {a.name: a.default for a in self.attributes}
 
+    def with_defaults(self, given: Mapping[str, float | int | str],
+                      error: type[Exception] = TypeError) -> dict[str, float | int | str]:
+        """The op's attributes: its defaults, replaced by ``given``. A name the op does not
+        have raises ``error``: TypeError where the attributes are keyword arguments (as
+        Python's own check), ValueError where they are values read from a user or a model."""
+        defaults = self.defaults()
+        unknown = sorted(set(given) - set(defaults))
+        if unknown:
+            raise error(f"{self.op_type} has no attribute {unknown[0]!r}; its attributes are "
+                        f"{', '.join(defaults) or 'none'}")
+        return {**defaults, **given}
+
 
 _PLUGIN_ATTRS = (
     Attr("plugin_namespace", "string", PLUGIN_NAMESPACE),
@@ -100,12 +112,7 @@ class PreAttrs(TypedDict, total=False):
 def pre_attributes(given: Mapping[str, float | int]) -> dict[str, float | int]:
     """MhcPre's attributes: MHC_PRE's defaults, replaced by ``given``. An unknown name is a
     TypeError, as an unknown keyword argument is."""
-    defaults = MHC_PRE.defaults()
-    unknown = sorted(set(given) - set(defaults))
-    if unknown:
-        raise TypeError(f"unexpected keyword argument {unknown[0]!r}; MhcPre's attributes are "
-                        f"{', '.join(defaults)}")
-    return {**defaults, **given}  # type: ignore[dict-item]
+    return MHC_PRE.with_defaults(given)  # type: ignore[return-value]
 
 
 MHC_SINKHORN = OpContract(
@@ -221,6 +228,33 @@ PLUGIN_OPS: dict[str, OpContract] = {**OPS, **FUSED_OPS, **V41_OPS}
 V41_OP_TYPES = frozenset(c.op_type for c in V41_OPS.values())
 V4_ONLY_OP_TYPES = frozenset(c.op_type for c in (MHC_PRE, MHC_HEAD, MHC_POST_PRE, MHC_POST_HEAD))
 PLUGIN_ATTRIBUTES = _PLUGIN_ATTRS
+
+
+# Each output's dimensions after the rows and whether it is float32 (the mixes, MhcSinkhorn's
+# comb); the others are in the residual's dtype. A "next_" output is shaped as the mix it names.
+_OUTPUT_DIMS: dict[str, tuple[str, bool]] = {
+    "out": ("nd", False), "residual_out": ("nd", False),
+    "layer_input": ("d", False), "y": ("d", False),
+    "pre_mix": ("n", True), "post_mix": ("n", True), "comb_mix": ("nn", True),
+    "comb": ("nn", True),
+}
+OutputSpec = tuple[str, tuple[int, ...], torch.dtype]
+"""An output of an op: (name, shape, dtype)."""
+
+
+def output_spec(c: OpContract, shape: Sequence[int], dtype: torch.dtype) -> list[OutputSpec]:
+    """Every output of ``c`` from the shape and dtype of its residual [T, n, d] (the rows are
+    T), or of MhcSinkhorn's logits [..., n, n] (any leading rows; comb has their shape)."""
+    if "logits" in c.inputs:
+        rows, n, d = tuple(shape[:-2]), shape[-1], 0
+    else:
+        rows, n, d = (shape[0],), shape[1], shape[2]
+    size = {"n": n, "d": d}
+    specs = []
+    for name in c.outputs:
+        dims, f32 = _OUTPUT_DIMS[name.removeprefix("next_")]
+        specs.append((name, (*rows, *(size[k] for k in dims)), torch.float32 if f32 else dtype))
+    return specs
 
 
 def num_mixes(n: int) -> int:

@@ -151,14 +151,7 @@ class SingleOp:
             hidden = 1  # [T, n, n] logits: no d
         if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
             raise ValueError(f"--hidden must be >= 1, got {hidden}")
-        contract = OPS[op]
-        unknown = set(attrs) - set(contract.defaults())
-        if unknown:
-            raise ValueError(
-                f"op {op} has no attribute(s) {sorted(unknown)}; "
-                f"it takes {sorted(contract.defaults()) or 'none'}"
-            )
-        full = {**contract.defaults(), **attrs}
+        full = OPS[op].with_defaults(attrs, ValueError)
         reference.check_attributes(**full)
         # ONNX stores float attributes as float32: keep the value the graph will hold,
         # written as the shortest decimal that is that float32 (1e-06, not 9.99e-07).

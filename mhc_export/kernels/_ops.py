@@ -9,7 +9,22 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..core.checks import check_attributes, check_head_inputs, check_post_inputs, check_pre_inputs
-from ..core.spec import HEAD_EPS, RMS_EPS, SINKHORN_EPS, SINKHORN_ITERS, PreAttrs, pre_attributes
+from ..core.spec import (
+    HEAD_EPS,
+    MHC_HEAD,
+    MHC_POST,
+    MHC_POST_PRE,
+    MHC_PRE,
+    MHC_SINKHORN,
+    RMS_EPS,
+    SINKHORN_EPS,
+    SINKHORN_ITERS,
+    OpContract,
+    OutputSpec,
+    PreAttrs,
+    output_spec,
+    pre_attributes,
+)
 from ._lib import DTYPE_CODES, HeadParams, PreParams, load, raise_for_status
 
 if TYPE_CHECKING:  # typing.Unpack is Python 3.11+; annotations stay strings
@@ -72,20 +87,16 @@ def head_params(rms_eps: float, eps: float) -> HeadParams:
     return HeadParams(rms_eps, eps)
 
 
-OutSpec = tuple[str, tuple[int, ...], torch.dtype]
-"""An output of a C API call: (name for messages, shape, dtype)."""
-
-
 def launch(
-    lib: ctypes.CDLL, symbol: str, inputs: dict[str, torch.Tensor], outputs: Sequence[OutSpec],
+    lib: ctypes.CDLL, symbol: str, inputs: dict[str, torch.Tensor], outputs: Sequence[OutputSpec],
     out: Sequence[torch.Tensor | None] | None, dims: tuple[int, int, int],
     params: PreParams | HeadParams | None = None,
 ) -> tuple[torch.Tensor, ...]:
     """Call ``lib.<symbol>`` the way every residual op of mhc_kernels.h is called.
 
-    ``inputs`` are in the C API's order, named for the error messages; ``out`` gives
-    tensors to write into (None entries are allocated). The C argument order is the
-    inputs, the outputs, T, n, d, the residual dtype code,
+    ``inputs`` are in the C API's order, named for the error messages; ``outputs`` are
+    spec.output_spec's; ``out`` gives tensors to write into (None entries are allocated).
+    The C argument order is the inputs, the outputs, T, n, d, the residual dtype code,
     then (ops with attributes only) the params struct and the workspace, and the stream.
     Callers load the library, then check shapes and attributes, then launch: that order
     decides which error a caller sees first.
@@ -110,19 +121,6 @@ def launch(
     return outs
 
 
-def mix_outputs(prefix: str, t: int, n: int) -> list[OutSpec]:
-    """The float32 mixes pre [T, n], post [T, n], comb [T, n, n] as outputs."""
-    return [(f"{prefix}pre_mix", (t, n), torch.float32),
-            (f"{prefix}post_mix", (t, n), torch.float32),
-            (f"{prefix}comb_mix", (t, n, n), torch.float32)]
-
-
-def boundary_outputs(residual: torch.Tensor, t: int, n: int, d: int) -> list[OutSpec]:
-    """residual_out [T, n, d] and layer_input [T, d] in the residual dtype: the first
-    outputs of MhcPostPre and MhcPostMix."""
-    return [("residual_out", (t, n, d), residual.dtype), ("layer_input", (t, d), residual.dtype)]
-
-
 def pre(
     residual: torch.Tensor, hc_fn: torch.Tensor, hc_scale: torch.Tensor, hc_base: torch.Tensor,
     *,
@@ -134,12 +132,23 @@ def pre(
     ``out`` optionally gives the three output tensors to write into.
     """
     lib = load()
+    li, post_mix, comb_mix = launch_mixes(lib, "mhcPre", MHC_PRE, residual, hc_fn, hc_scale,
+                                          hc_base, out, attrs)
+    return li, post_mix, comb_mix
+
+
+def launch_mixes(
+    lib: ctypes.CDLL, symbol: str, contract: OpContract, residual: torch.Tensor,
+    hc_fn: torch.Tensor, hc_scale: torch.Tensor, hc_base: torch.Tensor,
+    out: Sequence[torch.Tensor | None] | None, attrs: PreAttrs,
+) -> tuple[torch.Tensor, ...]:
+    """MhcPre and MhcMix once the library is loaded: the same inputs, checks and
+    attributes; only their outputs (the contract's) differ."""
     t, n, d = check_pre_inputs(residual, hc_fn, hc_scale, hc_base)
     params = pre_params(attrs)
     inputs = dict(residual=residual, hc_fn=hc_fn, hc_scale=hc_scale, hc_base=hc_base)
-    outputs = [("layer_input", (t, d), residual.dtype), *mix_outputs("", t, n)[1:]]
-    li, post_mix, comb_mix = launch(lib, "mhcPre", inputs, outputs, out, (t, n, d), params)
-    return li, post_mix, comb_mix
+    outputs = output_spec(contract, (t, n, d), residual.dtype)
+    return launch(lib, symbol, inputs, outputs, out, (t, n, d), params)
 
 
 def sinkhorn(
@@ -158,7 +167,8 @@ def sinkhorn(
     require_cuda(logits=logits)
     n = logits.shape[-1]
     t = logits.numel() // (n * n) if n else 0
-    comb = new_output("comb", out, tuple(logits.shape), torch.float32, logits.device)
+    ((name, shape, dtype),) = output_spec(MHC_SINKHORN, logits.shape, logits.dtype)
+    comb = new_output(name, out, shape, dtype, logits.device)
     with torch.cuda.device(logits.device):
         status = lib.mhcSinkhorn(ptr(logits), ptr(comb), t, n, iters, eps,
                                  stream(logits.device))
@@ -175,8 +185,8 @@ def post(
     lib = load()
     t, n, d = check_post_inputs(x, residual, post_mix, comb_mix)
     inputs = dict(x=x, residual=residual, post_mix=post_mix, comb_mix=comb_mix)
-    return launch(lib, "mhcPost", inputs, [("out", (t, n, d), residual.dtype)], (out,),
-                  (t, n, d))[0]
+    return launch(lib, "mhcPost", inputs, output_spec(MHC_POST, (t, n, d), residual.dtype),
+                  (out,), (t, n, d))[0]
 
 
 def head(
@@ -196,11 +206,10 @@ def _launch_head(lib: ctypes.CDLL, symbol: str, inputs: dict[str, torch.Tensor],
                  dims: tuple[int, int, int], rms_eps: float, eps: float,
                  out: torch.Tensor | None) -> torch.Tensor:
     """MhcHead and MhcPostHead after their input checks: MhcHead's attributes, checked,
-    and the one output y [T, d] in the residual dtype."""
+    and MhcHead's one output y."""
     params = head_params(rms_eps, eps)
-    t, _, d = dims
-    y = ("y", (t, d), inputs["residual"].dtype)
-    return launch(lib, symbol, inputs, [y], (out,), dims, params)[0]
+    y = output_spec(MHC_HEAD, dims, inputs["residual"].dtype)
+    return launch(lib, symbol, inputs, y, (out,), dims, params)[0]
 
 
 def post_pre(
@@ -217,7 +226,7 @@ def post_pre(
     params = pre_params(attrs)
     inputs = dict(x=x, residual=residual, post_mix=post_mix, comb_mix=comb_mix, hc_fn=hc_fn,
                   hc_scale=hc_scale, hc_base=hc_base)
-    outputs = boundary_outputs(residual, t, n, d) + mix_outputs("next_", t, n)[1:]
+    outputs = output_spec(MHC_POST_PRE, (t, n, d), residual.dtype)
     res_out, li, post2, comb2 = launch(lib, "mhcPostPre", inputs, outputs, out, (t, n, d),
                                        params)
     return res_out, li, post2, comb2

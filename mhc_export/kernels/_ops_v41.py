@@ -8,9 +8,16 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..core.checks import check_collapse_inputs, check_post_inputs, check_pre_inputs
-from ..core.spec import PreAttrs
+from ..core.spec import (
+    MHC_COLLAPSE,
+    MHC_MIX,
+    MHC_POST_COLLAPSE,
+    MHC_POST_MIX,
+    PreAttrs,
+    output_spec,
+)
 from ._lib import load
-from ._ops import boundary_outputs, launch, mix_outputs, pre_params
+from ._ops import launch, launch_mixes, pre_params
 
 if TYPE_CHECKING:  # typing.Unpack is Python 3.11+; annotations stay strings
     from typing import Unpack
@@ -24,11 +31,8 @@ def mix(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """MhcMix: (pre_mix [T, n], post_mix [T, n], comb_mix [T, n, n]), all float32."""
     lib = load()
-    t, n, d = check_pre_inputs(residual, hc_fn, hc_scale, hc_base)
-    params = pre_params(attrs)
-    inputs = dict(residual=residual, hc_fn=hc_fn, hc_scale=hc_scale, hc_base=hc_base)
-    pre, post, comb = launch(lib, "mhcMix", inputs, mix_outputs("", t, n), out, (t, n, d),
-                             params)
+    pre, post, comb = launch_mixes(lib, "mhcMix", MHC_MIX, residual, hc_fn, hc_scale, hc_base,
+                                   out, attrs)
     return pre, post, comb
 
 
@@ -39,7 +43,7 @@ def collapse(
     lib = load()
     t, n, d = check_collapse_inputs(residual, pre_mix)
     return launch(lib, "mhcCollapse", dict(residual=residual, pre_mix=pre_mix),
-                  [("layer_input", (t, d), residual.dtype)], (out,), (t, n, d))[0]
+                  output_spec(MHC_COLLAPSE, (t, n, d), residual.dtype), (out,), (t, n, d))[0]
 
 
 def post_mix(
@@ -58,7 +62,7 @@ def post_mix(
     params = pre_params(attrs)
     inputs = dict(x=x, residual=residual, pre_mix=pre_mix, post_mix=post_mix,
                   comb_mix=comb_mix, hc_fn=hc_fn, hc_scale=hc_scale, hc_base=hc_base)
-    outputs = boundary_outputs(residual, t, n, d) + mix_outputs("next_", t, n)
+    outputs = output_spec(MHC_POST_MIX, (t, n, d), residual.dtype)
     res_out, li, pre2, post2, comb2 = launch(lib, "mhcPostMix", inputs, outputs, out,
                                              (t, n, d), params)
     return res_out, li, pre2, post2, comb2
@@ -76,5 +80,5 @@ def post_collapse(
     check_collapse_inputs(residual, pre_mix)
     inputs = dict(x=x, residual=residual, pre_mix=pre_mix, post_mix=post_mix,
                   comb_mix=comb_mix)
-    return launch(lib, "mhcPostCollapse", inputs, [("y", (t, d), residual.dtype)], (out,),
-                  (t, n, d))[0]
+    return launch(lib, "mhcPostCollapse", inputs,
+                  output_spec(MHC_POST_COLLAPSE, (t, n, d), residual.dtype), (out,), (t, n, d))[0]

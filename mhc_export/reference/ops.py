@@ -66,18 +66,11 @@ def _split(c: OpContract, args: Sequence[object]) -> tuple[list[torch.Tensor], d
     return list(args[:k]), attrs  # type: ignore[arg-type]
 
 
-def _fake_output(name: str, t: dict[str, torch.Tensor]) -> torch.Tensor:
-    """An empty output of the right shape and dtype, from the output's name."""
-    if name == "comb":  # MhcSinkhorn: the logits' shape
-        return torch.empty_like(t["logits"])
-    residual = t["residual"]
-    rows, n, d = residual.shape
-    if name in ("out", "residual_out"):
-        return torch.empty_like(residual)
-    if name in ("layer_input", "y"):
-        return residual.new_empty((rows, d))
-    shape = (rows, n, n) if name.endswith("comb_mix") else (rows, n)  # pre_mix, post_mix
-    return residual.new_empty(shape, dtype=torch.float32)
+def _fake_outputs(c: OpContract, t: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    """Empty outputs of the shapes and dtypes the spec gives for these inputs."""
+    shaping = t["logits"] if "logits" in t else t["residual"]
+    return tuple(shaping.new_empty(shape, dtype=dtype)
+                 for _, shape, dtype in spec.output_spec(c, shaping.shape, shaping.dtype))
 
 
 def _register(key: str) -> torch.library.CustomOpDef:
@@ -98,7 +91,7 @@ def _register(key: str) -> torch.library.CustomOpDef:
         named = dict(zip(c.inputs, _split(c, args)[0], strict=True))
         for base in _FAKE_CHECKS[key]:
             _CHECK_OF[base.op_type](*(named[i] for i in base.inputs))
-        outs = tuple(_fake_output(name, named) for name in c.outputs)
+        outs = _fake_outputs(c, named)
         return outs[0] if len(outs) == 1 else outs
 
     @op.register_kernel("cuda")

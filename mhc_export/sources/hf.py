@@ -154,17 +154,18 @@ class HfSource:
 
 
 def _check_reference_prefix(info: Any, layers: range, dtype: torch.dtype) -> None:
-    """Validating a slice A:B runs HF's model from layer 0 when the files hold layers
-    0..B-1 (hf_reference.reference_run): those layers are read too, so check them now."""
+    """Validating a slice A:B reads layers 0..A-1 too when its reference is HF's model run
+    from layer 0 (hf_reference.runs_from_layer0, the test reference_run itself makes):
+    check those layers now. When that model does not fit, the slice runs alone and the
+    earlier layers are never read, so damage there does not refuse the export."""
     from ..adapters.hf_checkpoint import CheckpointError
     from ..adapters.hf_loader import plan
-    from ..adapters.hf_reference import holds_layers
+    from ..adapters.hf_reference import runs_from_layer0
 
-    prefix = range(0, layers.stop)
-    if layers.start == 0 or not holds_layers(info.headers, prefix):
+    if layers.start == 0 or not runs_from_layer0(info, layers):
         return
     try:
-        plan(info, prefix, dtype)
+        plan(info, range(0, layers.stop), dtype)
     except CheckpointError as e:
         raise CheckpointError(f"{e}; validating layers {layers.start}:{layers.stop} runs the "
                               "model from layer 0 (--no-validate skips it)") from None

@@ -84,6 +84,27 @@ int fieldsFromAttrs(
 }
 } // namespace
 
+bool tied(OpSpec const& op, char code, bool knownT)
+{
+    if (code != 'T' && code != 'n' && code != 'd')
+    {
+        return true; // M, K or a digit
+    }
+    if (code == 'T' && !knownT)
+    {
+        return false;
+    }
+    int uses = 0;
+    for (TensorSpec const& s : op.inputs)
+    {
+        for (char const* c = s.shape; *c; ++c)
+        {
+            uses += *c == code || (code != 'T' && (*c == 'K' || (code == 'n' && *c == 'M')));
+        }
+    }
+    return uses > 1;
+}
+
 void descsAt(RunCase const& rc, std::vector<DynamicPluginTensorDesc> const& io, int64_t t,
     std::vector<PluginTensorDesc>& in, std::vector<PluginTensorDesc>& out)
 {

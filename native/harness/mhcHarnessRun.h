@@ -48,6 +48,12 @@ int runBuildPhase(RunCase const& rc, IPluginCreatorV3One* creator, FieldSet& att
 // attachToContext, onShapeChange, and (with a GPU) the enqueues per T.
 int runRuntimePhase(RunCase const& rc, IPluginCreatorV3One* creator, FieldSet& serialized, BuildResult& built);
 
+// Whether an input dim of `code` is tied to another dim, so that changing it alone
+// breaks the plugins' rule: every code has one value across the inputs, and M, K
+// and digits are what n and d make them. T counts only where it is known
+// (`knownT`: at run time; at build time it is symbolic).
+bool tied(OpSpec const& op, char code, bool knownT);
+
 // The descriptors of the inputs and outputs at T=t, from the configured profile.
 void descsAt(RunCase const& rc, std::vector<DynamicPluginTensorDesc> const& io, int64_t t,
     std::vector<PluginTensorDesc>& in, std::vector<PluginTensorDesc>& out);

@@ -274,6 +274,36 @@ int runOnGpu(RunCase const& rc, BuildResult& built, IPluginV3OneRuntime* engRt, 
     delete engPlugin;
     return gFailures ? 1 : 0;
 }
+// Every tied input dim (T included) changed alone at run time is refused by
+// onShapeChange: the plugins' rule that every dim code has one value across the inputs.
+void checkShapeChangeRefusals(RunCase const& rc, IPluginV3OneRuntime* rt, std::vector<PluginTensorDesc> const& in,
+    std::vector<PluginTensorDesc> const& out)
+{
+    std::string accepted;
+    int cases = 0;
+    for (int32_t i = 0; i < rc.nbIn; ++i)
+    {
+        for (int32_t k = 0; k < in[i].dims.nbDims; ++k)
+        {
+            if (!tied(*rc.op, rc.op->inputs[i].shape[k], true))
+            {
+                continue;
+            }
+            std::vector<PluginTensorDesc> bad(in);
+            bad[i].dims.d[k] += 1;
+            gLogger.takeMessages();
+            if (rt->onShapeChange(bad.data(), rc.nbIn, out.data(), rc.nbOut) == 0)
+            {
+                accepted += " " + std::string(rc.op->inputs[i].name) + "[" + std::to_string(k) + "]";
+            }
+            ++cases;
+        }
+    }
+    gLogger.takeMessages();
+    check(cases > 0 && accepted.empty(),
+        rc.tag + ": onShapeChange refuses each of " + std::to_string(cases) + " input dims changed alone"
+            + (accepted.empty() ? "" : "; accepted:" + accepted));
+}
 } // namespace
 
 int runRuntimePhase(RunCase const& rc, IPluginCreatorV3One* creator, FieldSet& serialized, BuildResult& built)
@@ -307,6 +337,7 @@ int runRuntimePhase(RunCase const& rc, IPluginCreatorV3One* creator, FieldSet& s
             rc.tag + ": onShapeChange at kOPT T=" + std::to_string(rc.optT));
         check(built.cloneRt->onShapeChange(in.data(), rc.nbIn, out.data(), rc.nbOut) == 0,
             rc.tag + ": onShapeChange at kOPT T=" + std::to_string(rc.optT) + " on the build clone");
+        checkShapeChangeRefusals(rc, rt, in, out);
     }
     if (rc.a.gpu)
     {

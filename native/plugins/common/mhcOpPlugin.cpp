@@ -13,15 +13,12 @@ namespace
 using nvinfer1::DataType;
 using nvinfer1::DimsExprs;
 
-// The first port whose dims are `dims` (or, with suffix, end in `dims`); -1 if none.
-int32_t findPort(std::vector<Port> const& ports, char const* dims, bool suffix = false)
+// The first port whose dims are `dims`; -1 if none.
+int32_t findPort(std::vector<Port> const& ports, char const* dims)
 {
     for (size_t i = 0; i < ports.size(); ++i)
     {
-        size_t const len = std::strlen(ports[i].dims);
-        size_t const want = std::strlen(dims);
-        char const* tail = ports[i].dims + (suffix && len >= want ? len - want : 0);
-        if (std::strcmp(tail, dims) == 0)
+        if (std::strcmp(ports[i].dims, dims) == 0)
         {
             return static_cast<int32_t>(i);
         }
@@ -46,12 +43,27 @@ std::string formula(char code)
     return code == 'M' ? "(2+n)*n" : code == 'K' ? "n*d" : std::string(1, code);
 }
 
+// The inputs' dims as far as they are known: -1 where not (a build-time
+// expression that is not a constant, or an input not looked at).
+using Shapes = std::vector<std::vector<int64_t>>;
+
+// Every input unknown, at its port's rank.
+Shapes unknownShapes(OpSpec const& op)
+{
+    Shapes s;
+    for (Port const& p : op.inputs)
+    {
+        s.emplace_back(std::strlen(p.dims), int64_t{-1});
+    }
+    return s;
+}
+
 // Every input has its port's rank; logs the expected shapes otherwise.
-bool ranksOk(OpSpec const& op, DimsExprs const* in)
+bool ranksOk(OpSpec const& op, Shapes const& in)
 {
     for (size_t i = 0; i < op.inputs.size(); ++i)
     {
-        if (in[i].nbDims != static_cast<int32_t>(std::strlen(op.inputs[i].dims)))
+        if (in[i].size() != std::strlen(op.inputs[i].dims))
         {
             std::string expected;
             for (Port const& p : op.inputs)
@@ -65,60 +77,113 @@ bool ranksOk(OpSpec const& op, DimsExprs const* in)
     return true;
 }
 
-// x [T, d] against residual [T, n, d], once both d are constants.
-bool xOk(OpSpec const& op, int32_t xi, int32_t ri, DimsExprs const* in)
+// What n and d make a code: M = (2+n)*n, K = n*d, a digit itself; -1 while
+// unknown, and for T, n and d, which only the inputs give.
+int64_t derived(char code, int64_t n, int64_t d)
 {
-    nvinfer1::IDimensionExpr const* xd = in[xi].d[1];
-    nvinfer1::IDimensionExpr const* rd = in[ri].d[2];
-    if (xd->isConstant() && rd->isConstant() && xd->getConstantValue() != rd->getConstantValue())
+    if (code >= '0' && code <= '9')
     {
-        logError(std::string(op.name) + ": " + op.inputs[xi].name + " has d=" + std::to_string(xd->getConstantValue())
-            + " but " + op.inputs[ri].name + " d=" + std::to_string(rd->getConstantValue()));
-        return false;
+        return code - '0';
+    }
+    if (code == 'M' && n >= 0)
+    {
+        return (2 + n) * n;
+    }
+    return code == 'K' && n >= 0 && d >= 0 ? n * d : -1;
+}
+
+// T, n and d as the inputs give them: the value, and the input it came from.
+struct Letters
+{
+    static constexpr char kCodes[] = "Tnd";
+    int64_t value[3] = {-1, -1, -1};
+    size_t from[3] = {0, 0, 0};
+};
+
+// T, n and d have one value across the inputs. The fixed input is read first, so
+// a message names the other input as the odd one. Logs the first disagreement.
+bool lettersAgree(OpSpec const& op, Shapes const& in, size_t fixed, Letters* out)
+{
+    Letters& l = *out;
+    for (size_t j = 0; j < in.size(); ++j)
+    {
+        size_t const i = j == 0 ? fixed : j <= fixed ? j - 1 : j; // fixed, then the others in order
+        for (size_t k = 0; k < in[i].size(); ++k)
+        {
+            char const* letter = std::strchr(Letters::kCodes, op.inputs[i].dims[k]);
+            if (in[i][k] < 0 || !letter)
+            {
+                continue;
+            }
+            size_t const c = static_cast<size_t>(letter - Letters::kCodes);
+            if (l.value[c] < 0)
+            {
+                l.value[c] = in[i][k];
+                l.from[c] = i;
+            }
+            else if (in[i][k] != l.value[c])
+            {
+                Port const& a = op.inputs[i];
+                Port const& b = op.inputs[l.from[c]];
+                logError(std::string(op.name) + ": " + a.name + " " + bracketed(a.dims) + " has " + *letter + "="
+                    + std::to_string(in[i][k]) + " but " + b.name + " " + bracketed(b.dims) + " has " + *letter
+                    + "=" + std::to_string(l.value[c]));
+                return false;
+            }
+        }
     }
     return true;
 }
 
-// hc_fn [M or n, K] against residual [T, n, d], once both are build-time constants:
-// n and d are fixed per engine by the weights, so a mismatch is refused here
-// instead of reading out of bounds later.
-bool weightsOk(OpSpec const& op, int32_t fi, int32_t ri, DimsExprs const* in)
+// M, K and digits are what n and d make them. Logs the first that is not.
+bool derivedAgree(OpSpec const& op, Shapes const& in, Letters const& l)
 {
-    DimsExprs const& res = in[ri];
-    DimsExprs const& fn = in[fi];
-    if (!(res.d[1]->isConstant() && res.d[2]->isConstant() && fn.d[0]->isConstant() && fn.d[1]->isConstant()))
+    int64_t const n = l.value[1];
+    int64_t const d = l.value[2];
+    for (size_t i = 0; i < in.size(); ++i)
     {
-        return true;
+        for (size_t k = 0; k < in[i].size(); ++k)
+        {
+            char const code = op.inputs[i].dims[k];
+            int64_t const want = derived(code, n, d);
+            if (in[i][k] >= 0 && want >= 0 && in[i][k] != want)
+            {
+                std::string const how = code == 'M' || code == 'K' ? formula(code) + " = " : "";
+                std::string const nd = code == 'M' || code == 'K'
+                    ? " for n=" + std::to_string(n) + (code == 'K' ? ", d=" + std::to_string(d) : "")
+                    : "";
+                logError(std::string(op.name) + ": " + op.inputs[i].name + " " + bracketed(op.inputs[i].dims) + ": dim "
+                    + std::to_string(k) + " is " + std::to_string(in[i][k]) + ", expected " + how + std::to_string(want)
+                    + nd);
+                return false;
+            }
+        }
     }
-    int64_t const n = res.d[1]->getConstantValue();
-    int64_t const d = res.d[2]->getConstantValue();
-    char const rowCode = op.inputs[fi].dims[0];
-    int64_t const rows = rowCode == 'M' ? (2 + n) * n : n;
-    int64_t const m = fn.d[0]->getConstantValue();
-    int64_t const k = fn.d[1]->getConstantValue();
-    if (m == rows && k == n * d)
-    {
-        return true;
-    }
-    logError(std::string(op.name) + ": " + op.inputs[fi].name + " is [" + std::to_string(m) + ", " + std::to_string(k)
-        + "], expected [" + formula(rowCode) + ", " + formula('K') + "] = [" + std::to_string(rows) + ", "
-        + std::to_string(n * d) + "] for " + op.inputs[ri].name + " n=" + std::to_string(n) + ", d=" + std::to_string(d));
-    return false;
+    return true;
 }
 
-// An output's dims expressions, taken from its source input's by dimension code.
-void setDims(DimsExprs& out, Port const& o, Port const& src, DimsExprs const& in)
+// The one shape rule of the spec's tables, for inputs of the ports' ranks: every
+// dimension code has one value across the inputs (M, K and digits the values n
+// and d give them). Checked wherever values are known, so a mismatch is refused
+// before a kernel reads out of bounds.
+bool dimsAgree(OpSpec const& op, Shapes const& in, size_t fixed)
 {
-    if (std::strcmp(o.dims, src.dims) == 0)
+    Letters letters;
+    return lettersAgree(op, in, fixed, &letters) && derivedAgree(op, in, letters);
+}
+
+// The constant dims of build-time expressions (-1 where not constant).
+Shapes constants(DimsExprs const* in, size_t count)
+{
+    Shapes s(count);
+    for (size_t i = 0; i < count; ++i)
     {
-        out = in;
-        return;
+        for (int32_t k = 0; k < in[i].nbDims; ++k)
+        {
+            s[i].push_back(in[i].d[k]->isConstant() ? in[i].d[k]->getConstantValue() : -1);
+        }
     }
-    out.nbDims = 0;
-    for (char const* c = o.dims; *c; ++c)
-    {
-        out.d[out.nbDims++] = in.d[std::strchr(src.dims, *c) - src.dims];
-    }
+    return s;
 }
 
 } // namespace
@@ -226,13 +291,16 @@ int32_t MhcPluginBase::getOutputDataTypes(
 
 bool MhcPluginBase::checkShapes(DimsExprs const* in) const noexcept
 {
-    if (mOp->checkShapes)
+    try
     {
-        return mOp->checkShapes(in);
+        Shapes const shapes = constants(in, mOp->inputs.size());
+        return ranksOk(*mOp, shapes) && dimsAgree(*mOp, shapes, mFixed);
     }
-    int32_t const xi = findPort(mOp->inputs, "Td");
-    int32_t const fi = findPort(mOp->inputs, "K", true);
-    return ranksOk(*mOp, in) && (xi < 0 || xOk(*mOp, xi, mFixed, in)) && (fi < 0 || weightsOk(*mOp, fi, mFixed, in));
+    catch (std::exception const& e)
+    {
+        logError(std::string(mPluginName) + ": shape check: " + e.what());
+        return false;
+    }
 }
 
 int32_t MhcPluginBase::getOutputShapes(DimsExprs const* inputs, int32_t nbInputs, DimsExprs const* /*shapeInputs*/,
@@ -244,11 +312,33 @@ int32_t MhcPluginBase::getOutputShapes(DimsExprs const* inputs, int32_t nbInputs
     }
     for (int32_t i = 0; i < nbOutputs; ++i)
     {
-        Port const& o = mOp->outputs[i];
-        int32_t const src = o.from < 0 ? mFixed : o.from;
-        setDims(outputs[i], o, mOp->inputs[src], inputs[src]);
+        char const* dims = mOp->outputs[i].dims;
+        outputs[i].nbDims = static_cast<int32_t>(std::strlen(dims));
+        for (int32_t k = 0; k < outputs[i].nbDims; ++k)
+        {
+            outputs[i].d[k] = dimExpr(dims[k], inputs);
+        }
     }
     return 0;
+}
+
+// The fixed input's dimension of `code` (n and d are fixed there), else the first
+// input's that has it; the ports make every output code one of an input's.
+nvinfer1::IDimensionExpr const* MhcPluginBase::dimExpr(char code, DimsExprs const* inputs) const noexcept
+{
+    char const* fixed = mOp->inputs[mFixed].dims;
+    if (char const* at = std::strchr(fixed, code))
+    {
+        return inputs[mFixed].d[at - fixed];
+    }
+    for (size_t i = 0; i < mOp->inputs.size(); ++i)
+    {
+        if (char const* at = std::strchr(mOp->inputs[i].dims, code))
+        {
+            return inputs[i].d[at - mOp->inputs[i].dims];
+        }
+    }
+    return nullptr;
 }
 
 bool MhcPluginBase::supportsFormatCombination(
@@ -274,9 +364,61 @@ bool MhcPluginBase::supportsFormatCombination(
 
 // ---- MhcPluginBase: configure, workspace, enqueue, runtime ---------------------
 
+// The fixed input alone (configure: at the profile's max): every dim but T fixed,
+// its codes agreeing (MhcSinkhorn's logits square), and n and d ones the kernels take.
 int32_t MhcPluginBase::checkFixed(nvinfer1::PluginTensorDesc const& desc) const noexcept
 {
-    return mOp->checkFixed ? mOp->checkFixed(desc) : checkResidualShape(mPluginName, desc);
+    try
+    {
+        Port const& p = mOp->inputs[mFixed];
+        Shapes shapes = unknownShapes(*mOp);
+        bool fixed = desc.dims.nbDims == static_cast<int32_t>(shapes[mFixed].size());
+        for (int32_t k = 1; fixed && k < desc.dims.nbDims; ++k)
+        {
+            fixed = desc.dims.d[k] > 0;
+        }
+        if (!fixed)
+        {
+            logError(std::string(mPluginName) + ": " + p.name + " must be " + bracketed(p.dims)
+                + " with every dim but T fixed per engine");
+            return -1;
+        }
+        shapes[mFixed].assign(desc.dims.d, desc.dims.d + desc.dims.nbDims);
+        if (!dimsAgree(*mOp, shapes, mFixed))
+        {
+            return -1;
+        }
+        char const* n = std::strchr(p.dims, 'n');
+        char const* d = std::strchr(p.dims, 'd');
+        // An op without d (MhcSinkhorn) passes a d the kernels take: only its n is checked.
+        mhcStatus_t const st = mhcCheckShape(1, static_cast<int32_t>(desc.dims.d[n - p.dims]),
+            d ? static_cast<int32_t>(desc.dims.d[d - p.dims]) : MHC_D_ALIGN, toMhcDtype(desc.type));
+        return st == MHC_STATUS_SUCCESS ? 0 : reportKernelFailure(mPluginName, "mhcCheckShape", st);
+    }
+    catch (std::exception const& e)
+    {
+        logError(std::string(mPluginName) + ": shape check: " + e.what());
+        return -1;
+    }
+}
+
+// Every input at enqueue time: the ports' ranks and one value per code, T included.
+bool MhcPluginBase::checkAll(nvinfer1::PluginTensorDesc const* in) const noexcept
+{
+    try
+    {
+        Shapes shapes(mOp->inputs.size());
+        for (size_t i = 0; i < shapes.size(); ++i)
+        {
+            shapes[i].assign(in[i].dims.d, in[i].dims.d + std::max(in[i].dims.nbDims, 0));
+        }
+        return ranksOk(*mOp, shapes) && dimsAgree(*mOp, shapes, mFixed);
+    }
+    catch (std::exception const& e)
+    {
+        logError(std::string(mPluginName) + ": shape check: " + e.what());
+        return false;
+    }
 }
 
 int32_t MhcPluginBase::configurePlugin(nvinfer1::DynamicPluginTensorDesc const* in, int32_t nbInputs,
@@ -290,7 +432,7 @@ int32_t MhcPluginBase::configurePlugin(nvinfer1::DynamicPluginTensorDesc const* 
 int32_t MhcPluginBase::onShapeChange(nvinfer1::PluginTensorDesc const* in, int32_t nbInputs,
     nvinfer1::PluginTensorDesc const* /*out*/, int32_t nbOutputs) noexcept
 {
-    return checkCounts(nbInputs, nbOutputs) ? checkFixed(in[mFixed]) : -1;
+    return checkCounts(nbInputs, nbOutputs) && checkFixed(in[mFixed]) == 0 && checkAll(in) ? 0 : -1;
 }
 
 size_t MhcPluginBase::getWorkspaceSize(nvinfer1::DynamicPluginTensorDesc const* inputs, int32_t nbInputs,

@@ -31,18 +31,17 @@ enum PortType : int32_t
 
 // One input or output. dims holds one code per dimension, as in the spec:
 // T tokens, n streams, d width, M = (2+n)*n, K = n*d, or a digit.
-//  - inputs: "Tnd" marks the residual, whose n and d are fixed per engine (an op
-//    without one, MhcSinkhorn, fixes its input 0); "Td" marks x, whose d must be
-//    the residual's; dims ending in K mark hc_fn, whose rows and K are checked
-//    against the residual's n and d.
-//  - outputs: built from input `from` (default: the fixed input); an output
-//    whose dims equal that input's takes its dims as they are.
+//  - inputs: one rule checks them all: every code has one value across the
+//    inputs (M, K and digits the value n and d give them). "Tnd" marks the
+//    residual, whose n and d are fixed per engine (an op without one,
+//    MhcSinkhorn, fixes its input 0).
+//  - outputs: each dimension is the fixed input's of that code, else the first
+//    input's that has it.
 struct Port
 {
     char const* name;
     char const* dims;
     PortType type{kFLOAT32};
-    int32_t from{-1};
 };
 
 using WorkspaceFn = size_t (*)(int64_t t, int32_t n, int32_t d, mhcDtype_t dtype);
@@ -56,11 +55,6 @@ struct OpSpec
     std::vector<Port> inputs;
     std::vector<Port> outputs;
     WorkspaceFn workspace{nullptr}; // nullptr: the kernel takes none
-    // Replace the residual's checks for an op without one (MhcSinkhorn): the
-    // build-time shape check, and the check of the fixed input's dims at
-    // configure and shape-change time. Both log what is wrong.
-    bool (*checkShapes)(nvinfer1::DimsExprs const* inputs){nullptr};
-    int32_t (*checkFixed)(nvinfer1::PluginTensorDesc const& desc){nullptr};
 };
 
 // One enqueue of an op's kernel, T > 0: T, n, d and the dtype are those of the
@@ -176,6 +170,8 @@ private:
     bool checkInputTypes(nvinfer1::DataType const* inputTypes) const noexcept;
     bool checkShapes(nvinfer1::DimsExprs const* inputs) const noexcept;
     int32_t checkFixed(nvinfer1::PluginTensorDesc const& desc) const noexcept;
+    bool checkAll(nvinfer1::PluginTensorDesc const* inputs) const noexcept;
+    nvinfer1::IDimensionExpr const* dimExpr(char code, nvinfer1::DimsExprs const* inputs) const noexcept;
     Port const& port(int32_t pos) const noexcept;
 
     OpSpec const* mOp;

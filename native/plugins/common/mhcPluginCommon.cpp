@@ -316,18 +316,6 @@ char const* dataTypeName(nvinfer1::DataType t) noexcept
     }
 }
 
-int32_t checkResidualShape(char const* plugin, nvinfer1::PluginTensorDesc const& res) noexcept
-{
-    if (res.dims.nbDims != 3 || res.dims.d[1] <= 0 || res.dims.d[2] <= 0)
-    {
-        logError(std::string(plugin) + ": residual must be [T, n, d] with n and d fixed per engine");
-        return -1;
-    }
-    mhcStatus_t const st = mhcCheckShape(
-        1, static_cast<int32_t>(res.dims.d[1]), static_cast<int32_t>(res.dims.d[2]), toMhcDtype(res.type));
-    return st == MHC_STATUS_SUCCESS ? 0 : reportKernelFailure(plugin, "mhcCheckShape", st);
-}
-
 bool profileDesc(char const* plugin, nvinfer1::DynamicPluginTensorDesc const& in, nvinfer1::PluginTensorDesc* out) noexcept
 {
     nvinfer1::Dims const& lo = in.min;

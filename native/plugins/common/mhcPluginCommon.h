@@ -121,10 +121,6 @@ char const* dataTypeName(nvinfer1::DataType t) noexcept;
 // Logs "<plugin>: <what> failed: <status>: <detail>" for a kernel API failure.
 int32_t reportKernelFailure(char const* plugin, char const* what, mhcStatus_t status) noexcept;
 
-// A residual-like tensor [T, n, d]: n and d must be build-time constants that
-// the kernels support (mhcCheckShape). Logs and returns -1 otherwise.
-int32_t checkResidualShape(char const* plugin, nvinfer1::PluginTensorDesc const& res) noexcept;
-
 // configurePlugin's view of an input: its type and format with the profile's
 // max dims, after checking that every dim but the first (T) is the same at the
 // profile's min and max (n and d are fixed per engine). Logs and returns false

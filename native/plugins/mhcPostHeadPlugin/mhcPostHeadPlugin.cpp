@@ -22,7 +22,7 @@ nvinfer1::IPluginCreatorV3One* getMhcPostHeadCreator() noexcept
     static MhcCreator<mhcHeadParams> creator({"MhcPostHead", "mhcPostHead", headFields(),
         {{"x", "Td", kRESIDUAL_DTYPE}, {"residual", "Tnd", kSAME_DTYPE}, {"post_mix", "Tn"}, {"comb_mix", "Tnn"},
             {"hc_fn", "nK"}, {"hc_scale", "1"}, {"hc_base", "n"}},
-        {{"y", "Td", kSAME_DTYPE, 0}}, mhcPostHeadWorkspaceSize},
+        {{"y", "Td", kSAME_DTYPE}}, mhcPostHeadWorkspaceSize},
         headParams, launch);
     return &creator;
 }
