@@ -230,7 +230,7 @@ def test_runner_prefill_and_v41_steps(tmp_path):
     assert "MHC_PREFILL=legacy" in _one(lines, "prefill_bench_legacy.json")
     assert "MHC_PREFILL_L2_FRAC=0.45" in _one(lines, "prefill_bench_frac45.json")
     assert "MHC_PREFILL=twopass" in _one(lines, "ncu --profile-from-start off")
-    assert lines[-1] == "+ archive_out"
+    assert lines[-1] == "+ archive_out"  # every mode ends packing $OUT (8 files come back)
 
     lines = _dry(tmp_path, "v41", "build", "tests", "harness", "bench", "ncu", "stalls")
     assert REQUIRE in _one(lines, "export", "MHC_REQUIRE_GPU")

@@ -25,14 +25,14 @@
 #   hf [BENCH ARGS]     installs the .wheels/ set (transformers required), kernel build,
 #                       tests/test_hf_gpu.py, benchmarks/bench_hf_layers.py
 #   prefill [STEPS]     the kernel library (incremental build), then steps (default: smoke
-#                       tests bench boundary ncu) of smoke tests bench sweep boundary ncu; $OUT
-#                       ends as one prefill_run.tgz. env: MODES ("auto legacy twopass"),
+#                       tests bench boundary ncu) of smoke tests bench sweep boundary ncu. env: MODES ("auto legacy twopass"),
 #                       BOUNDARY_MODES ("auto legacy"), SWEEP, BENCH_T, MODE_T, SWEEP_T,
 #                       SWEEP_OPS, BOUNDARY_T, TESTS_K, NCU_JOBS, NCU_METRICS
 #   v41 [STEPS]         steps (default: build tests bench ncu) of build tests harness fuzz bench ncu
 #                       stalls (plugins too when .trt_headers is carried). env: BENCH_T, BENCH_D,
 #                       TEST_K, NCU_JOBS, NCU_KERNEL
-# Everywhere: MHC_CUDA_ARCHS (90), TEST_TIMEOUT, BENCH_TIMEOUT, MHC_MIN_GPU_TESTS (a subset's
+# Everywhere: more than 8 files in $OUT end as one MODE_run.tgz (the device tool returns 8).
+# MHC_CUDA_ARCHS (90), TEST_TIMEOUT, BENCH_TIMEOUT, MHC_MIN_GPU_TESTS (a subset's
 # floor). A benchmark mode's environment: mode_env below.
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -305,11 +305,6 @@ prefill_ncu() {  # one call's DRAM and L2 bytes, summed over its launches (cache
     show python3 scripts/gpu/ncu_bytes.py "$f" "$bm $op T=$t d=7168"
   done
 }
-archive_out() {  # one archive: the device tool returns only a few files per call
-  local tgz
-  tgz=$(mktemp /tmp/prefill_run.XXXXXX.tgz)
-  tar czf "$tgz" -C "$out" . && find "$out" -mindepth 1 -delete && mv "$tgz" "$out/prefill_run.tgz"
-}
 
 # ---- v41: DeepSeek-V4.1 kernels and plugins (issue 23) ----------------------------------
 v41_build() {
@@ -363,6 +358,13 @@ gate_bench() {  # each driver runs and writes its JSON: the benchmarks still wor
       > "$out/gate_${cmd%%.py*}.txt" 2>&1 || { rc=1; echo "BENCH FAILED: $cmd"; }
     echo "== ${cmd%% *}: $(show tail -1 "$out/gate_${cmd%%.py*}.txt" | cut -c1-120)"
   done
+}
+
+archive_out() {  # the device tool returns at most 8 files a call: more become one MODE_run.tgz
+  local tgz
+  [ "$(find "$out" -type f | wc -l)" -gt 8 ] || return 0
+  tgz=$(mktemp "/tmp/${mode}_run.XXXXXX.tgz")
+  tar czf "$tgz" -C "$out" . && find "$out" -mindepth 1 -delete && mv "$tgz" "$out/${mode}_run.tgz"
 }
 
 # ---- the modes --------------------------------------------------------------------------
@@ -456,12 +458,12 @@ case $mode in
     build kernels  # incremental, as above
     require_gpu
     [ $# -gt 0 ] || set -- smoke tests bench boundary ncu
-    run_steps "$@"
-    x archive_out ;;
+    run_steps "$@" ;;
   v41)
     print_env
     require_gpu
     [ $# -gt 0 ] || set -- build tests bench ncu
     run_steps "$@" ;;
 esac
+x archive_out
 exit $rc
