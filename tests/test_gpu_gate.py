@@ -158,7 +158,7 @@ def test_runner_gate_builds_both_header_sets_and_gates_every_gpu_test(tmp_path):
     run = _one(lines, "timeout 480", "-m pytest")
     assert run.endswith(f"--junitxml={tmp_path}/out/tests.xml -m gpu")
     gate = _one(lines, "scripts/qa/junit_gate.py")
-    assert gate.endswith(f"--expect {tmp_path}/out/gpu_tests.txt --min 392")
+    assert gate.endswith(f"--expect {tmp_path}/out/gpu_tests.txt --min 396")
     order = [lines.index(x) for x in (build, switches, collect, run, gate)]
     assert order == sorted(order)
     assert "--min 7" in _one(_dry(tmp_path, "gate", MHC_MIN_GPU_TESTS="7"), "junit_gate")
@@ -239,6 +239,24 @@ def test_runner_prefill_and_v41_steps(tmp_path):
     assert "MHC_V41_BALANCE=1" in _one(lines, "bench_v41_balanced.json")
     assert len([ln for ln in lines if "regex:v41 " in ln]) == 2
     _one(lines, "regex:v41StreamKernel", "stalled")
+    # A/B runs: each mode's switches set for its own commands only.
+    lines = _dry(tmp_path, "prefill", "stalls", "bench", MODES="twopass+ilv1+tma1", MODE_OPS="pre",
+                 STALL_MODES="twopass twopass+ilv1+tma1")
+    stalls = [i for i, ln in enumerate(lines) if "regex:prefillKernel" in ln]
+    assert len(stalls) == 2 and all("--profile-from-start off" in lines[i] for i in stalls)
+    between = "".join(lines[stalls[0]:stalls[1]])  # twopass, then twopass+ilv1+tma1
+    assert "MHC_PREFILL_ILV=1" in between and "MHC_PREFILL_TMA=1" in between
+    # '+' is not a file name the device tool returns: the mode's files spell it '_'.
+    assert "MHC_PREFILL_TMA=1" in _one(lines, "prefill_bench_twopass_ilv1_tma1.json")
+    assert "--ops pre " in _one(lines, "prefill_bench_twopass_ilv1_tma1.json")
+    assert not [ln for ln in lines if "+ilv" in ln and "/out/" in ln]
+    lines = _dry(tmp_path, "v41", "bench", "stalls", V41_MODES="coalesced+staged",
+                 V41_STALL_MODES="coalesced")
+    both = _one(lines, "bench_v41_coalesced_staged.json")
+    assert "MHC_V41_COALESCED_LOADS=1" in both and "MHC_V41_STAGED_STORES=1" in both
+    assert "MHC_V41" not in _one(lines, "bench_v41_default.json")
+    assert len([ln for ln in lines if "regex:v41StreamKernel" in ln]) == 2
+    assert "--launch-count 4" in _one(_dry(tmp_path, "v41", "decode"), "post_mix 1 5120")
     lines = _dry(tmp_path, "v41", "build", "fuzz", FUZZ_COUNT="5")
     fuzz = _one(lines, "scripts/qa/fuzz.py --gpu --only kernels")
     assert "--count 5 --seed 23" in fuzz

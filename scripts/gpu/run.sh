@@ -27,10 +27,12 @@
 #   prefill [STEPS]     the kernel library (incremental build), then steps (default: smoke
 #                       tests bench boundary ncu) of smoke tests bench sweep boundary ncu. env: MODES ("auto legacy twopass"),
 #                       BOUNDARY_MODES ("auto legacy"), SWEEP, BENCH_T, MODE_T, SWEEP_T,
-#                       SWEEP_OPS, BOUNDARY_T, TESTS_K, NCU_JOBS, NCU_METRICS
+#                       SWEEP_OPS, BOUNDARY_T, TESTS_K, NCU_JOBS, NCU_METRICS, MODE_OPS,
+#                       STALL_MODES ("twopass": ncu stalls and DRAM bytes of the projection)
 #   v41 [STEPS]         steps (default: build tests bench ncu) of build tests harness fuzz bench ncu
-#                       stalls (plugins too when .trt_headers is carried). env: BENCH_T, BENCH_D,
-#                       TEST_K, NCU_JOBS, NCU_KERNEL
+#                       stalls decode (plugins too when .trt_headers is carried). env: BENCH_T, BENCH_D,
+#                       TEST_K, NCU_JOBS, NCU_KERNEL, V41_MODES ("balanced"; mode_env parts, e.g.
+#                       coalesced+staged), V41_MODE_T, V41_STALL_MODES, V41_STALL_T
 # Everywhere: more than 8 files in $OUT end as one MODE_run.tgz (the device tool returns 8).
 # MHC_CUDA_ARCHS (90), TEST_TIMEOUT, BENCH_TIMEOUT, MHC_MIN_GPU_TESTS (a subset's
 # floor). A benchmark mode's environment: mode_env below.
@@ -38,7 +40,7 @@ set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 # Fewest GPU tests a gated run may collect (raise them when adding GPU tests).
-MIN_GATE=392     # gate: the whole suite's gpu-marked tests
+MIN_GATE=396     # gate: the whole suite's gpu-marked tests
 MIN_KERNELS=352  # kernels: the kernel test files
 KLIB=$root/build/plugins-trt11/kernels/libmhc_kernels.so
 dry=${MHC_DRY_RUN:-0}
@@ -135,8 +137,24 @@ mode_env() {  # the environment of a benchmark mode; parts joined by '+', e.g. c
       kr*) echo MHC_PREFILL_KR=${part#kr} ;;
       tt*) echo MHC_PREFILL_TT=${part#tt} ;;
       ft*) echo MHC_PREFILL_FT=${part#ft} ;;
+      # ilv, tma, coalesced, staged: switches of the patches in docs/journal/patches/ (measured
+      # and not merged; main's kernels ignore them), kept so that their runs repeat
+      ilv*) echo MHC_PREFILL_ILV=${part#ilv} ;;
+      tma*) echo MHC_PREFILL_TMA=${part#tma} ;;
+      coalesced) echo MHC_V41_COALESCED_LOADS=1 ;;
+      staged) echo MHC_V41_STAGED_STORES=1 ;;
+      balanced) echo MHC_V41_BALANCE=1 ;;                  # V4.1: every SM (run 2)
     esac                                                   # anything else: the default dispatch
   done
+}
+in_mode() {  # MODE CMD...: CMD (a step's function) with the mode's environment
+  local kv
+  kv=$(mode_env "$1")
+  shift
+  # shellcheck disable=SC2086
+  [ -z "$kv" ] || setenv $kv
+  "$@"
+  for kv in $kv; do unset "${kv%%=*}"; done
 }
 smoke() {  # JOBS "mode:op T d [args]": a hang or a crash shows here in seconds
   local job
@@ -147,7 +165,7 @@ smoke() {  # JOBS "mode:op T d [args]": a hang or a crash shows here in seconds
   done
 }
 bench() {  # MODE TAG OPS T-LIST EXTRA...: bench_kernels.py -> $out/TAG.json, TAG.txt
-  local m=$1 tag=$2 ops=$3 tl=$4
+  local m=$1 tag=${2//+/_} ops=$3 tl=$4  # '+' is not a name the device tool returns
   shift 4
   # shellcheck disable=SC2046
   x env $(mode_env "$m") timeout "${BENCH_TIMEOUT:-240}" python3 benchmarks/bench_kernels.py \
@@ -184,19 +202,20 @@ ncu_sections() {  # KERNEL SKIP COUNT JOB...: ncu's main sections of one launch 
     show sed -n "/######## ncu $job\$/,\$p" "$out/ncu.txt" | grep -E "^  [a-zA-Z_].*\(|^    (Duration|DRAM Throughput|Memory Throughput|Registers Per|Achieved Occupancy|Issue Slots Busy|No Eligible)" | head -16
   done
 }
-stalls() {  # KERNEL SKIP LOG JOB...: where the warps wait, per issued instruction
+stalls() {  # KERNEL SKIP LOG JOB...: where the warps wait, per issued instruction, and
+  # the launch's DRAM bytes (STALL_NCU_ARGS: more ncu options, e.g. --profile-from-start off)
   local kernel=$1 skip=$2 log=$3 job
   shift 3
   for job in "$@"; do
     echo "######## stalls $job" >> "$out/$log"
     # shellcheck disable=SC2086
-    x timeout 120 ncu --section SpeedOfLight --section Occupancy \
-      --metrics "regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio" \
+    x timeout 120 ncu ${STALL_NCU_ARGS:-} --section SpeedOfLight --section Occupancy \
+      --metrics "dram__bytes_read.sum,dram__bytes_write.sum,regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio" \
       -k "regex:$kernel" --launch-skip "$skip" --launch-count 1 \
       python3 scripts/gpu/profile_kernel.py $job > "$out/stalls.tmp" 2>&1 || rc=1
     cat "$out/stalls.tmp" >> "$out/$log"
     echo "== stalls $job"
-    show grep -E "^    (Duration|DRAM Throughput|Achieved Occupancy)" "$out/stalls.tmp"
+    show grep -E "^    (Duration|DRAM Throughput|Achieved Occupancy|dram__bytes)" "$out/stalls.tmp"
     show grep -E "stalled_" "$out/stalls.tmp" | awk '{print $NF, $1}' | sort -rn | head -8
   done
   rm -f "$out/stalls.tmp"
@@ -222,9 +241,10 @@ stream_boundary() {
   local m
   for m in ${MODES:-stream v5}; do boundary "$m" "boundary_$m" 1,8,64,512,4096,16384; done
 }
-stream_decode() {  # per-kernel times of the small-T paths (ncu serialises PDL chains)
+stream_decode() { per_kernel "pre 1 7168" "pre 8 7168" "head 1 7168" "post_pre 1 7168" "post_head 1 7168"; }
+per_kernel() {  # JOB...: each launch's time in a small-T call (ncu serialises PDL chains)
   local job
-  for job in "pre 1 7168" "pre 8 7168" "head 1 7168" "post_pre 1 7168" "post_head 1 7168"; do
+  for job in "$@"; do
     echo "######## decode $job" >> "$out/ncu.txt"
     # shellcheck disable=SC2086
     x timeout 120 ncu --section SpeedOfLight -k regex:Kernel --launch-skip 2 --launch-count 4 \
@@ -275,7 +295,7 @@ prefill_bench() {  # every path at the issue's sizes, the two-pass torch baselin
     if [ "$m" = auto ]; then
       BENCH_TIMEOUT=200 bench auto prefill_bench_auto pre,head "${BENCH_T:-1,64,512,4096,16384}"
     else
-      BENCH_TIMEOUT=200 bench "$m" "prefill_bench_$m" pre,head "${MODE_T:-512,4096,16384}" --no-twopass --peer none
+      BENCH_TIMEOUT=200 bench "$m" "prefill_bench_$m" "${MODE_OPS:-pre,head}" "${MODE_T:-512,4096,16384}" --no-twopass --peer none
     fi
   done
 }
@@ -305,6 +325,13 @@ prefill_ncu() {  # one call's DRAM and L2 bytes, summed over its launches (cache
     show python3 scripts/gpu/ncu_bytes.py "$f" "$bm $op T=$t d=7168"
   done
 }
+prefill_stalls() {  # the projection launch (a call's first) at T=4096 d=7168, per mode
+  local m
+  for m in ${STALL_MODES:-twopass}; do
+    STALL_NCU_ARGS="--profile-from-start off --cache-control none" in_mode "$m" \
+      stalls prefillKernel 0 "stalls_${m//+/_}.txt" "pre 4096 7168 --calls 3 --profile-call 2"
+  done
+}
 
 # ---- v41: DeepSeek-V4.1 kernels and plugins (issue 23) ----------------------------------
 v41_build() {
@@ -323,13 +350,15 @@ v41_harness() {
   setenv MHC_TRT_HEADERS="$root/.trt_headers"
   junit_tests harness "${HARNESS_TIMEOUT:-200}" tests/test_plugin_harness.py -k "mix or collapse"
 }
-v41_bench() {  # the default schedule, then MHC_V41_BALANCE=1 (every SM) in the same run
-  local tag
-  for tag in "" _balanced; do
-    [ -n "$tag" ] && echo "== MHC_V41_BALANCE=1"
-    x env ${tag:+MHC_V41_BALANCE=1} timeout "${BENCH_TIMEOUT:-240}" python3 benchmarks/bench_v41.py \
-      --t-list "${BENCH_T:-1,8,64,512,4096,16384}" --d-list "${BENCH_D:-5120,7168}" \
-      --json "$out/bench_v41$tag.json" 2>&1 | tee "$out/bench$tag.txt"
+v41_bench() {  # the default, then each mode of V41_MODES (mode_env parts) in the same run
+  local m tl
+  for m in default ${V41_MODES:-balanced}; do
+    tl=${BENCH_T:-1,8,64,512,4096,16384}
+    [ "$m" = default ] || { echo "== $m: $(mode_env "$m" | tr '\n' ' ')"; tl=${V41_MODE_T:-$tl}; }
+    # shellcheck disable=SC2046
+    x env $(mode_env "$m") timeout "${BENCH_TIMEOUT:-240}" python3 benchmarks/bench_v41.py \
+      --t-list "$tl" --d-list "${BENCH_D:-5120,7168}" \
+      --json "$out/bench_v41_${m//+/_}.json" 2>&1 | tee "$out/bench_${m//+/_}.txt"
     [ "${PIPESTATUS[0]}" = 0 ] || rc=1
   done
 }
@@ -339,7 +368,13 @@ v41_fuzz() {  # every op, V4 and V4.1, on the CUDA kernels against float64
     > "$out/fuzz.txt" 2>&1 || rc=1
   show tail -8 "$out/fuzz.txt"
 }
-v41_stalls() { stalls v41StreamKernel 2 stalls.txt "post_mix 4096 5120"; }
+v41_decode() { per_kernel "post_mix 1 5120" "post_mix 1 7168" "post_pre 1 5120"; }
+v41_stalls() {  # the default and each of V41_STALL_MODES at T=4096 d=5120
+  local m
+  for m in default ${V41_STALL_MODES:-}; do
+    in_mode "$m" stalls v41StreamKernel 2 "stalls_${m//+/_}.txt" "post_mix ${V41_STALL_T:-4096} 5120"
+  done
+}
 v41_ncu() {
   local jobs=()
   mapfile -t jobs <<< "${NCU_JOBS:-post_mix 4096 5120
