@@ -188,18 +188,33 @@ kernel_tests() {  # the kernel tests, printing the rel err lines (TESTS, TESTS_K
     | grep -E "rel err vs|passed|failed|Error" | tail -40
   [ "${PIPESTATUS[0]}" = 0 ] || rc=1
 }
-ncu_sections() {  # KERNEL SKIP COUNT JOB...: ncu's main sections of one launch per job -> ncu.txt
+ncu_job() {  # LOG TAG JOB SUMMARY NCU-ARGS...: ncu on one profile_kernel.py job, its report
+  # appended to $out/LOG under a "######## TAG JOB" line, SUMMARY (a function) reading it
+  local log=$1 tag=$2 job=$3 summary=$4
+  shift 4
+  echo "######## $tag $job" >> "$out/$log"
+  # shellcheck disable=SC2086
+  x timeout 120 ncu "$@" python3 scripts/gpu/profile_kernel.py $job > "$out/ncu.tmp" 2>&1 || rc=1
+  cat "$out/ncu.tmp" >> "$out/$log"
+  echo "== $tag $job"
+  show "$summary" "$out/ncu.tmp"
+  rm -f "$out/ncu.tmp"
+}
+sections_summary() {
+  grep -E "^  [a-zA-Z_].*\(|^    (Duration|DRAM Throughput|Memory Throughput|Registers Per|Achieved Occupancy|Issue Slots Busy|No Eligible)" "$1" | head -16
+}
+stalls_summary() {
+  grep -E "^    (Duration|DRAM Throughput|Achieved Occupancy|dram__bytes)" "$1"
+  grep -E "stalled_" "$1" | awk '{print $NF, $1}' | sort -rn | head -8
+}
+launches_summary() { awk '/^  [a-zA-Z_].*\(/{k=$2" "$3} /Duration/{print "   ", k, $NF, "us"}' "$1" | head -6; }
+ncu_sections() {  # KERNEL SKIP COUNT JOB...: ncu's main sections of COUNT launches per job -> ncu.txt
   local kernel=$1 skip=$2 count=$3 job
   shift 3
   for job in "$@"; do
-    echo "######## ncu $job" >> "$out/ncu.txt"
-    # shellcheck disable=SC2086
-    x timeout 120 ncu --section SpeedOfLight --section Occupancy --section LaunchStats \
-      --section MemoryWorkloadAnalysis --section WarpStateStats --section SchedulerStats \
-      -k "regex:$kernel" --launch-skip "$skip" --launch-count "$count" \
-      python3 scripts/gpu/profile_kernel.py $job >> "$out/ncu.txt" 2>&1 || rc=1
-    echo "== ncu $job"
-    show sed -n "/######## ncu $job\$/,\$p" "$out/ncu.txt" | grep -E "^  [a-zA-Z_].*\(|^    (Duration|DRAM Throughput|Memory Throughput|Registers Per|Achieved Occupancy|Issue Slots Busy|No Eligible)" | head -16
+    ncu_job ncu.txt ncu "$job" sections_summary --section SpeedOfLight --section Occupancy \
+      --section LaunchStats --section MemoryWorkloadAnalysis --section WarpStateStats \
+      --section SchedulerStats -k "regex:$kernel" --launch-skip "$skip" --launch-count "$count"
   done
 }
 stalls() {  # KERNEL SKIP LOG JOB...: where the warps wait, per issued instruction, and
@@ -207,18 +222,18 @@ stalls() {  # KERNEL SKIP LOG JOB...: where the warps wait, per issued instructi
   local kernel=$1 skip=$2 log=$3 job
   shift 3
   for job in "$@"; do
-    echo "######## stalls $job" >> "$out/$log"
     # shellcheck disable=SC2086
-    x timeout 120 ncu ${STALL_NCU_ARGS:-} --section SpeedOfLight --section Occupancy \
-      --metrics "dram__bytes_read.sum,dram__bytes_write.sum,regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio" \
-      -k "regex:$kernel" --launch-skip "$skip" --launch-count 1 \
-      python3 scripts/gpu/profile_kernel.py $job > "$out/stalls.tmp" 2>&1 || rc=1
-    cat "$out/stalls.tmp" >> "$out/$log"
-    echo "== stalls $job"
-    show grep -E "^    (Duration|DRAM Throughput|Achieved Occupancy|dram__bytes)" "$out/stalls.tmp"
-    show grep -E "stalled_" "$out/stalls.tmp" | awk '{print $NF, $1}' | sort -rn | head -8
+    ncu_job "$log" stalls "$job" stalls_summary ${STALL_NCU_ARGS:-} --section SpeedOfLight \
+      --section Occupancy -k "regex:$kernel" --launch-skip "$skip" --launch-count 1 --metrics \
+      "dram__bytes_read.sum,dram__bytes_write.sum,regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio"
   done
-  rm -f "$out/stalls.tmp"
+}
+per_kernel() {  # JOB...: each launch's time in a small-T call (ncu serialises PDL chains)
+  local job
+  for job in "$@"; do
+    ncu_job ncu.txt decode "$job --calls 6" launches_summary --section SpeedOfLight \
+      -k regex:Kernel --launch-skip 2 --launch-count 4
+  done
 }
 run_steps() {  # MODE STEP...: each step is the function MODE_STEP
   local step t1
@@ -242,19 +257,6 @@ stream_boundary() {
   for m in ${MODES:-stream v5}; do boundary "$m" "boundary_$m" 1,8,64,512,4096,16384; done
 }
 stream_decode() { per_kernel "pre 1 7168" "pre 8 7168" "head 1 7168" "post_pre 1 7168" "post_head 1 7168"; }
-per_kernel() {  # JOB...: each launch's time in a small-T call (ncu serialises PDL chains)
-  local job
-  for job in "$@"; do
-    echo "######## decode $job" >> "$out/ncu.txt"
-    # shellcheck disable=SC2086
-    x timeout 120 ncu --section SpeedOfLight -k regex:Kernel --launch-skip 2 --launch-count 4 \
-      python3 scripts/gpu/profile_kernel.py $job --calls 6 > "$out/dec.tmp" 2>&1 || rc=1
-    cat "$out/dec.tmp" >> "$out/ncu.txt"
-    echo "== decode $job"
-    show awk '/^  [a-zA-Z_].*\(/{k=$2" "$3} /Duration/{print "   ", k, $NF, "us"}' "$out/dec.tmp" | head -6
-  done
-  rm -f "$out/dec.tmp"
-}
 stream_ncu() { ncu_sections "${NCU_KERNEL:-streamKernel}" 1 1 "pre 4096 7168" "post_pre 4096 7168" "head 4096 7168"; }
 stream_peer() {  # ours next to FlashInfer 0.7.2 (carry ".peers": benchmarks/peers/flashinfer_mhc.py)
   x timeout 200 python3 -m pytest -q -p no:cacheprovider -rs -m peer tests/test_peer_flashinfer.py \
