@@ -106,6 +106,20 @@ def test_every_layer_type_loads_exactly_and_runs_like_hf(ckpt, layers):
     assert rel <= F32_TOL, (form, layers, rel)
 
 
+def test_reference_that_does_not_fit_says_how_much_it_needs(ckpt, monkeypatch):
+    """With 1 KiB available neither HF's whole float64 model nor a slice of it fits:
+    reference_run says so with the size it needs (from the headers) instead of a result."""
+    from mhc_export.adapters import hf_reference
+
+    info = inspect_checkpoint(ckpt[1])
+    monkeypatch.setattr(hf_reference, "available_memory", lambda: 1024)
+    whole = reference_run(info, None, batch=1, seq=2, seed=0)
+    assert isinstance(whole, str) and re.fullmatch(r"HF's float64 model needs ~\d+\.\d GiB", whole)
+    part = reference_run(info, range(1, 2), batch=1, seq=2, seed=0)
+    assert isinstance(part, str), part
+    assert re.fullmatch(r"HF's float64 layers 1\.\.1 need ~\d+\.\d GiB, 0\.0 GiB available", part)
+
+
 def test_a_wrong_layer_is_caught(ckpt):
     """The published-names bug (layer 1 exported for layer 2) cannot pass the weight check."""
     _, path, _ = ckpt

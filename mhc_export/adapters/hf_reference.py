@@ -169,8 +169,8 @@ def reference_run(info: CheckpointInfo, layers: range | None, *, batch: int, seq
     ids = torch.randint(0, info.config.vocab_size, (batch, seq), generator=g)
     positions = torch.arange(seq).unsqueeze(0).expand(batch, seq)
     if layers is None:
-        if _f64_bytes(info, None) > have:
-            return f"HF's float64 model needs ~{_f64_bytes(info, None) / 2**30:.1f} GiB"
+        if (need := _f64_bytes(info, None)) > have:
+            return f"HF's float64 model needs ~{need / 2**30:.1f} GiB"
         model = _hf_model(info.config, reader, None, info.config.num_hidden_layers)
         with torch.no_grad():
             logits = model(input_ids=ids, position_ids=positions, use_cache=False).logits
@@ -193,9 +193,8 @@ def reference_run(info: CheckpointInfo, layers: range | None, *, batch: int, seq
                 h.remove()
         inputs = {"hidden_streams": seen["in"], "input_ids": ids}
         return inputs, seen["out"], FULL_REFERENCE.format(last=last)
-    if _f64_bytes(info, layers) > have:
-        return (f"HF's float64 layers {layers.start}..{last} need ~"
-                f"{_f64_bytes(info, layers) / 2**30:.1f} GiB, "
+    if (need := _f64_bytes(info, layers)) > have:
+        return (f"HF's float64 layers {layers.start}..{last} need ~{need / 2**30:.1f} GiB, "
                 f"{have / 2**30:.1f} GiB available")
     from .hf_export import LayerSlice
 
