@@ -302,7 +302,8 @@ V41_COLUMNS = (
 def v41_table(entry: dict[str, Any], runs: Runs) -> list[str]:
     """bench_v41.py: MhcPostMix against its floor and V4's MhcPostPre; targets are
     MhcPostMix's."""
-    cols = [(h, _keyed(k, dg)) for h, k, dg in V41_COLUMNS]
+    keyed = [(h, _keyed(k, dg)) for h, k, dg in V41_COLUMNS]
+    cols = _columns(entry, runs, keyed[:3], keyed[3:])
     return _render(entry, merged_rows(entry, runs), cols, "post_mix_us", "post_mix_x_floor")
 
 

@@ -118,3 +118,43 @@ def single_op_runs(path: Path, inputs: dict[str, torch.Tensor]) -> dict[str, lis
     names = [o.name for o in model.graph.output]
     return {name: [ort[name], trt[name], torch.from_numpy(np.asarray(refev[i]))]
             for i, name in enumerate(names)}
+
+
+def assert_reads_inputs_written_just_before(call, sets: list[list[torch.Tensor]],
+                                            calls: int = 6) -> None:
+    """``call(*inputs, out=...)`` on inputs that copy kernels rewrite right before every
+    call, alternating between ``sets``, in one stream with no synchronisation, eagerly
+    and in a CUDA graph: each call must return what it returns on its own set alone. A
+    kernel that read an input before its griddepcontrol.wait (PDL) would see the other
+    set. (``copy_`` would be a memcpy, not a kernel, so not PDL's case: ``torch.mul``.)"""
+    refs = [call(*s) for s in sets]
+    buf = [a.clone() for a in sets[0]]
+    outs = [tuple(torch.empty_like(r) for r in refs[0]) for _ in range(calls)]
+
+    def run() -> None:
+        for i, o in enumerate(outs):
+            for b, a in zip(buf, sets[i % len(sets)], strict=True):
+                torch.mul(a, 1, out=b)
+            call(*buf, out=o)
+
+    def check(how: str) -> None:
+        torch.cuda.synchronize()
+        for i, o in enumerate(outs):
+            for a, b in zip(o, refs[i % len(sets)], strict=True):
+                assert torch.equal(a, b), f"{how}: call {i} did not read its own inputs"
+
+    run()
+    check("eager")
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        run()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        run()
+    for o in outs:
+        for a in o:
+            a.fill_(float("nan"))
+    graph.replay()
+    check("CUDA graph")

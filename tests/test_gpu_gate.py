@@ -158,7 +158,7 @@ def test_runner_gate_builds_both_header_sets_and_gates_every_gpu_test(tmp_path):
     run = _one(lines, "timeout 480", "-m pytest")
     assert run.endswith(f"--junitxml={tmp_path}/out/tests.xml -m gpu")
     gate = _one(lines, "scripts/qa/junit_gate.py")
-    assert gate.endswith(f"--expect {tmp_path}/out/gpu_tests.txt --min 396")
+    assert gate.endswith(f"--expect {tmp_path}/out/gpu_tests.txt --min 403")
     order = [lines.index(x) for x in (build, switches, collect, run, gate)]
     assert order == sorted(order)
     assert "--min 7" in _one(_dry(tmp_path, "gate", MHC_MIN_GPU_TESTS="7"), "junit_gate")
@@ -184,7 +184,7 @@ def test_runner_kernels_fuzz_hf_modes(tmp_path):
     lines = _dry(tmp_path, "kernels", "--t-list", "1")
     assert KERNELS_ONLY in _one(lines, "scripts/dev/build_plugins.sh")
     assert REQUIRE in _one(lines, "export", "MHC_REQUIRE_GPU")
-    assert "--min 352" in _one(lines, "junit_gate.py")
+    assert "--min 359" in _one(lines, "junit_gate.py")
     assert _one(lines, "bench_kernels.py").endswith(
         f"--json {tmp_path}/out/bench_kernels.json --t-list 1")
 

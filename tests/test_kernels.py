@@ -8,6 +8,7 @@ checked afterwards; inputs are fresh random draws per case.
 from __future__ import annotations
 
 import pytest
+import support
 import torch
 
 from mhc_export import kernels
@@ -587,6 +588,28 @@ def test_decode_kernels_match_the_large_t_paths(tmp_path):
                         (9, 1, 64)), _gen(4343))
     got = _run_paths(tmp_path, inp, {"decode": {}, "no-decode": {"MHC_DECODE_MAX_T": "0"}})
     _assert_post_halves_equal(got, inp, ("decode",), "no-decode")
+
+
+def test_decode_chain_with_and_without_pdl_first_is_bit_identical(tmp_path):
+    """The decode mixes kernel launched with PDL after an L2 prefetch of hc_fn (the
+    default) against a plain launch (MHC_PDL_FIRST=0): every output of MhcPre, MhcHead
+    and MhcPostPre equal bit for bit, and each against float64 (in _run_paths)."""
+    inp = _path_inputs(((1, 4, 7168), (8, 4, 4096), (3, 3, 1000), (64, 4, 7168), (2, 8, 520)),
+                       _gen(4646))
+    got = _run_paths(tmp_path, inp, {"pdl": {}, "plain": {"MHC_PDL_FIRST": "0"}})
+    for key in inp:
+        for i, (a, b) in enumerate(zip(got["pdl"][key], got["plain"][key], strict=True)):
+            assert torch.equal(a, b), f"{key} output {i}: PDL-first and plain launches differ"
+
+
+def test_decode_chain_reads_inputs_written_just_before():
+    """Under PDL the mixes kernel starts before the kernel that writes its inputs has
+    ended, and the pre finish loads x before its own wait: MhcPre at T=1 must still
+    read every call's own inputs."""
+    g = _gen(4747)
+    sets = [[make_residual(1, 4, 7168, torch.bfloat16, g), *make_weights(4, 7168, 24, 3, g)]
+            for _ in range(2)]
+    support.assert_reads_inputs_written_just_before(kernels.pre, sets)
 
 
 # --- The prefill paths (issue 22: mhc_prefill.cuh) -----------------------------------

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import support
 import torch
 
 from mhc_export import kernels
@@ -209,22 +210,27 @@ def test_t0_and_bad_inputs():
 _IN_PROCESS = r"""
 import sys, torch
 from mhc_export import kernels
-v = [a.cuda() for a in torch.load(sys.argv[1])]
-torch.save([r.cpu() for r in kernels.post_mix(*v)], sys.argv[2])
+calls = torch.load(sys.argv[1])
+torch.save([[r.cpu() for r in getattr(kernels, op)(*[a.cuda() for a in v])] for op, v in calls],
+           sys.argv[2])
 """
 
 
-def _post_mix_in_process(v, env: dict[str, str], tmp_path: Path) -> list[torch.Tensor]:
-    """kernels.post_mix(*v) in a process of its own with `env` (path switches are read
-    once per process)."""
+def _in_process(calls, env: dict[str, str], tmp_path: Path) -> list[list[torch.Tensor]]:
+    """[kernels.<op>(*v) for op, v in calls], in a process of its own with `env` (path
+    switches are read once per process)."""
     src, dst = tmp_path / "in.pt", tmp_path / "out.pt"
-    torch.save([a.cpu() for a in v], src)
+    torch.save([(op, [a.cpu() for a in v]) for op, v in calls], src)
     root = Path(__file__).resolve().parents[1]
     proc = subprocess.run([sys.executable, "-c", _IN_PROCESS, str(src), str(dst)], cwd=root,
                           env={**os.environ, **env, "PYTHONPATH": str(root)},
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return [a.cuda() for a in torch.load(dst)]
+    return [[a.cuda() for a in out] for out in torch.load(dst)]
+
+
+def _post_mix_in_process(v, env: dict[str, str], tmp_path: Path) -> list[torch.Tensor]:
+    return _in_process([("post_mix", v)], env, tmp_path)[0]
 
 
 def test_stream_kernel_matches_the_two_pass_path(tmp_path):
@@ -249,3 +255,36 @@ def test_balanced_schedule_is_bit_identical(t, d, tmp_path):
     grid = kernels.post_mix(*v)
     for i, (a, b) in enumerate(zip(grid, balanced, strict=True)):
         assert torch.equal(a, b), f"output {i} differs"
+
+
+def test_pdl_first_launch_is_bit_identical(tmp_path):
+    """The first kernel of each path (the decode mixes kernel, the stream kernel)
+    launched with PDL after an L2 prefetch of hc_fn, against plain launches
+    (MHC_PDL_FIRST=0): MhcPostMix and MhcMix equal bit for bit."""
+    calls = []
+    for t, d in ((1, 5120), (7, 7168), (64, 1000), (600, 5120), (4099, 7168)):
+        v = boundary_inputs(t, 4, d, torch.bfloat16, _gen(t * 3 + d))
+        calls += [("post_mix", v), ("mix", [v[1], *v[5:]])]
+    plain = _in_process(calls, {"MHC_PDL_FIRST": "0"}, tmp_path)
+    for (op, v), other in zip(calls, plain, strict=True):
+        for i, (a, b) in enumerate(zip(getattr(kernels, op)(*v), other, strict=True)):
+            assert torch.equal(a, b), f"{op} T={v[0].shape[0]}: output {i} differs"
+
+
+@pytest.mark.parametrize("groups", ["1", "9"])
+def test_stream_grid_groups_switch_is_bit_identical(groups, tmp_path):
+    """MHC_V41_GROUPS (how many token groups the stream kernel's grid takes, for
+    A/B runs) changes which CTA computes a partial, never its value."""
+    v = boundary_inputs(1000, 4, 5120, torch.bfloat16, _gen(31 + int(groups)))
+    other = _post_mix_in_process(v, {"MHC_V41_GROUPS": groups}, tmp_path)
+    for i, (a, b) in enumerate(zip(kernels.post_mix(*v), other, strict=True)):
+        assert torch.equal(a, b), f"output {i} differs"
+
+
+@pytest.mark.parametrize("t", [1, 600])
+def test_post_mix_reads_inputs_written_just_before(t):
+    """The first kernel starts before the kernel writing its inputs has ended (PDL)
+    and prefetches hc_fn meanwhile; the finish kernel loads pre_mix before its wait.
+    All eight inputs rewritten right before every call: each call reads its own."""
+    sets = [boundary_inputs(t, 4, 5120, torch.bfloat16, _gen(500 + t + k)) for k in range(2)]
+    support.assert_reads_inputs_written_just_before(kernels.post_mix, sets)

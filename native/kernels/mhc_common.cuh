@@ -63,6 +63,35 @@ inline bool streamIsCapturing(cudaStream_t stream) {
     return st != cudaStreamCaptureStatusNone;
 }
 
+// Launches kernel<<<grid, block, smem, stream>>>(args...), with programmatic
+// dependent launch (PDL) where `pdl` and the device (sm_90+) allow: the grid may
+// start while the kernel before it in the stream is still running, so it must
+// griddepcontrol.wait before it reads anything written earlier in the stream.
+// A refused attribute outside a capture falls back to a plain launch (the same
+// results); inside a capture a failed launch has already invalidated the graph,
+// so the error is returned. The caller reports it with checkLaunch.
+template <typename... KArgs, typename... Args>
+inline void launchMaybePdl(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem,
+                           cudaStream_t stream, bool pdl, Args... args) {
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = stream;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = pdl && deviceCcMajor() >= 9 ? 1 : 0;
+    const bool capturing = cfg.numAttrs != 0 && streamIsCapturing(stream);
+    if (cudaLaunchKernelEx(&cfg, kernel, args...) == cudaSuccess || cfg.numAttrs == 0 ||
+        capturing)
+        return;
+    cudaGetLastError();
+    cfg.numAttrs = 0;
+    cudaLaunchKernelEx(&cfg, kernel, args...);
+}
+
 // Validation shared by the entry points; each names the offending argument.
 mhcStatus_t checkShape(int64_t T, int32_t n, int32_t d, mhcDtype_t dtype);
 mhcStatus_t checkPtr(const void* p, const char* name, bool vector_aligned);

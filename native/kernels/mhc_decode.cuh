@@ -6,11 +6,13 @@
 //    SMs with every load of a thread in flight at once. Warp shuffle tree, then
 //    part[split][token][ROWS + 1] (every element rewritten every call, so an
 //    uninitialised workspace is fine). MhcHead's small-T path uses it too.
+//    Since issue 23's run 4 it is itself PDL-launched (pdlFirst): it prefetches
+//    its hc_fn lines into L2, waits for the kernel before, then releases the finish.
 //  * decodeFinishKernel: grid (T, CB + 1), 256 threads. CTAs y < CB own 2048
-//    columns of d: they load their residual vectors (inputs, complete before
-//    the mix kernel started) BEFORE griddepcontrol.wait, so that load overlaps
-//    the mix kernel; then reduce the pre rows + sum of squares over the S
-//    splits with the whole block (sumSplitsBlock: a fixed order, the same in
+//    columns of d: they load their residual vectors (inputs, complete once the
+//    mixes kernel has passed its wait and released this one) BEFORE
+//    griddepcontrol.wait, so that load overlaps the mixes kernel; then reduce the
+//    pre rows + sum of squares over the S splits with the whole block (sumSplitsBlock: a fixed order, the same in
 //    every CTA, bit-identical), and write layer_input. CTA y == CB reduces all
 //    rows and writes post_mix and comb_mix (Sinkhorn by one thread).
 // The fused boundaries (MhcPostPre / MhcPostHead) at small T run the same two
@@ -42,6 +44,20 @@ __device__ __forceinline__ void pdlWait() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     asm volatile("griddepcontrol.wait;" ::: "memory");
 #endif
+}
+// The PDL rule of this library: a kernel releases its dependents only after its
+// own griddepcontrol.wait (or at its start when it has none). So when a kernel
+// starts, everything before its predecessor is complete, and a finish kernel may
+// load the call's inputs before its own wait.
+__device__ __forceinline__ void pdlWaitThenRelease() {
+    pdlWait();
+    pdlLaunchDependents();
+}
+// Fetches p's 128-byte line into L2 without waiting. Safe before
+// griddepcontrol.wait even for data the kernel before is still writing: L2 is
+// the point of coherence, so the loads after the wait see those writes.
+__device__ __forceinline__ void prefetchL2(const void* p) {
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
 }
 
 constexpr int kDecodeMixWarps = 4;
@@ -80,12 +96,19 @@ __global__ void __launch_bounds__(kDecodeMixWarps * 32)
     decodeMixKernel(const T* __restrict__ x, const float* __restrict__ fn,
                     float* __restrict__ part, int64_t ntok, int K, DecodePost post) {
     constexpr int V = ROWS + 1, NW = kDecodeMixWarps, RW = (ROWS + NW - 1) / NW;
-    // The finish kernel may launch now: it only prefetches inputs before its
-    // griddepcontrol.wait, which waits for this whole grid and its writes.
-    pdlLaunchDependents();
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
     const int64_t t0 = int64_t(blockIdx.x) * TT;
     const int v = blockIdx.y * 32 + lane;
+    // Launched with PDL (pdlFirst): while the kernel before still runs, pull this
+    // CTA's hc_fn rows (the call's largest input) into L2, one prefetch per
+    // 128-byte line (4 lanes' 32 bytes), then wait. The finish kernel may launch
+    // once every CTA has passed the wait: it loads inputs before its own wait.
+    if (v < K / 8 && (lane & 3) == 0) {
+#pragma unroll
+        for (int r = 0; r < RW; ++r)
+            if (w + r * NW < ROWS) prefetchL2(fn + int64_t(w + r * NW) * K + int64_t(v) * 8);
+    }
+    pdlWaitThenRelease();
     // Warp w takes rows w, w + NW, ... of the same 32 vectors of K (warp 0 also
     // the sum of squares): all of a thread's hc_fn loads fit in registers and
     // are in flight at once. Each value is the same arithmetic as one thread
@@ -195,7 +218,7 @@ __global__ void __launch_bounds__(kDecodeFinishThreads)
         // x is an input (prefetched under the mixes kernel) or, behind a fused
         // post, that kernel's output (complete and visible only after the wait).
         if (active && x_before_wait) loadX();
-        pdlWait();
+        pdlWaitThenRelease();
         if (active && !x_before_wait) loadX();
         // The pre rows 0..N-1 and the sum of squares (value M).
         sumSplitsBlock<N + 1>(part, splits, ntok, t, V, PreRowsIdx<N, M>(), mix, scratch);
@@ -215,7 +238,7 @@ __global__ void __launch_bounds__(kDecodeFinishThreads)
         store8(layer_input + t * int64_t(d) + v * 8, o);
         return;
     }
-    pdlWait();
+    pdlWaitThenRelease();
     sumSplitsBlock<V>(part, splits, ntok, t, V, IdentityIdx(), mix, scratch);
     __syncthreads();
     if (threadIdx.x < N) {
@@ -253,9 +276,9 @@ template <typename T, int ROWS, int TT, int NP>
 inline mhcStatus_t launchDecodeMix(const T* x, const float* fn, float* part, int64_t ntok,
                                    int K, int splits, const DecodePost& post,
                                    cudaStream_t stream) {
-    dim3 grid(unsigned(ceilDiv(ntok, TT)), unsigned(splits));
-    decodeMixKernel<T, ROWS, TT, NP>
-        <<<grid, kDecodeMixWarps * 32, 0, stream>>>(x, fn, part, ntok, K, post);
+    const dim3 grid(unsigned(ceilDiv(ntok, TT)), unsigned(splits));
+    launchMaybePdl(decodeMixKernel<T, ROWS, TT, NP>, grid, dim3(kDecodeMixWarps * 32), 0, stream,
+                   pdlFirst(), x, fn, part, ntok, K, post);
     return checkLaunch("mhc decode mixes kernel");
 }
 
@@ -300,32 +323,10 @@ inline mhcStatus_t runPreDecode(const T* x, const float* hc_fn, const float* hc_
                            : launchDecodeMixes<T, M>(x, hc_fn, part, ntok, K, stream);
     if (st != MHC_STATUS_SUCCESS) return st;
     const int cb = int(ceilDiv(d / 8, kDecodeFinishThreads));
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3(unsigned(ntok), unsigned(cb + 1));
-    cfg.blockDim = dim3(kDecodeFinishThreads);
-    cfg.dynamicSmemBytes = 0;
-    cfg.stream = stream;
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[0].val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = attr;
-    cfg.numAttrs = 1;
-    if (decodeNoPdl() || deviceCcMajor() < 9) cfg.numAttrs = 0;
-    const bool capturing = streamIsCapturing(stream);
-    if (cudaLaunchKernelEx(&cfg, decodeFinishKernel<T, N>, x, static_cast<const float*>(part),
-                           splits, hc_scale, hc_base, layer_input, post_mix, comb_mix, ntok, d,
-                           p, !fused) != cudaSuccess) {
-        // Inside a capture a failed launch has already invalidated the graph:
-        // report it rather than retry.
-        if (capturing || cfg.numAttrs == 0) return checkLaunch("mhcPre decode finish kernel");
-        // PDL refused outside a capture: plain launch, same results.
-        cudaGetLastError();
-        cfg.numAttrs = 0;
-        if (cudaLaunchKernelEx(&cfg, decodeFinishKernel<T, N>, x,
-                               static_cast<const float*>(part), splits, hc_scale, hc_base,
-                               layer_input, post_mix, comb_mix, ntok, d, p, !fused) != cudaSuccess)
-            return checkLaunch("mhcPre decode finish kernel");
-    }
+    launchMaybePdl(decodeFinishKernel<T, N>, dim3(unsigned(ntok), unsigned(cb + 1)),
+                   dim3(kDecodeFinishThreads), 0, stream, !decodeNoPdl(), x,
+                   static_cast<const float*>(part), splits, hc_scale, hc_base, layer_input,
+                   post_mix, comb_mix, ntok, d, p, !fused);
     return checkLaunch("mhcPre decode finish kernel");
 }
 

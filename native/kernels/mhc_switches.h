@@ -125,6 +125,18 @@ inline bool decodeNoPdl() {
     return v;
 }
 
+// MHC_PDL_FIRST=0: the first kernel of the decode chain (every op's T <= 64 mixes
+// kernel) and the V4.1 stream kernel are launched plainly, as before issue 23's
+// run 4, instead of with PDL after an L2 prefetch of hc_fn (A/B runs; the same bits).
+// MHC_DECODE_NO_PDL switches it off too.
+inline bool pdlFirst() {
+    static const bool on = [] {
+        const char* e = envSwitch("MHC_PDL_FIRST");
+        return !(e && e[0] == '0' && e[1] == 0) && !decodeNoPdl();
+    }();
+    return on;
+}
+
 // The fused kernel (mhc_fused.cuh). Configuration: TT tokens per cluster,
 // cluster size CS. MHC_FUSED=0 disables
 // the fused path; MHC_FUSED=<TT>x<CS> forces a configuration and
@@ -223,6 +235,17 @@ inline bool v41Balanced() {
         return e && e[0] == '1' && e[1] == 0;
     }();
     return on;
+}
+// MHC_V41_GROUPS=<g>: the V4.1 stream kernel's grid takes g token groups
+// instead of SMs / splits (at most that many; A/B runs of how many CTAs pull
+// memory at once; the same bits).
+inline int v41GroupsEnv() {
+    static const int g = [] {
+        const char* e = envSwitch("MHC_V41_GROUPS");
+        const int v = (e && *e) ? atoi(e) : 0;
+        return v > 0 ? v : 0;
+    }();
+    return g;
 }
 // MHC_V41_STAGES=2..6: the V4.1 stream kernel's pipeline depth (else 0: the
 // kernel's own choice; mhc_v41.cu).

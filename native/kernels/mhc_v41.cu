@@ -142,7 +142,7 @@ __global__ void __launch_bounds__(kV41FinishThreads) v41FinishKernel(const Finis
 #pragma unroll
             for (int i = 0; i < N; ++i) w[i] = __ldg(a.pre_in + t * N + i);
         }
-        pdlWait();  // residual_out is the previous kernel's output
+        pdlWaitThenRelease();  // residual_out is the previous kernel's output
         if (!active) return;
         const T* xt = static_cast<const T*>(a.res_out) + t * N * int64_t(a.d) + v * 8;
         float xv[N][8];
@@ -162,7 +162,7 @@ __global__ void __launch_bounds__(kV41FinishThreads) v41FinishKernel(const Finis
     __shared__ float mix[V];
     __shared__ float scratch[kV41FinishThreads];
     const float s0 = __ldg(a.hc_scale), s1 = __ldg(a.hc_scale + 1), s2 = __ldg(a.hc_scale + 2);
-    pdlWait();
+    pdlWaitThenRelease();
     sumSplitsBlock<V>(a.part, a.splits, a.ntok, t, V, IdentityIdx(), mix, scratch);
     __syncthreads();
     const float r = 1.0f / sqrtf(mix[M] / (float(N) * float(a.d)) + a.p.rms_eps);
@@ -190,7 +190,7 @@ __global__ void __launch_bounds__(kV41FinishThreads) v41FinishWideKernel(const F
     __shared__ float mix[TB * V];
     const int64_t t0 = int64_t(blockIdx.x) * TB;
     const int ntb = int(a.ntok - t0 < TB ? a.ntok - t0 : TB);
-    pdlWait();
+    pdlWaitThenRelease();
     const int64_t sstride = a.ntok * V;  // floats between two splits of one value
     for (int j = threadIdx.x; j < ntb * V; j += kV41FinishThreads) {
         const float* p = a.part + t0 * V + j;
@@ -225,27 +225,12 @@ __global__ void __launch_bounds__(kV41FinishThreads) v41FinishWideKernel(const F
 template <typename T, int N>
 mhcStatus_t launchFinish(const FinishArgs& fa, cudaStream_t stream, bool wide) {
     const int cb = fa.layer_input ? int(ceilDiv(fa.d / 8, kV41FinishThreads)) : 0;
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = wide ? dim3(unsigned(ceilDiv(fa.ntok, kWideTokens)))
-                       : dim3(unsigned(fa.ntok), unsigned(cb + 1));
-    cfg.blockDim = dim3(kV41FinishThreads);
-    cfg.stream = stream;
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr[0].val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = attr;
-    cfg.numAttrs = deviceCcMajor() >= 9 ? 1 : 0;
-    const bool capturing = streamIsCapturing(stream);
-    auto launch = [&]() {
-        return wide ? cudaLaunchKernelEx(&cfg, v41FinishWideKernel<N>, fa)
-                    : cudaLaunchKernelEx(&cfg, v41FinishKernel<T, N>, fa);
-    };
-    if (launch() != cudaSuccess) {
-        if (capturing || cfg.numAttrs == 0) return checkLaunch("mhc V4.1 finish kernel");
-        cudaGetLastError();
-        cfg.numAttrs = 0;
-        if (launch() != cudaSuccess) return checkLaunch("mhc V4.1 finish kernel");
-    }
+    if (wide)
+        launchMaybePdl(v41FinishWideKernel<N>, dim3(unsigned(ceilDiv(fa.ntok, kWideTokens))),
+                       dim3(kV41FinishThreads), 0, stream, true, fa);
+    else
+        launchMaybePdl(v41FinishKernel<T, N>, dim3(unsigned(fa.ntok), unsigned(cb + 1)),
+                       dim3(kV41FinishThreads), 0, stream, true, fa);
     return checkLaunch("mhc V4.1 finish kernel");
 }
 
@@ -304,7 +289,6 @@ __global__ void __launch_bounds__(kV41Threads, 1) v41StreamKernel(const V41Args 
     using G = V41Geom<N, POST>;
     constexpr int M = G::M, V = G::V, NT = G::NT, CS = G::CS, COEF = G::COEF;
     constexpr int TT = kV41TT, W = kV41Warps;
-    pdlLaunchDependents();  // the finish kernel may start; it waits for our writes
     extern __shared__ __align__(16) unsigned char smem[];
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int g = lane >> 2, tig = lane & 3;
@@ -365,11 +349,24 @@ __global__ void __launch_bounds__(kV41Threads, 1) v41StreamKernel(const V41Args 
             }
         bsplit = sp;
     };
-    if (ntiles > 0) {
-        int sp0;
-        itemOf(0, sp0);
-        loadB(sp0);
+    // Launched with PDL (pdlFirst): the first B fragments' hc_fn lines go to L2
+    // while the kernel before still runs (a tig-0 lane's 4 lanes read 128 bytes
+    // of a row: its first and last element cover the lines), then the wait.
+    int sp0 = 0;
+    if (ntiles > 0) itemOf(0, sp0);
+    if (ntiles > 0 && tig == 0 && colOf(sp0) < d) {
+#pragma unroll
+        for (int j = 0; j < N; ++j)
+#pragma unroll
+            for (int nt = 0; nt < NT; ++nt)
+                if (nt * 8 + g < M) {
+                    const float* p = a.fn + int64_t(nt * 8 + g) * K + int64_t(j) * d + colOf(sp0);
+                    prefetchL2(p);
+                    prefetchL2(p + (colOf(sp0) + 31 < d ? 31 : d - 1 - colOf(sp0)));
+                }
     }
+    pdlWaitThenRelease();
+    if (ntiles > 0) loadB(sp0);
 
     // Loads of tile `it` into stage s; one commit group per call, even empty.
     auto issue = [&](int it, int s) {
@@ -643,7 +640,7 @@ mhcStatus_t launchStream(V41Args a, cudaStream_t stream, bool* fits) {
         a.balanced = 1;
         grid = dim3(unsigned(total < numSMs() ? total : numSMs()));
     } else {
-        int64_t groups = numSMs() / splits;
+        int64_t groups = v41GroupsEnv() ? v41GroupsEnv() : numSMs() / splits;
         if (groups < 1) groups = 1;
         if (groups > a.tiles) groups = a.tiles;
         if (groups > 65535) groups = 65535;
@@ -651,7 +648,7 @@ mhcStatus_t launchStream(V41Args a, cudaStream_t stream, bool* fits) {
         a.balanced = 0;
         grid = dim3(unsigned(splits), unsigned(groups));
     }
-    kern<<<grid, kV41Threads, smem, stream>>>(a);
+    launchMaybePdl(kern, grid, dim3(kV41Threads), smem, stream, pdlFirst(), a);
     return checkLaunch("mhc V4.1 stream kernel");
 }
 

@@ -40,8 +40,9 @@ set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 # Fewest GPU tests a gated run may collect (raise them when adding GPU tests).
-MIN_GATE=396     # gate: the whole suite's gpu-marked tests
-MIN_KERNELS=352  # kernels: the kernel test files
+MIN_GATE=403     # gate: the whole suite's gpu-marked tests
+MIN_KERNELS=359  # kernels: the kernel test files
+MIN_KERNEL_PLUGIN=399  # v41 alltests: the gate less test_hf_gpu
 KLIB=$root/build/plugins-trt11/kernels/libmhc_kernels.so
 dry=${MHC_DRY_RUN:-0}
 [ "${1:-}" = --dry-run ] && { dry=1; shift; }
@@ -144,6 +145,8 @@ mode_env() {  # the environment of a benchmark mode; parts joined by '+', e.g. c
       coalesced) echo MHC_V41_COALESCED_LOADS=1 ;;
       staged) echo MHC_V41_STAGED_STORES=1 ;;
       balanced) echo MHC_V41_BALANCE=1 ;;                  # V4.1: every SM (run 2)
+      plainfirst) echo MHC_PDL_FIRST=0 ;;                  # first kernels launched plainly (run 4)
+      groups*) echo MHC_V41_GROUPS=${part#groups} ;;       # V4.1 stream grid: token groups
     esac                                                   # anything else: the default dispatch
   done
 }
@@ -348,6 +351,15 @@ junit_tests() {  # NAME TIMEOUT PYTEST ARGS...: -> $out/NAME.txt, NAME.xml
   show tail -15 "$out/$name.txt"
 }
 v41_tests() { junit_tests tests "${TEST_TIMEOUT:-240}" tests/test_kernels_v41.py ${TEST_K:+-k "$TEST_K"}; }
+v41_quicktests() {  # short device windows: the V4.1 kernels and V4's decode chain only
+  junit_tests quicktests "${TEST_TIMEOUT:-200}" tests/test_kernels_v41.py tests/test_kernels.py \
+    -k "v41 or decode or graph or written or pdl or post_mix or mix or collapse"
+}
+v41_alltests() {  # every GPU test of the kernels and the plugin harness, gated (not the HF ones)
+  setenv MHC_TRT_HEADERS="$root/.trt_headers"
+  gated_pytest "$MIN_KERNEL_PLUGIN" gpu "${TEST_TIMEOUT:-300}" tests/test_kernels.py \
+    tests/test_kernels_v41.py tests/test_kernels_attributes.py tests/test_plugin_harness.py
+}
 v41_harness() {
   setenv MHC_TRT_HEADERS="$root/.trt_headers"
   junit_tests harness "${HARNESS_TIMEOUT:-200}" tests/test_plugin_harness.py -k "mix or collapse"
@@ -360,7 +372,7 @@ v41_bench() {  # the default, then each mode of V41_MODES (mode_env parts) in th
     # shellcheck disable=SC2046
     x env $(mode_env "$m") timeout "${BENCH_TIMEOUT:-240}" python3 benchmarks/bench_v41.py \
       --t-list "$tl" --d-list "${BENCH_D:-5120,7168}" \
-      --json "$out/bench_v41_${m//+/_}.json" 2>&1 | tee "$out/bench_${m//+/_}.txt"
+      --json "$out/bench_v41_${V41_TAG:-}${m//+/_}.json" 2>&1 | tee "$out/bench_${V41_TAG:-}${m//+/_}.txt"
     [ "${PIPESTATUS[0]}" = 0 ] || rc=1
   done
 }
@@ -371,6 +383,22 @@ v41_fuzz() {  # every op, V4 and V4.1, on the CUDA kernels against float64
   show tail -8 "$out/fuzz.txt"
 }
 v41_decode() { per_kernel "post_mix 1 5120" "post_mix 1 7168" "post_pre 1 5120"; }
+v41_pdl() {  # run 4: first kernels with PDL + hc_fn L2 prefetch (default) vs plain, same run
+  local m
+  V41_MODES=plainfirst v41_bench
+  [ "${PDL_V4:-1}" = 1 ] || return 0
+  for m in default plainfirst; do  # V4's decode chains (MhcPre, MhcHead) too
+    # shellcheck disable=SC2046
+    x env $(mode_env "$m") timeout "${BENCH_TIMEOUT:-240}" python3 benchmarks/bench_kernels.py \
+      --no-compile --no-eager --no-twopass --peer none --ops pre,head --t-list 1,8,64 \
+      --json "$out/bench_kernels_$m.json" > "$out/bench_kernels_$m.txt" 2>&1 || rc=1
+    show tail -12 "$out/bench_kernels_$m.txt"
+  done
+}
+v41_groups() {  # how many token groups (CTAs pulling memory) the stream grid takes, d=5120
+  V41_TAG=groups_ BENCH_D=5120 V41_MODE_T=${V41_MODE_T:-512,4096,16384} V41_MODES=${V41_MODES:-groups4 groups5} \
+    BENCH_T=${V41_MODE_T:-512,4096,16384} v41_bench
+}
 v41_stalls() {  # the default and each of V41_STALL_MODES at T=4096 d=5120
   local m
   for m in default ${V41_STALL_MODES:-}; do
@@ -453,7 +481,8 @@ case $mode in
     print_env
     build kernels
     require_gpu
-    tests=(tests/test_kernels.py tests/test_kernels_attributes.py tests/test_kernels_lib.py)
+    tests=(tests/test_kernels.py tests/test_kernels_v41.py tests/test_kernels_attributes.py
+           tests/test_kernels_lib.py)
     marks=gpu
     if [ -d "$root/.peers/flashinfer/site/flashinfer" ] || [ -n "${MHC_FLASHINFER_BUNDLE:-}" ]; then
       peer=1
