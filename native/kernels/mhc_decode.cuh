@@ -6,15 +6,16 @@
 //    SMs with every load of a thread in flight at once. Warp shuffle tree, then
 //    part[split][token][ROWS + 1] (every element rewritten every call, so an
 //    uninitialised workspace is fine). MhcHead's small-T path uses it too.
-//    Since issue 23's run 4 it is itself PDL-launched (pdlFirst): it prefetches
-//    its hc_fn lines into L2, waits for the kernel before, then releases the finish.
+//    It is itself PDL-launched (pdlFirst): it prefetches its hc_fn lines into L2,
+//    waits for the kernel before, then releases the finish.
 //  * decodeFinishKernel: grid (T, CB + 1), 256 threads. CTAs y < CB own 2048
 //    columns of d: they load their residual vectors (inputs, complete once the
 //    mixes kernel has passed its wait and released this one) BEFORE
 //    griddepcontrol.wait, so that load overlaps the mixes kernel; then reduce the
-//    pre rows + sum of squares over the S splits with the whole block (sumSplitsBlock: a fixed order, the same in
-//    every CTA, bit-identical), and write layer_input. CTA y == CB reduces all
-//    rows and writes post_mix and comb_mix (Sinkhorn by one thread).
+//    pre rows + sum of squares over the S splits with the whole block
+//    (sumSplitsBlock: a fixed order, the same in every CTA, bit-identical), and
+//    write layer_input. CTA y == CB reduces all rows and writes post_mix and
+//    comb_mix (Sinkhorn by one thread).
 // The fused boundaries (MhcPostPre / MhcPostHead) at small T run the same two
 // kernels with the post folded into the mixes kernel (NP > 0): a thread computes
 // its 8 elements of residual_out from x, the n residual streams and the mixes
