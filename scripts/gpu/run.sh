@@ -477,6 +477,7 @@ prepare_base() {  # here: REF's kernel library (default main), built by this mac
   x cp "$tmp/build/kernels/libmhc_kernels.so" .base/
   x sh -c "git rev-parse '$ref' > .base/REF"
   x git worktree remove --force "$tmp/src"
+  rm -rf "$tmp"
   echo ".base/: the kernels of $ref"
 }
 
