@@ -69,9 +69,11 @@ inline bool streamIsCapturing(cudaStream_t stream) {
 // griddepcontrol.wait before it reads anything written earlier in the stream.
 // A refused attribute outside a capture falls back to a plain launch (the same
 // results); inside a capture a failed launch has already invalidated the graph,
-// so the error is returned. The caller reports it with checkLaunch.
+// so the error is left for the caller to report with checkLaunch. Returns whether
+// the launch was refused PDL and went out plainly (a launcher of several grids
+// then launches the rest plainly).
 template <typename... KArgs, typename... Args>
-inline void launchMaybePdl(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem,
+inline bool launchMaybePdl(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem,
                            cudaStream_t stream, bool pdl, Args... args) {
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = grid;
@@ -86,10 +88,11 @@ inline void launchMaybePdl(void (*kernel)(KArgs...), dim3 grid, dim3 block, size
     const bool capturing = cfg.numAttrs != 0 && streamIsCapturing(stream);
     if (cudaLaunchKernelEx(&cfg, kernel, args...) == cudaSuccess || cfg.numAttrs == 0 ||
         capturing)
-        return;
+        return false;
     cudaGetLastError();
     cfg.numAttrs = 0;
     cudaLaunchKernelEx(&cfg, kernel, args...);
+    return true;
 }
 
 // Validation shared by the entry points; each names the offending argument.
