@@ -113,10 +113,11 @@ __global__ void __launch_bounds__(kDecodeMixWarps * 32)
     // 128-byte line): cold in a benchmark that rotates them past L2; in a model the
     // kernel before has just written them and they sit in L2 already. A fused
     // boundary's CTA covers stream s = k / d of K: it prefetches residual row s (and
-    // x when s == 0), so each line is asked for once, not by all NP streams' CTAs
-    // (run 5: asking NP times cost 0.4-0.9 us at T=64).
+    // x when s == 0), so each line is asked for once, not by all NP streams' CTAs.
+    // Only while the inputs are small (kDecodeInputPrefetchMaxBytes).
     constexpr int kLaneLine = 128 / (8 * int(sizeof(T)));  // lanes of one 128-byte line
-    if (v < K / 8 && lane % kLaneLine == 0) {
+    const int64_t in_bytes = ntok * (NP == 0 ? K : K + K / NP) * int64_t(sizeof(T));
+    if (in_bytes <= kDecodeInputPrefetchMaxBytes && v < K / 8 && lane % kLaneLine == 0) {
         for (int j = w; j < TT && t0 + j < ntok; j += NW) {
             const int64_t tok = t0 + j;
             if constexpr (NP == 0) {

@@ -29,6 +29,14 @@ constexpr int kStreamMinRow = 1536;
 // capped at kDecodeMaxT, which the workspace query covers).
 constexpr int64_t kDecodeMaxT = 64;
 
+// The decode mixes kernel prefetches the call's inputs (x, or x and the residual of a
+// fused boundary) into L2 before its griddepcontrol.wait only while they are at most
+// this many bytes. Measured (issue 23's run 5, H100, bf16, n=4): up to 2.3 MB it
+// saves 0.3-1.0 us (T <= 32); at 3.3 MB (MhcPostMix / MhcPostPre, T=64, d=5120) it
+// costs 0.6-0.8 us: the prefetch then only moves DRAM traffic in front of the wait,
+// where it competes with the kernel before (docs/journal/v41_kernels.md, run 5).
+constexpr int64_t kDecodeInputPrefetchMaxBytes = int64_t(5) << 19;  // 2.5 MiB
+
 // ---- heuristics: the prefill dispatcher's table ------------------------------------
 // The prefill dispatcher's one table (issue 22): which large-T path MhcPre,
 // MhcPostPre and MhcHead take, per (op family, T, d, n, dtype, device), and the
