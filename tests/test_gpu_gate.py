@@ -263,6 +263,26 @@ def test_runner_prefill_and_v41_steps(tmp_path):
     assert lines.index(_one(lines, "build_plugins.sh")) < lines.index(fuzz)
 
 
+def test_runner_ab_times_this_tree_against_the_base_library(tmp_path):
+    lines = _dry(tmp_path, "v41", "ab", BENCH_T="1,4096")
+    base = f"MHC_KERNELS_LIB={ROOT}/.base/libmhc_kernels.so"
+    assert base not in _one(lines, "bench_v41_default.json")
+    assert base in _one(lines, "bench_v41_base.json", "--t-list 1,4096")
+    assert base in _one(lines, "bench_kernels_base.json")
+    assert base not in _one(lines, "bench_kernels_default.json")
+    # pdl is the same step with plain first launches as the other side.
+    lines = _dry(tmp_path, "v41", "pdl", PDL_V4="0")
+    assert "MHC_PDL_FIRST=0" in _one(lines, "bench_v41_plainfirst.json")
+    assert not [ln for ln in lines if "bench_kernels" in ln]
+    # prepare-base builds REF in a worktree of its own and copies its library.
+    lines = _dry(tmp_path, "prepare-base", "abc123")
+    add = _one(lines, "git worktree add")
+    assert add.endswith(" abc123") and "--detach" in add
+    build = _one(lines, "build_plugins.sh")
+    assert "-DMHC_BUILD_TRT_PLUGINS=OFF" in build
+    assert lines.index(add) < lines.index(build) < lines.index(_one(lines, "cp ", ".base/"))
+
+
 def test_runner_prepare_copies_both_header_sets(tmp_path):
     lines = _dry(tmp_path, "prepare", MHC_TRT_HEADERS=str(tmp_path / "h"))
     copies = [ln for ln in lines if ln.startswith("+ cp -r")]

@@ -69,9 +69,11 @@ inline bool streamIsCapturing(cudaStream_t stream) {
 // griddepcontrol.wait before it reads anything written earlier in the stream.
 // A refused attribute outside a capture falls back to a plain launch (the same
 // results); inside a capture a failed launch has already invalidated the graph,
-// so the error is returned. The caller reports it with checkLaunch.
+// so the error is left for the caller to report with checkLaunch. Returns whether
+// the launch was refused PDL and went out plainly (a launcher of several grids
+// then launches the rest plainly).
 template <typename... KArgs, typename... Args>
-inline void launchMaybePdl(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem,
+inline bool launchMaybePdl(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem,
                            cudaStream_t stream, bool pdl, Args... args) {
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = grid;
@@ -86,10 +88,11 @@ inline void launchMaybePdl(void (*kernel)(KArgs...), dim3 grid, dim3 block, size
     const bool capturing = cfg.numAttrs != 0 && streamIsCapturing(stream);
     if (cudaLaunchKernelEx(&cfg, kernel, args...) == cudaSuccess || cfg.numAttrs == 0 ||
         capturing)
-        return;
+        return false;
     cudaGetLastError();
     cfg.numAttrs = 0;
     cudaLaunchKernelEx(&cfg, kernel, args...);
+    return true;
 }
 
 // Validation shared by the entry points; each names the offending argument.
@@ -226,9 +229,32 @@ __device__ __forceinline__ void postVector(float pj, const float (&cj)[N], const
 // Accurate expf (no fast-math) so the gates match the float32 reference.
 __device__ __forceinline__ float sigmoidf(float z) { return 1.0f / (1.0f + expf(-z)); }
 
+// Sum of f(B), ..., f(B + L - 1) as a balanced tree: ceil(log2 L) dependent
+// adds instead of L - 1 (the Sinkhorn below is one thread's latency chain).
+template <int B, int L>
+struct PairSum {
+    template <class F>
+    __device__ __forceinline__ static float of(F f) {
+        return PairSum<B, L / 2>::of(f) + PairSum<B + L / 2, L - L / 2>::of(f);
+    }
+};
+template <int B>
+struct PairSum<B, 1> {
+    template <class F>
+    __device__ __forceinline__ static float of(F f) {
+        return f(B);
+    }
+};
+
 // V4 Sinkhorn (spec: MhcSinkhorn) on an N x N matrix held in registers. One
-// thread runs the whole chain, so latency matters: reciprocals use the fast
-// approximate divide (about 2 ulp), far inside the float32 tolerance.
+// thread runs the whole chain, so latency matters:
+//  * After the row softmax (+ eps), K stays fixed and the chain carries only the
+//    divisors applied so far: c[i][j] = K[i][j] / (W[i] * Z[j]). Normalising the
+//    rows of c is then W[i] <- sum_j K[i][j] / Z[j] + eps * W[i] (the spec's
+//    c / (rowsum + eps), multiplied out), and the columns likewise: per
+//    half-iteration N dot products and N reciprocals, with no N x N rescale.
+//  * Sums are balanced trees (PairSum); reciprocals use the fast approximate
+//    divide (about 2 ulp). Both stay far inside the float32 tolerance.
 template <int N>
 __device__ __forceinline__ void sinkhornInPlace(float (&c)[N][N], int iters, float eps) {
 #pragma unroll
@@ -236,40 +262,35 @@ __device__ __forceinline__ void sinkhornInPlace(float (&c)[N][N], int iters, flo
         float mx = c[i][0];
 #pragma unroll
         for (int j = 1; j < N; ++j) mx = fmaxf(mx, c[i][j]);
-        float s = 0.f;
 #pragma unroll
-        for (int j = 0; j < N; ++j) {
-            c[i][j] = expf(c[i][j] - mx);
-            s += c[i][j];
-        }
-        const float inv = __fdividef(1.0f, s);
+        for (int j = 0; j < N; ++j) c[i][j] = expf(c[i][j] - mx);
+        const float inv = __fdividef(1.0f, PairSum<0, N>::of([&](int j) { return c[i][j]; }));
 #pragma unroll
         for (int j = 0; j < N; ++j) c[i][j] = c[i][j] * inv + eps;
     }
-    auto colnorm = [&]() {
+    float W[N], x[N], Z[N], y[N];  // row / column divisors and their reciprocals
+#pragma unroll
+    for (int i = 0; i < N; ++i) W[i] = x[i] = Z[i] = 1.f;
+    auto cols = [&]() {
 #pragma unroll
         for (int j = 0; j < N; ++j) {
-            float s = 0.f;
-#pragma unroll
-            for (int i = 0; i < N; ++i) s += c[i][j];
-            const float inv = __fdividef(1.0f, s + eps);
-#pragma unroll
-            for (int i = 0; i < N; ++i) c[i][j] *= inv;
+            Z[j] = fmaf(eps, Z[j], PairSum<0, N>::of([&](int i) { return c[i][j] * x[i]; }));
+            y[j] = __fdividef(1.0f, Z[j]);
         }
     };
-    colnorm();
+    cols();
     for (int it = 1; it < iters; ++it) {
 #pragma unroll
         for (int i = 0; i < N; ++i) {
-            float s = 0.f;
-#pragma unroll
-            for (int j = 0; j < N; ++j) s += c[i][j];
-            const float inv = __fdividef(1.0f, s + eps);
-#pragma unroll
-            for (int j = 0; j < N; ++j) c[i][j] *= inv;
+            W[i] = fmaf(eps, W[i], PairSum<0, N>::of([&](int j) { return c[i][j] * y[j]; }));
+            x[i] = __fdividef(1.0f, W[i]);
         }
-        colnorm();
+        cols();
     }
+#pragma unroll
+    for (int i = 0; i < N; ++i)
+#pragma unroll
+        for (int j = 0; j < N; ++j) c[i][j] = c[i][j] * x[i] * y[j];
 }
 
 // comb = Sinkhorn(mixes[2N:] * r * s2 + hc_base[2N:]) for one token, stored

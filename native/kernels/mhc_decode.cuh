@@ -109,6 +109,26 @@ __global__ void __launch_bounds__(kDecodeMixWarps * 32)
         for (int r = 0; r < RW; ++r)
             if (w + r * NW < ROWS) prefetchL2(fn + int64_t(w + r * NW) * K + int64_t(v) * 8);
     }
+    // The call's own inputs too, warp w for tokens w, w + NW, ... (one prefetch per
+    // 128-byte line): cold in a benchmark that rotates them past L2; in a model the
+    // kernel before has just written them and they sit in L2 already. A fused
+    // boundary's CTA covers stream s = k / d of K: it prefetches residual row s (and
+    // x when s == 0), so each line is asked for once, not by all NP streams' CTAs.
+    // Only while the inputs are small (kDecodeInputPrefetchMaxBytes).
+    constexpr int kLaneLine = 128 / (8 * int(sizeof(T)));  // lanes of one 128-byte line
+    const int64_t in_bytes = ntok * (NP == 0 ? K : K + K / NP) * int64_t(sizeof(T));
+    if (in_bytes <= kDecodeInputPrefetchMaxBytes && v < K / 8 && lane % kLaneLine == 0) {
+        for (int j = w; j < TT && t0 + j < ntok; j += NW) {
+            const int64_t tok = t0 + j;
+            if constexpr (NP == 0) {
+                prefetchL2(x + tok * K + int64_t(v) * 8);
+            } else {
+                const int d = K / NP, k = v * 8, s = k / d, c = k - s * d;
+                if (s == 0) prefetchL2(static_cast<const T*>(post.x) + tok * d + c);
+                prefetchL2(static_cast<const T*>(post.residual) + (tok * NP + s) * int64_t(d) + c);
+            }
+        }
+    }
     pdlWaitThenRelease();
     // Warp w takes rows w, w + NW, ... of the same 32 vectors of K (warp 0 also
     // the sum of squares): all of a thread's hc_fn loads fit in registers and
@@ -205,8 +225,13 @@ __global__ void __launch_bounds__(kDecodeFinishThreads)
     constexpr int V = M + 1;
     __shared__ float mix[V];
     __shared__ float scratch[kDecodeFinishThreads];
+    __shared__ float base[M];
     const int64_t t = blockIdx.x;
     const bool gates = blockIdx.y == gridDim.y - 1;
+    // Inputs, complete before the mixes kernel started (pdlWaitThenRelease's rule):
+    // loaded ahead of the wait, so the gates and the Sinkhorn start from shared memory.
+    const float s0 = __ldg(hc_scale), s1 = __ldg(hc_scale + 1), s2 = __ldg(hc_scale + 2);
+    if (threadIdx.x < M) base[threadIdx.x] = __ldg(hc_base + threadIdx.x);
     if (!gates) {
         const int v = blockIdx.y * kDecodeFinishThreads + threadIdx.x;
         const bool active = v < d / 8;
@@ -226,13 +251,12 @@ __global__ void __launch_bounds__(kDecodeFinishThreads)
         __syncthreads();
         if (!active) return;
         const float r = 1.0f / sqrtf(mix[N] / (float(N) * float(d)) + p.rms_eps);  // [N]: sum x^2
-        const float s0 = hc_scale[0];
         float o[8];
 #pragma unroll
         for (int e = 0; e < 8; ++e) o[e] = 0.f;
 #pragma unroll
         for (int i = 0; i < N; ++i) {
-            const float w = sigmoidf(mix[i] * r * s0 + hc_base[i]) + p.pre_eps;
+            const float w = sigmoidf(mix[i] * r * s0 + base[i]) + p.pre_eps;
 #pragma unroll
             for (int e = 0; e < 8; ++e) o[e] = fmaf(w, xv[i][e], o[e]);
         }
@@ -242,17 +266,13 @@ __global__ void __launch_bounds__(kDecodeFinishThreads)
     pdlWaitThenRelease();
     sumSplitsBlock<V>(part, splits, ntok, t, V, IdentityIdx(), mix, scratch);
     __syncthreads();
+    const float r = 1.0f / sqrtf(mix[M] / (float(N) * float(d)) + p.rms_eps);
     if (threadIdx.x < N) {
         const int i = threadIdx.x;
-        const float r = 1.0f / sqrtf(mix[M] / (float(N) * float(d)) + p.rms_eps);
-        post_mix[t * N + i] = p.post_mult * sigmoidf(mix[N + i] * r * hc_scale[1] + hc_base[N + i]);
+        post_mix[t * N + i] = p.post_mult * sigmoidf(mix[N + i] * r * s1 + base[N + i]);
     }
-    if (threadIdx.x == 32) {
-        const float r = 1.0f / sqrtf(mix[M] / (float(N) * float(d)) + p.rms_eps);
-        const float s2 = hc_scale[2];
-        combFromMixes<N>(mix, r, s2, hc_base, p.sinkhorn_iters, p.sinkhorn_eps,
-                         comb_mix + t * N * N);
-    }
+    if (threadIdx.x == 32)
+        combFromMixes<N>(mix, r, s2, base, p.sinkhorn_iters, p.sinkhorn_eps, comb_mix + t * N * N);
 }
 
 // The largest T of the decode path (kDecodeMaxT, MHC_DECODE_MAX_T): mhc_switches.h.

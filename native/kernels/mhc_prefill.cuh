@@ -700,8 +700,7 @@ inline int launchPrefill(PfArgs a, const PfPlan& p, cudaStream_t stream) {
     a.pdl = p.pdl;
     a.hints = p.hints;
     a.part_buf = int64_t(p.splits) * p.ct * PfGeom<N, HEAD>::V;
-    const bool capturing = streamIsCapturing(stream);
-    bool pdl = p.pdl != 0 && deviceCcMajor() >= 9;
+    bool pdl = p.pdl != 0;
     for (int64_t c = -1; c < p.chunks; ++c) {
         const int64_t pch = c + 1 < p.chunks ? c + 1 : -1;
         int64_t np = 0, nf = 0;
@@ -713,30 +712,14 @@ inline int launchPrefill(PfArgs a, const PfPlan& p, cudaStream_t stream) {
             const int64_t len = (a.ntok - c * p.ct) < p.ct ? a.ntok - c * p.ct : p.ct;
             nf = (len + p.ft - 1) / p.ft;
         }
-        cudaLaunchConfig_t cfg = {};
-        cfg.gridDim = dim3(unsigned(np + nf));
-        cfg.blockDim = dim3(kPfThreads);
-        cfg.dynamicSmemBytes = p.smem;
-        cfg.stream = stream;
-        cudaLaunchAttribute attr[1];
-        attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-        attr[0].val.programmaticStreamSerializationAllowed = 1;
-        cfg.attrs = attr;
-        cfg.numAttrs = (c >= 0 && pdl) ? 1 : 0;
-        if (cudaLaunchKernelEx(&cfg, kern, a, int(pch), int(c), int(nf)) != cudaSuccess) {
-            // Inside a capture the graph is already invalid: report. Outside, PDL
-            // refused: plain launches from here on (the same results).
-            if (capturing || cfg.numAttrs == 0) {
-                checkLaunch("mhc prefill kernel");
-                return -1;
-            }
-            cudaGetLastError();
+        // The first grid is a plain launch; PDL refused outside a capture: plain
+        // launches from here on (the same results).
+        if (launchMaybePdl(kern, dim3(unsigned(np + nf)), dim3(kPfThreads), p.smem, stream,
+                           c >= 0 && pdl, a, int(pch), int(c), int(nf)))
             pdl = false;
-            cfg.numAttrs = 0;
-            if (cudaLaunchKernelEx(&cfg, kern, a, int(pch), int(c), int(nf)) != cudaSuccess) {
-                checkLaunch("mhc prefill kernel");
-                return -1;
-            }
+        if (cudaPeekAtLastError() != cudaSuccess) {
+            checkLaunch("mhc prefill kernel");
+            return -1;
         }
     }
     return checkLaunch("mhc prefill kernel") == MHC_STATUS_SUCCESS ? 1 : -1;

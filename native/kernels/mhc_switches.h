@@ -29,6 +29,15 @@ constexpr int kStreamMinRow = 1536;
 // capped at kDecodeMaxT, which the workspace query covers).
 constexpr int64_t kDecodeMaxT = 64;
 
+// The decode mixes kernel prefetches the call's inputs (x, or x and the residual of a
+// fused boundary) into L2 before its griddepcontrol.wait only while they are at most
+// this many bytes. Measured (issue 23's run 5, H100, bf16, n=4): up to 2.3 MB it
+// saves 0.2-1.1 us (T <= 32); with it at 3.3-4.6 MB (MhcPostMix / MhcPostPre at
+// T=64) those were 0.6-0.8 us slower than before run 5, without it 0.25-0.35 us: the
+// prefetch then only moves DRAM traffic in front of the wait, where it competes with
+// the kernel before (docs/journal/v41_kernels.md, "Run 5 outcome").
+constexpr int64_t kDecodeInputPrefetchMaxBytes = int64_t(5) << 19;  // 2.5 MiB
+
 // ---- heuristics: the prefill dispatcher's table ------------------------------------
 // The prefill dispatcher's one table (issue 22): which large-T path MhcPre,
 // MhcPostPre and MhcHead take, per (op family, T, d, n, dtype, device), and the

@@ -161,19 +161,22 @@ __global__ void __launch_bounds__(kV41FinishThreads) v41FinishKernel(const Finis
     }
     __shared__ float mix[V];
     __shared__ float scratch[kV41FinishThreads];
+    __shared__ float base[M];
+    // Inputs, complete before the kernel before started (pdlWaitThenRelease's rule):
+    // loaded ahead of the wait, so the gates and the Sinkhorn start from shared memory.
     const float s0 = __ldg(a.hc_scale), s1 = __ldg(a.hc_scale + 1), s2 = __ldg(a.hc_scale + 2);
+    if (threadIdx.x < M) base[threadIdx.x] = __ldg(a.hc_base + threadIdx.x);
     pdlWaitThenRelease();
     sumSplitsBlock<V>(a.part, a.splits, a.ntok, t, V, IdentityIdx(), mix, scratch);
     __syncthreads();
     const float r = 1.0f / sqrtf(mix[M] / (float(N) * float(a.d)) + a.p.rms_eps);
     if (threadIdx.x < N) {
         const int i = threadIdx.x;
-        a.pre_mix[t * N + i] = sigmoidf(mix[i] * r * s0 + a.hc_base[i]) + a.p.pre_eps;
-        a.post_mix[t * N + i] =
-            a.p.post_mult * sigmoidf(mix[N + i] * r * s1 + a.hc_base[N + i]);
+        a.pre_mix[t * N + i] = sigmoidf(mix[i] * r * s0 + base[i]) + a.p.pre_eps;
+        a.post_mix[t * N + i] = a.p.post_mult * sigmoidf(mix[N + i] * r * s1 + base[N + i]);
     }
     if (threadIdx.x == 32)
-        combFromMixes<N>(mix, r, s2, a.hc_base, a.p.sinkhorn_iters, a.p.sinkhorn_eps,
+        combFromMixes<N>(mix, r, s2, base, a.p.sinkhorn_iters, a.p.sinkhorn_eps,
                          a.comb_mix + t * N * N);
 }
 
@@ -246,7 +249,10 @@ template <int N, bool POST>
 struct V41Geom {
     static constexpr int M = (2 + N) * N, V = M + 1, NT = (M + 7) / 8;
     static constexpr int COEF = 2 * N + N * N;  // pre, post, comb of a token
-    static constexpr int CS = COEF | 1;         // odd stride: 8 tokens hit 8 banks
+    // Stride of a token's coefficients: a multiple of 4 floats (16-byte loads) where
+    // COEF is (n = 2, 4), else odd; either way the 8 tokens of a warp's rows hit
+    // disjoint banks.
+    static constexpr int CS = COEF % 4 == 0 ? COEF + 4 : COEF | 1;
     static constexpr int ITEMS = POST ? 2 * (N + 1) : 2 * N;  // 16-byte vectors per thread
     static constexpr size_t DATA = size_t(ITEMS) * kV41Threads * 16;
     static constexpr size_t STAGE = (DATA + (POST ? kV41TT * CS * 4 : 0) + 127) & ~size_t(127);
@@ -422,8 +428,22 @@ __global__ void __launch_bounds__(kV41Threads, 1) v41StreamKernel(const V41Args 
             if constexpr (POST) {
                 constexpr int PER = N + 1;
                 if (tv) {
-                    const float* cf = reinterpret_cast<const float*>(st + G::DATA) +
-                                      (g + 8 * h) * CS;
+                    const float* cfs = reinterpret_cast<const float*>(st + G::DATA) +
+                                       (g + 8 * h) * CS;
+                    float cf[COEF];  // pre, post, comb of the token, in 16-byte loads where aligned
+                    if constexpr (COEF % 4 == 0) {
+#pragma unroll
+                        for (int q = 0; q < COEF / 4; ++q) {
+                            const float4 f = reinterpret_cast<const float4*>(cfs)[q];
+                            cf[4 * q] = f.x;
+                            cf[4 * q + 1] = f.y;
+                            cf[4 * q + 2] = f.z;
+                            cf[4 * q + 3] = f.w;
+                        }
+                    } else {
+#pragma unroll
+                        for (int k = 0; k < COEF; ++k) cf[k] = cfs[k];
+                    }
                     uint4 rv[N];
 #pragma unroll
                     for (int i = 0; i < N; ++i) rv[i] = data[(h * PER + i) * kV41Threads + tid];

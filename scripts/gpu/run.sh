@@ -29,8 +29,10 @@
 #                       BOUNDARY_MODES ("auto legacy"), SWEEP, BENCH_T, MODE_T, SWEEP_T,
 #                       SWEEP_OPS, BOUNDARY_T, TESTS_K, NCU_JOBS, NCU_METRICS, MODE_OPS,
 #                       STALL_MODES ("twopass": ncu stalls and DRAM bytes of the projection)
-#   v41 [STEPS]         steps (default: build tests bench ncu) of build tests harness fuzz bench ncu
-#                       stalls decode (plugins too when .trt_headers is carried). env: BENCH_T, BENCH_D,
+#   v41 [STEPS]         steps (default: build tests bench ncu) of build tests quicktests alltests
+#                       harness fuzz bench pdl groups ab ncu stalls decode (plugins too when
+#                       .trt_headers is carried; ab: against .base/, made here by
+#                       `scripts/gpu/run.sh prepare-base [REF]`). env: BENCH_T, BENCH_D, AB_MODES,
 #                       TEST_K, NCU_JOBS, NCU_KERNEL, V41_MODES ("balanced"; mode_env parts, e.g.
 #                       coalesced+staged), V41_MODE_T, V41_STALL_MODES, V41_STALL_T
 # Everywhere: more than 8 files in $OUT end as one MODE_run.tgz (the device tool returns 8).
@@ -147,6 +149,7 @@ mode_env() {  # the environment of a benchmark mode; parts joined by '+', e.g. c
       balanced) echo MHC_V41_BALANCE=1 ;;                  # V4.1: every SM (run 2)
       plainfirst) echo MHC_PDL_FIRST=0 ;;                  # first kernels launched plainly (run 4)
       groups*) echo MHC_V41_GROUPS=${part#groups} ;;       # V4.1 stream grid: token groups
+      base) echo "MHC_KERNELS_LIB=$root/.base/libmhc_kernels.so" ;;  # the baseline (prepare-base)
     esac                                                   # anything else: the default dispatch
   done
 }
@@ -383,11 +386,16 @@ v41_fuzz() {  # every op, V4 and V4.1, on the CUDA kernels against float64
   show tail -8 "$out/fuzz.txt"
 }
 v41_decode() { per_kernel "post_mix 1 5120" "post_mix 1 7168" "post_pre 1 5120"; }
-v41_pdl() {  # run 4: first kernels with PDL + hc_fn L2 prefetch (default) vs plain, same run
-  local m
-  V41_MODES=plainfirst v41_bench
-  [ "${PDL_V4:-1}" = 1 ] || return 0
-  for m in default plainfirst; do  # V4's decode chains (MhcPre, MhcHead) too
+v41_ab() {  # the default against each of AB_MODES (default: base, the library prepare-base
+  # put in .base/), same run: V4.1 (bench_v41) and, unless AB_V4=0, V4's decode chains
+  # (MhcPre, MhcHead at T <= 64)
+  local m modes=${AB_MODES:-base}
+  if [[ " $modes " == *" base "* ]] && [ "$dry" != 1 ] && [ ! -f "$root/.base/libmhc_kernels.so" ]; then
+    echo "no .base/libmhc_kernels.so (scripts/gpu/run.sh prepare-base makes it; carry .base)"; rc=1; return
+  fi
+  V41_MODES=$modes v41_bench
+  [ "${AB_V4:-1}" = 1 ] || return 0
+  for m in default $modes; do
     # shellcheck disable=SC2046
     x env $(mode_env "$m") timeout "${BENCH_TIMEOUT:-240}" python3 benchmarks/bench_kernels.py \
       --no-compile --no-eager --no-twopass --peer none --ops pre,head --t-list 1,8,64 \
@@ -395,6 +403,7 @@ v41_pdl() {  # run 4: first kernels with PDL + hc_fn L2 prefetch (default) vs pl
     show tail -12 "$out/bench_kernels_$m.txt"
   done
 }
+v41_pdl() { AB_MODES=plainfirst AB_V4=${PDL_V4:-1} v41_ab; }  # run 4: first kernels with PDL or plain
 v41_groups() {  # how many token groups (CTAs pulling memory) the stream grid takes, d=5120
   V41_TAG=groups_ BENCH_D=5120 V41_MODE_T=${V41_MODE_T:-512,4096,16384} V41_MODES=${V41_MODES:-groups4 groups5} \
     BENCH_T=${V41_MODE_T:-512,4096,16384} v41_bench
@@ -454,10 +463,29 @@ prepare() {  # here: what the device calls carry, git-ignored through info/exclu
   show du -sh .trt_headers .wheels
 }
 
+prepare_base() {  # here: REF's kernel library (default main), built by this machine's nvcc,
+  # into .base/ (git-ignored) for the A/B step `v41 ab` (device tool: carry ".base")
+  local ref=${1:-main} tmp exclude
+  tmp=$(mktemp -d)
+  exclude="$(git rev-parse --git-common-dir)/info/exclude"
+  grep -qx /.base/ "$exclude" 2>/dev/null || x sh -c "echo /.base/ >> '$exclude'"
+  x git worktree add -q --detach "$tmp/src" "$ref" || exit 1
+  x env "MHC_CUDA_ARCHS=${MHC_CUDA_ARCHS:-90}" bash "$tmp/src/scripts/dev/build_plugins.sh" \
+    "$tmp/build" -DMHC_BUILD_TRT_PLUGINS=OFF > "$tmp/build.txt" 2>&1 \
+    || { tail -20 "$tmp/build.txt"; echo "BUILD FAILED"; exit 1; }
+  x mkdir -p .base
+  x cp "$tmp/build/kernels/libmhc_kernels.so" .base/
+  x sh -c "git rev-parse '$ref' > .base/REF"
+  x git worktree remove --force "$tmp/src"
+  rm -rf "$tmp"
+  echo ".base/: the kernels of $ref"
+}
+
 case $mode in
   prepare) prepare; exit 0 ;;
+  prepare-base) prepare_base "$@"; exit 0 ;;
   gate|kernels|stream|fuzz|hf|prefill|v41) ;;
-  *) echo "usage: scripts/gpu/run.sh [--dry-run] prepare|gate|kernels|stream|fuzz|hf|prefill|v41 [ARGS...]" >&2
+  *) echo "usage: scripts/gpu/run.sh [--dry-run] prepare|prepare-base|gate|kernels|stream|fuzz|hf|prefill|v41 [ARGS...]" >&2
      exit 2 ;;
 esac
 out=${OUT:-$root/out/gpu_$mode}
