@@ -283,6 +283,15 @@ def test_runner_ab_times_this_tree_against_the_base_library(tmp_path):
     assert lines.index(add) < lines.index(build) < lines.index(_one(lines, "cp ", ".base/"))
 
 
+def test_runner_phases_reads_a_debug_build_of_its_own(tmp_path):
+    lines = _dry(tmp_path, "v41", "phases", PHASES_T="8")
+    build = _one(lines, "build_plugins.sh", "/build/phases")
+    assert "-DMHC_PHASE_CLOCKS=ON" in build and "-DMHC_BUILD_TRT_PLUGINS=OFF" in build
+    run = _one(lines, "phase_clocks.py")
+    assert f"MHC_KERNELS_LIB={ROOT}/build/phases/kernels/libmhc_kernels.so" in run
+    assert "--t 8" in run and lines.index(build) < lines.index(run)
+
+
 def test_runner_prepare_copies_both_header_sets(tmp_path):
     lines = _dry(tmp_path, "prepare", MHC_TRT_HEADERS=str(tmp_path / "h"))
     copies = [ln for ln in lines if ln.startswith("+ cp -r")]

@@ -246,6 +246,30 @@ struct PairSum<B, 1> {
     }
 };
 
+// ---- phase clocks (debug builds only: -DMHC_PHASE_CLOCKS, CMake MHC_PHASE_CLOCKS=ON) ----
+// Where the time of a decode chain goes inside its kernels: a few threads write
+// %globaltimer (ns, comparable across SMs and kernels) and clock64 (SM cycles, exact
+// within one CTA) into a per-translation-unit buffer that mhcDebugPhaseClocks
+// (mhc_v41.cu) copies out; scripts/gpu/phase_clocks.py prints the phases of the last
+// call. The default build compiles every mark to nothing.
+enum PhaseSlot {
+    kPhMixEntry = 0, kPhMixWaited, kPhMixEnd,                                  // mixes CTA (0, 0)
+    kPhFinEntry, kPhFinWaited, kPhFinSummed, kPhFinGated, kPhFinDone,           // finish gates CTA 0
+    kPhLiEnd,                                                                   // layer_input CTA (0, 0)
+    kPhSlots
+};
+#ifdef MHC_PHASE_CLOCKS
+static __device__ unsigned long long g_phaseNs[kPhSlots], g_phaseCycles[kPhSlots];
+__device__ __forceinline__ void phaseMark(int slot) {
+    unsigned long long ns;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(ns));
+    g_phaseNs[slot] = ns;
+    g_phaseCycles[slot] = static_cast<unsigned long long>(clock64());
+}
+#else
+__device__ __forceinline__ void phaseMark(int) {}
+#endif
+
 // V4 Sinkhorn (spec: MhcSinkhorn) on an N x N matrix held in registers. One
 // thread runs the whole chain, so latency matters:
 //  * After the row softmax (+ eps), K stays fixed and the chain carries only the

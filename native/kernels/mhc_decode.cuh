@@ -100,6 +100,8 @@ __global__ void __launch_bounds__(kDecodeMixWarps * 32)
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
     const int64_t t0 = int64_t(blockIdx.x) * TT;
     const int v = blockIdx.y * 32 + lane;
+    const bool mark = blockIdx.x == 0 && blockIdx.y == 0 && threadIdx.x == 0;
+    if (mark) phaseMark(kPhMixEntry);
     // Launched with PDL (pdlFirst): while the kernel before still runs, pull this
     // CTA's hc_fn rows (the call's largest input) into L2, one prefetch per
     // 128-byte line (4 lanes' 32 bytes), then wait. The finish kernel may launch
@@ -130,6 +132,7 @@ __global__ void __launch_bounds__(kDecodeMixWarps * 32)
         }
     }
     pdlWaitThenRelease();
+    if (mark) phaseMark(kPhMixWaited);
     // Warp w takes rows w, w + NW, ... of the same 32 vectors of K (warp 0 also
     // the sum of squares): all of a thread's hc_fn loads fit in registers and
     // are in flight at once. Each value is the same arithmetic as one thread
@@ -206,6 +209,7 @@ __global__ void __launch_bounds__(kDecodeMixWarps * 32)
             if (lane == 0 && m < V && t0 + j < ntok)
                 part[(int64_t(blockIdx.y) * ntok + t0 + j) * V + m] = a;
         }
+    if (mark) phaseMark(kPhMixEnd);
 }
 
 // Values the layer_input blocks need: the pre rows 0..N-1, then M (sum of squares).

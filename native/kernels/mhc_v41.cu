@@ -157,8 +157,11 @@ __global__ void __launch_bounds__(kV41FinishThreads) v41FinishKernel(const Finis
             o[e] = s;
         }
         store8(static_cast<T*>(a.layer_input) + t * int64_t(a.d) + v * 8, o);
+        if (t == 0 && blockIdx.y == 0 && threadIdx.x == 0) phaseMark(kPhLiEnd);
         return;
     }
+    const bool mark = t == 0 && threadIdx.x == 0;
+    if (mark) phaseMark(kPhFinEntry);
     __shared__ float mix[V];
     __shared__ float scratch[kV41FinishThreads];
     __shared__ float base[M];
@@ -167,17 +170,22 @@ __global__ void __launch_bounds__(kV41FinishThreads) v41FinishKernel(const Finis
     const float s0 = __ldg(a.hc_scale), s1 = __ldg(a.hc_scale + 1), s2 = __ldg(a.hc_scale + 2);
     if (threadIdx.x < M) base[threadIdx.x] = __ldg(a.hc_base + threadIdx.x);
     pdlWaitThenRelease();
+    if (mark) phaseMark(kPhFinWaited);
     sumSplitsBlock<V>(a.part, a.splits, a.ntok, t, V, IdentityIdx(), mix, scratch);
     __syncthreads();
+    if (mark) phaseMark(kPhFinSummed);
     const float r = 1.0f / sqrtf(mix[M] / (float(N) * float(a.d)) + a.p.rms_eps);
     if (threadIdx.x < N) {
         const int i = threadIdx.x;
         a.pre_mix[t * N + i] = sigmoidf(mix[i] * r * s0 + base[i]) + a.p.pre_eps;
         a.post_mix[t * N + i] = a.p.post_mult * sigmoidf(mix[N + i] * r * s1 + base[N + i]);
     }
-    if (threadIdx.x == 32)
+    if (mark) phaseMark(kPhFinGated);
+    if (threadIdx.x == 32) {
         combFromMixes<N>(mix, r, s2, base, a.p.sinkhorn_iters, a.p.sinkhorn_eps,
                          a.comb_mix + t * N * N);
+        if (t == 0) phaseMark(kPhFinDone);
+    }
 }
 
 // Large T (the stream and two-pass paths): a block per kWideTokens tokens.
@@ -930,3 +938,22 @@ extern "C" MHC_API mhcStatus_t mhcPostMix(
         return fail(MHC_STATUS_CUDA_ERROR, "mhcPostMix: unexpected internal exception");
     }
 }
+
+#ifdef MHC_PHASE_CLOCKS
+// Debug builds only (MHC_PHASE_CLOCKS): copies the phase marks of the last V4.1 call
+// (mhc_common.cuh, PhaseSlot order) into ns[kPhSlots] and cycles[kPhSlots], then
+// clears them (0 = that mark did not run). Synchronises the device.
+extern "C" MHC_API int mhcDebugPhaseClocks(unsigned long long* ns, unsigned long long* cycles) {
+    using namespace mhc;
+    const size_t bytes = sizeof(unsigned long long) * kPhSlots;
+    if (cudaDeviceSynchronize() != cudaSuccess ||
+        cudaMemcpyFromSymbol(ns, g_phaseNs, bytes) != cudaSuccess ||
+        cudaMemcpyFromSymbol(cycles, g_phaseCycles, bytes) != cudaSuccess)
+        return -1;
+    static const unsigned long long zero[kPhSlots] = {};
+    if (cudaMemcpyToSymbol(g_phaseNs, zero, bytes) != cudaSuccess ||
+        cudaMemcpyToSymbol(g_phaseCycles, zero, bytes) != cudaSuccess)
+        return -1;
+    return int(kPhSlots);
+}
+#endif

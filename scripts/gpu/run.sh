@@ -30,7 +30,7 @@
 #                       SWEEP_OPS, BOUNDARY_T, TESTS_K, NCU_JOBS, NCU_METRICS, MODE_OPS,
 #                       STALL_MODES ("twopass": ncu stalls and DRAM bytes of the projection)
 #   v41 [STEPS]         steps (default: build tests bench ncu) of build tests quicktests alltests
-#                       harness fuzz bench pdl groups ab ncu stalls decode (plugins too when
+#                       harness fuzz bench pdl groups ab ncu stalls decode phases (plugins too when
 #                       .trt_headers is carried; ab: against .base/, made here by
 #                       `scripts/gpu/run.sh prepare-base [REF]`). env: BENCH_T, BENCH_D, AB_MODES,
 #                       TEST_K, NCU_JOBS, NCU_KERNEL, V41_MODES ("balanced"; mode_env parts, e.g.
@@ -386,6 +386,16 @@ v41_fuzz() {  # every op, V4 and V4.1, on the CUDA kernels against float64
   show tail -8 "$out/fuzz.txt"
 }
 v41_decode() { per_kernel "post_mix 1 5120" "post_mix 1 7168" "post_pre 1 5120"; }
+v41_phases() {  # a debug kernel build with phase clocks (build/phases), then where a T=1
+  # chain's time goes inside its kernels (scripts/gpu/phase_clocks.py; PHASES_T, default 1)
+  x env "MHC_CUDA_ARCHS=${MHC_CUDA_ARCHS:-90}" bash scripts/dev/build_plugins.sh "$root/build/phases" \
+    -DMHC_BUILD_TRT_PLUGINS=OFF -DMHC_PHASE_CLOCKS=ON > "$out/phases_build.txt" 2>&1 \
+    || { rc=1; show tail -20 "$out/phases_build.txt"; echo "PHASES BUILD FAILED"; return; }
+  x env "MHC_KERNELS_LIB=$root/build/phases/kernels/libmhc_kernels.so" timeout 120 \
+    python3 scripts/gpu/phase_clocks.py --t "${PHASES_T:-1}" --json "$out/phases.json" \
+    > "$out/phases.txt" 2>&1 || rc=1
+  show cat "$out/phases.txt"
+}
 v41_ab() {  # the default against each of AB_MODES (default: base, the library prepare-base
   # put in .base/), same run: V4.1 (bench_v41) and, unless AB_V4=0, V4's decode chains
   # (MhcPre, MhcHead at T <= 64)
