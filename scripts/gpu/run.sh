@@ -94,8 +94,9 @@ install_wheels() {  # required|optional: the carried transformers and its hub de
   x python3 -c 'import transformers.models.deepseek_v4' 2>&1 | tail -1 | tee "$out/transformers.txt"
   [ "${PIPESTATUS[0]}" = 0 ] || { echo "CARRIED TRANSFORMERS DOES NOT IMPORT"; exit 1; }
 }
-build() {  # ci | kernels | plugins -> build/ (log $out/build.txt); exits on failure
-  local t0 archs=MHC_CUDA_ARCHS=${MHC_CUDA_ARCHS:-90} cmd
+build() {  # ci | kernels | plugins -> build/ (log $out/build.txt); phases -> build/phases (the
+  # kernels with MHC_PHASE_CLOCKS, log $out/build_phases.txt); exits on failure
+  local t0 archs=MHC_CUDA_ARCHS=${MHC_CUDA_ARCHS:-90} cmd log=$out/build.txt
   t0=$(date +%s)
   case $1 in
     ci) cmd=(env MHC_TRT_HEADERS="$root/.trt_headers" "$archs" bash scripts/dev/build_plugins_ci.sh) ;;
@@ -103,9 +104,12 @@ build() {  # ci | kernels | plugins -> build/ (log $out/build.txt); exits on fai
                   -DMHC_BUILD_TRT_PLUGINS=OFF -DMHC_PTXAS_VERBOSE=ON) ;;
     plugins) cmd=(env TENSORRT_ROOT="$root/.trt_headers/tensorrt-11.1" "$archs"
                   bash scripts/dev/build_plugins.sh "$root/build/plugins-trt11" -DMHC_PTXAS_VERBOSE=ON) ;;
-    *) echo "unknown build '$1' (ci, kernels or plugins)"; exit 2 ;;
+    phases) cmd=(env "$archs" bash scripts/dev/build_plugins.sh "$root/build/phases"
+                 -DMHC_BUILD_TRT_PLUGINS=OFF -DMHC_PHASE_CLOCKS=ON)
+            log=$out/build_phases.txt ;;
+    *) echo "unknown build '$1' (ci, kernels, plugins or phases)"; exit 2 ;;
   esac
-  x "${cmd[@]}" > "$out/build.txt" 2>&1 || { tail -40 "$out/build.txt"; echo "BUILD FAILED"; exit 1; }
+  x "${cmd[@]}" > "$log" 2>&1 || { tail -40 "$log"; echo "BUILD FAILED"; exit 1; }
   echo "build $1 ok in $(( $(date +%s) - t0 )) s"
 }
 registers() { show grep -A2 "$1" "$out/build.txt" | grep -E "registers|spill" | sort | uniq -c | head -20; }
@@ -388,9 +392,7 @@ v41_fuzz() {  # every op, V4 and V4.1, on the CUDA kernels against float64
 v41_decode() { per_kernel "post_mix 1 5120" "post_mix 1 7168" "post_pre 1 5120"; }
 v41_phases() {  # a debug kernel build with phase clocks (build/phases), then where a T=1
   # chain's time goes inside its kernels (scripts/gpu/phase_clocks.py; PHASES_T, default 1)
-  x env "MHC_CUDA_ARCHS=${MHC_CUDA_ARCHS:-90}" bash scripts/dev/build_plugins.sh "$root/build/phases" \
-    -DMHC_BUILD_TRT_PLUGINS=OFF -DMHC_PHASE_CLOCKS=ON > "$out/phases_build.txt" 2>&1 \
-    || { rc=1; show tail -20 "$out/phases_build.txt"; echo "PHASES BUILD FAILED"; return; }
+  build phases
   x env "MHC_KERNELS_LIB=$root/build/phases/kernels/libmhc_kernels.so" timeout 120 \
     python3 scripts/gpu/phase_clocks.py --t "${PHASES_T:-1}" --json "$out/phases.json" \
     > "$out/phases.txt" 2>&1 || rc=1
