@@ -95,7 +95,8 @@ __device__ __forceinline__ void postSlice(const DecodePost& post, int64_t tok, i
 template <typename T, int ROWS, int TT, int NP>
 __global__ void __launch_bounds__(kDecodeMixWarps * 32)
     decodeMixKernel(const T* __restrict__ x, const float* __restrict__ fn,
-                    float* __restrict__ part, int64_t ntok, int K, DecodePost post) {
+                    float* __restrict__ part, int64_t ntok, int K, DecodePost post,
+                    int64_t prefetch_max_bytes) {
     constexpr int V = ROWS + 1, NW = kDecodeMixWarps, RW = (ROWS + NW - 1) / NW;
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
     const int64_t t0 = int64_t(blockIdx.x) * TT;
@@ -116,10 +117,10 @@ __global__ void __launch_bounds__(kDecodeMixWarps * 32)
     // kernel before has just written them and they sit in L2 already. A fused
     // boundary's CTA covers stream s = k / d of K: it prefetches residual row s (and
     // x when s == 0), so each line is asked for once, not by all NP streams' CTAs.
-    // Only while the inputs are small (kDecodeInputPrefetchMaxBytes).
+    // Only while the inputs are small (prefetch_max_bytes: kDecodeInputPrefetchMaxBytes).
     constexpr int kLaneLine = 128 / (8 * int(sizeof(T)));  // lanes of one 128-byte line
     const int64_t in_bytes = ntok * (NP == 0 ? K : K + K / NP) * int64_t(sizeof(T));
-    if (in_bytes <= kDecodeInputPrefetchMaxBytes && v < K / 8 && lane % kLaneLine == 0) {
+    if (in_bytes <= prefetch_max_bytes && v < K / 8 && lane % kLaneLine == 0) {
         for (int j = w; j < TT && t0 + j < ntok; j += NW) {
             const int64_t tok = t0 + j;
             if constexpr (NP == 0) {
@@ -303,7 +304,7 @@ inline mhcStatus_t launchDecodeMix(const T* x, const float* fn, float* part, int
                                    cudaStream_t stream) {
     const dim3 grid(unsigned(ceilDiv(ntok, TT)), unsigned(splits));
     launchMaybePdl(decodeMixKernel<T, ROWS, TT, NP>, grid, dim3(kDecodeMixWarps * 32), 0, stream,
-                   pdlFirst(), x, fn, part, ntok, K, post);
+                   pdlFirst(), x, fn, part, ntok, K, post, decodeInputPrefetchMaxBytes());
     return checkLaunch("mhc decode mixes kernel");
 }
 

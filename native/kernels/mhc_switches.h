@@ -127,6 +127,15 @@ inline int64_t decodeMaxT() {
     return v;
 }
 
+// MHC_DECODE_PREFETCH_MAX_BYTES=<bytes>: see kDecodeInputPrefetchMaxBytes (0: never).
+inline int64_t decodeInputPrefetchMaxBytes() {
+    static const int64_t v = [] {
+        const char* e = envSwitch("MHC_DECODE_PREFETCH_MAX_BYTES");
+        return (e && *e) ? int64_t(atoll(e)) : kDecodeInputPrefetchMaxBytes;
+    }();
+    return v;
+}
+
 // MHC_DECODE_NO_PDL (set, any value): the decode finish kernel is launched
 // without programmatic dependent launch.
 inline bool decodeNoPdl() {

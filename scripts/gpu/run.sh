@@ -152,6 +152,7 @@ mode_env() {  # the environment of a benchmark mode; parts joined by '+', e.g. c
       staged) echo MHC_V41_STAGED_STORES=1 ;;
       balanced) echo MHC_V41_BALANCE=1 ;;                  # V4.1: every SM (run 2)
       plainfirst) echo MHC_PDL_FIRST=0 ;;                  # first kernels launched plainly (run 4)
+      noprefetch) echo MHC_DECODE_PREFETCH_MAX_BYTES=0 ;;  # decode mixes kernel: no input prefetch (run 5)
       groups*) echo MHC_V41_GROUPS=${part#groups} ;;       # V4.1 stream grid: token groups
       base) echo "MHC_KERNELS_LIB=$root/.base/libmhc_kernels.so" ;;  # the baseline (prepare-base)
     esac                                                   # anything else: the default dispatch
