@@ -281,6 +281,21 @@ def test_stream_grid_groups_switch_is_bit_identical(groups, tmp_path):
         assert torch.equal(a, b), f"output {i} differs"
 
 
+@pytest.mark.parametrize("fetch", ["128", "256"])
+def test_stream_l2_fetch_switch_is_bit_identical(fetch, tmp_path):
+    """MHC_V41_L2_FETCH (an L2 prefetch-size hint on the stream kernel's tile loads)
+    changes how much L2 fetches, never a value: MhcPostMix and MhcMix equal bit for bit,
+    with a ragged last tile and a d that is not a multiple of the CTA's columns."""
+    calls = []
+    for t, d in ((1000, 5120), (517, 1000)):
+        v = boundary_inputs(t, 4, d, torch.bfloat16, _gen(77 + t + int(fetch)))
+        calls += [("post_mix", v), ("mix", [v[1], *v[5:]])]
+    other = _in_process(calls, {"MHC_V41_L2_FETCH": fetch}, tmp_path)
+    for (op, v), out in zip(calls, other, strict=True):
+        for i, (a, b) in enumerate(zip(getattr(kernels, op)(*v), out, strict=True)):
+            assert torch.equal(a, b), f"{op} T={v[0].shape[0]}: output {i} differs"
+
+
 @pytest.mark.parametrize("t", [1, 600])
 def test_post_mix_reads_inputs_written_just_before(t):
     """The first kernel starts before the kernel writing its inputs has ended (PDL)

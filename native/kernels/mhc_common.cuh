@@ -371,11 +371,13 @@ __device__ __forceinline__ void projectSlice(const T* __restrict__ x, const floa
 
 // mix[i] = sum over the splits of token t's partial idx(i), for i < NV, by the
 // whole block (blockDim.x >= NV, scratch: blockDim.x floats). Thread (i, g)
-// sums the splits k = g, g + G, ... in ascending order, eight loads in flight
-// at a time (one L2 round trip per eight, not one per split); then thread i
-// adds the G group sums in group order. A fixed order
-// (bit-identical run to run) with one or two L2 round trips instead of one per
-// split. The caller synchronises before reading mix.
+// sums the splits k = g, g + G, ... in ascending order, sixteen loads in flight
+// at a time (one L2 round trip per sixteen, not one per split: at n=4 a
+// 256-thread block sums up to 128 splits, d = 8192, in one trip); then thread i
+// adds the G group sums in group order. A fixed order (bit-identical run to run;
+// the batch size does not change it: s starts at +0.0f and never becomes -0.0f,
+// so the +0.0f past the last split leaves it unchanged). The caller synchronises
+// before reading mix.
 template <int NV, typename Idx>
 __device__ __forceinline__ void sumSplitsBlock(const float* __restrict__ part, int splits,
                                                int64_t ntok, int64_t t, int V, Idx idx,
@@ -387,13 +389,14 @@ __device__ __forceinline__ void sumSplitsBlock(const float* __restrict__ part, i
     if (i < NV && g < G) {
         const float* p = part + t * V + idx(i);
         const int64_t step = int64_t(G) * ntok * V;
-        for (int k = g; k < splits; k += 8 * G) {
-            float v[8];  // past the last split: +0.0f, which leaves the sum unchanged
+        constexpr int B = 16;
+        for (int k = g; k < splits; k += B * G) {
+            float v[B];  // past the last split: +0.0f, which leaves the sum unchanged
 #pragma unroll
-            for (int j = 0; j < 8; ++j)
+            for (int j = 0; j < B; ++j)
                 v[j] = k + j * G < splits ? p[int64_t(k) * ntok * V + j * step] : 0.f;
 #pragma unroll
-            for (int j = 0; j < 8; ++j) s += v[j];
+            for (int j = 0; j < B; ++j) s += v[j];
         }
     }
     scratch[threadIdx.x] = s;

@@ -276,6 +276,20 @@ inline int v41StagesEnv() {
     return s;
 }
 
+// MHC_V41_L2_FETCH=128|256: the V4.1 stream kernel's tile loads ask L2 to fetch
+// the whole 128- or 256-byte block on a miss (cp.async's L2::128B / L2::256B
+// prefetch-size hint), not only the 64 bytes a warp's row needs: the other half of
+// each line is the neighbouring warp's, asked for a moment later. Else 0 (no
+// hint). The same bits.
+inline int v41L2FetchEnv() {
+    static const int f = [] {
+        const char* e = envSwitch("MHC_V41_L2_FETCH");
+        const int v = (e && *e) ? atoi(e) : 0;
+        return v == 128 || v == 256 ? v : 0;
+    }();
+    return f;
+}
+
 }  // namespace mhc
 
 #endif  // MHC_SWITCHES_H

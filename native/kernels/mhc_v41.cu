@@ -281,6 +281,7 @@ struct V41Args {
     int64_t ntok, tiles;
     int d, groups, stages;
     int splits, balanced;
+    int l2fetch;  // 0, 128 or 256: the tile loads' L2 prefetch size (v41L2FetchEnv)
 };
 
 __device__ __forceinline__ void ssAdd(const uint32_t (&w)[4], float& ss) {
@@ -395,12 +396,15 @@ __global__ void __launch_bounds__(kV41Threads, 1) v41StreamKernel(const V41Args 
                 const int64_t tok = t0 + g + 8 * h;
                 if (tok >= a.ntok || !cvalid) continue;
                 constexpr int PER = POST ? N + 1 : N;
+                auto cp = [&](uint4* dst, const void* src) {  // a.l2fetch: CTA-uniform
+                    if (a.l2fetch == 256) cpAsync16Fetch<256>(dst, src);
+                    else if (a.l2fetch == 128) cpAsync16Fetch<128>(dst, src);
+                    else cpAsync16(dst, src);
+                };
 #pragma unroll
                 for (int i = 0; i < N; ++i)
-                    cpAsync16(st + (h * PER + i) * kV41Threads + tid,
-                              a.res + tok * K + int64_t(i) * d + col);
-                if constexpr (POST)
-                    cpAsync16(st + (h * PER + N) * kV41Threads + tid, a.x + tok * d + col);
+                    cp(st + (h * PER + i) * kV41Threads + tid, a.res + tok * K + int64_t(i) * d + col);
+                if constexpr (POST) cp(st + (h * PER + N) * kV41Threads + tid, a.x + tok * d + col);
             }
             if constexpr (POST) {
                 float* coef = reinterpret_cast<float*>(smem + G::STAGE * s + G::DATA);
@@ -662,6 +666,7 @@ mhcStatus_t launchStream(V41Args a, cudaStream_t stream, bool* fits) {
     a.tiles = ceilDiv(a.ntok, kV41TT);
     a.splits = splits;
     a.stages = stages;
+    a.l2fetch = v41L2FetchEnv();
     dim3 grid;
     if (v41Balanced()) {
         const int64_t total = int64_t(splits) * a.tiles;

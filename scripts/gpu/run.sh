@@ -30,7 +30,7 @@
 #                       SWEEP_OPS, BOUNDARY_T, TESTS_K, NCU_JOBS, NCU_METRICS, MODE_OPS,
 #                       STALL_MODES ("twopass": ncu stalls and DRAM bytes of the projection)
 #   v41 [STEPS]         steps (default: build tests bench ncu) of build tests quicktests alltests
-#                       harness fuzz bench pdl groups ab ncu stalls decode phases (plugins too when
+#                       harness fuzz bench pdl groups l2fetch ab ncu stalls decode phases (plugins too when
 #                       .trt_headers is carried; ab: against .base/, made here by
 #                       `scripts/gpu/run.sh prepare-base [REF]`). env: BENCH_T, BENCH_D, AB_MODES,
 #                       TEST_K, NCU_JOBS, NCU_KERNEL, V41_MODES ("balanced"; mode_env parts, e.g.
@@ -154,6 +154,7 @@ mode_env() {  # the environment of a benchmark mode; parts joined by '+', e.g. c
       plainfirst) echo MHC_PDL_FIRST=0 ;;                  # first kernels launched plainly (run 4)
       noprefetch) echo MHC_DECODE_PREFETCH_MAX_BYTES=0 ;;  # decode mixes kernel: no input prefetch (run 5)
       groups*) echo MHC_V41_GROUPS=${part#groups} ;;       # V4.1 stream grid: token groups
+      l2f*) echo MHC_V41_L2_FETCH=${part#l2f} ;;           # V4.1 stream tile loads: L2 fetch size
       base) echo "MHC_KERNELS_LIB=$root/.base/libmhc_kernels.so" ;;  # the baseline (prepare-base)
     esac                                                   # anything else: the default dispatch
   done
@@ -419,6 +420,10 @@ v41_ab() {  # the default against each of AB_MODES (default: base, the library p
 v41_pdl() { AB_MODES=plainfirst AB_V4=${PDL_V4:-1} v41_ab; }  # run 4: first kernels with PDL or plain
 v41_groups() {  # how many token groups (CTAs pulling memory) the stream grid takes, d=5120
   V41_TAG=groups_ BENCH_D=5120 V41_MODE_T=${V41_MODE_T:-512,4096,16384} V41_MODES=${V41_MODES:-groups4 groups5} \
+    BENCH_T=${V41_MODE_T:-512,4096,16384} v41_bench
+}
+v41_l2fetch() {  # the stream kernel's tile loads with an L2 fetch-size hint (run 6), both widths
+  V41_TAG=l2f_ V41_MODE_T=${V41_MODE_T:-512,4096,16384} V41_MODES=${V41_MODES:-l2f128 l2f256} \
     BENCH_T=${V41_MODE_T:-512,4096,16384} v41_bench
 }
 v41_stalls() {  # the default and each of V41_STALL_MODES at T=4096 d=5120
