@@ -592,14 +592,16 @@ def test_decode_kernels_match_the_large_t_paths(tmp_path):
 
 def test_decode_chain_with_and_without_pdl_first_is_bit_identical(tmp_path):
     """The decode mixes kernel launched with PDL after an L2 prefetch of hc_fn and of
-    its inputs (the default) against a plain launch (MHC_PDL_FIRST=0) and against no
-    input prefetch (MHC_DECODE_PREFETCH_MAX_BYTES=0): every output of MhcPre, MhcHead
-    and MhcPostPre equal bit for bit, and each against float64 (in _run_paths)."""
+    its inputs (the default) against a plain launch (MHC_PDL_FIRST=0), against no
+    input prefetch (MHC_DECODE_PREFETCH_MAX_BYTES=0) and against the finish's Sinkhorn
+    on one thread (MHC_SINKHORN_LANES=0): every output of MhcPre, MhcHead and
+    MhcPostPre equal bit for bit, and each against float64 (in _run_paths)."""
     inp = _path_inputs(((1, 4, 7168), (8, 4, 4096), (3, 3, 1000), (64, 4, 7168), (2, 8, 520)),
                        _gen(4646))
     got = _run_paths(tmp_path, inp, {"pdl": {}, "plain": {"MHC_PDL_FIRST": "0"},
-                                     "no-prefetch": {"MHC_DECODE_PREFETCH_MAX_BYTES": "0"}})
-    for other in ("plain", "no-prefetch"):
+                                     "no-prefetch": {"MHC_DECODE_PREFETCH_MAX_BYTES": "0"},
+                                     "one-thread": {"MHC_SINKHORN_LANES": "0"}})
+    for other in ("plain", "no-prefetch", "one-thread"):
         for key in inp:
             for i, (a, b) in enumerate(zip(got["pdl"][key], got[other][key], strict=True)):
                 assert torch.equal(a, b), f"{key} output {i}: default and {other} differ"

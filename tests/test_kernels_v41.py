@@ -211,16 +211,16 @@ _IN_PROCESS = r"""
 import sys, torch
 from mhc_export import kernels
 calls = torch.load(sys.argv[1])
-torch.save([[r.cpu() for r in getattr(kernels, op)(*[a.cuda() for a in v])] for op, v in calls],
-           sys.argv[2])
+torch.save([[r.cpu() for r in getattr(kernels, op)(*[a.cuda() for a in v], **kw)]
+            for op, v, kw in calls], sys.argv[2])
 """
 
 
 def _in_process(calls, env: dict[str, str], tmp_path: Path) -> list[list[torch.Tensor]]:
-    """[kernels.<op>(*v) for op, v in calls], in a process of its own with `env` (path
-    switches are read once per process)."""
+    """[kernels.<op>(*v, **attrs) for op, v[, attrs] in calls], in a process of its own
+    with `env` (path switches are read once per process)."""
     src, dst = tmp_path / "in.pt", tmp_path / "out.pt"
-    torch.save([(op, [a.cpu() for a in v]) for op, v in calls], src)
+    torch.save([(c[0], [a.cpu() for a in c[1]], c[2] if len(c) > 2 else {}) for c in calls], src)
     root = Path(__file__).resolve().parents[1]
     proc = subprocess.run([sys.executable, "-c", _IN_PROCESS, str(src), str(dst)], cwd=root,
                           env={**os.environ, **env, "PYTHONPATH": str(root)},
@@ -281,19 +281,29 @@ def test_stream_grid_groups_switch_is_bit_identical(groups, tmp_path):
         assert torch.equal(a, b), f"output {i} differs"
 
 
-@pytest.mark.parametrize("fetch", ["128", "256"])
-def test_stream_l2_fetch_switch_is_bit_identical(fetch, tmp_path):
-    """MHC_V41_L2_FETCH (an L2 prefetch-size hint on the stream kernel's tile loads)
-    changes how much L2 fetches, never a value: MhcPostMix and MhcMix equal bit for bit,
-    with a ragged last tile and a d that is not a multiple of the CTA's columns."""
+def test_sinkhorn_on_lanes_is_bit_identical(tmp_path):
+    """The finishes' Sinkhorn on N lanes of a warp (the default since issue 23's run 6:
+    the decode finish, T <= 64, and the large-T finish) against one thread
+    (MHC_SINKHORN_LANES=0): MhcPostMix and MhcMix equal bit for bit, n = 1..8, every
+    dtype, ragged last token blocks, at non-default Sinkhorn attributes (one iteration,
+    eps = 0, many iterations, a large eps)."""
+    cases = ((1, 4, 5120, torch.bfloat16, {}),
+             (1, 4, 7168, torch.bfloat16, {"sinkhorn_iters": 1}),
+             (3, 3, 1000, torch.float16, {"sinkhorn_eps": 0.0, "sinkhorn_iters": 37}),
+             (64, 8, 520, torch.bfloat16, {"sinkhorn_eps": 0.1}),
+             (2, 1, 64, torch.float32, {}),
+             (7, 2, 256, torch.float32, {"sinkhorn_iters": 2, "rms_eps": 1e-20}),
+             (517, 4, 1000, torch.bfloat16, {}),
+             (130, 8, 256, torch.float32, {"sinkhorn_iters": 3}),
+             (99, 3, 520, torch.float16, {"sinkhorn_eps": 0.0}))
     calls = []
-    for t, d in ((1000, 5120), (517, 1000)):
-        v = boundary_inputs(t, 4, d, torch.bfloat16, _gen(77 + t + int(fetch)))
-        calls += [("post_mix", v), ("mix", [v[1], *v[5:]])]
-    other = _in_process(calls, {"MHC_V41_L2_FETCH": fetch}, tmp_path)
-    for (op, v), out in zip(calls, other, strict=True):
-        for i, (a, b) in enumerate(zip(getattr(kernels, op)(*v), out, strict=True)):
-            assert torch.equal(a, b), f"{op} T={v[0].shape[0]}: output {i} differs"
+    for t, n, d, dtype, kw in cases:
+        v = boundary_inputs(t, n, d, dtype, _gen(900 + t * n + d))
+        calls += [("post_mix", v, kw), ("mix", [v[1], *v[5:]], kw)]
+    one_thread = _in_process(calls, {"MHC_SINKHORN_LANES": "0"}, tmp_path)
+    for (op, v, kw), other in zip(calls, one_thread, strict=True):
+        for i, (a, b) in enumerate(zip(getattr(kernels, op)(*v, **kw), other, strict=True)):
+            assert torch.equal(a, b), f"{op} T={v[0].shape[0]} {kw}: output {i} differs"
 
 
 @pytest.mark.parametrize("t", [1, 600])

@@ -336,6 +336,71 @@ __device__ __forceinline__ void combFromMixes(const float* mix, float r, float s
         for (int j = 0; j < N; ++j) out[i * N + j] = c[i][j];
 }
 
+// The lanes that run one token's Sinkhorn in combFromMixesLanes: N rounded up to a
+// power of two (shuffle segments).
+template <int N>
+constexpr int kSinkhornLanes = N <= 1 ? 1 : (N <= 2 ? 2 : (N <= 4 ? 4 : 8));
+
+// combFromMixes on kSinkhornLanes<N> lanes, for the finishes where a token's Sinkhorn
+// is on the critical path (issue 23's run 6: one thread's 20 iterations took 2.3 us of a
+// 6.8 us MhcPostMix at T=1). Lane k < N of each segment owns row k and column k: a
+// half-iteration is one dot product and one reciprocal per lane, then N shuffles that
+// give every lane of the segment the others' reciprocals, instead of one thread's N dot
+// products and N reciprocals back to back. Each value is computed by the same
+// operations on the same operands in the same order as combFromMixes +
+// sinkhornInPlace (lane k recomputes column k's softmax entries from row i's max and
+// sum, shuffled from lane i): the same bits. Every lane of the warp calls it (full-warp
+// shuffles); each segment does its own token (mix, out); lanes k >= N repeat lane N-1
+// and only segments with `store` write.
+template <int N>
+__device__ __forceinline__ void combFromMixesLanes(const float* mix, float r, float s2,
+                                                   const float* hc_base, int iters, float eps,
+                                                   float* __restrict__ out, bool store) {
+    constexpr unsigned kAll = 0xffffffffu;
+    constexpr int W = kSinkhornLanes<N>;
+    const int seg = int(threadIdx.x) & (W - 1), k = seg < N ? seg : N - 1;
+    auto logit = [&](int i, int j) {  // combFromMixes' c[i][j] before the Sinkhorn
+        return mix[2 * N + i * N + j] * r * s2 + hc_base[2 * N + i * N + j];
+    };
+    float row[N], col[N];
+#pragma unroll
+    for (int j = 0; j < N; ++j) row[j] = logit(k, j);
+    float mx = row[0];
+#pragma unroll
+    for (int j = 1; j < N; ++j) mx = fmaxf(mx, row[j]);
+#pragma unroll
+    for (int j = 0; j < N; ++j) row[j] = expf(row[j] - mx);
+    const float inv = __fdividef(1.0f, PairSum<0, N>::of([&](int j) { return row[j]; }));
+#pragma unroll
+    for (int j = 0; j < N; ++j) row[j] = row[j] * inv + eps;
+#pragma unroll
+    for (int i = 0; i < N; ++i) {
+        const float mi = __shfl_sync(kAll, mx, i, W), ii = __shfl_sync(kAll, inv, i, W);
+        col[i] = expf(logit(i, k) - mi) * ii + eps;
+    }
+    float x[N], y[N], W_k = 1.f, Z_k = 1.f, xk = 1.f;
+#pragma unroll
+    for (int i = 0; i < N; ++i) x[i] = 1.f;
+    auto cols = [&]() {
+        Z_k = fmaf(eps, Z_k, PairSum<0, N>::of([&](int i) { return col[i] * x[i]; }));
+        const float yk = __fdividef(1.0f, Z_k);
+#pragma unroll
+        for (int j = 0; j < N; ++j) y[j] = __shfl_sync(kAll, yk, j, W);
+    };
+    cols();
+    for (int it = 1; it < iters; ++it) {
+        W_k = fmaf(eps, W_k, PairSum<0, N>::of([&](int j) { return row[j] * y[j]; }));
+        xk = __fdividef(1.0f, W_k);
+#pragma unroll
+        for (int i = 0; i < N; ++i) x[i] = __shfl_sync(kAll, xk, i, W);
+        cols();
+    }
+    if (store && seg < N) {
+#pragma unroll
+        for (int j = 0; j < N; ++j) out[k * N + j] = row[j] * xk * y[j];
+    }
+}
+
 // One thread's share of the projection: TT tokens from t0 times the 8-element
 // column slice v of K. acc[j][m] = x_j . hc_fn[m] over the slice for m < ROWS,
 // acc[j][ROWS] = sum of x_j^2 over it. Tokens past ntok read the last token

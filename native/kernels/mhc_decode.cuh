@@ -132,6 +132,20 @@ __global__ void __launch_bounds__(kDecodeMixWarps * 32)
             }
         }
     }
+    // A fused boundary's post coefficients (post_mix, comb_mix rows; every CTA reads
+    // them first thing after the wait): the first and last line of each token's rows,
+    // asked for by the CTAs of split 0 only. In a model the kernel before wrote them.
+    // Off with the input prefetch (prefetch_max_bytes == 0).
+    if constexpr (NP > 0) {
+        if (prefetch_max_bytes > 0 && blockIdx.y == 0 && lane < 4) {
+            for (int j = w; j < TT && t0 + j < ntok; j += NW) {
+                const int64_t tok = t0 + j;
+                const float* row = lane < 2 ? post.comb_mix + tok * NP * NP : post.post_mix + tok * NP;
+                const int len = lane < 2 ? NP * NP : NP;
+                prefetchL2(row + ((lane & 1) ? len - 1 : 0));
+            }
+        }
+    }
     pdlWaitThenRelease();
     if (mark) phaseMark(kPhMixWaited);
     // Warp w takes rows w, w + NW, ... of the same 32 vectors of K (warp 0 also
@@ -213,6 +227,22 @@ __global__ void __launch_bounds__(kDecodeMixWarps * 32)
     if (mark) phaseMark(kPhMixEnd);
 }
 
+// A decode finish's comb (its gates CTA, every thread calls it): warp 1 runs the
+// token's Sinkhorn on N lanes (combFromMixesLanes), or with lanes == false
+// (MHC_SINKHORN_LANES=0) thread 32 alone (combFromMixes). The same bits.
+// Returns whether this thread took part (thread 32 either way).
+template <int N>
+__device__ __forceinline__ bool decodeComb(bool lanes, const float* mix, float r, float s2,
+                                           const float* base, const mhcPreParams& p,
+                                           float* __restrict__ out) {
+    if (lanes ? (threadIdx.x >> 5) != 1 : threadIdx.x != 32) return false;
+    if (lanes)  // every segment of the warp runs the token; the first one stores
+        combFromMixesLanes<N>(mix, r, s2, base, p.sinkhorn_iters, p.sinkhorn_eps, out,
+                              (threadIdx.x & 31) < kSinkhornLanes<N>);
+    else combFromMixes<N>(mix, r, s2, base, p.sinkhorn_iters, p.sinkhorn_eps, out);
+    return true;
+}
+
 // Values the layer_input blocks need: the pre rows 0..N-1, then M (sum of squares).
 template <int N, int M>
 struct PreRowsIdx {
@@ -225,7 +255,7 @@ __global__ void __launch_bounds__(kDecodeFinishThreads)
                        const float* __restrict__ hc_scale, const float* __restrict__ hc_base,
                        T* __restrict__ layer_input, float* __restrict__ post_mix,
                        float* __restrict__ comb_mix, int64_t ntok, int d, mhcPreParams p,
-                       bool x_before_wait) {
+                       bool x_before_wait, bool sinkhorn_lanes) {
     constexpr int M = (2 + N) * N;
     constexpr int V = M + 1;
     __shared__ float mix[V];
@@ -276,8 +306,7 @@ __global__ void __launch_bounds__(kDecodeFinishThreads)
         const int i = threadIdx.x;
         post_mix[t * N + i] = p.post_mult * sigmoidf(mix[N + i] * r * s1 + base[N + i]);
     }
-    if (threadIdx.x == 32)
-        combFromMixes<N>(mix, r, s2, base, p.sinkhorn_iters, p.sinkhorn_eps, comb_mix + t * N * N);
+    decodeComb<N>(sinkhorn_lanes, mix, r, s2, base, p, comb_mix + t * N * N);
 }
 
 // The largest T of the decode path (kDecodeMaxT, MHC_DECODE_MAX_T): mhc_switches.h.
@@ -352,7 +381,7 @@ inline mhcStatus_t runPreDecode(const T* x, const float* hc_fn, const float* hc_
     launchMaybePdl(decodeFinishKernel<T, N>, dim3(unsigned(ntok), unsigned(cb + 1)),
                    dim3(kDecodeFinishThreads), 0, stream, !decodeNoPdl(), x,
                    static_cast<const float*>(part), splits, hc_scale, hc_base, layer_input,
-                   post_mix, comb_mix, ntok, d, p, !fused);
+                   post_mix, comb_mix, ntok, d, p, !fused, sinkhornLanes());
     return checkLaunch("mhcPre decode finish kernel");
 }
 

@@ -122,18 +122,6 @@ __device__ __forceinline__ void cpAsync16(void* dst, const void* src) {
     const unsigned s = unsigned(__cvta_generic_to_shared(dst));
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(src));
 }
-// cpAsync16 with an L2 prefetch-size hint: on a miss L2 fetches the whole
-// aligned 128- or 256-byte block (BYTES), not only the sectors asked for.
-template <int BYTES>
-__device__ __forceinline__ void cpAsync16Fetch(void* dst, const void* src) {
-    const unsigned s = unsigned(__cvta_generic_to_shared(dst));
-    if constexpr (BYTES == 256)
-        asm volatile("cp.async.cg.shared.global.L2::256B [%0], [%1], 16;\n" ::"r"(s), "l"(src));
-    else if constexpr (BYTES == 128)
-        asm volatile("cp.async.cg.shared.global.L2::128B [%0], [%1], 16;\n" ::"r"(s), "l"(src));
-    else
-        asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(src));
-}
 __device__ __forceinline__ void cpAsync4(void* dst, const void* src) {
     const unsigned s = unsigned(__cvta_generic_to_shared(dst));
     asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(s), "l"(src));

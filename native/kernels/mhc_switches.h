@@ -143,6 +143,17 @@ inline bool decodeNoPdl() {
     return v;
 }
 
+// MHC_SINKHORN_LANES=0: the decode finishes and V4.1's large-T finish run a token's
+// Sinkhorn on one thread (combFromMixes), as before issue 23's run 6, instead of on
+// N lanes of a warp (combFromMixesLanes; A/B runs; the same bits).
+inline bool sinkhornLanes() {
+    static const bool on = [] {
+        const char* e = envSwitch("MHC_SINKHORN_LANES");
+        return !(e && e[0] == '0' && e[1] == 0);
+    }();
+    return on;
+}
+
 // MHC_PDL_FIRST=0: the first kernel of the decode chain (every op's T <= 64 mixes
 // kernel) and the V4.1 stream kernel are launched plainly, as before issue 23's
 // run 4, instead of with PDL after an L2 prefetch of hc_fn (A/B runs; the same bits).
@@ -274,20 +285,6 @@ inline int v41StagesEnv() {
         return v >= 2 && v <= 6 ? v : 0;
     }();
     return s;
-}
-
-// MHC_V41_L2_FETCH=128|256: the V4.1 stream kernel's tile loads ask L2 to fetch
-// the whole 128- or 256-byte block on a miss (cp.async's L2::128B / L2::256B
-// prefetch-size hint), not only the 64 bytes a warp's row needs: the other half of
-// each line is the neighbouring warp's, asked for a moment later. Else 0 (no
-// hint). The same bits.
-inline int v41L2FetchEnv() {
-    static const int f = [] {
-        const char* e = envSwitch("MHC_V41_L2_FETCH");
-        const int v = (e && *e) ? atoi(e) : 0;
-        return v == 128 || v == 256 ? v : 0;
-    }();
-    return f;
 }
 
 }  // namespace mhc

@@ -126,6 +126,7 @@ struct FinishArgs {
     const void* res_out;
     const float* pre_in;
     void* layer_input;
+    bool sinkhorn_lanes = false;  // the comb's Sinkhorn on lanes (combFromMixesLanes)
 };
 
 // grid (T, CB + 1): blocks y < CB write layer_input for 128 column vectors
@@ -181,11 +182,9 @@ __global__ void __launch_bounds__(kV41FinishThreads) v41FinishKernel(const Finis
         a.post_mix[t * N + i] = a.p.post_mult * sigmoidf(mix[N + i] * r * s1 + base[N + i]);
     }
     if (mark) phaseMark(kPhFinGated);
-    if (threadIdx.x == 32) {
-        combFromMixes<N>(mix, r, s2, base, a.p.sinkhorn_iters, a.p.sinkhorn_eps,
-                         a.comb_mix + t * N * N);
-        if (t == 0) phaseMark(kPhFinDone);
-    }
+    if (decodeComb<N>(a.sinkhorn_lanes, mix, r, s2, base, a.p, a.comb_mix + t * N * N) &&
+        t == 0 && threadIdx.x == 32)
+        phaseMark(kPhFinDone);
 }
 
 // Large T (the stream and two-pass paths): a block per kWideTokens tokens.
@@ -216,18 +215,32 @@ __global__ void __launch_bounds__(kV41FinishThreads) v41FinishWideKernel(const F
         mix[j] = s;
     }
     __syncthreads();
-    if (int(threadIdx.x) >= ntb) return;
-    const int64_t t = t0 + threadIdx.x;
-    const float* m = mix + threadIdx.x * V;
-    const float r = 1.0f / sqrtf(m[M] / (float(N) * float(a.d)) + a.p.rms_eps);
     const float s0 = a.hc_scale[0], s1 = a.hc_scale[1], s2 = a.hc_scale[2];
+    auto rOf = [&](const float* m) {
+        return 1.0f / sqrtf(m[M] / (float(N) * float(a.d)) + a.p.rms_eps);
+    };
+    if (int(threadIdx.x) < ntb) {  // the gates: a thread per token
+        const int64_t t = t0 + threadIdx.x;
+        const float* m = mix + threadIdx.x * V;
+        const float r = rOf(m);
 #pragma unroll
-    for (int i = 0; i < N; ++i) {
-        a.pre_mix[t * N + i] = sigmoidf(m[i] * r * s0 + a.hc_base[i]) + a.p.pre_eps;
-        a.post_mix[t * N + i] = a.p.post_mult * sigmoidf(m[N + i] * r * s1 + a.hc_base[N + i]);
+        for (int i = 0; i < N; ++i) {
+            a.pre_mix[t * N + i] = sigmoidf(m[i] * r * s0 + a.hc_base[i]) + a.p.pre_eps;
+            a.post_mix[t * N + i] = a.p.post_mult * sigmoidf(m[N + i] * r * s1 + a.hc_base[N + i]);
+        }
+        if (!a.sinkhorn_lanes)
+            combFromMixes<N>(m, r, s2, a.hc_base, a.p.sinkhorn_iters, a.p.sinkhorn_eps,
+                             a.comb_mix + t * N * N);
     }
-    combFromMixes<N>(m, r, s2, a.hc_base, a.p.sinkhorn_iters, a.p.sinkhorn_eps,
-                     a.comb_mix + t * N * N);
+    // The Sinkhorn: a segment of kSinkhornLanes<N> lanes per token, whole warps (the
+    // segments past the block's last token repeat it and store nothing).
+    constexpr int SW = kSinkhornLanes<N>, LT = (TB * SW + 31) / 32 * 32;
+    if (a.sinkhorn_lanes && int(threadIdx.x) < LT) {
+        const int tt = int(threadIdx.x) / SW, tc = tt < ntb ? tt : ntb - 1;
+        const float* m = mix + tc * V;
+        combFromMixesLanes<N>(m, rOf(m), s2, a.hc_base, a.p.sinkhorn_iters, a.p.sinkhorn_eps,
+                              a.comb_mix + (t0 + tc) * N * N, tt < ntb);
+    }
 }
 
 // PDL launch (the finish's blocks wait in griddepcontrol.wait); a refused
@@ -236,12 +249,14 @@ __global__ void __launch_bounds__(kV41FinishThreads) v41FinishWideKernel(const F
 template <typename T, int N>
 mhcStatus_t launchFinish(const FinishArgs& fa, cudaStream_t stream, bool wide) {
     const int cb = fa.layer_input ? int(ceilDiv(fa.d / 8, kV41FinishThreads)) : 0;
+    FinishArgs f = fa;
+    f.sinkhorn_lanes = sinkhornLanes();
     if (wide)
         launchMaybePdl(v41FinishWideKernel<N>, dim3(unsigned(ceilDiv(fa.ntok, kWideTokens))),
-                       dim3(kV41FinishThreads), 0, stream, true, fa);
+                       dim3(kV41FinishThreads), 0, stream, true, f);
     else
         launchMaybePdl(v41FinishKernel<T, N>, dim3(unsigned(fa.ntok), unsigned(cb + 1)),
-                       dim3(kV41FinishThreads), 0, stream, true, fa);
+                       dim3(kV41FinishThreads), 0, stream, true, f);
     return checkLaunch("mhc V4.1 finish kernel");
 }
 
@@ -281,7 +296,6 @@ struct V41Args {
     int64_t ntok, tiles;
     int d, groups, stages;
     int splits, balanced;
-    int l2fetch;  // 0, 128 or 256: the tile loads' L2 prefetch size (v41L2FetchEnv)
 };
 
 __device__ __forceinline__ void ssAdd(const uint32_t (&w)[4], float& ss) {
@@ -396,15 +410,12 @@ __global__ void __launch_bounds__(kV41Threads, 1) v41StreamKernel(const V41Args 
                 const int64_t tok = t0 + g + 8 * h;
                 if (tok >= a.ntok || !cvalid) continue;
                 constexpr int PER = POST ? N + 1 : N;
-                auto cp = [&](uint4* dst, const void* src) {  // a.l2fetch: CTA-uniform
-                    if (a.l2fetch == 256) cpAsync16Fetch<256>(dst, src);
-                    else if (a.l2fetch == 128) cpAsync16Fetch<128>(dst, src);
-                    else cpAsync16(dst, src);
-                };
 #pragma unroll
                 for (int i = 0; i < N; ++i)
-                    cp(st + (h * PER + i) * kV41Threads + tid, a.res + tok * K + int64_t(i) * d + col);
-                if constexpr (POST) cp(st + (h * PER + N) * kV41Threads + tid, a.x + tok * d + col);
+                    cpAsync16(st + (h * PER + i) * kV41Threads + tid,
+                              a.res + tok * K + int64_t(i) * d + col);
+                if constexpr (POST)
+                    cpAsync16(st + (h * PER + N) * kV41Threads + tid, a.x + tok * d + col);
             }
             if constexpr (POST) {
                 float* coef = reinterpret_cast<float*>(smem + G::STAGE * s + G::DATA);
@@ -666,7 +677,6 @@ mhcStatus_t launchStream(V41Args a, cudaStream_t stream, bool* fits) {
     a.tiles = ceilDiv(a.ntok, kV41TT);
     a.splits = splits;
     a.stages = stages;
-    a.l2fetch = v41L2FetchEnv();
     dim3 grid;
     if (v41Balanced()) {
         const int64_t total = int64_t(splits) * a.tiles;

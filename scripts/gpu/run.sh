@@ -144,17 +144,18 @@ mode_env() {  # the environment of a benchmark mode; parts joined by '+', e.g. c
       kr*) echo MHC_PREFILL_KR=${part#kr} ;;
       tt*) echo MHC_PREFILL_TT=${part#tt} ;;
       ft*) echo MHC_PREFILL_FT=${part#ft} ;;
-      # ilv, tma, coalesced, staged: switches of the patches in docs/journal/patches/ (measured
-      # and not merged; main's kernels ignore them), kept so that their runs repeat
+      # ilv, tma, coalesced, staged, l2f: switches of the patches in docs/journal/patches/
+      # (measured and not merged; main's kernels ignore them), kept so that their runs repeat
       ilv*) echo MHC_PREFILL_ILV=${part#ilv} ;;
       tma*) echo MHC_PREFILL_TMA=${part#tma} ;;
       coalesced) echo MHC_V41_COALESCED_LOADS=1 ;;
       staged) echo MHC_V41_STAGED_STORES=1 ;;
+      l2f*) echo MHC_V41_L2_FETCH=${part#l2f} ;;           # V4.1 stream tile loads: L2 fetch size (run 6)
       balanced) echo MHC_V41_BALANCE=1 ;;                  # V4.1: every SM (run 2)
       plainfirst) echo MHC_PDL_FIRST=0 ;;                  # first kernels launched plainly (run 4)
       noprefetch) echo MHC_DECODE_PREFETCH_MAX_BYTES=0 ;;  # decode mixes kernel: no input prefetch (run 5)
+      onethread) echo MHC_SINKHORN_LANES=0 ;;      # decode finish: Sinkhorn on one thread (run 6)
       groups*) echo MHC_V41_GROUPS=${part#groups} ;;       # V4.1 stream grid: token groups
-      l2f*) echo MHC_V41_L2_FETCH=${part#l2f} ;;           # V4.1 stream tile loads: L2 fetch size
       base) echo "MHC_KERNELS_LIB=$root/.base/libmhc_kernels.so" ;;  # the baseline (prepare-base)
     esac                                                   # anything else: the default dispatch
   done
@@ -422,7 +423,7 @@ v41_groups() {  # how many token groups (CTAs pulling memory) the stream grid ta
   V41_TAG=groups_ BENCH_D=5120 V41_MODE_T=${V41_MODE_T:-512,4096,16384} V41_MODES=${V41_MODES:-groups4 groups5} \
     BENCH_T=${V41_MODE_T:-512,4096,16384} v41_bench
 }
-v41_l2fetch() {  # the stream kernel's tile loads with an L2 fetch-size hint (run 6), both widths
+v41_l2fetch() {  # the stream kernel's tile loads with an L2 fetch-size hint (run 6's patch), both widths
   V41_TAG=l2f_ V41_MODE_T=${V41_MODE_T:-512,4096,16384} V41_MODES=${V41_MODES:-l2f128 l2f256} \
     BENCH_T=${V41_MODE_T:-512,4096,16384} v41_bench
 }
