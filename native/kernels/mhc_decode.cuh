@@ -15,7 +15,7 @@
 //    pre rows + sum of squares over the S splits with the whole block
 //    (sumSplitsBlock: a fixed order, the same in every CTA, bit-identical), and
 //    write layer_input. CTA y == CB reduces all rows and writes post_mix and
-//    comb_mix (Sinkhorn by one thread).
+//    comb_mix (the Sinkhorn on N lanes of warp 1: decodeComb).
 // The fused boundaries (MhcPostPre / MhcPostHead) at small T run the same two
 // kernels with the post folded into the mixes kernel (NP > 0): a thread computes
 // its 8 elements of residual_out from x, the n residual streams and the mixes

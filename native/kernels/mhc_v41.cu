@@ -190,8 +190,9 @@ __global__ void __launch_bounds__(kV41FinishThreads) v41FinishKernel(const Finis
 // Large T (the stream and two-pass paths): a block per kWideTokens tokens.
 // Thread j sums value j of the block's [tokens][V] partials over the splits in
 // split order (loads issued in batches of 8 before the adds), then one thread
-// per token computes its gates and Sinkhorn. ~T / 16 blocks of short latency,
-// instead of a block and a one-thread Sinkhorn chain per token.
+// per token computes its gates and a segment of lanes per token its Sinkhorn
+// (combFromMixesLanes). ~T / 16 blocks of short latency, instead of a block and a
+// one-thread Sinkhorn chain per token.
 constexpr int kWideTokens = 16;
 
 template <int N>
