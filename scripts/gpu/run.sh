@@ -30,7 +30,7 @@
 #                       SWEEP_OPS, BOUNDARY_T, TESTS_K, NCU_JOBS, NCU_METRICS, MODE_OPS,
 #                       STALL_MODES ("twopass": ncu stalls and DRAM bytes of the projection)
 #   v41 [STEPS]         steps (default: build tests bench ncu) of build tests quicktests alltests
-#                       harness fuzz bench pdl groups l2fetch ab ncu stalls decode phases (plugins too when
+#                       kerneltests harness fuzz bench pdl groups l2fetch ab ncu stalls decode phases (plugins too when
 #                       .trt_headers is carried; ab: against .base/, made here by
 #                       `scripts/gpu/run.sh prepare-base [REF]`). env: BENCH_T, BENCH_D, AB_MODES,
 #                       TEST_K, NCU_JOBS, NCU_KERNEL, V41_MODES ("balanced"; mode_env parts, e.g.
@@ -45,6 +45,7 @@ cd "$root"
 MIN_GATE=404     # gate: the whole suite's gpu-marked tests
 MIN_KERNELS=359  # kernels: the kernel test files
 MIN_KERNEL_PLUGIN=400  # v41 alltests: the gate less test_hf_gpu
+MIN_KERNEL_FILES=360   # v41 kerneltests: alltests less the plugin harness
 KLIB=$root/build/plugins-trt11/kernels/libmhc_kernels.so
 dry=${MHC_DRY_RUN:-0}
 [ "${1:-}" = --dry-run ] && { dry=1; shift; }
@@ -369,6 +370,10 @@ v41_alltests() {  # every GPU test of the kernels and the plugin harness, gated 
   setenv MHC_TRT_HEADERS="$root/.trt_headers"
   gated_pytest "$MIN_KERNEL_PLUGIN" gpu "${TEST_TIMEOUT:-300}" tests/test_kernels.py \
     tests/test_kernels_v41.py tests/test_kernels_attributes.py tests/test_plugin_harness.py
+}
+v41_kerneltests() {  # every kernel GPU test (no plugin build needed: a carried kernel library works)
+  gated_pytest "$MIN_KERNEL_FILES" gpu "${TEST_TIMEOUT:-240}" tests/test_kernels.py \
+    tests/test_kernels_v41.py tests/test_kernels_attributes.py
 }
 v41_harness() {
   setenv MHC_TRT_HEADERS="$root/.trt_headers"
