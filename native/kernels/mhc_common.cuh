@@ -317,8 +317,16 @@ __device__ __forceinline__ void sinkhornInPlace(float (&c)[N][N], int iters, flo
         for (int j = 0; j < N; ++j) c[i][j] = c[i][j] * x[i] * y[j];
 }
 
-// comb = Sinkhorn(mixes[2N:] * r * s2 + hc_base[2N:]) for one token, stored
-// row-major to out[N * N].
+// Entry (i, j) of a token's comb logits before the Sinkhorn: mixes[2N:] * r * s2 +
+// hc_base[2N:]. One expression for combFromMixes and combFromMixesLanes, whose bits
+// must agree.
+template <int N>
+__device__ __forceinline__ float combLogit(const float* mix, float r, float s2,
+                                           const float* hc_base, int i, int j) {
+    return mix[2 * N + i * N + j] * r * s2 + hc_base[2 * N + i * N + j];
+}
+
+// comb = Sinkhorn(combLogit) for one token, stored row-major to out[N * N].
 template <int N>
 __device__ __forceinline__ void combFromMixes(const float* mix, float r, float s2,
                                               const float* __restrict__ hc_base, int iters,
@@ -327,8 +335,7 @@ __device__ __forceinline__ void combFromMixes(const float* mix, float r, float s
 #pragma unroll
     for (int i = 0; i < N; ++i)
 #pragma unroll
-        for (int j = 0; j < N; ++j)
-            c[i][j] = mix[2 * N + i * N + j] * r * s2 + hc_base[2 * N + i * N + j];
+        for (int j = 0; j < N; ++j) c[i][j] = combLogit<N>(mix, r, s2, hc_base, i, j);
     sinkhornInPlace<N>(c, iters, eps);
 #pragma unroll
     for (int i = 0; i < N; ++i)
@@ -359,9 +366,7 @@ __device__ __forceinline__ void combFromMixesLanes(const float* mix, float r, fl
     constexpr unsigned kAll = 0xffffffffu;
     constexpr int W = kSinkhornLanes<N>;
     const int seg = int(threadIdx.x) & (W - 1), k = seg < N ? seg : N - 1;
-    auto logit = [&](int i, int j) {  // combFromMixes' c[i][j] before the Sinkhorn
-        return mix[2 * N + i * N + j] * r * s2 + hc_base[2 * N + i * N + j];
-    };
+    auto logit = [&](int i, int j) { return combLogit<N>(mix, r, s2, hc_base, i, j); };
     float row[N], col[N];
 #pragma unroll
     for (int j = 0; j < N; ++j) row[j] = logit(k, j);

@@ -91,6 +91,8 @@ constexpr PrefillRule kPrefillRules[] = {
 
 // The one reader of the process environment in the kernel library.
 inline const char* envSwitch(const char* name) { return getenv(name); }
+// Whether a switch's value e is exactly the one character c (e.g. "0": off).
+inline bool envIs(const char* e, char c) { return e && e[0] == c && e[1] == 0; }
 
 // MHC_STREAM=0 disables the streaming kernel (A/B against the v5 cluster
 // kernel), MHC_STREAM=1 takes it wherever it fits (tests), unset: where it
@@ -98,8 +100,8 @@ inline const char* envSwitch(const char* name) { return getenv(name); }
 inline int streamMode() {
     static const int mode = [] {
         const char* e = envSwitch("MHC_STREAM");
-        if (e && e[0] == '0' && e[1] == 0) return 0;
-        if (e && e[0] == '1' && e[1] == 0) return 1;
+        if (envIs(e, '0')) return 0;
+        if (envIs(e, '1')) return 1;
         return -1;
     }();
     return mode;
@@ -149,7 +151,7 @@ inline bool decodeNoPdl() {
 inline bool sinkhornLanes() {
     static const bool on = [] {
         const char* e = envSwitch("MHC_SINKHORN_LANES");
-        return !(e && e[0] == '0' && e[1] == 0);
+        return !envIs(e, '0');
     }();
     return on;
 }
@@ -161,7 +163,7 @@ inline bool sinkhornLanes() {
 inline bool pdlFirst() {
     static const bool on = [] {
         const char* e = envSwitch("MHC_PDL_FIRST");
-        return !(e && e[0] == '0' && e[1] == 0) && !decodeNoPdl();
+        return !envIs(e, '0') && !decodeNoPdl();
     }();
     return on;
 }
@@ -178,7 +180,7 @@ inline FusedCfg fusedEnvCfg() {
         FusedCfg c{0, 0};
         const char* e = envSwitch("MHC_FUSED");
         if (e && *e) {
-            if (e[0] == '0' && e[1] == 0) return FusedCfg{-1, -1};
+            if (envIs(e, '0')) return FusedCfg{-1, -1};
             int mt = 0, cs = 0;
             if (sscanf(e, "%dx%d", &mt, &cs) == 2 && (mt == 8 || mt == 16 || mt == 32) &&
                 (cs == 1 || cs == 2 || cs == 4 || cs == 8 || cs == 16))
@@ -250,7 +252,7 @@ inline bool postTokenMajor() {
 inline bool v41StreamEnabled() {
     static const bool on = [] {
         const char* e = envSwitch("MHC_V41_STREAM");
-        return !(e && e[0] == '0' && e[1] == 0);
+        return !envIs(e, '0');
     }();
     return on;
 }
@@ -261,7 +263,7 @@ inline bool v41StreamEnabled() {
 inline bool v41Balanced() {
     static const bool on = [] {
         const char* e = envSwitch("MHC_V41_BALANCE");
-        return e && e[0] == '1' && e[1] == 0;
+        return envIs(e, '1');
     }();
     return on;
 }

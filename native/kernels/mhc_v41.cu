@@ -126,7 +126,7 @@ struct FinishArgs {
     const void* res_out;
     const float* pre_in;
     void* layer_input;
-    bool sinkhorn_lanes = false;  // the comb's Sinkhorn on lanes (combFromMixesLanes)
+    bool sinkhorn_lanes;  // the comb's Sinkhorn on lanes (combFromMixesLanes, sinkhornLanes)
 };
 
 // grid (T, CB + 1): blocks y < CB write layer_input for 128 column vectors
@@ -250,14 +250,12 @@ __global__ void __launch_bounds__(kV41FinishThreads) v41FinishWideKernel(const F
 template <typename T, int N>
 mhcStatus_t launchFinish(const FinishArgs& fa, cudaStream_t stream, bool wide) {
     const int cb = fa.layer_input ? int(ceilDiv(fa.d / 8, kV41FinishThreads)) : 0;
-    FinishArgs f = fa;
-    f.sinkhorn_lanes = sinkhornLanes();
     if (wide)
         launchMaybePdl(v41FinishWideKernel<N>, dim3(unsigned(ceilDiv(fa.ntok, kWideTokens))),
-                       dim3(kV41FinishThreads), 0, stream, true, f);
+                       dim3(kV41FinishThreads), 0, stream, true, fa);
     else
         launchMaybePdl(v41FinishKernel<T, N>, dim3(unsigned(fa.ntok), unsigned(cb + 1)),
-                       dim3(kV41FinishThreads), 0, stream, true, f);
+                       dim3(kV41FinishThreads), 0, stream, true, fa);
     return checkLaunch("mhc V4.1 finish kernel");
 }
 
@@ -724,7 +722,8 @@ mhcStatus_t runMixes(const MixCall& c, cudaStream_t stream) {
     const bool post = c.x != nullptr;
     const int K = N * c.d;
     FinishArgs fa{c.part, 0, c.hc_scale, c.hc_base, c.pre_mix, c.post_mix, c.comb_mix, c.ntok,
-                  c.d, c.p, nullptr, nullptr, nullptr};
+                  c.d, c.p, nullptr, nullptr, nullptr,
+                  sinkhornLanes()};
     mhcStatus_t st = MHC_STATUS_SUCCESS;
     MixPath path = mixPath(c.ntok, N, c.d, dtypeOf<T>());
     if (path == MixPath::kStream) {
