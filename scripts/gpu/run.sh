@@ -30,8 +30,8 @@
 #                       SWEEP_OPS, BOUNDARY_T, TESTS_K, NCU_JOBS, NCU_METRICS, MODE_OPS,
 #                       STALL_MODES ("twopass": ncu stalls and DRAM bytes of the projection)
 #   v41 [STEPS]         steps (default: build tests bench ncu) of build tests quicktests alltests
-#                       kerneltests harness fuzz bench pdl groups l2fetch ab ncu stalls decode phases (plugins too when
-#                       .trt_headers is carried; ab: against .base/, made here by
+#                       kerneltests harness fuzz bench pdl groups l2fetch ab ncu stalls decode
+#                       phases (plugins too when .trt_headers is carried; ab: against .base/, made here by
 #                       `scripts/gpu/run.sh prepare-base [REF]`). env: BENCH_T, BENCH_D, AB_MODES,
 #                       TEST_K, NCU_JOBS, NCU_KERNEL, V41_MODES ("balanced"; mode_env parts, e.g.
 #                       coalesced+staged), V41_MODE_T, V41_STALL_MODES, V41_STALL_T
@@ -155,7 +155,7 @@ mode_env() {  # the environment of a benchmark mode; parts joined by '+', e.g. c
       balanced) echo MHC_V41_BALANCE=1 ;;                  # V4.1: every SM (run 2)
       plainfirst) echo MHC_PDL_FIRST=0 ;;                  # first kernels launched plainly (run 4)
       noprefetch) echo MHC_DECODE_PREFETCH_MAX_BYTES=0 ;;  # decode mixes kernel: no input prefetch (run 5)
-      onethread) echo MHC_SINKHORN_LANES=0 ;;      # decode finish: Sinkhorn on one thread (run 6)
+      onethread) echo MHC_SINKHORN_LANES=0 ;;              # V4.1 / decode finishes: Sinkhorn on one thread (run 6)
       groups*) echo MHC_V41_GROUPS=${part#groups} ;;       # V4.1 stream grid: token groups
       base) echo "MHC_KERNELS_LIB=$root/.base/libmhc_kernels.so" ;;  # the baseline (prepare-base)
     esac                                                   # anything else: the default dispatch
