@@ -281,6 +281,24 @@ def test_stream_grid_groups_switch_is_bit_identical(groups, tmp_path):
         assert torch.equal(a, b), f"output {i} differs"
 
 
+def test_stream_coefficient_copies_ignore_alignment():
+    """The stream kernel copies a token's pre / post / comb rows as 16-byte chunks when
+    all three are 16-byte aligned, else float by float: pre_mix, post_mix and comb_mix
+    4 bytes past a 16-byte boundary give every output bit for bit."""
+    v = boundary_inputs(300, 4, 1280, torch.bfloat16, _gen(77))
+
+    def shifted(t: torch.Tensor) -> torch.Tensor:
+        buf = torch.empty(t.numel() + 1, dtype=t.dtype, device=t.device)
+        out = buf[1:].view_as(t)
+        out.copy_(t)
+        return out
+
+    w = [*v[:2], *map(shifted, v[2:5]), *v[5:]]
+    assert all(t.data_ptr() % 16 == 4 for t in w[2:5])
+    for i, (a, b) in enumerate(zip(kernels.post_mix(*v), kernels.post_mix(*w), strict=True)):
+        assert torch.equal(a, b), f"output {i} differs"
+
+
 def test_sinkhorn_on_lanes_is_bit_identical(tmp_path):
     """The finishes' Sinkhorn on N lanes of a warp (the default since issue 23's run 6:
     the decode finish, T <= 64, and the large-T finish) against one thread

@@ -256,6 +256,7 @@ enum PhaseSlot {
     kPhMixEntry = 0, kPhMixWaited, kPhMixEnd,                                  // mixes CTA (0, 0)
     kPhFinEntry, kPhFinWaited, kPhFinSummed, kPhFinGated, kPhFinDone,           // finish gates CTA 0
     kPhLiEnd,                                                                   // layer_input CTA (0, 0)
+    kPhMixPosted, kPhMixFma,                                                    // mixes CTA (0, 0)
     kPhSlots
 };
 #ifdef MHC_PHASE_CLOCKS
@@ -270,6 +271,17 @@ __device__ __forceinline__ void phaseMark(int slot) {
 __device__ __forceinline__ void phaseMark(int) {}
 #endif
 
+// 1 / x as one MUFU.RCP (rcp.approx.ftz.f32). __fdividef(1.0f, x) (div.approx.f32)
+// computes the same value for normal |x| <= 2^126 but guards |x| > 2^126 with a compare
+// and two scalings around the MUFU, on the Sinkhorn's dependent chain of 2 x iters
+// reciprocals (issue 23's run 7). The Sinkhorn's divisors are sums of positive terms
+// (plus eps), normal and far inside that range.
+__device__ __forceinline__ float rcpApprox(float x) {
+    float r;
+    asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));
+    return r;
+}
+
 // V4 Sinkhorn (spec: MhcSinkhorn) on an N x N matrix held in registers. One
 // thread runs the whole chain, so latency matters:
 //  * After the row softmax (+ eps), K stays fixed and the chain carries only the
@@ -277,8 +289,8 @@ __device__ __forceinline__ void phaseMark(int) {}
 //    rows of c is then W[i] <- sum_j K[i][j] / Z[j] + eps * W[i] (the spec's
 //    c / (rowsum + eps), multiplied out), and the columns likewise: per
 //    half-iteration N dot products and N reciprocals, with no N x N rescale.
-//  * Sums are balanced trees (PairSum); reciprocals use the fast approximate
-//    divide (about 2 ulp). Both stay far inside the float32 tolerance.
+//  * Sums are balanced trees (PairSum); reciprocals are one MUFU.RCP each
+//    (rcpApprox, about 1 ulp). Both stay far inside the float32 tolerance.
 template <int N>
 __device__ __forceinline__ void sinkhornInPlace(float (&c)[N][N], int iters, float eps) {
 #pragma unroll
@@ -288,7 +300,7 @@ __device__ __forceinline__ void sinkhornInPlace(float (&c)[N][N], int iters, flo
         for (int j = 1; j < N; ++j) mx = fmaxf(mx, c[i][j]);
 #pragma unroll
         for (int j = 0; j < N; ++j) c[i][j] = expf(c[i][j] - mx);
-        const float inv = __fdividef(1.0f, PairSum<0, N>::of([&](int j) { return c[i][j]; }));
+        const float inv = rcpApprox(PairSum<0, N>::of([&](int j) { return c[i][j]; }));
 #pragma unroll
         for (int j = 0; j < N; ++j) c[i][j] = c[i][j] * inv + eps;
     }
@@ -299,7 +311,7 @@ __device__ __forceinline__ void sinkhornInPlace(float (&c)[N][N], int iters, flo
 #pragma unroll
         for (int j = 0; j < N; ++j) {
             Z[j] = fmaf(eps, Z[j], PairSum<0, N>::of([&](int i) { return c[i][j] * x[i]; }));
-            y[j] = __fdividef(1.0f, Z[j]);
+            y[j] = rcpApprox(Z[j]);
         }
     };
     cols();
@@ -307,7 +319,7 @@ __device__ __forceinline__ void sinkhornInPlace(float (&c)[N][N], int iters, flo
 #pragma unroll
         for (int i = 0; i < N; ++i) {
             W[i] = fmaf(eps, W[i], PairSum<0, N>::of([&](int j) { return c[i][j] * y[j]; }));
-            x[i] = __fdividef(1.0f, W[i]);
+            x[i] = rcpApprox(W[i]);
         }
         cols();
     }
@@ -375,7 +387,7 @@ __device__ __forceinline__ void combFromMixesLanes(const float* mix, float r, fl
     for (int j = 1; j < N; ++j) mx = fmaxf(mx, row[j]);
 #pragma unroll
     for (int j = 0; j < N; ++j) row[j] = expf(row[j] - mx);
-    const float inv = __fdividef(1.0f, PairSum<0, N>::of([&](int j) { return row[j]; }));
+    const float inv = rcpApprox(PairSum<0, N>::of([&](int j) { return row[j]; }));
 #pragma unroll
     for (int j = 0; j < N; ++j) row[j] = row[j] * inv + eps;
 #pragma unroll
@@ -388,14 +400,14 @@ __device__ __forceinline__ void combFromMixesLanes(const float* mix, float r, fl
     for (int i = 0; i < N; ++i) x[i] = 1.f;
     auto cols = [&]() {
         Z_k = fmaf(eps, Z_k, PairSum<0, N>::of([&](int i) { return col[i] * x[i]; }));
-        const float yk = __fdividef(1.0f, Z_k);
+        const float yk = rcpApprox(Z_k);
 #pragma unroll
         for (int j = 0; j < N; ++j) y[j] = __shfl_sync(kAll, yk, j, W);
     };
     cols();
     for (int it = 1; it < iters; ++it) {
         W_k = fmaf(eps, W_k, PairSum<0, N>::of([&](int j) { return row[j] * y[j]; }));
-        xk = __fdividef(1.0f, W_k);
+        xk = rcpApprox(W_k);
 #pragma unroll
         for (int i = 0; i < N; ++i) x[i] = __shfl_sync(kAll, xk, i, W);
         cols();

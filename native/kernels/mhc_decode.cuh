@@ -192,6 +192,7 @@ __global__ void __launch_bounds__(kDecodeMixWarps * 32)
             }
         }
         __syncthreads();
+        if (mark) phaseMark(kPhMixPosted);
         if (active) {
 #pragma unroll
             for (int j = 0; j < TT; ++j)
@@ -212,6 +213,7 @@ __global__ void __launch_bounds__(kDecodeMixWarps * 32)
                 for (int e = 0; e < 8; ++e) acc[j][r] = fmaf(xv[j][e], h[r][e], acc[j][r]);
         }
     }
+    if (mark) phaseMark(kPhMixFma);  // issued after the FMAs (their results may still be pending)
 #pragma unroll
     for (int j = 0; j < TT; ++j)
 #pragma unroll

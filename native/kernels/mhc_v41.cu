@@ -295,15 +295,22 @@ struct V41Args {
     int64_t ntok, tiles;
     int d, groups, stages;
     int splits, balanced;
+    int coef16;  // POST, N = 4: pre / post / comb rows 16-byte aligned (one cp.async per 4 floats)
 };
 
-__device__ __forceinline__ void ssAdd(const uint32_t (&w)[4], float& ss) {
+// A token's sum of squares over its N rounded 16-byte vectors, in the stream
+// kernel's one order (element pair e outer, stream j inner: the order in which the
+// post produces them), for MhcMix's loaded vectors and MhcPostMix's computed ones.
+template <int N>
+__device__ __forceinline__ void ssAdd(const uint32_t (&w)[N][4], float& ss) {
 #pragma unroll
-    for (int e = 0; e < 4; ++e) {
-        const float2 p = unpackBf2(w[e]);
-        ss = fmaf(p.x, p.x, ss);
-        ss = fmaf(p.y, p.y, ss);
-    }
+    for (int e = 0; e < 4; ++e)
+#pragma unroll
+        for (int j = 0; j < N; ++j) {
+            const float2 p = unpackBf2(w[j][e]);
+            ss = fmaf(p.x, p.x, ss);
+            ss = fmaf(p.y, p.y, ss);
+        }
 }
 
 // grid (splits, groups): CTA (s, g) owns columns [256 s, 256 s + 256) and the
@@ -418,7 +425,22 @@ __global__ void __launch_bounds__(kV41Threads, 1) v41StreamKernel(const V41Args 
             }
             if constexpr (POST) {
                 float* coef = reinterpret_cast<float*>(smem + G::STAGE * s + G::DATA);
-                for (int j = tid; j < TT * COEF; j += kV41Threads) {
+                bool chunks = false;
+                if constexpr (N == 4) {
+                    // A token's 24 coefficients are 6 aligned 16-byte chunks (pre, post, 4
+                    // comb rows): threads 0..95 copy one each, where the rows allow it.
+                    static_assert(TT * 6 <= kV41Threads && CS % 4 == 0, "coefficient chunks");
+                    chunks = a.coef16 != 0;
+                    const int tt = tid / 6, c = tid - 6 * tt;
+                    const int64_t t = t0 + tt;
+                    if (chunks && tid < TT * 6 && t < a.ntok) {
+                        const float* src = c == 0   ? a.pre_in + t * 4
+                                           : c == 1 ? a.post_in + t * 4
+                                                    : a.comb_in + t * 16 + (c - 2) * 4;
+                        cpAsync16(coef + tt * CS + c * 4, src);
+                    }
+                }
+                for (int j = tid; !chunks && j < TT * COEF; j += kV41Threads) {
                     const int tt = j / COEF, k = j - tt * COEF;
                     const int64_t t = t0 + tt;
                     if (t >= a.ntok) continue;
@@ -466,39 +488,53 @@ __global__ void __launch_bounds__(kV41Threads, 1) v41StreamKernel(const V41Args 
 #pragma unroll
                         for (int k = 0; k < COEF; ++k) cf[k] = cfs[k];
                     }
-                    uint4 rv[N];
+                    uint32_t rw[N][4], xw[4];
 #pragma unroll
-                    for (int i = 0; i < N; ++i) rv[i] = data[(h * PER + i) * kV41Threads + tid];
-                    const uint4 xq = data[(h * PER + N) * kV41Threads + tid];
-                    const uint32_t xw[4] = {xq.x, xq.y, xq.z, xq.w};
+                    for (int i = 0; i <= N; ++i) {
+                        const uint4 q = data[(h * PER + i) * kV41Threads + tid];  // i == N: x
+                        uint32_t* w = i < N ? rw[i] : xw;
+                        w[0] = q.x;
+                        w[1] = q.y;
+                        w[2] = q.z;
+                        w[3] = q.w;
+                    }
+                    // Element pair e outer, output stream j inner: each input value is
+                    // unpacked once and used by all N outputs (j outer re-unpacked the
+                    // residual for every j: ~300 integer instructions per tile, issue 23's
+                    // run 7). Every output keeps its operation order: the same bits.
                     float li[8];
 #pragma unroll
-                    for (int e = 0; e < 8; ++e) li[e] = 0.f;
+                    for (int e = 0; e < 4; ++e) {
+                        const float2 xf = unpackBf2(xw[e]);
+                        float2 rf[N];
 #pragma unroll
-                    for (int j = 0; j < N; ++j) {
-                        const float p = cf[N + j];
+                        for (int i = 0; i < N; ++i) rf[i] = unpackBf2(rw[i][e]);
+                        li[2 * e] = li[2 * e + 1] = 0.f;
 #pragma unroll
-                        for (int e = 0; e < 4; ++e) {
+                        for (int j = 0; j < N; ++j) {
                             // postVector's order: p * x, then + comb[i][j] * r_i for i = 0..N-1.
-                            const float2 xf = unpackBf2(xw[e]);
+                            const float p = cf[N + j];
                             float o0 = p * xf.x, o1 = p * xf.y;
 #pragma unroll
                             for (int i = 0; i < N; ++i) {
-                                const uint32_t rw[4] = {rv[i].x, rv[i].y, rv[i].z, rv[i].w};
-                                const float2 rf = unpackBf2(rw[e]);
                                 const float c = cf[2 * N + i * N + j];
-                                o0 = fmaf(c, rf.x, o0);
-                                o1 = fmaf(c, rf.y, o1);
+                                o0 = fmaf(c, rf[i].x, o0);
+                                o1 = fmaf(c, rf[i].y, o1);
                             }
                             A[h][j][e] = packBf2(o0, o1);
-                            // MhcCollapse's order on the rounded value: fmaf from 0, streams in order.
+                            // MhcCollapse's order on the rounded value: fmaf from 0, streams
+                            // in order; the sum of squares in ssAdd's order.
                             const float2 q = unpackBf2(A[h][j][e]);
                             li[2 * e] = fmaf(cf[j], q.x, li[2 * e]);
                             li[2 * e + 1] = fmaf(cf[j], q.y, li[2 * e + 1]);
+                            ss[h] = fmaf(q.x, q.x, ss[h]);
+                            ss[h] = fmaf(q.y, q.y, ss[h]);
                         }
+                    }
+#pragma unroll
+                    for (int j = 0; j < N; ++j)
                         *reinterpret_cast<uint4*>(a.res_out + tok * K + int64_t(j) * d + col) =
                             make_uint4(A[h][j][0], A[h][j][1], A[h][j][2], A[h][j][3]);
-                    }
                     store8(a.layer_input + tok * d + col, li);
                 } else {
 #pragma unroll
@@ -516,9 +552,8 @@ __global__ void __launch_bounds__(kV41Threads, 1) v41StreamKernel(const V41Args 
                     A[h][j][2] = q.z;
                     A[h][j][3] = q.w;
                 }
+                ssAdd<N>(A[h], ss[h]);
             }
-#pragma unroll
-            for (int j = 0; j < N; ++j) ssAdd(A[h][j], ss[h]);
         }
         float acc[NT][4];
 #pragma unroll
@@ -673,6 +708,10 @@ mhcStatus_t launchStream(V41Args a, cudaStream_t stream, bool* fits) {
         if (cached) smem_set[dev].store(smem, std::memory_order_relaxed);
     }
     const int splits = streamSplits(a.d);
+    const uintptr_t rows = reinterpret_cast<uintptr_t>(a.pre_in) |
+                           reinterpret_cast<uintptr_t>(a.post_in) |
+                           reinterpret_cast<uintptr_t>(a.comb_in);
+    a.coef16 = POST && N == 4 && rows % 16 == 0;
     a.tiles = ceilDiv(a.ntok, kV41TT);
     a.splits = splits;
     a.stages = stages;

@@ -31,10 +31,15 @@ v41_sets = load_script(Path(__file__).resolve().parents[2] / "benchmarks" / "ben
 
 # PhaseSlot (native/kernels/mhc_common.cuh), in order.
 SLOTS = ("mix_entry", "mix_waited", "mix_end", "fin_entry", "fin_waited", "fin_summed",
-         "fin_gated", "fin_done", "li_end")
+         "fin_gated", "fin_done", "li_end", "mix_posted", "mix_fma")
 # The finish gates CTA's phases: (name, from slot, to slot).
 FINISH_PHASES = (("wait", "fin_entry", "fin_waited"), ("split sum", "fin_waited", "fin_summed"),
                  ("gates", "fin_summed", "fin_gated"), ("sinkhorn", "fin_gated", "fin_done"))
+# The mixes CTA (0, 0)'s phases after its wait (a fused post: its loads, the post and the
+# hand-over barrier; then the FMAs, which wait for the hc_fn rows; then the shuffle
+# reduction and the partial stores).
+MIX_PHASES = (("post", "mix_waited", "mix_posted"), ("fma", "mix_posted", "mix_fma"),
+              ("reduce", "mix_fma", "mix_end"))
 
 
 def read_marks(lib: ctypes.CDLL) -> dict[str, tuple[int, int]]:
@@ -66,7 +71,7 @@ def one_case(lib: ctypes.CDLL, op: str, t: int, d: int, calls: int, reps: int) -
         m = read_marks(lib)
         t0 = m["mix_entry"][0]
         row = {f"{k}_ns": v[0] - t0 for k, v in m.items() if v[0]}
-        row.update({f"{name}_cycles": m[b][1] - m[a][1] for name, a, b in FINISH_PHASES
+        row.update({f"{name}_cycles": m[b][1] - m[a][1] for name, a, b in FINISH_PHASES + MIX_PHASES
                     if m[a][1] and m[b][1]})
         rows.append(row)
     keys = sorted({k for r in rows for k in r}, key=lambda k: (k.endswith("cycles"), k))
@@ -100,7 +105,10 @@ def main(argv: list[str] | None = None) -> int:
         marks = "  ".join(f"{s}={r[s + '_ns']:.0f}" for s in SLOTS if s + "_ns" in r)
         cyc = "  ".join(f"{n}={r[n + '_cycles']:.0f}" for n, _, _ in FINISH_PHASES
                         if n + "_cycles" in r)
-        print(f"{r['op']:9s} d={r['d']}: {marks}\n{'':9s} finish CTA cycles: {cyc}")
+        mcyc = "  ".join(f"{n}={r[n + '_cycles']:.0f}" for n, _, _ in MIX_PHASES
+                         if n + "_cycles" in r)
+        print(f"{r['op']:9s} d={r['d']}: {marks}\n{'':9s} finish CTA cycles: {cyc}\n"
+              f"{'':9s} mixes CTA cycles: {mcyc}")
     if a.json:
         a.json.write_text(json.dumps({"device": torch.cuda.get_device_name(), "rows": out},
                                      indent=1) + "\n")

@@ -30,8 +30,8 @@
 #                       SWEEP_OPS, BOUNDARY_T, TESTS_K, NCU_JOBS, NCU_METRICS, MODE_OPS,
 #                       STALL_MODES ("twopass": ncu stalls and DRAM bytes of the projection)
 #   v41 [STEPS]         steps (default: build tests bench ncu) of build tests quicktests alltests
-#                       kerneltests harness fuzz bench pdl groups l2fetch ab ncu stalls decode
-#                       phases (plugins too when .trt_headers is carried; ab: against .base/, made here by
+#                       kerneltests harness fuzz bench pdl groups l2fetch ab ncu stalls clocks
+#                       imix sass decode phases (plugins too when .trt_headers is carried; ab: against .base/, made here by
 #                       `scripts/gpu/run.sh prepare-base [REF]`). env: BENCH_T, BENCH_D, AB_MODES,
 #                       TEST_K, NCU_JOBS, NCU_KERNEL, V41_MODES ("balanced"; mode_env parts, e.g.
 #                       coalesced+staged), V41_MODE_T, V41_STALL_MODES, V41_STALL_T
@@ -157,6 +157,8 @@ mode_env() {  # the environment of a benchmark mode; parts joined by '+', e.g. c
       noprefetch) echo MHC_DECODE_PREFETCH_MAX_BYTES=0 ;;  # decode mixes kernel: no input prefetch (run 5)
       onethread) echo MHC_SINKHORN_LANES=0 ;;              # V4.1 / decode finishes: Sinkhorn on one thread (run 6)
       groups*) echo MHC_V41_GROUPS=${part#groups} ;;       # V4.1 stream grid: token groups
+      rows) echo MHC_V41_ROW_LOADS=1 ;;                    # V4.1 stream tile loads by whole rows (run 7)
+      cl*) echo MHC_V41_CLUSTER=${part#cl} ;;              # V4.1 stream grid in clusters of splits (run 7)
       base) echo "MHC_KERNELS_LIB=$root/.base/libmhc_kernels.so" ;;  # the baseline (prepare-base)
     esac                                                   # anything else: the default dispatch
   done
@@ -432,6 +434,43 @@ v41_l2fetch() {  # the stream kernel's tile loads with an L2 fetch-size hint (ru
   V41_TAG=l2f_ V41_MODE_T=${V41_MODE_T:-512,4096,16384} V41_MODES=${V41_MODES:-l2f128 l2f256} \
     BENCH_T=${V41_MODE_T:-512,4096,16384} v41_bench
 }
+clocks_summary() { grep -E "gpu__time_duration|cycles_elapsed.avg.per_second|dram__|inst_executed|issue_active" "$1"; }
+v41_clocks() {  # the stream kernel under ncu at base and at free clocks (CLOCK_JOBS, CLOCK_MODES:
+  # mode_env parts): if its time follows the SM clock it is issue/latency-bound, if not the
+  # memory system bounds it; plus its DRAM bytes, instructions and issue activity
+  local m cc job jobs=()
+  mapfile -t jobs <<< "${CLOCK_JOBS:-post_mix 4096 5120
+mix 4096 5120}"
+  for m in ${CLOCK_MODES:-default}; do
+    for job in "${jobs[@]}"; do
+      for cc in base none; do
+        in_mode "$m" ncu_job "clocks_${m//+/_}.txt" "$m clocks=$cc" "$job" clocks_summary \
+          --clock-control "$cc" -k regex:v41StreamKernel --launch-skip 2 --launch-count 1 \
+          --metrics "gpu__time_duration.sum,sm__cycles_elapsed.avg.per_second,dram__bytes_read.sum,dram__bytes_write.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,smsp__inst_executed.sum,smsp__issue_active.avg.pct_of_peak_sustained_active"
+      done
+    done
+  done
+}
+v41_sass() {  # the SASS of the kernels whose mangled names match SASS_FUNCS (substrings,
+  # space-separated; default: V4.1's stream kernel and decode finish at bf16, n=4) -> sass_K.txt
+  local f k=0
+  x cuobjdump -sass "${MHC_KERNELS_LIB:-$KLIB}" > "$out/sass.tmp" 2>/dev/null || rc=1
+  for f in ${SASS_FUNCS:-15v41StreamKernelILi4ELb1E 15v41FinishKernelI13__nv_bfloat16Li4E}; do
+    k=$((k + 1))
+    show awk -v f="$f" '/Function : / {p = index($0, f) > 0} p' \
+      "$out/sass.tmp" > "$out/sass_$k.txt"
+    echo "== sass $f: $(wc -l < "$out/sass_$k.txt") lines"
+  done
+  rm -f "$out/sass.tmp"
+}
+v41_imix() {  # the stream kernel's executed instructions by opcode (ncu InstructionStats), T=4096 d=5120
+  local job
+  for job in ${IMIX_OPS:-post_mix}; do
+    ncu_job imix.txt imix "$job 4096 5120" imix_summary --section InstructionStats \
+      --print-details all -k regex:v41StreamKernel --launch-skip 2 --launch-count 1
+  done
+}
+imix_summary() { grep -E "Executed Instructions|Issued Instructions|^ +[A-Z][A-Z0-9.]+ +[0-9,]+$" "$1" | head -60; }
 v41_stalls() {  # the default and each of V41_STALL_MODES at T=4096 d=5120
   local m
   for m in default ${V41_STALL_MODES:-}; do
