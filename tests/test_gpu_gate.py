@@ -186,7 +186,7 @@ def test_runner_kernels_fuzz_hf_modes(tmp_path):
     lines = _dry(tmp_path, "kernels", "--t-list", "1")
     assert KERNELS_ONLY in _one(lines, "scripts/dev/build_plugins.sh")
     assert REQUIRE in _one(lines, "export", "MHC_REQUIRE_GPU")
-    assert "--min 359" in _one(lines, "junit_gate.py")
+    assert "--min 360" in _one(lines, "junit_gate.py")
     assert _one(lines, "bench_kernels.py").endswith(
         f"--json {tmp_path}/out/bench_kernels.json --t-list 1")
 
