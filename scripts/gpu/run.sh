@@ -145,20 +145,21 @@ mode_env() {  # the environment of a benchmark mode; parts joined by '+', e.g. c
       kr*) echo MHC_PREFILL_KR=${part#kr} ;;
       tt*) echo MHC_PREFILL_TT=${part#tt} ;;
       ft*) echo MHC_PREFILL_FT=${part#ft} ;;
-      # ilv, tma, coalesced, staged, l2f: switches of the patches in docs/journal/patches/
-      # (measured and not merged; main's kernels ignore them), kept so that their runs repeat
+      # ilv, tma, coalesced, staged, l2f, rows, cl: switches of the patches in
+      # docs/journal/patches/ (measured and not merged; main's kernels ignore them), kept
+      # so that their runs repeat
       ilv*) echo MHC_PREFILL_ILV=${part#ilv} ;;
       tma*) echo MHC_PREFILL_TMA=${part#tma} ;;
       coalesced) echo MHC_V41_COALESCED_LOADS=1 ;;
       staged) echo MHC_V41_STAGED_STORES=1 ;;
       l2f*) echo MHC_V41_L2_FETCH=${part#l2f} ;;           # V4.1 stream tile loads: L2 fetch size (run 6)
+      rows) echo MHC_V41_ROW_LOADS=1 ;;                    # V4.1 stream tile loads by whole rows (run 7)
+      cl*) echo MHC_V41_CLUSTER=${part#cl} ;;              # V4.1 stream grid in clusters of splits (run 7)
       balanced) echo MHC_V41_BALANCE=1 ;;                  # V4.1: every SM (run 2)
       plainfirst) echo MHC_PDL_FIRST=0 ;;                  # first kernels launched plainly (run 4)
       noprefetch) echo MHC_DECODE_PREFETCH_MAX_BYTES=0 ;;  # decode mixes kernel: no input prefetch (run 5)
       onethread) echo MHC_SINKHORN_LANES=0 ;;              # V4.1 / decode finishes: Sinkhorn on one thread (run 6)
       groups*) echo MHC_V41_GROUPS=${part#groups} ;;       # V4.1 stream grid: token groups
-      rows) echo MHC_V41_ROW_LOADS=1 ;;                    # V4.1 stream tile loads by whole rows (run 7)
-      cl*) echo MHC_V41_CLUSTER=${part#cl} ;;              # V4.1 stream grid in clusters of splits (run 7)
       base) echo "MHC_KERNELS_LIB=$root/.base/libmhc_kernels.so" ;;  # the baseline (prepare-base)
     esac                                                   # anything else: the default dispatch
   done
