@@ -500,8 +500,9 @@ __global__ void __launch_bounds__(kV41Threads, 1) v41StreamKernel(const V41Args 
                     }
                     // Element pair e outer, output stream j inner: each input value is
                     // unpacked once and used by all N outputs (j outer re-unpacked the
-                    // residual for every j: ~300 integer instructions per tile, issue 23's
-                    // run 7). Every output keeps its operation order: the same bits.
+                    // residual and x for every j; issue 23's run 7, with the 16-byte
+                    // coefficient copies: 1551 -> 1362 instructions per warp and tile).
+                    // Every output keeps its operation order: the same bits.
                     float li[8];
 #pragma unroll
                     for (int e = 0; e < 4; ++e) {
