@@ -31,7 +31,7 @@
 #                       STALL_MODES ("twopass": ncu stalls and DRAM bytes of the projection)
 #   v41 [STEPS]         steps (default: build tests bench ncu) of build tests quicktests alltests
 #                       kerneltests harness fuzz bench pdl groups l2fetch ab ncu stalls clocks
-#                       imix sass decode phases (plugins too when .trt_headers is carried; ab: against .base/, made here by
+#                       pcstalls imix sass decode phases (plugins too when .trt_headers is carried; ab: against .base/, made here by
 #                       `scripts/gpu/run.sh prepare-base [REF]`). env: BENCH_T, BENCH_D, AB_MODES,
 #                       TEST_K, NCU_JOBS, NCU_KERNEL, V41_MODES ("balanced"; mode_env parts, e.g.
 #                       coalesced+staged), V41_MODE_T, V41_STALL_MODES, V41_STALL_T
@@ -145,7 +145,7 @@ mode_env() {  # the environment of a benchmark mode; parts joined by '+', e.g. c
       kr*) echo MHC_PREFILL_KR=${part#kr} ;;
       tt*) echo MHC_PREFILL_TT=${part#tt} ;;
       ft*) echo MHC_PREFILL_FT=${part#ft} ;;
-      # ilv, tma, coalesced, staged, l2f, rows, cl: switches of the patches in
+      # ilv, tma, coalesced, staged, l2f, rows, cl, diag, nocoef16: switches of the patches in
       # docs/journal/patches/ (measured and not merged; main's kernels ignore them), kept
       # so that their runs repeat
       ilv*) echo MHC_PREFILL_ILV=${part#ilv} ;;
@@ -155,12 +155,15 @@ mode_env() {  # the environment of a benchmark mode; parts joined by '+', e.g. c
       l2f*) echo MHC_V41_L2_FETCH=${part#l2f} ;;           # V4.1 stream tile loads: L2 fetch size (run 6)
       rows) echo MHC_V41_ROW_LOADS=1 ;;                    # V4.1 stream tile loads by whole rows (run 7)
       cl*) echo MHC_V41_CLUSTER=${part#cl} ;;              # V4.1 stream grid in clusters of splits (run 7)
+      diag*) echo MHC_V41_DIAG=${part#diag} ;;             # V4.1 stream kernel parts skipped (run 8)
+      nocoef16) echo MHC_V41_NOCOEF16=1 ;;                 # V4.1 stream: 4-byte coefficient copies (run 8)
       balanced) echo MHC_V41_BALANCE=1 ;;                  # V4.1: every SM (run 2)
       plainfirst) echo MHC_PDL_FIRST=0 ;;                  # first kernels launched plainly (run 4)
       noprefetch) echo MHC_DECODE_PREFETCH_MAX_BYTES=0 ;;  # decode mixes kernel: no input prefetch (run 5)
       onethread) echo MHC_SINKHORN_LANES=0 ;;              # V4.1 / decode finishes: Sinkhorn on one thread (run 6)
       groups*) echo MHC_V41_GROUPS=${part#groups} ;;       # V4.1 stream grid: token groups
       base) echo "MHC_KERNELS_LIB=$root/.base/libmhc_kernels.so" ;;  # the baseline (prepare-base)
+      lib*) echo "MHC_KERNELS_LIB=$root/.variants/${part#lib}.so" ;;  # a variant built here (.variants/NAME.so)
     esac                                                   # anything else: the default dispatch
   done
 }
@@ -449,6 +452,28 @@ mix 4096 5120}"
           --clock-control "$cc" -k regex:v41StreamKernel --launch-skip 2 --launch-count 1 \
           --metrics "gpu__time_duration.sum,sm__cycles_elapsed.avg.per_second,dram__bytes_read.sum,dram__bytes_write.sum,dram__throughput.avg.pct_of_peak_sustained_elapsed,smsp__inst_executed.sum,smsp__issue_active.avg.pct_of_peak_sustained_active"
       done
+    done
+  done
+}
+v41_pcstalls() {  # where the stream kernel's warps wait, per SASS instruction: ncu's PC sampling
+  # (SourceCounters) exported as the source page's CSV, summed by scripts/gpu/pc_stalls.py.
+  # PCS_JOBS (default post_mix 4096 5120), PCS_MODES (mode_env parts; default: default)
+  local m job k rep jobs=()
+  mapfile -t jobs <<< "${PCS_JOBS:-post_mix 4096 5120}"
+  for m in ${PCS_MODES:-default}; do
+    k=0
+    for job in "${jobs[@]}"; do
+      k=$((k + 1))
+      rep="$out/pcs_${m//+/_}_$k"
+      echo "== pcstalls $m $job"
+      # shellcheck disable=SC2046,SC2086
+      x env $(mode_env "$m") timeout 240 ncu -f -o "$rep" --section SourceCounters \
+        --section WarpStateStats -k regex:v41StreamKernel --launch-skip 2 --launch-count 1 \
+        python3 scripts/gpu/profile_kernel.py $job > "$rep.log" 2>&1 || { rc=1; tail -5 "$rep.log"; }
+      x sh -c "ncu -i '$rep.ncu-rep' --page source --csv --print-source sass > '$rep.csv' 2>&1" || rc=1
+      x python3 scripts/gpu/pc_stalls.py "$rep.csv" --top "${PCS_TOP:-40}" > "$rep.txt" 2>&1 || rc=1
+      show head -"${PCS_LINES:-45}" "$rep.txt"
+      rm -f "$rep.ncu-rep"
     done
   done
 }
