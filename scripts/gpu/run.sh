@@ -145,7 +145,7 @@ mode_env() {  # the environment of a benchmark mode; parts joined by '+', e.g. c
       kr*) echo MHC_PREFILL_KR=${part#kr} ;;
       tt*) echo MHC_PREFILL_TT=${part#tt} ;;
       ft*) echo MHC_PREFILL_FT=${part#ft} ;;
-      # ilv, tma, coalesced, staged, l2f, rows, cl, diag, nocoef16: switches of the patches in
+      # ilv, tma, coalesced, staged, l2f, rows, cl, diag, nocoef16, fin8: switches of the patches in
       # docs/journal/patches/ (measured and not merged; main's kernels ignore them), kept
       # so that their runs repeat
       ilv*) echo MHC_PREFILL_ILV=${part#ilv} ;;
@@ -157,6 +157,7 @@ mode_env() {  # the environment of a benchmark mode; parts joined by '+', e.g. c
       cl*) echo MHC_V41_CLUSTER=${part#cl} ;;              # V4.1 stream grid in clusters of splits (run 7)
       diag*) echo MHC_V41_DIAG=${part#diag} ;;             # V4.1 stream kernel parts skipped (run 8)
       nocoef16) echo MHC_V41_NOCOEF16=1 ;;                 # V4.1 stream: 4-byte coefficient copies (run 8)
+      fin8) echo MHC_V41_FINISH8=1 ;;                      # V4.1 large-T finish: 8 tokens a block, one load batch (run 8)
       balanced) echo MHC_V41_BALANCE=1 ;;                  # V4.1: every SM (run 2)
       plainfirst) echo MHC_PDL_FIRST=0 ;;                  # first kernels launched plainly (run 4)
       noprefetch) echo MHC_DECODE_PREFETCH_MAX_BYTES=0 ;;  # decode mixes kernel: no input prefetch (run 5)
@@ -468,9 +469,13 @@ v41_pcstalls() {  # where the stream kernel's warps wait, per SASS instruction: 
       echo "== pcstalls $m $job"
       # shellcheck disable=SC2046,SC2086
       x env $(mode_env "$m") timeout 240 ncu -f -o "$rep" --section SourceCounters \
-        --section WarpStateStats -k regex:v41StreamKernel --launch-skip 2 --launch-count 1 \
+        --section WarpStateStats --section SpeedOfLight --section ComputeWorkloadAnalysis \
+        --section MemoryWorkloadAnalysis -k regex:v41StreamKernel --launch-skip 2 --launch-count 1 \
         python3 scripts/gpu/profile_kernel.py $job > "$rep.log" 2>&1 || { rc=1; tail -5 "$rep.log"; }
       x sh -c "ncu -i '$rep.ncu-rep' --page source --csv --print-source sass > '$rep.csv' 2>&1" || rc=1
+      x sh -c "ncu -i '$rep.ncu-rep' --page details > '$rep.details.txt' 2>&1" || rc=1
+      show grep -E "Duration|SM Frequency|Throughput|Busy|Issue Slots|Pipe|Bank|Warp Cycles|Eligible" \
+        "$rep.details.txt" | head -"${PCS_DETAIL_LINES:-24}"
       x python3 scripts/gpu/pc_stalls.py "$rep.csv" --top "${PCS_TOP:-40}" > "$rep.txt" 2>&1 || rc=1
       show head -"${PCS_LINES:-45}" "$rep.txt"
       rm -f "$rep.ncu-rep"
