@@ -282,9 +282,10 @@ def test_stream_grid_groups_switch_is_bit_identical(groups, tmp_path):
 
 
 def test_stream_coefficient_copies_ignore_alignment():
-    """The stream kernel copies a token's pre / post / comb rows as 16-byte chunks when
-    all three are 16-byte aligned, else float by float: pre_mix, post_mix and comb_mix
-    4 bytes past a 16-byte boundary give every output bit for bit."""
+    """The stream kernel assumes no alignment of the pre / post / comb rows beyond a float's
+    (run 7 copied them in 16-byte chunks where aligned; run 8 copies them float by float):
+    pre_mix, post_mix and comb_mix 4 bytes past a 16-byte boundary give every output bit
+    for bit."""
     v = boundary_inputs(300, 4, 1280, torch.bfloat16, _gen(77))
 
     def shifted(t: torch.Tensor) -> torch.Tensor:

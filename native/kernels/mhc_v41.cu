@@ -295,7 +295,6 @@ struct V41Args {
     int64_t ntok, tiles;
     int d, groups, stages;
     int splits, balanced;
-    int coef16;  // POST, N = 4: pre / post / comb rows 16-byte aligned (one cp.async per 4 floats)
 };
 
 // A token's sum of squares over its N rounded 16-byte vectors, in the stream
@@ -424,23 +423,12 @@ __global__ void __launch_bounds__(kV41Threads, 1) v41StreamKernel(const V41Args 
                     cpAsync16(st + (h * PER + N) * kV41Threads + tid, a.x + tok * d + col);
             }
             if constexpr (POST) {
+                // Float by float: a warp's copies coalesce into a few lines. Every CTA of a
+                // token group copies the same coefficients at about the same time; as 16-byte
+                // copies of a token's six rows per thread (run 7) they came as ~96 separate
+                // requests per CTA and made d=7168 7% slower on an H100 (issue 23's run 8).
                 float* coef = reinterpret_cast<float*>(smem + G::STAGE * s + G::DATA);
-                bool chunks = false;
-                if constexpr (N == 4) {
-                    // A token's 24 coefficients are 6 aligned 16-byte chunks (pre, post, 4
-                    // comb rows): threads 0..95 copy one each, where the rows allow it.
-                    static_assert(TT * 6 <= kV41Threads && CS % 4 == 0, "coefficient chunks");
-                    chunks = a.coef16 != 0;
-                    const int tt = tid / 6, c = tid - 6 * tt;
-                    const int64_t t = t0 + tt;
-                    if (chunks && tid < TT * 6 && t < a.ntok) {
-                        const float* src = c == 0   ? a.pre_in + t * 4
-                                           : c == 1 ? a.post_in + t * 4
-                                                    : a.comb_in + t * 16 + (c - 2) * 4;
-                        cpAsync16(coef + tt * CS + c * 4, src);
-                    }
-                }
-                for (int j = tid; !chunks && j < TT * COEF; j += kV41Threads) {
+                for (int j = tid; j < TT * COEF; j += kV41Threads) {
                     const int tt = j / COEF, k = j - tt * COEF;
                     const int64_t t = t0 + tt;
                     if (t >= a.ntok) continue;
@@ -500,8 +488,8 @@ __global__ void __launch_bounds__(kV41Threads, 1) v41StreamKernel(const V41Args 
                     }
                     // Element pair e outer, output stream j inner: each input value is
                     // unpacked once and used by all N outputs (j outer re-unpacked the
-                    // residual and x for every j; issue 23's run 7, with the 16-byte
-                    // coefficient copies: 1551 -> 1362 instructions per warp and tile).
+                    // residual and x for every j; issue 23's run 7 measured 1551 -> 1362
+                    // instructions per warp and tile with its coefficient copies, since undone).
                     // Every output keeps its operation order: the same bits.
                     float li[8];
 #pragma unroll
@@ -709,10 +697,6 @@ mhcStatus_t launchStream(V41Args a, cudaStream_t stream, bool* fits) {
         if (cached) smem_set[dev].store(smem, std::memory_order_relaxed);
     }
     const int splits = streamSplits(a.d);
-    const uintptr_t rows = reinterpret_cast<uintptr_t>(a.pre_in) |
-                           reinterpret_cast<uintptr_t>(a.post_in) |
-                           reinterpret_cast<uintptr_t>(a.comb_in);
-    a.coef16 = POST && N == 4 && rows % 16 == 0;
     a.tiles = ceilDiv(a.ntok, kV41TT);
     a.splits = splits;
     a.stages = stages;

@@ -163,6 +163,7 @@ mode_env() {  # the environment of a benchmark mode; parts joined by '+', e.g. c
       noprefetch) echo MHC_DECODE_PREFETCH_MAX_BYTES=0 ;;  # decode mixes kernel: no input prefetch (run 5)
       onethread) echo MHC_SINKHORN_LANES=0 ;;              # V4.1 / decode finishes: Sinkhorn on one thread (run 6)
       groups*) echo MHC_V41_GROUPS=${part#groups} ;;       # V4.1 stream grid: token groups
+      stages*) echo MHC_V41_STAGES=${part#stages} ;;       # V4.1 stream kernel: pipeline depth (2..6)
       base) echo "MHC_KERNELS_LIB=$root/.base/libmhc_kernels.so" ;;  # the baseline (prepare-base)
       lib*) echo "MHC_KERNELS_LIB=$root/.variants/${part#lib}.so" ;;  # a variant built here (.variants/NAME.so)
     esac                                                   # anything else: the default dispatch
