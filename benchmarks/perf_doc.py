@@ -128,9 +128,12 @@ def _when(doc: Doc) -> str:
     return t.strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _label(doc: Doc) -> str:
-    """What the run column says for a row of this run: its date."""
-    return _when(doc)[:10]
+def _label(doc: Doc, runs: Runs | None = None) -> str:
+    """What the run column says for a row of this run: its date, and its time where the
+    table's two runs share a date."""
+    same_day = runs is not None and runs.earlier is not None and (
+        _when(runs.doc)[:10] == _when(runs.earlier)[:10])
+    return _when(doc)[:16] if same_day else _when(doc)[:10]
 
 
 def _rows(entry: dict[str, Any], doc: Doc) -> list[Row]:
@@ -173,9 +176,10 @@ def _header(entry: dict[str, Any], runs: Runs) -> list[str]:
               for spec, _ in runs.variants]
     if runs.earlier is not None:
         e = entry["earlier"]
-        lines += ["", f"Rows whose run is {_label(runs.earlier)} fill the (T, d) the run above did "
-                  f"not measure. {_measured(entry, runs.earlier)} Command: `{e['command']}`. "
-                  f"JSON: `benchmarks/results/{e['file']}`.", *_provenance(runs.earlier)]
+        lines += ["", f"Rows whose run is {_label(runs.earlier, runs)} fill the (T, d) the run "
+                  f"above did not measure. {_measured(entry, runs.earlier)} "
+                  f"Command: `{e['command']}`. JSON: `benchmarks/results/{e['file']}`.",
+                  *_provenance(runs.earlier)]
     return [*lines, "", entry.get("note", ""), ""]
 
 
@@ -231,7 +235,7 @@ def _columns(entry: dict[str, Any], runs: Runs, lead: list[tuple[str, Cell]],
     """``lead``, the run column (with an earlier run), the variant columns, ``rest``."""
     cols = list(lead)
     if runs.earlier is not None:  # after T and d
-        cols.insert(2, ("run", lambda _, doc: _label(doc)))
+        cols.insert(2, ("run", lambda _, doc: _label(doc, runs)))
     cols += [(spec["head"], _variant(entry, runs, spec, v)) for spec, v in runs.variants]
     return cols + rest
 
