@@ -34,7 +34,10 @@
 #                       pcstalls imix sass decode phases (plugins too when .trt_headers is carried; ab: against .base/, made here by
 #                       `scripts/gpu/run.sh prepare-base [REF]`). env: BENCH_T, BENCH_D, AB_MODES,
 #                       TEST_K, NCU_JOBS, NCU_KERNEL, V41_MODES ("balanced"; mode_env parts, e.g.
-#                       coalesced+staged), V41_MODE_T, V41_STALL_MODES, V41_STALL_T
+#                       coalesced+staged), V41_MODE_T, V41_STALL_MODES, V41_STALL_T, PCS_JOBS,
+#                       PCS_MODES. Mode lib<NAME>: the kernel library .variants/NAME.so, built
+#                       here (e.g. a worktree with a patch of docs/journal/patches/ applied;
+#                       MHC_CUDA_ARCHS=90-real keeps it at 17 MB, so three fit the carry)
 # Everywhere: more than 8 files in $OUT end as one MODE_run.tgz (the device tool returns 8).
 # MHC_CUDA_ARCHS (90), TEST_TIMEOUT, BENCH_TIMEOUT, MHC_MIN_GPU_TESTS (a subset's
 # floor). A benchmark mode's environment: mode_env below.
@@ -560,10 +563,12 @@ prepare() {  # here: what the device calls carry, git-ignored through info/exclu
 
 prepare_base() {  # here: REF's kernel library (default main), built by this machine's nvcc,
   # into .base/ (git-ignored) for the A/B step `v41 ab` (device tool: carry ".base")
-  local ref=${1:-main} tmp exclude
+  local ref=${1:-main} tmp exclude v
   tmp=$(mktemp -d)
   exclude="$(git rev-parse --git-common-dir)/info/exclude"
-  grep -qx /.base/ "$exclude" 2>/dev/null || x sh -c "echo /.base/ >> '$exclude'"
+  for v in /.base/ /.variants/; do
+    grep -qx "$v" "$exclude" 2>/dev/null || x sh -c "echo $v >> '$exclude'"
+  done
   x git worktree add -q --detach "$tmp/src" "$ref" || exit 1
   x env "MHC_CUDA_ARCHS=${MHC_CUDA_ARCHS:-90}" bash "$tmp/src/scripts/dev/build_plugins.sh" \
     "$tmp/build" -DMHC_BUILD_TRT_PLUGINS=OFF > "$tmp/build.txt" 2>&1 \
