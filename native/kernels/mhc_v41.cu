@@ -424,9 +424,9 @@ __global__ void __launch_bounds__(kV41Threads, 1) v41StreamKernel(const V41Args 
             }
             if constexpr (POST) {
                 // Float by float: a warp's copies coalesce into a few lines. Every CTA of a
-                // token group copies the same coefficients at about the same time; as 16-byte
-                // copies of a token's six rows per thread (run 7) they came as ~96 separate
-                // requests per CTA and made d=7168 7% slower on an H100 (issue 23's run 8).
+                // token group copies the same coefficients at about the same time; run 7's
+                // 16-byte copies of a token's six rows per thread made d=7168 7% slower on an
+                // H100 (issue 23's run 8), likely as ~96 scattered requests per CTA.
                 float* coef = reinterpret_cast<float*>(smem + G::STAGE * s + G::DATA);
                 for (int j = tid; j < TT * COEF; j += kV41Threads) {
                     const int tt = j / COEF, k = j - tt * COEF;
