@@ -540,13 +540,18 @@ archive_out() {  # the device tool returns at most 8 files a call: more become o
 }
 
 # ---- the modes --------------------------------------------------------------------------
-prepare() {  # here: what the device calls carry, git-ignored through info/exclude
-  local src=${MHC_TRT_HEADERS:-$root/../shared/third_party} exclude v pkg ver
+ignore_here() {  # PATTERN...: git-ignored in this clone only (info/exclude), once each
+  local exclude v
   exclude="$(git rev-parse --git-common-dir)/info/exclude"
-  x mkdir -p .trt_headers .wheels
-  for v in /.trt_headers/ /.wheels/; do
+  for v in "$@"; do
     grep -qx "$v" "$exclude" 2>/dev/null || x sh -c "echo $v >> '$exclude'"
   done
+}
+
+prepare() {  # here: what the device calls carry, git-ignored through info/exclude
+  local src=${MHC_TRT_HEADERS:-$root/../shared/third_party} v pkg ver
+  x mkdir -p .trt_headers .wheels
+  ignore_here /.trt_headers/ /.wheels/
   for v in 10.16 11.1; do  # the TensorRT headers (.trt_headers)
     x rm -rf ".trt_headers/tensorrt-$v"
     x cp -r "$src/tensorrt-$v" ".trt_headers/tensorrt-$v"
@@ -563,12 +568,9 @@ prepare() {  # here: what the device calls carry, git-ignored through info/exclu
 
 prepare_base() {  # here: REF's kernel library (default main), built by this machine's nvcc,
   # into .base/ (git-ignored) for the A/B step `v41 ab` (device tool: carry ".base")
-  local ref=${1:-main} tmp exclude v
+  local ref=${1:-main} tmp
   tmp=$(mktemp -d)
-  exclude="$(git rev-parse --git-common-dir)/info/exclude"
-  for v in /.base/ /.variants/; do
-    grep -qx "$v" "$exclude" 2>/dev/null || x sh -c "echo $v >> '$exclude'"
-  done
+  ignore_here /.base/ /.variants/
   x git worktree add -q --detach "$tmp/src" "$ref" || exit 1
   x env "MHC_CUDA_ARCHS=${MHC_CUDA_ARCHS:-90}" bash "$tmp/src/scripts/dev/build_plugins.sh" \
     "$tmp/build" -DMHC_BUILD_TRT_PLUGINS=OFF > "$tmp/build.txt" 2>&1 \
