@@ -128,11 +128,10 @@ def _when(doc: Doc) -> str:
     return t.strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _label(doc: Doc, runs: Runs | None = None) -> str:
+def _label(doc: Doc, runs: Runs) -> str:
     """What the run column says for a row of this run: its date, and its time where the
     table's two runs share a date."""
-    same_day = runs is not None and runs.earlier is not None and (
-        _when(runs.doc)[:10] == _when(runs.earlier)[:10])
+    same_day = runs.earlier is not None and _when(runs.doc)[:10] == _when(runs.earlier)[:10]
     return _when(doc)[:16] if same_day else _when(doc)[:10]
 
 

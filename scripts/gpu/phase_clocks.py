@@ -42,6 +42,11 @@ MIX_PHASES = (("post", "mix_waited", "mix_posted"), ("fma", "mix_posted", "mix_f
               ("reduce", "mix_fma", "mix_end"))
 
 
+def _cycles(row: dict, phases: tuple[tuple[str, str, str], ...]) -> str:
+    """A row's cycles per phase, as name=cycles pairs (the phases it has marks for)."""
+    return "  ".join(f"{n}={row[n + '_cycles']:.0f}" for n, _, _ in phases if n + "_cycles" in row)
+
+
 def read_marks(lib: ctypes.CDLL) -> dict[str, tuple[int, int]]:
     """The last call's marks, {slot: (ns, cycles)}, and clears them."""
     n = len(SLOTS)
@@ -103,12 +108,8 @@ def main(argv: list[str] | None = None) -> int:
           "start (CTA 0, 0), medians of the last call of each replay")
     for r in out:
         marks = "  ".join(f"{s}={r[s + '_ns']:.0f}" for s in SLOTS if s + "_ns" in r)
-        cyc = "  ".join(f"{n}={r[n + '_cycles']:.0f}" for n, _, _ in FINISH_PHASES
-                        if n + "_cycles" in r)
-        mcyc = "  ".join(f"{n}={r[n + '_cycles']:.0f}" for n, _, _ in MIX_PHASES
-                         if n + "_cycles" in r)
-        print(f"{r['op']:9s} d={r['d']}: {marks}\n{'':9s} finish CTA cycles: {cyc}\n"
-              f"{'':9s} mixes CTA cycles: {mcyc}")
+        print(f"{r['op']:9s} d={r['d']}: {marks}\n{'':9s} finish CTA cycles: "
+              f"{_cycles(r, FINISH_PHASES)}\n{'':9s} mixes CTA cycles: {_cycles(r, MIX_PHASES)}")
     if a.json:
         a.json.write_text(json.dumps({"device": torch.cuda.get_device_name(), "rows": out},
                                      indent=1) + "\n")
