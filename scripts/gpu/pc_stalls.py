@@ -49,7 +49,7 @@ def reason_columns(header: list[str]) -> list[str]:
     out = []
     for h in header:
         low = h.lower()
-        if h in (ALL, NOT_ISSUED) or "not_issued" in low or "not-issued" in low:
+        if h in (ALL, NOT_ISSUED) or re.search(r"not[ _-]issued", low):
             continue
         if re.search(r"stall|selected", low) and "sampling" not in low:
             out.append(h)
