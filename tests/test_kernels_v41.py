@@ -281,6 +281,26 @@ def test_stream_grid_groups_switch_is_bit_identical(groups, tmp_path):
         assert torch.equal(a, b), f"output {i} differs"
 
 
+@pytest.mark.parametrize("env", [{"MHC_V41_STAGES": "4"}, {"MHC_V41_STAGES": "2"},
+                                 {"MHC_V41_FINISH16": "1"}],
+                         ids=["4-stages", "2-stages", "finish-16-tokens"])
+def test_stream_depth_and_finish_switches_are_bit_identical(env, tmp_path):
+    """The stream kernel's pipeline depth (default 3 since run 9) and the large-T finish's
+    block shape (8 tokens and one batch of split loads where they fit one wave, as at
+    T = 77-517 here; MHC_V41_FINISH16=1 run 2's 16 tokens in batches of 8) change when
+    bytes move, never a value: MhcPostMix and MhcMix equal bit for bit, at partial
+    tiles, d=7168's 28 splits and n = 2, 3."""
+    calls = []
+    for t, n, d in ((517, 4, 1000), (4099, 4, 7168), (300, 3, 2056), (77, 2, 5120)):
+        v = boundary_inputs(t, n, d, torch.bfloat16, _gen(t + 2 * n + d))
+        calls += [("post_mix", v), ("mix", [v[1], *v[5:]])]
+    other = _in_process(calls, env, tmp_path)
+    for (op, v), got in zip(calls, other, strict=True):
+        for i, (a, b) in enumerate(zip(getattr(kernels, op)(*v), got, strict=True)):
+            where = f"{op} T={v[0].shape[0]} n={v[1].shape[1]}"
+            assert torch.equal(a, b), f"{where}: output {i} differs"
+
+
 def test_stream_coefficient_copies_ignore_alignment():
     """The stream kernel assumes no alignment of the pre / post / comb rows beyond a float's
     (run 7 copied them in 16-byte chunks where aligned; run 8 copies them float by float):

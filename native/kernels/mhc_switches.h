@@ -278,6 +278,16 @@ inline int v41GroupsEnv() {
     }();
     return g;
 }
+// MHC_V41_FINISH16=1: the V4.1 large-T finish in blocks of 16 tokens with split
+// loads in batches of 8 (run 2's) at every T, also where 8 tokens and one batch of
+// 32 would fit one wave; the same bits (mhc_v41.cu, v41FinishWideKernel).
+inline bool v41Finish16() {
+    static const bool on = [] {
+        const char* e = envSwitch("MHC_V41_FINISH16");
+        return envIs(e, '1');
+    }();
+    return on;
+}
 // MHC_V41_STAGES=2..6: the V4.1 stream kernel's pipeline depth (else 0: the
 // kernel's own choice; mhc_v41.cu).
 inline int v41StagesEnv() {

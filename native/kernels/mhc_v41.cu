@@ -187,17 +187,20 @@ __global__ void __launch_bounds__(kV41FinishThreads) v41FinishKernel(const Finis
         phaseMark(kPhFinDone);
 }
 
-// Large T (the stream and two-pass paths): a block per kWideTokens tokens.
-// Thread j sums value j of the block's [tokens][V] partials over the splits in
-// split order (loads issued in batches of 8 before the adds), then one thread
-// per token computes its gates and a segment of lanes per token its Sinkhorn
-// (combFromMixesLanes). ~T / 16 blocks of short latency, instead of a block and a
-// one-thread Sinkhorn chain per token.
-constexpr int kWideTokens = 16;
-
-template <int N>
+// Large T (the stream and two-pass paths): a block per TB tokens. Thread j sums
+// value j of the block's [tokens][V] partials over the splits in split order
+// (loads issued in batches of KB before the adds: any TB and KB give the same
+// bits), then one thread per token computes its gates and a segment of lanes per
+// token its Sinkhorn (combFromMixesLanes). ~T / TB blocks of short latency,
+// instead of a block and a one-thread Sinkhorn chain per token. Where its blocks
+// fit one wave (T <= 8 x SMs), 8 tokens and batches of 32 load every split of
+// d <= 8192 at once: one L2 round trip, and the finish is what is left of the call
+// after the stream kernel drains. Above that, run 2's 16 tokens and batches of 8
+// (40 registers against 206: several blocks per SM). MHC_V41_FINISH16=1 takes
+// the 16-token finish everywhere.
+template <int N, int TB, int KB>
 __global__ void __launch_bounds__(kV41FinishThreads) v41FinishWideKernel(const FinishArgs a) {
-    constexpr int M = (2 + N) * N, V = M + 1, TB = kWideTokens;
+    constexpr int M = (2 + N) * N, V = M + 1;
     __shared__ float mix[TB * V];
     const int64_t t0 = int64_t(blockIdx.x) * TB;
     const int ntb = int(a.ntok - t0 < TB ? a.ntok - t0 : TB);
@@ -206,12 +209,12 @@ __global__ void __launch_bounds__(kV41FinishThreads) v41FinishWideKernel(const F
     for (int j = threadIdx.x; j < ntb * V; j += kV41FinishThreads) {
         const float* p = a.part + t0 * V + j;
         float s = 0.f;
-        for (int k = 0; k < a.splits; k += 8) {
-            float v[8];
+        for (int k = 0; k < a.splits; k += KB) {
+            float v[KB];
 #pragma unroll
-            for (int q = 0; q < 8; ++q) v[q] = k + q < a.splits ? p[int64_t(k + q) * sstride] : 0.f;
+            for (int q = 0; q < KB; ++q) v[q] = k + q < a.splits ? p[int64_t(k + q) * sstride] : 0.f;
 #pragma unroll
-            for (int q = 0; q < 8; ++q) s += v[q];  // + 0.0f past the last split: no change
+            for (int q = 0; q < KB; ++q) s += v[q];  // + 0.0f past the last split: no change
         }
         mix[j] = s;
     }
@@ -244,14 +247,19 @@ __global__ void __launch_bounds__(kV41FinishThreads) v41FinishWideKernel(const F
     }
 }
 
+inline int numSMs();
+
 // PDL launch (the finish's blocks wait in griddepcontrol.wait); a refused
 // attribute outside a capture falls back to a plain launch with the same
 // results. wide: the large-T finish (no layer_input; its own split order).
 template <typename T, int N>
 mhcStatus_t launchFinish(const FinishArgs& fa, cudaStream_t stream, bool wide) {
     const int cb = fa.layer_input ? int(ceilDiv(fa.d / 8, kV41FinishThreads)) : 0;
-    if (wide)
-        launchMaybePdl(v41FinishWideKernel<N>, dim3(unsigned(ceilDiv(fa.ntok, kWideTokens))),
+    if (wide && (v41Finish16() || ceilDiv(fa.ntok, 8) > numSMs()))
+        launchMaybePdl(v41FinishWideKernel<N, 16, 8>, dim3(unsigned(ceilDiv(fa.ntok, 16))),
+                       dim3(kV41FinishThreads), 0, stream, true, fa);
+    else if (wide)
+        launchMaybePdl(v41FinishWideKernel<N, 8, 32>, dim3(unsigned(ceilDiv(fa.ntok, 8))),
                        dim3(kV41FinishThreads), 0, stream, true, fa);
     else
         launchMaybePdl(v41FinishKernel<T, N>, dim3(unsigned(fa.ntok), unsigned(cb + 1)),
@@ -400,7 +408,6 @@ __global__ void __launch_bounds__(kV41Threads, 1) v41StreamKernel(const V41Args 
                 }
     }
     pdlWaitThenRelease();
-    if (ntiles > 0) loadB(sp0);
 
     // Loads of tile `it` into stage s; one commit group per call, even empty.
     auto issue = [&](int it, int s) {
@@ -600,7 +607,11 @@ __global__ void __launch_bounds__(kV41Threads, 1) v41StreamKernel(const V41Args 
     // CTA barrier per tile: it publishes tile it's coefficients (cp.async by
     // other threads), retires stage (it-1) % S for refilling and hands the
     // partials of tile it-1 (double-buffered by parity) to the reduction.
+    // The first tiles' loads go out before the B fragments are read and split: the
+    // residual's DRAM traffic starts at once, and hc_fn's L2 lines (prefetched above)
+    // arrive while it is in flight.
     for (int s = 0; s + 1 < S; ++s) issue(s, s);
+    if (ntiles > 0) loadB(sp0);
     for (int it = 0; it < ntiles; ++it) {
         waitGroupsLeft(S - 2);
         __syncthreads();
@@ -677,7 +688,9 @@ mhcStatus_t launchStream(V41Args a, cudaStream_t stream, bool* fits) {
     const int optin = smemOptin();
     int stages = v41StagesEnv();
     if (stages == 0) {
-        stages = 4;
+        // 3 (tiles it+1, it+2 in flight): run 9 measured it 1.6-1.9 us faster than 4 at
+        // T=512 (the first tiles arrive sooner) and within 1.3% at T >= 4096.
+        stages = 3;
         while (stages > 2 && G::smem(stages) > size_t(optin)) --stages;
     }
     const size_t smem = G::smem(stages);

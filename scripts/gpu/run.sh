@@ -31,7 +31,7 @@
 #                       STALL_MODES ("twopass": ncu stalls and DRAM bytes of the projection)
 #   v41 [STEPS]         steps (default: build tests bench ncu) of build tests quicktests alltests
 #                       kerneltests harness fuzz bench pdl groups l2fetch ab ncu stalls clocks
-#                       pcstalls imix sass decode phases (plugins too when .trt_headers is carried; ab: against .base/, made here by
+#                       pcstalls imix sass decode phases probe (plugins too when .trt_headers is carried; ab: against .base/, made here by
 #                       `scripts/gpu/run.sh prepare-base [REF]`). env: BENCH_T, BENCH_D, AB_MODES,
 #                       TEST_K, NCU_JOBS, NCU_KERNEL, V41_MODES ("balanced"; mode_env parts, e.g.
 #                       coalesced+staged), V41_MODE_T, V41_STALL_MODES, V41_STALL_T, PCS_JOBS,
@@ -45,10 +45,10 @@ set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 # Fewest GPU tests a gated run may collect (raise them when adding GPU tests).
-MIN_GATE=405     # gate: the whole suite's gpu-marked tests
-MIN_KERNELS=360  # kernels: the kernel test files
-MIN_KERNEL_PLUGIN=401  # v41 alltests: the gate less test_hf_gpu
-MIN_KERNEL_FILES=361   # v41 kerneltests: alltests less the plugin harness
+MIN_GATE=408     # gate: the whole suite's gpu-marked tests
+MIN_KERNELS=363  # kernels: the kernel test files
+MIN_KERNEL_PLUGIN=404  # v41 alltests: the gate less test_hf_gpu
+MIN_KERNEL_FILES=364   # v41 kerneltests: alltests less the plugin harness
 KLIB=$root/build/plugins-trt11/kernels/libmhc_kernels.so
 dry=${MHC_DRY_RUN:-0}
 [ "${1:-}" = --dry-run ] && { dry=1; shift; }
@@ -148,7 +148,7 @@ mode_env() {  # the environment of a benchmark mode; parts joined by '+', e.g. c
       kr*) echo MHC_PREFILL_KR=${part#kr} ;;
       tt*) echo MHC_PREFILL_TT=${part#tt} ;;
       ft*) echo MHC_PREFILL_FT=${part#ft} ;;
-      # ilv, tma, coalesced, staged, l2f, rows, cl, diag, nocoef16, fin8, bulk, fin16:
+      # ilv, tma, coalesced, staged, l2f, rows, cl, diag, nocoef16, fin8, bulk:
       # switches of the patches in docs/journal/patches/ (measured and not merged, or not
       # yet measured; main's kernels ignore them), kept so that their runs repeat
       ilv*) echo MHC_PREFILL_ILV=${part#ilv} ;;
@@ -162,7 +162,7 @@ mode_env() {  # the environment of a benchmark mode; parts joined by '+', e.g. c
       nocoef16) echo MHC_V41_NOCOEF16=1 ;;                 # V4.1 stream: 4-byte coefficient copies (run 8)
       fin8) echo MHC_V41_FINISH8=1 ;;                      # V4.1 large-T finish: 8 tokens a block, one load batch (run 8)
       bulk*) echo MHC_V41_BULK=${part#bulk} ;;             # V4.1 stream kernel: bulk-copy loads (1), + stores (2) (run 9)
-      fin16) echo MHC_V41_FINISH16=1 ;;                    # V4.1 large-T finish: run 2's 16 tokens a block (run 9)
+      fin16) echo MHC_V41_FINISH16=1 ;;                    # V4.1 large-T finish: run 2's 16 tokens a block (main, run 10)
       balanced) echo MHC_V41_BALANCE=1 ;;                  # V4.1: every SM (run 2)
       plainfirst) echo MHC_PDL_FIRST=0 ;;                  # first kernels launched plainly (run 4)
       noprefetch) echo MHC_DECODE_PREFETCH_MAX_BYTES=0 ;;  # decode mixes kernel: no input prefetch (run 5)
@@ -403,6 +403,13 @@ v41_bench() {  # the default, then each mode of V41_MODES (mode_env parts) in th
       --json "$out/bench_v41_${V41_TAG:-}${m//+/_}.json" 2>&1 | tee "$out/bench_${V41_TAG:-}${m//+/_}.txt"
     [ "${PIPESTATUS[0]}" = 0 ] || rc=1
   done
+}
+v41_probe() {  # copy-only kernels of the stream kernel's access shapes (benchmarks/probes/)
+  x nvcc -O3 -arch=sm_90 -std=c++17 -o "$out/probe" benchmarks/probes/v41_access_probe.cu \
+    > "$out/probe_build.txt" 2>&1 || { rc=1; tail -5 "$out/probe_build.txt"; return; }
+  x timeout "${PROBE_TIMEOUT:-180}" "$out/probe" "$out/probe_v41.json" 2>&1 | tee "$out/probe_v41.txt"
+  [ "${PIPESTATUS[0]}" = 0 ] || rc=1
+  x rm -f "$out/probe"
 }
 v41_fuzz() {  # every op, V4 and V4.1, on the CUDA kernels against float64
   x timeout "${FUZZ_TIMEOUT:-120}" python3 scripts/qa/fuzz.py --gpu --only kernels \
