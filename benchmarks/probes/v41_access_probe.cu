@@ -8,6 +8,7 @@
 //   Q    the CTA's piece of each row: 256 Q columns (512 Q bytes); main's kernel is Q = 1
 //   frag which 16-byte vectors a lane owns: the MMA fragment layout (a warp instruction
 //        touches 8 rows x 64 bytes, main's kernel) or row (one row's 512 contiguous bytes)
+//   TT, S tokens a tile and stages (3 unless named): S - 1 tiles in flight
 // beside a grid-stride elementwise kernel and cudaMemcpy of the same bytes. Each is timed as
 // back-to-back launches rotating through enough buffer sets to miss L2, median of 9 runs;
 // "x" is the time over the floor at the copy bandwidth of a 2 GiB cudaMemcpy (read + write),
@@ -67,13 +68,13 @@ __device__ __forceinline__ void itemOf(int m, int tid, int& r, int& c) {
     }
 }
 
-template <int Q, int TT, bool ROW>
+template <int Q, int TT, bool ROW, int S>
 __global__ void __launch_bounds__(kThreads, 1) tileCopy(const Args a) {
     constexpr int VPR = 32 * Q, ITEMS = TT * kRowsPerTok * VPR / kThreads;
     static_assert(ITEMS * kThreads == TT * kRowsPerTok * VPR, "tile must split evenly");
     static_assert(ROW || TT % 8 == 0, "the fragment layout takes 8 tokens per lane group");
     extern __shared__ uint4 sm[];
-    const int tid = threadIdx.x, grp = blockIdx.y, S = a.stages;
+    const int tid = threadIdx.x, grp = blockIdx.y;
     const int c0 = blockIdx.x * VPR;
     const int ntiles = a.tiles > grp ? int((a.tiles - 1 - grp) / a.groups + 1) : 0;
     auto gaddr = [&](int64_t tok, int r, int c) -> int64_t {  // the same for inputs and outputs
@@ -97,7 +98,7 @@ __global__ void __launch_bounds__(kThreads, 1) tileCopy(const Args a) {
     };
     for (int s = 0; s + 1 < S; ++s) issue(s, s);
     for (int it = 0; it < ntiles; ++it) {
-        asm volatile("cp.async.wait_group %0;\n" ::"n"(1) : "memory");  // S - 2 = 1 at S = 3
+        asm volatile("cp.async.wait_group %0;\n" ::"n"(S - 2) : "memory");  // tile it landed
         __syncthreads();
         issue(it + S - 1, (it + S - 1) % S);
         const int64_t t0 = (int64_t(grp) + int64_t(it) * a.groups) * TT;
@@ -138,7 +139,6 @@ using Launch = void (*)(const Args&, int sms, cudaStream_t);
 template <int Q, int TT, bool ROW, int S>
 void launchTile(const Args& a0, int sms, cudaStream_t st) {
     constexpr int VPR = 32 * Q, ITEMS = TT * kRowsPerTok * VPR / kThreads;
-    static_assert(S == 3, "the wait_group count above is S - 2");
     Args a = a0;
     const int splits = (a.d8 + VPR - 1) / VPR;
     a.tiles = (a.ntok + TT - 1) / TT;
@@ -147,11 +147,11 @@ void launchTile(const Args& a0, int sms, cudaStream_t st) {
     const size_t smem = size_t(S) * ITEMS * kThreads * 16;
     static bool attr = false;
     if (!attr) {
-        CK(cudaFuncSetAttribute(tileCopy<Q, TT, ROW>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+        CK(cudaFuncSetAttribute(tileCopy<Q, TT, ROW, S>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                 int(smem)));
         attr = true;
     }
-    tileCopy<Q, TT, ROW><<<dim3(splits, a.groups), kThreads, smem, st>>>(a);
+    tileCopy<Q, TT, ROW, S><<<dim3(splits, a.groups), kThreads, smem, st>>>(a);
 }
 
 void launchElt(const Args& a, int sms, cudaStream_t st) {
@@ -224,6 +224,9 @@ int main(int argc, char** argv) {
         {"row  Q2 TT8", launchTile<2, 8, true, 3>},
         {"row  Q4 TT4", launchTile<4, 4, true, 3>},
         {"frag Q1 TT8", launchTile<1, 8, false, 3>},
+        // In flight against granularity: 40 KB in 40 KB tiles, 80 KB in 20 KB tiles.
+        {"frag Q1 TT16 S2", launchTile<1, 16, false, 2>},
+        {"frag Q1 TT8 S5", launchTile<1, 8, false, 5>},
         {"elementwise", launchElt},
     };
     std::string json = "{\"device\": \"" + std::string(prop.name) + "\", \"sms\": " +

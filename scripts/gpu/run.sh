@@ -148,7 +148,7 @@ mode_env() {  # the environment of a benchmark mode; parts joined by '+', e.g. c
       kr*) echo MHC_PREFILL_KR=${part#kr} ;;
       tt*) echo MHC_PREFILL_TT=${part#tt} ;;
       ft*) echo MHC_PREFILL_FT=${part#ft} ;;
-      # ilv, tma, coalesced, staged, l2f, rows, cl, diag, nocoef16, fin8, bulk:
+      # ilv, tma, coalesced, staged, l2f, rows, cl, diag, nocoef16, fin8, bulk, half:
       # switches of the patches in docs/journal/patches/ (measured and not merged, or not
       # yet measured; main's kernels ignore them), kept so that their runs repeat
       ilv*) echo MHC_PREFILL_ILV=${part#ilv} ;;
@@ -162,6 +162,7 @@ mode_env() {  # the environment of a benchmark mode; parts joined by '+', e.g. c
       nocoef16) echo MHC_V41_NOCOEF16=1 ;;                 # V4.1 stream: 4-byte coefficient copies (run 8)
       fin8) echo MHC_V41_FINISH8=1 ;;                      # V4.1 large-T finish: 8 tokens a block, one load batch (run 8)
       bulk*) echo MHC_V41_BULK=${part#bulk} ;;             # V4.1 stream kernel: bulk-copy loads (1), + stores (2) (run 9)
+      half*) echo MHC_V41_HALF=${part#half} ;;             # V4.1 stream kernel: half-tile pipeline (1) or whole tiles (0) (run 10)
       fin16) echo MHC_V41_FINISH16=1 ;;                    # V4.1 large-T finish: run 2's 16 tokens a block (main, run 10)
       balanced) echo MHC_V41_BALANCE=1 ;;                  # V4.1: every SM (run 2)
       plainfirst) echo MHC_PDL_FIRST=0 ;;                  # first kernels launched plainly (run 4)
