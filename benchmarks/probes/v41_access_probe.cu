@@ -81,19 +81,23 @@ __global__ void __launch_bounds__(kThreads, 1) tileCopy(const Args a) {
         const int i = r % kRowsPerTok;
         return i < kN ? (tok * kN + i) * a.d8 + c0 + c : tok * a.d8 + c0 + c;
     };
-    auto issue = [&](int it, int s) {
-        if (it < ntiles) {
-            const int64_t t0 = (int64_t(grp) + int64_t(it) * a.groups) * TT;
+    // f(m, offset, residual?) for each of this thread's items m of tile it that exist.
+    auto forItems = [&](int it, auto&& f) {
+        const int64_t t0 = (int64_t(grp) + int64_t(it) * a.groups) * TT;
 #pragma unroll
-            for (int m = 0; m < ITEMS; ++m) {
-                int r, c;
-                itemOf<Q, TT, ROW>(m, tid, r, c);
-                const int64_t tok = t0 + r / kRowsPerTok;
-                if (tok >= a.ntok || c0 + c >= a.d8) continue;
-                const uint4* src = (r % kRowsPerTok) < kN ? a.res : a.x;
-                cpAsync16(sm + (int64_t(s) * ITEMS + m) * kThreads + tid, src + gaddr(tok, r, c));
-            }
+        for (int m = 0; m < ITEMS; ++m) {
+            int r, c;
+            itemOf<Q, TT, ROW>(m, tid, r, c);
+            const int64_t tok = t0 + r / kRowsPerTok;
+            if (tok >= a.ntok || c0 + c >= a.d8) continue;
+            f(m, gaddr(tok, r, c), r % kRowsPerTok < kN);
         }
+    };
+    auto issue = [&](int it, int s) {
+        if (it < ntiles)
+            forItems(it, [&](int m, int64_t off, bool res) {
+                cpAsync16(sm + (int64_t(s) * ITEMS + m) * kThreads + tid, (res ? a.res : a.x) + off);
+            });
         asm volatile("cp.async.commit_group;\n" ::: "memory");
     };
     for (int s = 0; s + 1 < S; ++s) issue(s, s);
@@ -101,17 +105,10 @@ __global__ void __launch_bounds__(kThreads, 1) tileCopy(const Args a) {
         asm volatile("cp.async.wait_group %0;\n" ::"n"(S - 2) : "memory");  // tile it landed
         __syncthreads();
         issue(it + S - 1, (it + S - 1) % S);
-        const int64_t t0 = (int64_t(grp) + int64_t(it) * a.groups) * TT;
         const int s = it % S;
-#pragma unroll
-        for (int m = 0; m < ITEMS; ++m) {
-            int r, c;
-            itemOf<Q, TT, ROW>(m, tid, r, c);
-            const int64_t tok = t0 + r / kRowsPerTok;
-            if (tok >= a.ntok || c0 + c >= a.d8) continue;
-            uint4* dst = (r % kRowsPerTok) < kN ? a.res_out : a.li;
-            dst[gaddr(tok, r, c)] = sm[(int64_t(s) * ITEMS + m) * kThreads + tid];
-        }
+        forItems(it, [&](int m, int64_t off, bool res) {
+            (res ? a.res_out : a.li)[off] = sm[(int64_t(s) * ITEMS + m) * kThreads + tid];
+        });
     }
     asm volatile("cp.async.wait_group 0;\n" ::: "memory");
 }
