@@ -14,8 +14,8 @@
 // "x" is the time over the floor at the copy bandwidth of a 2 GiB cudaMemcpy (read + write),
 // as benchmarks/bench_v41.py counts it.
 //
-// Build and run (scripts/gpu/run.sh v41 probe): nvcc -O3 -arch=sm_90 -std=c++17 -o probe
-// v41_access_probe.cu && ./probe [json path]
+// Build and run (scripts/gpu/run.sh v41 probe): nvcc -O3 -arch=sm_90 -std=c++17
+// -I native/kernels -o probe benchmarks/probes/v41_access_probe.cu && ./probe [json path]
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -23,6 +23,8 @@
 #include <cstdio>
 #include <string>
 #include <vector>
+
+#include "mhc_stream.cuh"  // cpAsync16: the stream kernel's own tile copy
 
 #define CK(x)                                                                        \
     do {                                                                             \
@@ -42,13 +44,10 @@ struct Args {
     uint4* res_out;
     uint4* li;
     int64_t ntok, tiles;
-    int d8, groups, stages;
+    int d8, groups;
 };
 
-__device__ __forceinline__ void cpAsync16(void* dst, const void* src) {
-    const unsigned s = unsigned(__cvta_generic_to_shared(dst));
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(src));
-}
+using mhc::cpAsync16;
 
 // Item m of a thread: row r of the tile (token r / 5, stream r % 5, 4 = x) and vector
 // column c of the CTA's piece. frag: main's layout (vector 4 warp + tig + 32 q of tokens
@@ -140,7 +139,6 @@ void launchTile(const Args& a0, int sms, cudaStream_t st) {
     const int splits = (a.d8 + VPR - 1) / VPR;
     a.tiles = (a.ntok + TT - 1) / TT;
     a.groups = int(std::max<int64_t>(1, std::min<int64_t>(sms / splits, a.tiles)));
-    a.stages = S;
     const size_t smem = size_t(S) * ITEMS * kThreads * 16;
     static bool attr = false;
     if (!attr) {
@@ -260,7 +258,7 @@ int main(int argc, char** argv) {
             for (const auto& v : variants) {
                 // Poison the outputs, run once, check every byte was copied (a copy kernel
                 // that skips rows would look fast); T = 16384 only repeats T = 4096's grid.
-                Args a{sets[0].x, sets[0].res, sets[0].res_out, sets[0].li, t, 0, d / 8, 0, 0};
+                Args a{sets[0].x, sets[0].res, sets[0].res_out, sets[0].li, t, 0, d / 8, 0};
                 CK(cudaMemset(sets[0].res_out, 0xff, rb));
                 CK(cudaMemset(sets[0].li, 0xff, xb));
                 v.fn(a, sms, 0);
@@ -271,7 +269,7 @@ int main(int argc, char** argv) {
                 }
                 const double s = timeCalls(
                     [&](int k) {
-                        Args b{sets[k].x, sets[k].res, sets[k].res_out, sets[k].li, t, 0, d / 8, 0, 0};
+                        Args b{sets[k].x, sets[k].res, sets[k].res_out, sets[k].li, t, 0, d / 8, 0};
                         v.fn(b, sms, 0);
                     },
                     nsets, std::max(24, 2 * nsets));

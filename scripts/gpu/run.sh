@@ -406,7 +406,7 @@ v41_bench() {  # the default, then each mode of V41_MODES (mode_env parts) in th
   done
 }
 v41_probe() {  # copy-only kernels of the stream kernel's access shapes (benchmarks/probes/)
-  x nvcc -O3 -arch=sm_90 -std=c++17 -o "$out/probe" benchmarks/probes/v41_access_probe.cu \
+  x nvcc -O3 -arch=sm_90 -std=c++17 -I native/kernels -o "$out/probe" benchmarks/probes/v41_access_probe.cu \
     > "$out/probe_build.txt" 2>&1 || { rc=1; tail -5 "$out/probe_build.txt"; return; }
   x timeout "${PROBE_TIMEOUT:-180}" "$out/probe" "$out/probe_v41.json" 2>&1 | tee "$out/probe_v41.txt"
   [ "${PIPESTATUS[0]}" = 0 ] || rc=1
